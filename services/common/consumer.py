@@ -1,0 +1,186 @@
+"""Consuming with effectively-once effect.
+
+A faust agent (concurrency=1, at-least-once) hands each record to `process`, which
+decodes it, then records its event id in `tracking` and applies the handler in one
+PostgreSQL transaction. Redeliveries are skipped; a record that cannot be decoded or
+keeps failing is parked on the topic's dead-letter topic and the partition moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+import asyncpg
+import faust
+from aiokafka import AIOKafkaProducer
+from google.protobuf.message import Message
+
+from services.common import metrics
+from services.common.deadletter import park
+from services.common.envelope import UndecodableRecord, unwrap
+from services.common.logs import correlation_id
+from services.common.tracking import Origin, first_delivery
+from tonne.v1.envelope_pb2 import Envelope
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[asyncpg.Connection, Envelope, Message], Awaitable[None]]
+Recover = Callable[[], Awaitable[None]]
+
+ATTEMPTS = 3
+# Errors of the infrastructure, not of the record: retry until it comes back.
+_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+class Consumer:
+    def __init__(
+        self,
+        *,
+        name: str,
+        bootstrap: str,
+        topic_prefix: str,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        handlers: Mapping[str, Handler],
+        recover: Recover,
+    ) -> None:
+        self.name = name
+        self._bootstrap = bootstrap
+        self._prefix = topic_prefix
+        self._pool = pool
+        self._producer = producer
+        self._handlers = dict(handlers)
+        self._recover = recover
+        self._app: faust.App | None = None
+
+    async def process(self, origin: Origin, key: bytes | None, value: bytes | None) -> str:
+        """Apply one record at most once; returns the outcome for metrics and tests."""
+        topic = origin.topic.removeprefix(self._prefix)
+        try:
+            envelope, payload = unwrap(value)
+        except UndecodableRecord as exc:
+            await self._dead_letter(origin, key, value, exc.code, str(exc), event_id=None)
+            return self._count(topic, "dead_lettered")
+        token = correlation_id.set(envelope.correlation_id)
+        try:
+            return self._count(topic, await self._apply(topic, origin, key, value, envelope, payload))
+        finally:
+            correlation_id.reset(token)
+
+    async def _apply(
+        self,
+        topic: str,
+        origin: Origin,
+        key: bytes | None,
+        value: bytes | None,
+        envelope: Envelope,
+        payload: Message,
+    ) -> str:
+        handler = self._handlers[topic]
+        failure: Exception | None = None
+        attempt = 0
+        while attempt < ATTEMPTS:
+            try:
+                with metrics.HANDLE_SECONDS.labels(self.name, topic).time():
+                    async with self._pool.acquire() as conn, conn.transaction():
+                        if not await first_delivery(conn, self.name, envelope.event_id, origin):
+                            return "duplicate"
+                        await handler(conn, envelope, payload)
+                return "applied"
+            except _TRANSIENT as exc:
+                log.warning("infrastructure unavailable, retrying: %r", exc)
+                await self._recover_quietly()
+                await asyncio.sleep(1.0)  # back-off between reconnects, not a readiness wait
+            except Exception as exc:
+                attempt += 1
+                failure = exc
+                log.exception("%s failed on %s (attempt %d)", self.name, envelope.type, attempt)
+                # In-memory state may hold a half-applied effect: fold it again from the store.
+                await self._recover_quietly()
+        assert failure is not None
+        code = getattr(failure, "code", "HANDLER_FAILED")
+        await self._dead_letter(origin, key, value, code, repr(failure), envelope.event_id)
+        return "dead_lettered"
+
+    async def _recover_quietly(self) -> None:
+        try:
+            await self._recover()
+        except Exception:
+            log.exception("recovery failed; the next attempt retries it")
+
+    async def _dead_letter(
+        self,
+        origin: Origin,
+        key: bytes | None,
+        value: bytes | None,
+        code: str,
+        error: str,
+        event_id: str | None,
+    ) -> None:
+        await park(
+            self._producer,
+            consumer=self.name,
+            topic_prefix=self._prefix,
+            origin=origin,
+            key=key,
+            value=value,
+            error_code=code,
+            error=error,
+        )
+        log.error("parked %s:%d@%d on the dead-letter topic: %s", *origin.__dict__.values(), code)
+        if event_id:
+            # A redelivery of a parked record must not be applied or parked again.
+            async with self._pool.acquire() as conn:
+                await first_delivery(conn, self.name, event_id, origin)
+
+    def _count(self, topic: str, outcome: str) -> str:
+        metrics.RECORDS.labels(self.name, topic, outcome).inc()
+        return outcome
+
+    # --- faust wiring ---
+
+    async def start(self) -> None:
+        app = faust.App(
+            f"{self._prefix}tonne-{self.name}",
+            broker=f"kafka://{self._bootstrap}",
+            web_enabled=False,
+            autodiscover=False,
+            consumer_auto_offset_reset="earliest",
+            topic_allow_declare=False,  # topics are created by ensure_topics
+            topic_disable_leader=True,
+            producer_acks=-1,
+            broker_commit_every=100,
+            broker_commit_interval=0.5,
+            stream_wait_empty=False,
+        )
+        channel = app.topic(
+            *(self._prefix + topic for topic in self._handlers),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+
+        # concurrency=1: faust must never commit past a record still in flight.
+        @app.agent(channel, concurrency=1, name=f"{self.name}-records")
+        async def records(stream: faust.StreamT[bytes]) -> None:
+            async for event in stream.events():
+                message = event.message
+                await self.process(
+                    Origin(message.topic, message.partition, message.offset),
+                    message.key,
+                    message.value,
+                )
+
+        self._app = app
+        await app.start()
+
+    @property
+    def assigned(self) -> bool:
+        return self._app is not None and bool(self._app.consumer.assignment())
+
+    async def stop(self) -> None:
+        if self._app is not None:
+            await self._app.stop()

@@ -1,0 +1,86 @@
+"""Transactional outbox: records are written with their effect, relayed afterwards.
+
+The relay publishes in id order with an idempotent producer and marks rows published.
+A crash between send and mark republishes the same bytes; consumers deduplicate on
+the envelope's event_id (see tracking.py), so the effect stays single.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from tonne.v1.envelope_pb2 import Envelope
+
+log = logging.getLogger(__name__)
+_CHANNEL = "outbox"
+
+
+async def enqueue(conn: asyncpg.Connection, topic: str, key: str, envelope: Envelope) -> None:
+    await conn.execute(
+        "INSERT INTO outbox (topic, key, value) VALUES ($1, $2, $3)",
+        topic,
+        key.encode(),
+        envelope.SerializeToString(),
+    )
+    # Delivered on commit; wakes the relay without polling delay.
+    await conn.execute(f"NOTIFY {_CHANNEL}")
+
+
+class OutboxRelay:
+    def __init__(
+        self, pool: asyncpg.Pool, producer: AIOKafkaProducer, topic_prefix: str, batch: int = 500
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._prefix = topic_prefix
+        self._batch = batch
+        self._wake = asyncio.Event()
+        self.published = 0
+
+    async def run(self) -> None:
+        listener = await self._pool.acquire()
+
+        def wake(*_: object) -> None:
+            self._wake.set()
+
+        await listener.add_listener(_CHANNEL, wake)
+        try:
+            while True:
+                self._wake.clear()
+                if await self.publish_pending() == 0:
+                    # Also wake periodically: a NOTIFY can be missed across reconnects.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+        finally:
+            await listener.remove_listener(_CHANNEL, wake)
+            await self._pool.release(listener)
+
+    async def publish_pending(self) -> int:
+        async with self._pool.acquire() as conn:
+            # Advisory lock: one relay per schema even with N instances, keeping order.
+            async with conn.transaction():
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext('outbox'))"):
+                    return 0
+                rows = await conn.fetch(
+                    "SELECT id, topic, key, value FROM outbox WHERE published_at IS NULL "
+                    "ORDER BY id LIMIT $1",
+                    self._batch,
+                )
+                if not rows:
+                    return 0
+                sends = [
+                    await self._producer.send(self._prefix + r["topic"], r["value"], key=r["key"])
+                    for r in rows
+                ]
+                await asyncio.gather(*sends)
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                    [r["id"] for r in rows],
+                )
+        self.published += len(rows)
+        return len(rows)

@@ -1,0 +1,55 @@
+"""Instruments: standardized contracts selecting blocks by attributes, and order checks."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.errors import DomainError
+from tonne.v1 import matching_pb2, registry_pb2
+
+DEFAULT_FILE = Path(__file__).parent.parent / "instruments.toml"
+
+
+@dataclass(frozen=True)
+class Instrument:
+    instrument_id: str
+    standard: str
+    host_party: str
+    vintage: int
+    authorized_for: str  # "" when no Article 6.2 authorization is required
+    currency: str
+    tick: int
+    lot: int
+    min_price: int
+    max_price: int
+
+    def selector(self) -> registry_pb2.UnitSelector:
+        return registry_pb2.UnitSelector(
+            standard=registry_pb2.Standard.Value(self.standard),
+            host_party=self.host_party,
+            vintage=self.vintage,
+            authorized_for=registry_pb2.AuthorizedUse.Value(self.authorized_for)
+            if self.authorized_for
+            else registry_pb2.AUTHORIZED_USE_UNSPECIFIED,
+        )
+
+    def check(self, side: int, price: int, quantity: int) -> None:
+        """Refuse an order the instrument does not allow (validate before anything moves)."""
+        if side not in (matching_pb2.BUY, matching_pb2.SELL):
+            raise DomainError("ORDER_SIDE_INVALID", "side must be BUY or SELL")
+        if quantity <= 0 or quantity % self.lot:
+            raise DomainError("ORDER_QUANTITY_INVALID", f"quantity must be a positive multiple of {self.lot}")
+        if price % self.tick:
+            raise DomainError("ORDER_PRICE_OFF_TICK", f"price must be a multiple of {self.tick}")
+        if not self.min_price <= price <= self.max_price:
+            raise DomainError(
+                "ORDER_PRICE_OUT_OF_BAND", f"price must lie in [{self.min_price}, {self.max_price}]"
+            )
+
+
+def load(path: Path = DEFAULT_FILE) -> dict[str, Instrument]:
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    return {key: Instrument(instrument_id=key, **value) for key, value in data["instrument"].items()}

@@ -1,0 +1,211 @@
+"""Session infrastructure for every test: a real Kafka broker and a real PostgreSQL.
+
+Choice, per resource: environment variable (``KAFKA_BOOTSTRAP_SERVERS`` /
+``DATABASE_URL``) -> local processes (Kafka JVM from Maven jars, pgserver) ->
+testcontainers when a Docker engine answers -> ``pytest.fail``. Missing infrastructure
+is a failure, never a skip, with or without ``CI=true``.
+
+The fixtures are synchronous (async setup runs via ``run_sync`` in a private thread), so
+they work from sync and async tests alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from deploy.kafka_broker import MARKER_JAR, KafkaBroker, default_lib_dir, run_sync
+from deploy.postgres import create_database, drop_database, start_postgres, stop_postgres
+from deploy.stack import SERVICES, ServiceProcesses, ServiceStartError, prepare
+
+NO_INFRA_HINT = (
+    "set {var}, or provide local prerequisites ({local}), or run a Docker engine "
+    "(testcontainers). Tests never skip for missing infrastructure."
+)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (all sockets held open until all are picked)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
+def docker_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        result = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def local_kafka_problem() -> str | None:
+    """Why a local broker cannot run here, or None if it can."""
+    if shutil.which("java") is None:
+        return "no 'java' on PATH"
+    if not (default_lib_dir() / MARKER_JAR).exists() and shutil.which("mvn") is None:
+        return "Kafka jars not fetched and no 'mvn' on PATH to fetch them"
+    return None
+
+
+def report(config: pytest.Config, text: str) -> None:
+    """Write past pytest's output capturing (used during session teardown)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        for line in text.splitlines():
+            reporter.write_line(line)
+    else:
+        print(text, file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """``host:port`` of a Kafka broker (3.9, single node, auto-create topics off)."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    problem = local_kafka_problem()
+    if problem is None:
+        home = Path(tempfile.mkdtemp(prefix="tonne-kafka-"))
+        port, controller_port = free_ports(2)
+        broker = KafkaBroker(home, port=port, controller_port=controller_port)
+        try:
+            KafkaBroker.fetch()
+            broker.start()
+        except Exception as exc:
+            broker.stop()
+            pytest.fail(f"local Kafka broker failed to start: {exc}", pytrace=False)
+        try:
+            yield broker.bootstrap
+        finally:
+            broker.stop()
+            shutil.rmtree(home, ignore_errors=True)
+        return
+    if docker_available():
+        from testcontainers.community.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    pytest.fail(
+        f"No Kafka broker ({problem}, no Docker engine): "
+        + NO_INFRA_HINT.format(var="KAFKA_BOOTSTRAP_SERVERS", local="Java 17+ and Maven"),
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """Admin DSN of a PostgreSQL server (asyncpg form); see ``fresh_database_url``."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield external
+        return
+    # pgserver is a hard dependency; still, be explicit about the fallback.
+    local_problem = None if importlib.util.find_spec("pgserver") else "pgserver not installed"
+    if local_problem is None:
+        root = Path(tempfile.mkdtemp(prefix="tonne-pg-"))
+        data_dir = root / "pg"
+        try:
+            dsn = start_postgres(data_dir)
+        except Exception as exc:
+            stop_postgres(data_dir)
+            shutil.rmtree(root, ignore_errors=True)
+            pytest.fail(f"pgserver PostgreSQL failed to start: {exc}", pytrace=False)
+        try:
+            yield dsn
+        finally:
+            stop_postgres(data_dir)
+            shutil.rmtree(root, ignore_errors=True)
+        return
+    if docker_available():
+        from testcontainers.community.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine") as container:
+            yield container.get_connection_url(driver=None)
+        return
+    pytest.fail(
+        f"No PostgreSQL ({local_problem}, no Docker engine): "
+        + NO_INFRA_HINT.format(var="DATABASE_URL", local="the pgserver wheel"),
+        pytrace=False,
+    )
+
+
+@pytest.fixture
+def fresh_database_url(database_url: str) -> Iterator[str]:
+    """DSN of a new, empty, uniquely named database; dropped afterwards (best effort)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    dsn = create_database(database_url, name)
+    yield dsn
+    with contextlib.suppress(Exception):
+        drop_database(database_url, name)
+
+
+@pytest.fixture(scope="session")
+def topic_prefix() -> str:
+    """Unique per session, so runs against a shared external broker never collide."""
+    return f"t{uuid.uuid4().hex[:8]}."
+
+
+@dataclass(frozen=True)
+class RunningStack:
+    urls: dict[str, str]  # service name -> base URL, e.g. "http://127.0.0.1:40123"
+    bootstrap: str
+    database_url: str
+    topic_prefix: str
+    processes: ServiceProcesses
+
+
+@pytest.fixture(scope="session")
+def running_stack(
+    request: pytest.FixtureRequest,
+    kafka_bootstrap: str,
+    database_url: str,
+    topic_prefix: str,
+) -> Iterator[RunningStack]:
+    """The four services on free ports, own topics (prefixed) and own database."""
+    db_name = f"stack_{uuid.uuid4().hex[:12]}"
+    dsn = create_database(database_url, db_name)
+    run_sync(prepare(kafka_bootstrap, dsn, topic_prefix))
+    run_dir = Path(tempfile.mkdtemp(prefix="tonne-stack-"))
+    ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
+    processes = ServiceProcesses(run_dir, kafka_bootstrap, dsn, topic_prefix, ports)
+    try:
+        processes.start()
+    except ServiceStartError as exc:
+        processes.stop()
+        pytest.fail(
+            f"{exc}\n--- tail of {processes.log_path(exc.name)} ---\n{exc.log_tail}",
+            pytrace=False,
+        )
+    try:
+        yield RunningStack(processes.urls, kafka_bootstrap, dsn, topic_prefix, processes)
+    finally:
+        processes.stop()
+        if request.session.testsfailed:
+            for name in SERVICES:
+                report(
+                    request.config,
+                    f"\n----- tail of {processes.log_path(name)} -----\n" + processes.log_tail(name, lines=80),
+                )
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            drop_database(database_url, db_name)
