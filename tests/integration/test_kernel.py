@@ -1,0 +1,123 @@
+"""The shared kernel against a real PostgreSQL and a real Kafka broker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+from google.protobuf.message import Message
+
+from services.common import eventstore, outbox, topics
+from services.common.consumer import Consumer
+from services.common.db import connect_pool, migrate
+from services.common.envelope import Context, unwrap, wrap
+from services.common.kafka import idempotent_producer
+from services.common.outbox import OutboxRelay
+from services.common.topics import ensure_topics
+from tests.support import eventually, publish_raw, read_topic
+from tonne.v1 import registry_pb2 as rpb
+from tonne.v1.envelope_pb2 import DeadLetter, Envelope
+
+
+def envelope(account_id: str) -> Envelope:
+    command = rpb.OpenAccount(account_id=account_id, holder="h", jurisdiction="TH", type=rpb.HOLDING)
+    return wrap(command, aggregate_id=account_id, context=Context.new("test"), occurred_at=datetime.now(UTC))
+
+
+@pytest.fixture
+async def pool(fresh_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    await migrate(fresh_database_url, "registry")
+    pool = await connect_pool(fresh_database_url, "registry")
+    yield pool
+    await pool.close()
+
+
+async def test_event_store_refuses_a_stale_writer(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        assert await eventstore.append(conn, "s", 0, [envelope("a"), envelope("b")]) == 2
+        with pytest.raises(eventstore.ConcurrencyError):
+            await eventstore.append(conn, "s", 1, [envelope("c")])
+        assert [e.aggregate_id for _, _, e in await eventstore.read_all(conn)] == ["a", "b"]
+        assert await eventstore.stream_version(conn, "s") == 2
+
+
+async def test_migrations_are_idempotent(fresh_database_url: str) -> None:
+    first = await migrate(fresh_database_url, "compliance")
+    assert first == ["kernel/0001_kernel.sql", "compliance/0001_audit.sql"]
+    assert await migrate(fresh_database_url, "compliance") == []
+
+
+async def test_outbox_relay_publishes_in_order_once(pool: asyncpg.Pool, kafka_bootstrap: str, topic_prefix: str) -> None:
+    prefix = topic_prefix + "outbox."
+    await ensure_topics(kafka_bootstrap, prefix)
+    sent = [envelope(f"acct-{n}") for n in range(5)]
+    async with pool.acquire() as conn, conn.transaction():
+        for e in sent:
+            await outbox.enqueue(conn, topics.REGISTRY_EVENTS, "same-key", e)
+    producer = idempotent_producer(kafka_bootstrap, "test-relay")
+    await producer.start()
+    try:
+        relay = OutboxRelay(pool, producer, prefix)
+        assert await relay.publish_pending() == 5
+        assert await relay.publish_pending() == 0  # marked published: never sent twice
+    finally:
+        await producer.stop()
+    records = await read_topic(kafka_bootstrap, prefix + topics.REGISTRY_EVENTS, lambda rs: len(rs) >= 5)
+    assert [unwrap(r.value)[0].event_id for r in records] == [e.event_id for e in sent]
+
+
+async def test_consumer_applies_once_and_parks_what_it_cannot_apply(
+    pool: asyncpg.Pool, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    prefix = topic_prefix + "consumer."
+    await ensure_topics(kafka_bootstrap, prefix)
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE applied (account_id text)")
+
+    async def handler(conn: asyncpg.Connection, env: Envelope, command: Message) -> None:
+        assert isinstance(command, rpb.OpenAccount)
+        if command.account_id == "poison":
+            raise ValueError("this record always fails")
+        await conn.execute("INSERT INTO applied VALUES ($1)", command.account_id)
+
+    recoveries = 0
+
+    async def recover() -> None:
+        nonlocal recoveries
+        recoveries += 1
+
+    producer = idempotent_producer(kafka_bootstrap, "test-consumer")
+    await producer.start()
+    consumer = Consumer(
+        name="kernel-test", bootstrap=kafka_bootstrap, topic_prefix=prefix, pool=pool, producer=producer,
+        handlers={topics.REGISTRY_COMMANDS: handler}, recover=recover,
+    )
+    await consumer.start()
+    try:
+        topic = prefix + topics.REGISTRY_COMMANDS
+        good = envelope("good")
+        await publish_raw(kafka_bootstrap, topic, b"k", good.SerializeToString())
+        await publish_raw(kafka_bootstrap, topic, b"k", good.SerializeToString())  # redelivered / republished
+        await publish_raw(kafka_bootstrap, topic, b"k", b"\xff not protobuf")
+        await publish_raw(kafka_bootstrap, topic, b"k", envelope("poison").SerializeToString())
+        await publish_raw(kafka_bootstrap, topic, b"k", envelope("after").SerializeToString())
+
+        async def applied() -> list[str] | None:
+            rows = [r["account_id"] for r in await pool.fetch("SELECT account_id FROM applied")]
+            return rows if "after" in rows else None
+
+        # The partition moves past both bad records and applies the good ones once each.
+        assert await eventually(applied, "the records after the bad ones to apply") == ["good", "after"]
+        letters = await read_topic(kafka_bootstrap, topics.dead_letter(topic), lambda rs: len(rs) >= 2)
+        parked = [DeadLetter.FromString(r.value) for r in letters]
+        assert [(d.error_code, d.origin_topic, d.origin_offset) for d in parked] == [
+            ("ENVELOPE_UNDECODABLE", topic, 2),
+            ("HANDLER_FAILED", topic, 3),
+        ]
+        assert parked[0].origin_value == b"\xff not protobuf" and parked[1].consumer == "kernel-test"
+        assert recoveries == 3  # one fold of state per failed attempt
+    finally:
+        await consumer.stop()
+        await producer.stop()
