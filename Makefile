@@ -28,7 +28,7 @@ test: $(VENV_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 proto: $(VENV_STAMP)
-	$(PY) -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. proto/tonne/v1/*.proto
+	$(PY) -m services.common.contracts
 
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check . && $(PY) -m mypy services deploy tests

@@ -205,6 +205,7 @@ def running_stack(
                     request.config,
                     f"\n----- tail of {processes.log_path(name)} -----\n" + processes.log_tail(name, lines=80),
                 )
+            report(request.config, f"(service logs kept in {run_dir})")
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
         with contextlib.suppress(Exception):

@@ -24,7 +24,7 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeou
     while time.monotonic() < deadline:
         last = await probe()
         if last:
-            return last  # type: ignore[return-value]
+            return last
         await asyncio.sleep(0.1)  # poll interval inside a deadline, not a readiness guess
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
 
@@ -50,8 +50,11 @@ async def read_topic(
 ) -> list[ConsumerRecord]:
     """Read `topic` from the beginning until `until(records)` holds."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=f"test-{uuid.uuid4()}",
-        auto_offset_reset="earliest", enable_auto_commit=False,
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"test-{uuid.uuid4()}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     await consumer.start()
     records: list[ConsumerRecord] = []

@@ -69,9 +69,7 @@ class Application(ABC):
         return envelopes
 
     @staticmethod
-    async def send(
-        conn: asyncpg.Connection, message: Message, topic: str, key: str, context: Context
-    ) -> Envelope:
+    async def send(conn: asyncpg.Connection, message: Message, topic: str, key: str, context: Context) -> Envelope:
         """Queue a command for another service without recording it as our event."""
         envelope = wrap(message, aggregate_id=key, context=context, occurred_at=datetime.now(UTC))
         await outbox.enqueue(conn, topic, key, envelope)

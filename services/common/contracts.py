@@ -15,8 +15,12 @@ def generate(out: Path) -> None:
     files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "proto").rglob("*.proto"))
     plugin = Path(sys.executable).with_name("protoc-gen-mypy")
     args = [
-        "protoc", f"-I{ROOT / 'proto'}", f"-I{Path(protoc.__file__).parent / '_proto'}",
-        f"--plugin=protoc-gen-mypy={plugin}", f"--python_out={out}", f"--mypy_out=quiet:{out}",
+        "protoc",
+        f"-I{ROOT / 'proto'}",
+        f"-I{Path(protoc.__file__).parent / '_proto'}",
+        f"--plugin=protoc-gen-mypy={plugin}",
+        f"--python_out={out}",
+        f"--mypy_out=quiet:{out}",
         *(str(ROOT / f) for f in files),
     ]
     if protoc.main(args) != 0:

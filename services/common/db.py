@@ -12,9 +12,7 @@ _SERVICES_DIR = Path(__file__).parent.parent
 
 
 async def connect_pool(dsn: str, schema: str, size: int = 5) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=size, server_settings={"search_path": schema}
-    )
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, server_settings={"search_path": schema})
     assert pool is not None
     return pool
 

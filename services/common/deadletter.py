@@ -36,7 +36,5 @@ async def park(
     )
     letter.failed_at.FromDatetime(datetime.now(UTC))
     unprefixed = origin.topic.removeprefix(topic_prefix)
-    await producer.send_and_wait(
-        topic_prefix + topics.dead_letter(unprefixed), letter.SerializeToString(), key=key
-    )
+    await producer.send_and_wait(topic_prefix + topics.dead_letter(unprefixed), letter.SerializeToString(), key=key)
     metrics.DEAD_LETTERS.labels(consumer=consumer, topic=unprefixed, code=error_code).inc()

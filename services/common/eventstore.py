@@ -11,21 +11,16 @@ class ConcurrencyError(Exception):
     """Another writer appended to the stream first; reload and decide again."""
 
 
-async def append(
-    conn: asyncpg.Connection, stream_id: str, expected_version: int, envelopes: list[Envelope]
-) -> int:
+async def append(conn: asyncpg.Connection, stream_id: str, expected_version: int, envelopes: list[Envelope]) -> int:
     """Append after `expected_version`; returns the stream's new version."""
     version = expected_version
     rows = []
     for envelope in envelopes:
         version += 1
-        rows.append(
-            (stream_id, version, envelope.event_id, envelope.type, envelope.SerializeToString())
-        )
+        rows.append((stream_id, version, envelope.event_id, envelope.type, envelope.SerializeToString()))
     try:
         await conn.executemany(
-            "INSERT INTO events (stream_id, version, event_id, type, envelope) "
-            "VALUES ($1, $2, $3::uuid, $4, $5)",
+            "INSERT INTO events (stream_id, version, event_id, type, envelope) VALUES ($1, $2, $3::uuid, $4, $5)",
             rows,
         )
     except asyncpg.UniqueViolationError as exc:
@@ -45,7 +40,5 @@ async def read_all(conn: asyncpg.Connection) -> list[tuple[str, int, Envelope]]:
 
 
 async def stream_version(conn: asyncpg.Connection, stream_id: str) -> int:
-    version = await conn.fetchval(
-        "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", stream_id
-    )
+    version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", stream_id)
     return int(version)

@@ -32,9 +32,7 @@ async def enqueue(conn: asyncpg.Connection, topic: str, key: str, envelope: Enve
 
 
 class OutboxRelay:
-    def __init__(
-        self, pool: asyncpg.Pool, producer: AIOKafkaProducer, topic_prefix: str, batch: int = 500
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, topic_prefix: str, batch: int = 500) -> None:
         self._pool = pool
         self._producer = producer
         self._prefix = topic_prefix
@@ -67,16 +65,12 @@ class OutboxRelay:
                 if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext('outbox'))"):
                     return 0
                 rows = await conn.fetch(
-                    "SELECT id, topic, key, value FROM outbox WHERE published_at IS NULL "
-                    "ORDER BY id LIMIT $1",
+                    "SELECT id, topic, key, value FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
                     self._batch,
                 )
                 if not rows:
                     return 0
-                sends = [
-                    await self._producer.send(self._prefix + r["topic"], r["value"], key=r["key"])
-                    for r in rows
-                ]
+                sends = [await self._producer.send(self._prefix + r["topic"], r["value"], key=r["key"]) for r in rows]
                 await asyncio.gather(*sends)
                 await conn.execute(
                     "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",

@@ -14,9 +14,7 @@ class Origin:
     offset: int
 
 
-async def first_delivery(
-    conn: asyncpg.Connection, consumer: str, event_id: str, origin: Origin
-) -> bool:
+async def first_delivery(conn: asyncpg.Connection, consumer: str, event_id: str, origin: Origin) -> bool:
     """Record the event as consumed; False when it already was. Call inside the
     transaction that applies its effect, so both commit or neither does."""
     inserted = await conn.fetchval(

@@ -83,21 +83,37 @@ class Compliance(Application):
         )
         previous = cpb.AuditRecord(sequence=row["sequence"], hash=row["hash"]) if row else None
         record = audit.link(
-            previous, jurisdiction=jurisdiction, source_topic=topic, event_id=envelope.event_id,
-            event_type=envelope.type, envelope=envelope.SerializeToString(),
+            previous,
+            jurisdiction=jurisdiction,
+            source_topic=topic,
+            event_id=envelope.event_id,
+            event_type=envelope.type,
+            envelope=envelope.SerializeToString(),
         )
         await conn.execute(
             "INSERT INTO audit_chain (jurisdiction, sequence, previous_hash, hash, source_topic, "
             "event_id, event_type, envelope, correlation_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            record.jurisdiction, record.sequence, record.previous_hash, record.hash,
-            record.source_topic, record.event_id, record.event_type, record.envelope, envelope.correlation_id,
+            record.jurisdiction,
+            record.sequence,
+            record.previous_hash,
+            record.hash,
+            record.source_topic,
+            record.event_id,
+            record.event_type,
+            record.envelope,
+            envelope.correlation_id,
         )
         if jurisdiction in topics.JURISDICTIONS:
             wrapped = Envelope(
-                event_id=f"{jurisdiction}:{record.sequence}", type=record.DESCRIPTOR.full_name,
-                schema_version=1, aggregate_id=jurisdiction, aggregate_sequence=record.sequence,
-                occurred_at=envelope.occurred_at, causation_id=envelope.event_id,
-                correlation_id=envelope.correlation_id, actor="compliance",
+                event_id=f"{jurisdiction}:{record.sequence}",
+                type=record.DESCRIPTOR.full_name,
+                schema_version=1,
+                aggregate_id=jurisdiction,
+                aggregate_sequence=record.sequence,
+                occurred_at=envelope.occurred_at,
+                causation_id=envelope.event_id,
+                correlation_id=envelope.correlation_id,
+                actor="compliance",
                 payload=record.SerializeToString(),
             )
             await outbox.enqueue(conn, topics.audit(jurisdiction), jurisdiction, wrapped)
@@ -106,15 +122,21 @@ class Compliance(Application):
     async def chain(self, jurisdiction: str, after: int = 0, limit: int = 1000) -> list[cpb.AuditRecord]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT * FROM audit_chain WHERE jurisdiction = $1 AND sequence > $2 "
-                "ORDER BY sequence LIMIT $3",
-                jurisdiction, after, limit,
+                "SELECT * FROM audit_chain WHERE jurisdiction = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+                jurisdiction,
+                after,
+                limit,
             )
         return [
             cpb.AuditRecord(
-                jurisdiction=r["jurisdiction"], sequence=r["sequence"], previous_hash=r["previous_hash"],
-                hash=r["hash"], source_topic=r["source_topic"], event_id=r["event_id"],
-                event_type=r["event_type"], envelope=r["envelope"],
+                jurisdiction=r["jurisdiction"],
+                sequence=r["sequence"],
+                previous_hash=r["previous_hash"],
+                hash=r["hash"],
+                source_topic=r["source_topic"],
+                event_id=r["event_id"],
+                event_type=r["event_type"],
+                envelope=r["envelope"],
             )
             for r in rows
         ]

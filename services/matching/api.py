@@ -83,17 +83,28 @@ def router(matching: Matching) -> APIRouter:
         elif status == "submitted":
             status = "pending"  # sequenced, not yet through the engine
         return OrderView(
-            order_id=order_id, client_order_id=row["client_order_id"], instrument_id=row["instrument_id"],
-            side=Side(pb.Side.Name(row["side"])), price=row["price"], quantity=row["quantity"],
-            account_id=row["account_id"], status=status, filled=filled,
-            reject_code=row["reject_code"], reject_reason=row["reject_reason"],
+            order_id=order_id,
+            client_order_id=row["client_order_id"],
+            instrument_id=row["instrument_id"],
+            side=Side(pb.Side.Name(row["side"])),
+            price=row["price"],
+            quantity=row["quantity"],
+            account_id=row["account_id"],
+            status=status,
+            filled=filled,
+            reject_code=row["reject_code"],
+            reject_reason=row["reject_reason"],
         )
 
     @api.post("/orders", status_code=202, response_model=OrderView)
     async def place(body: OrderRequest, response: Response, broker_id: str = Depends(broker)) -> OrderView:
         order = pb.SubmitOrder(
-            instrument_id=body.instrument_id, account_id=body.account_id, side=pb.Side.Value(body.side.value),
-            price=body.price, quantity=body.quantity, client_order_id=body.client_order_id,
+            instrument_id=body.instrument_id,
+            account_id=body.account_id,
+            side=pb.Side.Value(body.side.value),
+            price=body.price,
+            quantity=body.quantity,
+            client_order_id=body.client_order_id,
         )
         order_id, placed = await matching.place(broker_id, order)
         if not placed:
@@ -123,9 +134,15 @@ def router(matching: Matching) -> APIRouter:
     async def trades(instrument_id: str | None = None) -> list[TradeView]:
         return [
             TradeView(
-                trade_id=t.trade_id, instrument_id=t.instrument_id, price=t.price, quantity=t.quantity,
-                currency=t.currency, buy_order_id=t.buy_order_id, sell_order_id=t.sell_order_id,
-                buyer_account_id=t.buyer_account_id, seller_account_id=t.seller_account_id,
+                trade_id=t.trade_id,
+                instrument_id=t.instrument_id,
+                price=t.price,
+                quantity=t.quantity,
+                currency=t.currency,
+                buy_order_id=t.buy_order_id,
+                sell_order_id=t.sell_order_id,
+                buyer_account_id=t.buyer_account_id,
+                seller_account_id=t.seller_account_id,
             )
             for t in matching.trades
             if instrument_id in (None, t.instrument_id)

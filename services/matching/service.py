@@ -83,21 +83,31 @@ class Matching(Application):
                 "price, quantity, account_id, status, correlation_id) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
                 "ON CONFLICT (broker_id, client_order_id) DO NOTHING RETURNING order_id",
-                order.order_id, broker_id, order.client_order_id, order.instrument_id, order.side,
-                order.price, order.quantity, order.account_id,
-                "reserving" if order.side == pb.SELL else "submitted", context.correlation_id,
+                order.order_id,
+                broker_id,
+                order.client_order_id,
+                order.instrument_id,
+                order.side,
+                order.price,
+                order.quantity,
+                order.account_id,
+                "reserving" if order.side == pb.SELL else "submitted",
+                context.correlation_id,
             )
             if existing is None:
                 first = await conn.fetchval(
                     "SELECT order_id FROM intake_orders WHERE broker_id = $1 AND client_order_id = $2",
-                    broker_id, order.client_order_id,
+                    broker_id,
+                    order.client_order_id,
                 )
                 return str(first), False
             if order.side == pb.SELL:
                 # Covered selling: the units are reserved before the order may rest.
                 reserve = registry_pb2.ReserveUnits(
-                    reservation_id=order.order_id, account_id=order.account_id,
-                    selector=instrument.selector(), quantity=order.quantity,
+                    reservation_id=order.order_id,
+                    account_id=order.account_id,
+                    selector=instrument.selector(),
+                    quantity=order.quantity,
                 )
                 await self.send(conn, reserve, topics.REGISTRY_COMMANDS, order.account_id, context)
             else:
@@ -136,9 +146,14 @@ class Matching(Application):
         context = Context(row["correlation_id"]).caused_by(envelope, "matching-intake")
         if isinstance(event, registry_pb2.UnitsReserved):
             order = pb.SubmitOrder(
-                order_id=row["order_id"], instrument_id=row["instrument_id"], broker_id=row["broker_id"],
-                account_id=row["account_id"], side=row["side"], price=row["price"],
-                quantity=row["quantity"], client_order_id=row["client_order_id"],
+                order_id=row["order_id"],
+                instrument_id=row["instrument_id"],
+                broker_id=row["broker_id"],
+                account_id=row["account_id"],
+                side=row["side"],
+                price=row["price"],
+                quantity=row["quantity"],
+                client_order_id=row["client_order_id"],
             )
             await self.send(conn, order, topics.MATCHING_ORDERS, order.instrument_id, context)
         else:

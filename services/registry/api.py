@@ -46,9 +46,17 @@ class BlockView(BaseModel):
     def of(cls, b: Block) -> BlockView:
         a = b.attributes
         return cls(
-            namespace=b.namespace, start=b.start, end=b.end, quantity=b.quantity, status=b.status,
-            standard=pb.Standard.Name(a.standard), host_party=a.host_party, project_id=a.project_id,
-            vintage=a.vintage, authorization_id=a.authorization_id, reservation_id=b.reservation_id,
+            namespace=b.namespace,
+            start=b.start,
+            end=b.end,
+            quantity=b.quantity,
+            status=b.status,
+            standard=pb.Standard.Name(a.standard),
+            host_party=a.host_party,
+            project_id=a.project_id,
+            vintage=a.vintage,
+            authorization_id=a.authorization_id,
+            reservation_id=b.reservation_id,
         )
 
 
@@ -77,8 +85,11 @@ def router(registry: Registry) -> APIRouter:
         account = registry.ledger.account(account_id)
         blocks = sorted(registry.ledger.holdings(account_id), key=lambda b: (b.namespace, b.start))
         return AccountView(
-            account_id=account.account_id, holder=account.holder, jurisdiction=account.jurisdiction,
-            type=pb.AccountType.Name(account.type), holdings=[BlockView.of(b) for b in blocks],
+            account_id=account.account_id,
+            holder=account.holder,
+            jurisdiction=account.jurisdiction,
+            type=pb.AccountType.Name(account.type),
+            holdings=[BlockView.of(b) for b in blocks],
             held=sum(b.quantity for b in blocks if b.status == "held"),
             reserved=sum(b.quantity for b in blocks if b.status == "reserved"),
         )
@@ -86,7 +97,9 @@ def router(registry: Registry) -> APIRouter:
     @api.post("/accounts", status_code=201, response_model=AccountView)
     async def open_account(body: OpenAccountRequest) -> AccountView:
         command = pb.OpenAccount(
-            account_id=body.account_id, holder=body.holder, jurisdiction=body.jurisdiction,
+            account_id=body.account_id,
+            holder=body.holder,
+            jurisdiction=body.jurisdiction,
             type=pb.AccountType.Value(body.type.value),
         )
         async with registry.pool.acquire() as conn, conn.transaction():

@@ -33,9 +33,15 @@ def router(settlement: Settlement) -> APIRouter:
             raise DomainError("SETTLEMENT_UNKNOWN", f"no settlement for trade {trade_id!r}", http_status=404)
         t = s.started
         return SettlementView(
-            trade_id=trade_id, phase=s.phase, failure=s.failure, instrument_id=t.instrument_id,
-            quantity=t.quantity, price=t.price, currency=t.currency,
-            seller_account_id=t.seller_account_id, buyer_account_id=t.buyer_account_id,
+            trade_id=trade_id,
+            phase=s.phase,
+            failure=s.failure,
+            instrument_id=t.instrument_id,
+            quantity=t.quantity,
+            price=t.price,
+            currency=t.currency,
+            seller_account_id=t.seller_account_id,
+            buyer_account_id=t.buyer_account_id,
             corresponding_adjustments=[MessageToDict(a, preserving_proto_field_name=True) for a in s.adjustments],
         )
 

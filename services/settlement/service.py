@@ -48,8 +48,11 @@ class Settlement(Application):
             await self._record(conn, event.trade_id, events, context)
         if events:
             screen = cpb.ScreenTransfer(
-                request_id=event.trade_id, trade_id=event.trade_id, reservation_id=event.sell_order_id,
-                from_account_id=event.seller_account_id, to_account_id=event.buyer_account_id,
+                request_id=event.trade_id,
+                trade_id=event.trade_id,
+                reservation_id=event.sell_order_id,
+                from_account_id=event.seller_account_id,
+                to_account_id=event.buyer_account_id,
                 quantity=event.quantity,
             )
             await self.send(conn, screen, topics.COMPLIANCE_REQUESTS, event.trade_id, context)
@@ -66,8 +69,10 @@ class Settlement(Application):
         started = self.book.trades[decision.trade_id].started
         if isinstance(events[0], spb.TransferInstructed):
             command: Message = rpb.TransferUnits(
-                transfer_id=started.trade_id, reservation_id=started.reservation_id,
-                to_account_id=started.buyer_account_id, quantity=started.quantity,
+                transfer_id=started.trade_id,
+                reservation_id=started.reservation_id,
+                to_account_id=started.buyer_account_id,
+                quantity=started.quantity,
             )
         else:
             # Refused: the trade's units go back to the seller.
@@ -87,9 +92,7 @@ class Settlement(Application):
                 case CommandRejected(command_type="tonne.v1.TransferUnits"):
                     await self._record(conn, event.command_id, self.book.refused(event), context)
 
-    async def _record(
-        self, conn: asyncpg.Connection, trade_id: str, events: list[Message], context: Context
-    ) -> None:
+    async def _record(self, conn: asyncpg.Connection, trade_id: str, events: list[Message], context: Context) -> None:
         if events:
             destinations = [(topics.SETTLEMENT_EVENTS, trade_id)]
             await self.record(conn, f"settlement-{trade_id}", [(e, destinations) for e in events], context)

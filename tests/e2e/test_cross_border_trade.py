@@ -20,9 +20,8 @@ from services.common import topics
 from services.common.envelope import unwrap
 from tests.support import eventually, publish, read_topic
 from tonne.v1 import compliance_pb2 as cpb
-from tonne.v1 import matching_pb2 as mpb
 from tonne.v1 import registry_pb2 as rpb
-from tonne.v1 import settlement_pb2 as spb
+from tonne.v1.envelope_pb2 import Envelope
 
 SELLER = {"authorization": "Bearer dev-token-a"}
 BUYER = {"authorization": "Bearer dev-token-b"}
@@ -43,24 +42,64 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any) -> None
     inbound_th = stack.topic_prefix + topics.registry_inbound("TH")
 
     # Thailand's national registry speaks over its inbound topic.
-    await publish(stack.bootstrap, inbound_th, th_gov, rpb.OpenAccount(
-        account_id=th_gov, holder="Government of Thailand", jurisdiction="TH", type=rpb.GOVERNMENT), "registry-TH")
-    await publish(stack.bootstrap, inbound_th, "TH", rpb.RecordAuthorization(
-        authorization_id=loa_id, host_party="TH", quantity=4000, use=rpb.NDC,
-        first_transfer=rpb.AT_FIRST_INTERNATIONAL_TRANSFER, vintage_from=2024, vintage_to=2024), "registry-TH")
-    await publish(stack.bootstrap, inbound_th, th_gov, rpb.RecordIssuance(
-        issuance_id=f"JC-TH-2024-{run}", account_id=th_gov, block=rpb.SerialBlock(
-            namespace=f"JCM-TH-{run}", start=1, end=5000, attributes=rpb.UnitAttributes(
-                standard=rpb.JCM, issuing_registry="TH-JCM-registry", host_party="TH",
-                project_id="TH-FLOATING-SOLAR-1", methodology="JCM_TH_AM014", vintage=2024,
-                mitigation_type=rpb.REDUCTION, authorization_id=loa_id))), "registry-TH")
+    await publish(
+        stack.bootstrap,
+        inbound_th,
+        th_gov,
+        rpb.OpenAccount(account_id=th_gov, holder="Government of Thailand", jurisdiction="TH", type=rpb.GOVERNMENT),
+        "registry-TH",
+    )
+    await publish(
+        stack.bootstrap,
+        inbound_th,
+        "TH",
+        rpb.RecordAuthorization(
+            authorization_id=loa_id,
+            host_party="TH",
+            quantity=4000,
+            use=rpb.NDC,
+            first_transfer=rpb.AT_FIRST_INTERNATIONAL_TRANSFER,
+            vintage_from=2024,
+            vintage_to=2024,
+        ),
+        "registry-TH",
+    )
+    await publish(
+        stack.bootstrap,
+        inbound_th,
+        th_gov,
+        rpb.RecordIssuance(
+            issuance_id=f"JC-TH-2024-{run}",
+            account_id=th_gov,
+            block=rpb.SerialBlock(
+                namespace=f"JCM-TH-{run}",
+                start=1,
+                end=5000,
+                attributes=rpb.UnitAttributes(
+                    standard=rpb.JCM,
+                    issuing_registry="TH-JCM-registry",
+                    host_party="TH",
+                    project_id="TH-FLOATING-SOLAR-1",
+                    methodology="JCM_TH_AM014",
+                    vintage=2024,
+                    mitigation_type=rpb.REDUCTION,
+                    authorization_id=loa_id,
+                ),
+            ),
+        ),
+        "registry-TH",
+    )
 
     async with httpx.AsyncClient(timeout=10) as client:
-        opened = await client.post(f"{registry}/accounts", json={
-            "account_id": ch_buyer, "holder": "Swiss buyer AG", "jurisdiction": "CH", "type": "HOLDING"})
+        opened = await client.post(
+            f"{registry}/accounts",
+            json={"account_id": ch_buyer, "holder": "Swiss buyer AG", "jurisdiction": "CH", "type": "HOLDING"},
+        )
         assert opened.status_code == 201, opened.text
-        again = await client.post(f"{registry}/accounts", json={
-            "account_id": ch_buyer, "holder": "Swiss buyer AG", "jurisdiction": "CH", "type": "HOLDING"})
+        again = await client.post(
+            f"{registry}/accounts",
+            json={"account_id": ch_buyer, "holder": "Swiss buyer AG", "jurisdiction": "CH", "type": "HOLDING"},
+        )
         assert again.status_code == 409 and again.json()["code"] == "ACCOUNT_EXISTS"
 
         async def seller_holds() -> Any:
@@ -69,9 +108,18 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any) -> None
 
         await eventually(seller_holds, "the issuance to reach the Thai government account")
 
-        sell = await client.post(f"{matching}/orders", headers=SELLER, json={
-            "instrument_id": INSTRUMENT, "side": "SELL", "price": 1500, "quantity": 3000,
-            "account_id": th_gov, "client_order_id": f"sell-{run}"})
+        sell = await client.post(
+            f"{matching}/orders",
+            headers=SELLER,
+            json={
+                "instrument_id": INSTRUMENT,
+                "side": "SELL",
+                "price": 1500,
+                "quantity": 3000,
+                "account_id": th_gov,
+                "client_order_id": f"sell-{run}",
+            },
+        )
         assert sell.status_code == 202, sell.text
         sell_id = sell.json()["order_id"]
 
@@ -83,9 +131,18 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any) -> None
         reserved = await get_json(client, f"{registry}/accounts/{th_gov}")
         assert (reserved["held"], reserved["reserved"]) == (2000, 3000)
 
-        buy = await client.post(f"{matching}/orders", headers=BUYER, json={
-            "instrument_id": INSTRUMENT, "side": "BUY", "price": 1500, "quantity": 3000,
-            "account_id": ch_buyer, "client_order_id": f"buy-{run}"})
+        buy = await client.post(
+            f"{matching}/orders",
+            headers=BUYER,
+            json={
+                "instrument_id": INSTRUMENT,
+                "side": "BUY",
+                "price": 1500,
+                "quantity": 3000,
+                "account_id": ch_buyer,
+                "client_order_id": f"buy-{run}",
+            },
+        )
         assert buy.status_code == 202, buy.text
         buy_id = buy.json()["order_id"]
         filled = await eventually(lambda: order_status(buy_id, BUYER, "filled"), "the buy order to fill")
@@ -110,7 +167,8 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any) -> None
         assert {r["code"] for r in decision["results"]} >= {"DOUBLE_CLAIMING_AUTHORIZATION", "HOLDINGS_RESERVED"}
 
         buyer_account = await eventually(
-            lambda: get_json(client, f"{registry}/accounts/{ch_buyer}"), "the buyer's account view")
+            lambda: get_json(client, f"{registry}/accounts/{ch_buyer}"), "the buyer's account view"
+        )
         assert buyer_account["held"] == 3000
         assert [(b["start"], b["end"]) for b in buyer_account["holdings"]] == [(1, 3000)]
         seller_account = await get_json(client, f"{registry}/accounts/{th_gov}")
@@ -130,32 +188,43 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any) -> None
                     seen.append(record["event_type"])
                 if "tonne.v1.SettlementCompleted" in seen:
                     break
-        assert {"tonne.v1.TradeExecuted", "tonne.v1.ScreeningDecision", "tonne.v1.UnitsTransferred",
-                "tonne.v1.CorrespondingAdjustmentApplied", "tonne.v1.SettlementCompleted"} <= set(seen)
+        assert {
+            "tonne.v1.TradeExecuted",
+            "tonne.v1.ScreeningDecision",
+            "tonne.v1.UnitsTransferred",
+            "tonne.v1.CorrespondingAdjustmentApplied",
+            "tonne.v1.SettlementCompleted",
+        } <= set(seen)
         for party in ("TH", "CH"):
             verdict = await get_json(client, f"{compliance}/audit/{party}/verify")
             assert verdict["intact"] and verdict["length"] > 0, verdict
 
     # The same facts on the topics: the trade on matching.events, the settlement on settlement.events.
-    def has(type_name: str, trade_id: str) -> Any:
-        return lambda records: any(
-            unwrap(r.value)[0].type == type_name and getattr(unwrap(r.value)[1], "trade_id", "") == trade_id
-            for r in records
-        )
+    def find(records: list[Any], type_name: str) -> Envelope | None:
+        for record in records:
+            envelope, payload = unwrap(record.value)
+            if envelope.type == type_name and getattr(payload, "trade_id", "") == trade["trade_id"]:
+                return envelope
+        return None
 
-    journal = await read_topic(stack.bootstrap, stack.topic_prefix + topics.MATCHING_EVENTS,
-                               has("tonne.v1.TradeExecuted", trade["trade_id"]))
-    settlements = await read_topic(stack.bootstrap, stack.topic_prefix + topics.SETTLEMENT_EVENTS,
-                                   has("tonne.v1.SettlementCompleted", trade["trade_id"]))
-    executed = next(unwrap(r.value) for r in journal if isinstance(unwrap(r.value)[1], mpb.TradeExecuted)
-                    and unwrap(r.value)[1].trade_id == trade["trade_id"])
-    completed = next(unwrap(r.value) for r in settlements if isinstance(unwrap(r.value)[1], spb.SettlementCompleted)
-                     and unwrap(r.value)[1].trade_id == trade["trade_id"])
-    assert executed[0].correlation_id  # one flow, traced from the buy order onwards
+    journal = await read_topic(
+        stack.bootstrap,
+        stack.topic_prefix + topics.MATCHING_EVENTS,
+        lambda rs: find(rs, "tonne.v1.TradeExecuted") is not None,
+    )
+    settlements = await read_topic(
+        stack.bootstrap,
+        stack.topic_prefix + topics.SETTLEMENT_EVENTS,
+        lambda rs: find(rs, "tonne.v1.SettlementCompleted") is not None,
+    )
+    executed = find(journal, "tonne.v1.TradeExecuted")
+    completed = find(settlements, "tonne.v1.SettlementCompleted")
+    assert executed is not None and completed is not None
+    assert executed.correlation_id  # one flow, traced from the buy order onwards
     audit_th = await read_topic(stack.bootstrap, stack.topic_prefix + topics.audit("TH"), lambda rs: len(rs) >= 5)
     assert all(isinstance(unwrap(r.value)[1], cpb.AuditRecord) for r in audit_th)
 
-    latency = (completed[0].occurred_at.ToDatetime() - executed[0].occurred_at.ToDatetime()).total_seconds()
+    latency = (completed.occurred_at.ToDatetime() - executed.occurred_at.ToDatetime()).total_seconds()
     Path(".run").mkdir(exist_ok=True)
     Path(".run/e2e-latency.json").write_text(json.dumps({"trade_to_settled_seconds": latency}))
     print(f"trade-to-settled latency: {latency * 1000:.0f} ms")
@@ -170,16 +239,42 @@ async def test_unauthorized_ccer_export_is_refused(running_stack: Any, buyer_par
     registry, matching, settlement = (stack.urls[n] for n in ("registry", "matching", "settlement"))
     cn_seller, jp_buyer = f"CN-CO-{run}", f"{buyer_party}-CO-{run}"
     inbound_cn = stack.topic_prefix + topics.registry_inbound("CN")
-    await publish(stack.bootstrap, inbound_cn, cn_seller, rpb.OpenAccount(
-        account_id=cn_seller, holder="Shenzhen Metro Carbon Co", jurisdiction="CN", type=rpb.HOLDING), "registry-CN")
-    await publish(stack.bootstrap, inbound_cn, cn_seller, rpb.RecordIssuance(
-        issuance_id=f"CCER-{run}", account_id=cn_seller, block=rpb.SerialBlock(
-            namespace=f"CCER-{run}", start=1, end=1000, attributes=rpb.UnitAttributes(
-                standard=rpb.CCER, host_party="CN", project_id="CN-WIND-7", methodology="CCER-14-001-V01",
-                vintage=2025))), "registry-CN")
+    await publish(
+        stack.bootstrap,
+        inbound_cn,
+        cn_seller,
+        rpb.OpenAccount(account_id=cn_seller, holder="Shenzhen Metro Carbon Co", jurisdiction="CN", type=rpb.HOLDING),
+        "registry-CN",
+    )
+    await publish(
+        stack.bootstrap,
+        inbound_cn,
+        cn_seller,
+        rpb.RecordIssuance(
+            issuance_id=f"CCER-{run}",
+            account_id=cn_seller,
+            block=rpb.SerialBlock(
+                namespace=f"CCER-{run}",
+                start=1,
+                end=1000,
+                attributes=rpb.UnitAttributes(
+                    standard=rpb.CCER,
+                    host_party="CN",
+                    project_id="CN-WIND-7",
+                    methodology="CCER-14-001-V01",
+                    vintage=2025,
+                ),
+            ),
+        ),
+        "registry-CN",
+    )
     async with httpx.AsyncClient(timeout=10) as client:
-        assert (await client.post(f"{registry}/accounts", json={
-            "account_id": jp_buyer, "holder": "Tokyo buyer KK", "jurisdiction": buyer_party})).status_code == 201
+        assert (
+            await client.post(
+                f"{registry}/accounts",
+                json={"account_id": jp_buyer, "holder": "Tokyo buyer KK", "jurisdiction": buyer_party},
+            )
+        ).status_code == 201
 
         async def seller_holds() -> Any:
             account = await get_json(client, f"{registry}/accounts/{cn_seller}")
@@ -188,9 +283,18 @@ async def test_unauthorized_ccer_export_is_refused(running_stack: Any, buyer_par
         await eventually(seller_holds, "the CCER issuance")
 
         # Selling more than is held: refused before the order rests, with the code.
-        short = await client.post(f"{matching}/orders", headers=SELLER, json={
-            "instrument_id": "CCER-2025", "side": "SELL", "price": 8000, "quantity": 5000,
-            "account_id": cn_seller, "client_order_id": f"short-{run}"})
+        short = await client.post(
+            f"{matching}/orders",
+            headers=SELLER,
+            json={
+                "instrument_id": "CCER-2025",
+                "side": "SELL",
+                "price": 8000,
+                "quantity": 5000,
+                "account_id": cn_seller,
+                "client_order_id": f"short-{run}",
+            },
+        )
         short_id = short.json()["order_id"]
 
         async def rejected() -> Any:
@@ -198,11 +302,21 @@ async def test_unauthorized_ccer_export_is_refused(running_stack: Any, buyer_par
             return order if order and order["status"] == "rejected" else None
 
         assert (await eventually(rejected, "the uncovered sell order to be refused"))["reject_code"] == (
-            "HOLDINGS_INSUFFICIENT")
+            "HOLDINGS_INSUFFICIENT"
+        )
 
-        sell = await client.post(f"{matching}/orders", headers=SELLER, json={
-            "instrument_id": "CCER-2025", "side": "SELL", "price": 8000, "quantity": 400,
-            "account_id": cn_seller, "client_order_id": f"sell-{run}"})
+        sell = await client.post(
+            f"{matching}/orders",
+            headers=SELLER,
+            json={
+                "instrument_id": "CCER-2025",
+                "side": "SELL",
+                "price": 8000,
+                "quantity": 400,
+                "account_id": cn_seller,
+                "client_order_id": f"sell-{run}",
+            },
+        )
         sell_id = sell.json()["order_id"]
 
         async def resting() -> Any:
@@ -210,9 +324,18 @@ async def test_unauthorized_ccer_export_is_refused(running_stack: Any, buyer_par
             return order if order and order["status"] == "resting" else None
 
         await eventually(resting, "the CCER sell order to rest")
-        buy = await client.post(f"{matching}/orders", headers=BUYER, json={
-            "instrument_id": "CCER-2025", "side": "BUY", "price": 8000, "quantity": 400,
-            "account_id": jp_buyer, "client_order_id": f"buy-{run}"})
+        buy = await client.post(
+            f"{matching}/orders",
+            headers=BUYER,
+            json={
+                "instrument_id": "CCER-2025",
+                "side": "BUY",
+                "price": 8000,
+                "quantity": 400,
+                "account_id": jp_buyer,
+                "client_order_id": f"buy-{run}",
+            },
+        )
         buy_id = buy.json()["order_id"]
 
         async def trade() -> Any:

@@ -49,7 +49,9 @@ async def test_migrations_are_idempotent(fresh_database_url: str) -> None:
     assert await migrate(fresh_database_url, "compliance") == []
 
 
-async def test_outbox_relay_publishes_in_order_once(pool: asyncpg.Pool, kafka_bootstrap: str, topic_prefix: str) -> None:
+async def test_outbox_relay_publishes_in_order_once(
+    pool: asyncpg.Pool, kafka_bootstrap: str, topic_prefix: str
+) -> None:
     prefix = topic_prefix + "outbox."
     await ensure_topics(kafka_bootstrap, prefix)
     sent = [envelope(f"acct-{n}") for n in range(5)]
@@ -91,8 +93,13 @@ async def test_consumer_applies_once_and_parks_what_it_cannot_apply(
     producer = idempotent_producer(kafka_bootstrap, "test-consumer")
     await producer.start()
     consumer = Consumer(
-        name="kernel-test", bootstrap=kafka_bootstrap, topic_prefix=prefix, pool=pool, producer=producer,
-        handlers={topics.REGISTRY_COMMANDS: handler}, recover=recover,
+        name="kernel-test",
+        bootstrap=kafka_bootstrap,
+        topic_prefix=prefix,
+        pool=pool,
+        producer=producer,
+        handlers={topics.REGISTRY_COMMANDS: handler},
+        recover=recover,
     )
     await consumer.start()
     try:

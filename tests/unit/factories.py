@@ -5,22 +5,38 @@ from __future__ import annotations
 from tonne.v1 import registry_pb2 as pb
 
 
-def open_account(account_id: str, jurisdiction: str, type: int = pb.HOLDING) -> pb.OpenAccount:
+def open_account(account_id: str, jurisdiction: str, type: pb.AccountType.ValueType = pb.HOLDING) -> pb.OpenAccount:
     return pb.OpenAccount(account_id=account_id, holder=f"holder of {account_id}", jurisdiction=jurisdiction, type=type)
 
 
 def issuance(
-    issuance_id: str, account_id: str, start: int, end: int, *, namespace: str = "JCM-TH", host: str = "TH",
-    vintage: int = 2024, authorization_id: str = "", standard: int = pb.JCM, methodology: str = "JCM_TH_AM014",
+    issuance_id: str,
+    account_id: str,
+    start: int,
+    end: int,
+    *,
+    namespace: str = "JCM-TH",
+    host: str = "TH",
+    vintage: int = 2024,
+    authorization_id: str = "",
+    standard: pb.Standard.ValueType = pb.JCM,
+    methodology: str = "JCM_TH_AM014",
 ) -> pb.RecordIssuance:
     return pb.RecordIssuance(
         issuance_id=issuance_id,
         account_id=account_id,
         block=pb.SerialBlock(
-            namespace=namespace, start=start, end=end,
+            namespace=namespace,
+            start=start,
+            end=end,
             attributes=pb.UnitAttributes(
-                standard=standard, host_party=host, project_id="TH-FSOLAR-1", methodology=methodology,
-                vintage=vintage, authorization_id=authorization_id, issuing_registry=f"{host}-registry",
+                standard=standard,
+                host_party=host,
+                project_id="TH-FSOLAR-1",
+                methodology=methodology,
+                vintage=vintage,
+                authorization_id=authorization_id,
+                issuing_registry=f"{host}-registry",
             ),
         ),
     )
@@ -28,6 +44,11 @@ def issuance(
 
 def loa(authorization_id: str = "LOA-TH-1", quantity: int = 4000) -> pb.RecordAuthorization:
     return pb.RecordAuthorization(
-        authorization_id=authorization_id, host_party="TH", quantity=quantity, use=pb.NDC,
-        first_transfer=pb.AT_FIRST_INTERNATIONAL_TRANSFER, vintage_from=2021, vintage_to=2030,
+        authorization_id=authorization_id,
+        host_party="TH",
+        quantity=quantity,
+        use=pb.NDC,
+        first_transfer=pb.AT_FIRST_INTERNATIONAL_TRANSFER,
+        vintage_from=2021,
+        vintage_to=2030,
     )

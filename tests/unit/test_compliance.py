@@ -23,7 +23,11 @@ def facts_with(block: rpb.SerialBlock, *, authorized: bool = True) -> Facts:
 
 def request(to: str = "CH-BUYER", quantity: int = 3000) -> cpb.ScreenTransfer:
     return cpb.ScreenTransfer(
-        request_id="T1", trade_id="T1", reservation_id="S1", from_account_id="TH-GOV", to_account_id=to,
+        request_id="T1",
+        trade_id="T1",
+        reservation_id="S1",
+        from_account_id="TH-GOV",
+        to_account_id=to,
         quantity=quantity,
     )
 
@@ -50,9 +54,17 @@ def test_unauthorized_export_is_refused_but_domestic_is_not() -> None:
 
 def test_authorization_quantity_is_spent_by_first_transfers() -> None:
     facts = facts_with(block(authorization_id="LOA-TH-1"))
-    facts.apply(rpb.UnitsTransferred(from_jurisdiction="TH", to_jurisdiction="CH", blocks=[
-        rpb.SerialBlock(namespace="JCM-TH", start=5001, end=7000,
-                        attributes=rpb.UnitAttributes(authorization_id="LOA-TH-1"))]))
+    facts.apply(
+        rpb.UnitsTransferred(
+            from_jurisdiction="TH",
+            to_jurisdiction="CH",
+            blocks=[
+                rpb.SerialBlock(
+                    namespace="JCM-TH", start=5001, end=7000, attributes=rpb.UnitAttributes(authorization_id="LOA-TH-1")
+                )
+            ],
+        )
+    )
     decision = screen(request(), facts, Policy.load())
     assert failed(decision) == ["DOUBLE_CLAIMING_AUTHORIZATION"]
     assert "has 2000 left" in decision.results[-1].evidence
@@ -82,8 +94,9 @@ def test_audit_chain_detects_tampering() -> None:
     records = []
     previous = None
     for n in range(5):
-        previous = audit.link(previous, jurisdiction="TH", source_topic="t", event_id=str(n),
-                              event_type="x", envelope=bytes([n]))
+        previous = audit.link(
+            previous, jurisdiction="TH", source_topic="t", event_id=str(n), event_type="x", envelope=bytes([n])
+        )
         records.append(previous)
     assert audit.first_break(records) is None
     records[2].envelope = b"forged"

@@ -12,10 +12,16 @@ from tonne.v1 import matching_pb2 as pb
 INSTRUMENT = "JCM-TH-2024-NDC"
 
 
-def order(order_id: str, side: int, price: int, quantity: int) -> pb.SubmitOrder:
+def order(order_id: str, side: pb.Side.ValueType, price: int, quantity: int) -> pb.SubmitOrder:
     return pb.SubmitOrder(
-        order_id=order_id, instrument_id=INSTRUMENT, broker_id="broker-a", account_id=f"acct-{order_id}",
-        side=side, price=price, quantity=quantity, client_order_id=order_id,
+        order_id=order_id,
+        instrument_id=INSTRUMENT,
+        broker_id="broker-a",
+        account_id=f"acct-{order_id}",
+        side=side,
+        price=price,
+        quantity=quantity,
+        client_order_id=order_id,
     )
 
 
@@ -33,7 +39,11 @@ def test_price_time_priority_and_maker_price() -> None:
     run(engine, order("s3", pb.SELL, 1400, 10))
     events = run(engine, order("b1", pb.BUY, 1500, 25))
     trades = [e for e in events if isinstance(e, pb.TradeExecuted)]
-    assert [(t.sell_order_id, t.price, t.quantity) for t in trades] == [("s2", 1400, 10), ("s3", 1400, 10), ("s1", 1500, 5)]
+    assert [(t.sell_order_id, t.price, t.quantity) for t in trades] == [
+        ("s2", 1400, 10),
+        ("s3", 1400, 10),
+        ("s1", 1500, 5),
+    ]
     assert [t.trade_id for t in trades] == [f"{INSTRUMENT}:4:1", f"{INSTRUMENT}:4:2", f"{INSTRUMENT}:4:3"]
     assert engine.book(INSTRUMENT).depth() == {"bids": [], "asks": [(1500, 5)]}
 
@@ -71,7 +81,7 @@ orders = st.lists(
 
 @settings(max_examples=60)
 @given(orders)
-def test_replaying_the_journal_rebuilds_the_same_book(flow: list[tuple[int, int, int]]) -> None:
+def test_replaying_the_journal_rebuilds_the_same_book(flow: list[tuple[pb.Side.ValueType, int, int]]) -> None:
     live, journal = Engine(load()), []
     for n, (side, price, quantity) in enumerate(flow):
         journal += run(live, order(f"o{n}", side, price, quantity))

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import contextlib
+import itertools
+
 import pytest
 from google.protobuf.message import Message
 from hypothesis import given
@@ -31,7 +34,9 @@ def ledger() -> Ledger:
 
 def reserve(reservation_id: str, quantity: int, account: str = "TH-GOV") -> pb.ReserveUnits:
     return pb.ReserveUnits(
-        reservation_id=reservation_id, account_id=account, quantity=quantity,
+        reservation_id=reservation_id,
+        account_id=account,
+        quantity=quantity,
         selector=pb.UnitSelector(standard=pb.JCM, host_party="TH", vintage=2024, authorized_for=pb.NDC),
     )
 
@@ -60,8 +65,10 @@ def test_overlapping_issuance_is_double_issuance(ledger: Ledger) -> None:
         (open_account("X", "Thailand"), "ACCOUNT_INVALID"),
         (reserve("R-1", 0), "QUANTITY_INVALID"),
         (reserve("R-1", 5001), "HOLDINGS_INSUFFICIENT"),
-        (pb.TransferUnits(transfer_id="T", reservation_id="R-none", to_account_id="CH-BUYER", quantity=1),
-         "RESERVATION_UNKNOWN"),
+        (
+            pb.TransferUnits(transfer_id="T", reservation_id="R-none", to_account_id="CH-BUYER", quantity=1),
+            "RESERVATION_UNKNOWN",
+        ),
     ],
 )
 def test_bad_commands_are_refused_and_change_nothing(ledger: Ledger, command: Message, code: str) -> None:
@@ -77,7 +84,9 @@ def test_reserve_then_transfer_splits_blocks(ledger: Ledger) -> None:
     [reserved] = run(ledger, reserve("R-1", 3000))
     assert isinstance(reserved, pb.UnitsReserved)
     assert [(b.start, b.end) for b in reserved.blocks] == [(1, 3000)]
-    [moved] = run(ledger, pb.TransferUnits(transfer_id="T-1", reservation_id="R-1", to_account_id="CH-BUYER", quantity=1000))
+    [moved] = run(
+        ledger, pb.TransferUnits(transfer_id="T-1", reservation_id="R-1", to_account_id="CH-BUYER", quantity=1000)
+    )
     assert isinstance(moved, pb.UnitsTransferred)
     assert (moved.from_jurisdiction, moved.to_jurisdiction) == ("TH", "CH")
     assert [(b.start, b.end) for b in moved.blocks] == [(1, 1000)]
@@ -111,15 +120,21 @@ def test_reserved_units_cannot_be_reserved_again(ledger: Ledger) -> None:
 @given(st.lists(st.tuples(st.sampled_from(["reserve", "transfer", "release"]), st.integers(1, 700)), max_size=30))
 def test_units_are_conserved_and_never_overlap(steps: list[tuple[str, int]]) -> None:
     ledger = Ledger()
-    for command in (open_account("TH-GOV", "TH", pb.GOVERNMENT), open_account("CH-BUYER", "CH"), loa(),
-                    issuance("I-1", "TH-GOV", 1, 2000, authorization_id="LOA-TH-1")):
-        run(ledger, command)
+    for setup in (
+        open_account("TH-GOV", "TH", pb.GOVERNMENT),
+        open_account("CH-BUYER", "CH"),
+        loa(),
+        issuance("I-1", "TH-GOV", 1, 2000, authorization_id="LOA-TH-1"),
+    ):
+        run(ledger, setup)
     for n, (action, quantity) in enumerate(steps):
         command: Message
         if action == "reserve":
             command = reserve(f"R-{n}", quantity)
         else:
-            open_reservations = sorted({b.reservation_id for b in ledger.blocks["JCM-TH"] if b.status is Status.RESERVED})
+            open_reservations = sorted(
+                {b.reservation_id for b in ledger.blocks["JCM-TH"] if b.status is Status.RESERVED}
+            )
             if not open_reservations:
                 continue
             rid = open_reservations[0]
@@ -128,10 +143,8 @@ def test_units_are_conserved_and_never_overlap(steps: list[tuple[str, int]]) -> 
                 if action == "transfer"
                 else pb.ReleaseReservation(reservation_id=rid, quantity=quantity)
             )
-        try:
+        with contextlib.suppress(DomainError):
             run(ledger, command)
-        except DomainError:
-            pass
         blocks = sorted(ledger.blocks["JCM-TH"], key=lambda b: b.start)
         assert sum(b.quantity for b in blocks) == 2000
-        assert all(a.end < b.start for a, b in zip(blocks, blocks[1:], strict=False))
+        assert all(a.end < b.start for a, b in itertools.pairwise(blocks))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from google.protobuf.message import Message
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,12 +13,27 @@ from tonne.v1 import registry_pb2 as rpb
 from tonne.v1 import settlement_pb2 as spb
 
 
-def transfer(start: int, end: int, to_jurisdiction: str = "CH", authorization_id: str = "LOA-TH-1") -> rpb.UnitsTransferred:
+def transfer(
+    start: int, end: int, to_jurisdiction: str = "CH", authorization_id: str = "LOA-TH-1"
+) -> rpb.UnitsTransferred:
     return rpb.UnitsTransferred(
-        transfer_id="T1", reservation_id="S1", from_account_id="TH-GOV", to_account_id="CH-BUYER",
-        from_jurisdiction="TH", to_jurisdiction=to_jurisdiction, quantity=end - start + 1,
-        blocks=[rpb.SerialBlock(namespace="JCM-TH", start=start, end=end, attributes=rpb.UnitAttributes(
-            standard=rpb.JCM, host_party="TH", vintage=2024, authorization_id=authorization_id))],
+        transfer_id="T1",
+        reservation_id="S1",
+        from_account_id="TH-GOV",
+        to_account_id="CH-BUYER",
+        from_jurisdiction="TH",
+        to_jurisdiction=to_jurisdiction,
+        quantity=end - start + 1,
+        blocks=[
+            rpb.SerialBlock(
+                namespace="JCM-TH",
+                start=start,
+                end=end,
+                attributes=rpb.UnitAttributes(
+                    standard=rpb.JCM, host_party="TH", vintage=2024, authorization_id=authorization_id
+                ),
+            )
+        ],
     )
 
 
@@ -48,12 +64,19 @@ def test_subtract_leaves_exactly_the_uncovered_serials(block: tuple[int, int], t
 
 def trade() -> mpb.TradeExecuted:
     return mpb.TradeExecuted(
-        trade_id="T1", instrument_id="JCM-TH-2024-NDC", price=1500, quantity=3000, currency="USD",
-        buy_order_id="B1", sell_order_id="S1", buyer_account_id="CH-BUYER", seller_account_id="TH-GOV",
+        trade_id="T1",
+        instrument_id="JCM-TH-2024-NDC",
+        price=1500,
+        quantity=3000,
+        currency="USD",
+        buy_order_id="B1",
+        sell_order_id="S1",
+        buyer_account_id="CH-BUYER",
+        seller_account_id="TH-GOV",
     )
 
 
-def step(book: Settlements, events: list) -> list:
+def step(book: Settlements, events: list[Message]) -> list[Message]:
     for event in events:
         book.apply(event)
     return events
@@ -64,7 +87,9 @@ def test_delivery_versus_payment_happy_path() -> None:
     book.apply(rpb.AuthorizationRecorded(authorization=loa()))
     step(book, book.start(trade()))
     assert book.start(trade()) == []  # the same trade twice starts once
-    [instructed] = step(book, book.screened(cpb.ScreeningDecision(request_id="T1", trade_id="T1", verdict=cpb.APPROVED)))
+    [instructed] = step(
+        book, book.screened(cpb.ScreeningDecision(request_id="T1", trade_id="T1", verdict=cpb.APPROVED))
+    )
     assert isinstance(instructed, spb.TransferInstructed)
     events = step(book, book.transferred(transfer(1, 3000)))
     assert [type(e).__name__ for e in events] == ["CorrespondingAdjustmentApplied", "SettlementCompleted"]
@@ -76,7 +101,9 @@ def test_rejected_screening_fails_the_settlement() -> None:
     book = Settlements()
     step(book, book.start(trade()))
     decision = cpb.ScreeningDecision(
-        request_id="T1", trade_id="T1", verdict=cpb.REJECTED,
+        request_id="T1",
+        trade_id="T1",
+        verdict=cpb.REJECTED,
         results=[cpb.RuleResult(code="DOUBLE_CLAIMING_AUTHORIZATION", passed=False)],
     )
     [failed] = step(book, book.screened(decision))

@@ -13,8 +13,12 @@ GENESIS = "0" * 64
 def digest(record: AuditRecord) -> str:
     h = hashlib.sha256()
     for part in (
-        record.previous_hash, str(record.sequence), record.jurisdiction,
-        record.source_topic, record.event_id, record.event_type,
+        record.previous_hash,
+        str(record.sequence),
+        record.jurisdiction,
+        record.source_topic,
+        record.event_id,
+        record.event_type,
     ):
         h.update(part.encode())
         h.update(b"\x00")
@@ -23,8 +27,13 @@ def digest(record: AuditRecord) -> str:
 
 
 def link(
-    previous: AuditRecord | None, *, jurisdiction: str, source_topic: str, event_id: str,
-    event_type: str, envelope: bytes,
+    previous: AuditRecord | None,
+    *,
+    jurisdiction: str,
+    source_topic: str,
+    event_id: str,
+    event_type: str,
+    envelope: bytes,
 ) -> AuditRecord:
     record = AuditRecord(
         jurisdiction=jurisdiction,

@@ -29,6 +29,4 @@ class Facts:
                 for block in event.blocks:
                     loa = block.attributes.authorization_id
                     if loa:
-                        self.authorization_used[loa] = (
-                            self.authorization_used.get(loa, 0) + block.end - block.start + 1
-                        )
+                        self.authorization_used[loa] = self.authorization_used.get(loa, 0) + block.end - block.start + 1

@@ -73,8 +73,11 @@ class Engine:
             return [rejected(command.order_id, command.instrument_id, command.broker_id, error)]
         return [
             pb.OrderCancelled(
-                order_id=order.order_id, instrument_id=command.instrument_id,
-                remaining_quantity=order.remaining, account_id=order.account_id, side=pb.Side.ValueType(order.side),
+                order_id=order.order_id,
+                instrument_id=command.instrument_id,
+                remaining_quantity=order.remaining,
+                account_id=order.account_id,
+                side=pb.Side.ValueType(order.side),
             )
         ]
 
@@ -104,6 +107,10 @@ class Engine:
 
 def rejected(order_id: str, instrument_id: str, broker_id: str, error: DomainError) -> pb.OrderRejected:
     return pb.OrderRejected(
-        order_id=order_id, instrument_id=instrument_id, broker_id=broker_id,
-        code=error.code, reason=error.reason, evidence=error.evidence,
+        order_id=order_id,
+        instrument_id=instrument_id,
+        broker_id=broker_id,
+        code=error.code,
+        reason=error.reason,
+        evidence=error.evidence,
     )

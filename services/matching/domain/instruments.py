@@ -44,9 +44,7 @@ class Instrument:
         if price % self.tick:
             raise DomainError("ORDER_PRICE_OFF_TICK", f"price must be a multiple of {self.tick}")
         if not self.min_price <= price <= self.max_price:
-            raise DomainError(
-                "ORDER_PRICE_OUT_OF_BAND", f"price must lie in [{self.min_price}, {self.max_price}]"
-            )
+            raise DomainError("ORDER_PRICE_OUT_OF_BAND", f"price must lie in [{self.min_price}, {self.max_price}]")
 
 
 def load(path: Path = DEFAULT_FILE) -> dict[str, Instrument]:

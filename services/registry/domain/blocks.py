@@ -52,6 +52,4 @@ class Block:
         return replace(self, start=self.end - quantity + 1)
 
     def to_message(self) -> SerialBlock:
-        return SerialBlock(
-            namespace=self.namespace, start=self.start, end=self.end, attributes=self.attributes
-        )
+        return SerialBlock(namespace=self.namespace, start=self.start, end=self.end, attributes=self.attributes)

@@ -107,7 +107,8 @@ class Ledger:
             raise DomainError("SEQUENCE_DUPLICATE_ID", f"issuance id {command.issuance_id!r} is missing or used")
         if not block.namespace or block.start < 1 or block.start > block.end:
             raise DomainError(
-                "SERIAL_RANGE_INVALID", "a block needs a namespace and 1 <= start <= end",
+                "SERIAL_RANGE_INVALID",
+                "a block needs a namespace and 1 <= start <= end",
                 [f"{block.namespace}:{block.start}-{block.end}"],
             )
         account = self.account(command.account_id)
@@ -175,8 +176,10 @@ class Ledger:
             )
         return [
             pb.ReservationReleased(
-                reservation_id=command.reservation_id, account_id=account_id,
-                quantity=command.quantity, blocks=[b.to_message() for b in picked],
+                reservation_id=command.reservation_id,
+                account_id=account_id,
+                quantity=command.quantity,
+                blocks=[b.to_message() for b in picked],
             )
         ]
 

@@ -49,9 +49,13 @@ class Settlements:
             return []
         return [
             spb.SettlementStarted(
-                trade_id=trade.trade_id, instrument_id=trade.instrument_id,
-                seller_account_id=trade.seller_account_id, buyer_account_id=trade.buyer_account_id,
-                reservation_id=trade.sell_order_id, quantity=trade.quantity, price=trade.price,
+                trade_id=trade.trade_id,
+                instrument_id=trade.instrument_id,
+                seller_account_id=trade.seller_account_id,
+                buyer_account_id=trade.buyer_account_id,
+                reservation_id=trade.sell_order_id,
+                quantity=trade.quantity,
+                price=trade.price,
                 currency=trade.currency,
             )
         ]
@@ -75,9 +79,13 @@ class Settlements:
         )
         events.append(
             spb.SettlementCompleted(
-                trade_id=s.trade_id, transfer_id=transfer.transfer_id, quantity=s.quantity,
-                cash_amount=s.price * s.quantity, currency=s.currency,
-                buyer_account_id=s.buyer_account_id, seller_account_id=s.seller_account_id,
+                trade_id=s.trade_id,
+                transfer_id=transfer.transfer_id,
+                quantity=s.quantity,
+                cash_amount=s.price * s.quantity,
+                currency=s.currency,
+                buyer_account_id=s.buyer_account_id,
+                seller_account_id=s.seller_account_id,
             )
         )
         return events
