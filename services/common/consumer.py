@@ -154,6 +154,9 @@ class Consumer:
             broker_commit_every=100,
             broker_commit_interval=0.5,
             stream_wait_empty=False,
+            # A crashed instance's partitions move on after 10 s, not faust's default 60 s.
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=2.0,
         )
         channel = app.topic(
             *(self._prefix + topic for topic in self._handlers),
