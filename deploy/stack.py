@@ -175,7 +175,7 @@ class ServiceProcesses:
 
 async def prepare(bootstrap: str, dsn: str, topic_prefix: str = "") -> None:
     """Create the topics and run the migrations (both idempotent; lead-provided)."""
-    from services.common.migrations import migrate_all
+    from services.common.db import migrate_all
     from services.common.topics import ensure_topics
 
     await ensure_topics(bootstrap, prefix=topic_prefix)

@@ -7,12 +7,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from google.protobuf.message import Message
 
+from services.common import topics
 from services.common.envelope import Context, wrap
+from tonne.v1 import registry_pb2 as rpb
 
 T = TypeVar("T")
 
@@ -70,3 +73,93 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+SELLER = {"authorization": "Bearer dev-token-a"}
+BUYER = {"authorization": "Bearer dev-token-b"}
+
+
+class Venue:
+    """The running stack as its users see it: national registries, brokers, APIs."""
+
+    def __init__(self, stack: Any, client: httpx.AsyncClient) -> None:
+        self.stack = stack
+        self.client = client
+        self.registry, self.matching, self.settlement, self.compliance = (
+            stack.urls[name] for name in ("registry", "matching", "settlement", "compliance")
+        )
+
+    async def from_national_registry(self, party: str, key: str, message: Message) -> None:
+        topic = self.stack.topic_prefix + topics.registry_inbound(party)
+        await publish(self.stack.bootstrap, topic, key, message, f"registry-{party}")
+
+    async def open_national_account(
+        self, party: str, account_id: str, holder: str, type: rpb.AccountType.ValueType = rpb.HOLDING
+    ) -> None:
+        command = rpb.OpenAccount(account_id=account_id, holder=holder, jurisdiction=party, type=type)
+        await self.from_national_registry(party, account_id, command)
+
+    async def issue(self, party: str, account_id: str, issuance_id: str, block: rpb.SerialBlock) -> None:
+        command = rpb.RecordIssuance(issuance_id=issuance_id, account_id=account_id, block=block)
+        await self.from_national_registry(party, account_id, command)
+
+    async def open_account(self, account_id: str, holder: str, jurisdiction: str) -> httpx.Response:
+        body = {"account_id": account_id, "holder": holder, "jurisdiction": jurisdiction, "type": "HOLDING"}
+        return await self.client.post(f"{self.registry}/accounts", json=body)
+
+    async def get(self, url: str, **kwargs: Any) -> Any:
+        response = await self.client.get(url, **kwargs)
+        return response.json() if response.status_code == 200 else None
+
+    async def account(self, account_id: str) -> Any:
+        return await self.get(f"{self.registry}/accounts/{account_id}")
+
+    async def wait_held(self, account_id: str, held: int, reserved: int = 0) -> Any:
+        async def probe() -> Any:
+            found = await self.account(account_id)
+            return found if found and (found["held"], found["reserved"]) == (held, reserved) else None
+
+        return await eventually(probe, f"{account_id} to hold {held} (reserved {reserved})")
+
+    async def place(
+        self,
+        headers: dict[str, str],
+        instrument: str,
+        side: str,
+        price: int,
+        quantity: int,
+        account_id: str,
+        client_order_id: str,
+    ) -> str:
+        body = {
+            "instrument_id": instrument,
+            "side": side,
+            "price": price,
+            "quantity": quantity,
+            "account_id": account_id,
+            "client_order_id": client_order_id,
+        }
+        response = await self.client.post(f"{self.matching}/orders", headers=headers, json=body)
+        assert response.status_code == 202, response.text
+        return str(response.json()["order_id"])
+
+    async def wait_order(self, order_id: str, headers: dict[str, str], status: str) -> Any:
+        async def probe() -> Any:
+            order = await self.get(f"{self.matching}/orders/{order_id}", headers=headers)
+            return order if order and order["status"] == status else None
+
+        return await eventually(probe, f"order {order_id} to be {status}")
+
+    async def wait_trade(self, instrument: str, buy_order_id: str) -> Any:
+        async def probe() -> Any:
+            trades = await self.get(f"{self.matching}/trades", params={"instrument_id": instrument})
+            return next((t for t in trades or [] if t["buy_order_id"] == buy_order_id), None)
+
+        return await eventually(probe, f"the trade of buy order {buy_order_id}")
+
+    async def wait_settlement(self, trade_id: str) -> Any:
+        async def probe() -> Any:
+            found = await self.get(f"{self.settlement}/settlements/{trade_id}")
+            return found if found and found["phase"] in ("settled", "failed") else None
+
+        return await eventually(probe, f"trade {trade_id} to settle or fail")

@@ -37,8 +37,3 @@ async def read_all(conn: asyncpg.Connection) -> list[tuple[str, int, Envelope]]:
         envelope.ParseFromString(row["envelope"])
         result.append((row["stream_id"], row["version"], envelope))
     return result
-
-
-async def stream_version(conn: asyncpg.Connection, stream_id: str) -> int:
-    version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", stream_id)
-    return int(version)

@@ -1,10 +1,4 @@
-"""Scenario 1 of the domain brief, end to end through the running stack:
-
-Thailand's registry issues JCM credits (4,000 t authorized as ITMOs for NDC use, first
-transfer = first international transfer); a Swiss buyer's broker buys 3,000 t from the
-Thai government's broker; compliance screens, settlement moves the units and applies
-Thailand's corresponding adjustment; both regulators see an intact audit chain.
-"""
+"""The domain brief's scenarios, end to end through the running stack's APIs and topics."""
 
 from __future__ import annotations
 
@@ -14,64 +8,52 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from services.common import topics
 from services.common.envelope import unwrap
-from tests.support import eventually, publish, read_topic
+from tests.support import BUYER, SELLER, Venue, read_topic
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1.envelope_pb2 import Envelope
 
-SELLER = {"authorization": "Bearer dev-token-a"}
-BUYER = {"authorization": "Bearer dev-token-b"}
-INSTRUMENT = "JCM-TH-2024-NDC"
-
-
-async def get_json(client: httpx.AsyncClient, url: str, **kwargs: Any) -> Any:
-    response = await client.get(url, **kwargs)
-    return response.json() if response.status_code == 200 else None
+JCM = "JCM-TH-2024-NDC"
+FLOW = {
+    "tonne.v1.TradeExecuted",
+    "tonne.v1.ScreeningDecision",
+    "tonne.v1.UnitsTransferred",
+    "tonne.v1.CorrespondingAdjustmentApplied",
+    "tonne.v1.SettlementCompleted",
+}
 
 
 async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any) -> None:
+    """Scenario 1: Thailand authorizes 4,000 t of a JCM floating-solar issuance as ITMOs for
+    NDC use (first transfer = first international transfer); a Swiss buyer's broker buys
+    3,000 t; compliance screens, settlement moves the units and applies Thailand's
+    corresponding adjustment; both regulators see it in an intact audit chain."""
     stack, run = running_stack, uuid.uuid4().hex[:6]
-    registry, matching, settlement, compliance = (
-        stack.urls[name] for name in ("registry", "matching", "settlement", "compliance")
-    )
     th_gov, ch_buyer, loa_id = f"TH-GOV-{run}", f"CH-BUYER-{run}", f"LOA-TH-{run}"
-    inbound_th = stack.topic_prefix + topics.registry_inbound("TH")
-
-    # Thailand's national registry speaks over its inbound topic.
-    await publish(
-        stack.bootstrap,
-        inbound_th,
-        th_gov,
-        rpb.OpenAccount(account_id=th_gov, holder="Government of Thailand", jurisdiction="TH", type=rpb.GOVERNMENT),
-        "registry-TH",
-    )
-    await publish(
-        stack.bootstrap,
-        inbound_th,
-        "TH",
-        rpb.RecordAuthorization(
-            authorization_id=loa_id,
-            host_party="TH",
-            quantity=4000,
-            use=rpb.NDC,
-            first_transfer=rpb.AT_FIRST_INTERNATIONAL_TRANSFER,
-            vintage_from=2024,
-            vintage_to=2024,
-        ),
-        "registry-TH",
-    )
-    await publish(
-        stack.bootstrap,
-        inbound_th,
-        th_gov,
-        rpb.RecordIssuance(
-            issuance_id=f"JC-TH-2024-{run}",
-            account_id=th_gov,
-            block=rpb.SerialBlock(
+    async with httpx.AsyncClient(timeout=10) as client:
+        venue = Venue(stack, client)
+        await venue.open_national_account("TH", th_gov, "Government of Thailand", rpb.GOVERNMENT)
+        await venue.from_national_registry(
+            "TH",
+            "TH",
+            rpb.RecordAuthorization(
+                authorization_id=loa_id,
+                host_party="TH",
+                quantity=4000,
+                use=rpb.NDC,
+                first_transfer=rpb.AT_FIRST_INTERNATIONAL_TRANSFER,
+                vintage_from=2024,
+                vintage_to=2024,
+            ),
+        )
+        await venue.issue(
+            "TH",
+            th_gov,
+            f"JC-TH-2024-{run}",
+            rpb.SerialBlock(
                 namespace=f"JCM-TH-{run}",
                 start=1,
                 end=5000,
@@ -86,117 +68,51 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any) -> None
                     authorization_id=loa_id,
                 ),
             ),
-        ),
-        "registry-TH",
-    )
-
-    async with httpx.AsyncClient(timeout=10) as client:
-        opened = await client.post(
-            f"{registry}/accounts",
-            json={"account_id": ch_buyer, "holder": "Swiss buyer AG", "jurisdiction": "CH", "type": "HOLDING"},
         )
+        opened = await venue.open_account(ch_buyer, "Swiss buyer AG", "CH")
         assert opened.status_code == 201, opened.text
-        again = await client.post(
-            f"{registry}/accounts",
-            json={"account_id": ch_buyer, "holder": "Swiss buyer AG", "jurisdiction": "CH", "type": "HOLDING"},
-        )
+        again = await venue.open_account(ch_buyer, "Swiss buyer AG", "CH")
         assert again.status_code == 409 and again.json()["code"] == "ACCOUNT_EXISTS"
+        await venue.wait_held(th_gov, 5000)
 
-        async def seller_holds() -> Any:
-            account = await get_json(client, f"{registry}/accounts/{th_gov}")
-            return account if account and account["held"] == 5000 else None
+        sell_id = await venue.place(SELLER, JCM, "SELL", 1500, 3000, th_gov, f"sell-{run}")
+        await venue.wait_order(sell_id, SELLER, "resting")
+        await venue.wait_held(th_gov, 2000, reserved=3000)  # covered: reserved before it rests
 
-        await eventually(seller_holds, "the issuance to reach the Thai government account")
-
-        sell = await client.post(
-            f"{matching}/orders",
-            headers=SELLER,
-            json={
-                "instrument_id": INSTRUMENT,
-                "side": "SELL",
-                "price": 1500,
-                "quantity": 3000,
-                "account_id": th_gov,
-                "client_order_id": f"sell-{run}",
-            },
-        )
-        assert sell.status_code == 202, sell.text
-        sell_id = sell.json()["order_id"]
-
-        async def order_status(order_id: str, headers: dict[str, str], status: str) -> Any:
-            order = await get_json(client, f"{matching}/orders/{order_id}", headers=headers)
-            return order if order and order["status"] == status else None
-
-        await eventually(lambda: order_status(sell_id, SELLER, "resting"), "the covered sell order to rest")
-        reserved = await get_json(client, f"{registry}/accounts/{th_gov}")
-        assert (reserved["held"], reserved["reserved"]) == (2000, 3000)
-
-        buy = await client.post(
-            f"{matching}/orders",
-            headers=BUYER,
-            json={
-                "instrument_id": INSTRUMENT,
-                "side": "BUY",
-                "price": 1500,
-                "quantity": 3000,
-                "account_id": ch_buyer,
-                "client_order_id": f"buy-{run}",
-            },
-        )
-        assert buy.status_code == 202, buy.text
-        buy_id = buy.json()["order_id"]
-        filled = await eventually(lambda: order_status(buy_id, BUYER, "filled"), "the buy order to fill")
-        assert filled["filled"] == 3000
-
-        trades = await get_json(client, f"{matching}/trades", params={"instrument_id": INSTRUMENT})
-        [trade] = [t for t in trades if t["buy_order_id"] == buy_id]
+        buy_id = await venue.place(BUYER, JCM, "BUY", 1500, 3000, ch_buyer, f"buy-{run}")
+        assert (await venue.wait_order(buy_id, BUYER, "filled"))["filled"] == 3000
+        trade = await venue.wait_trade(JCM, buy_id)
         assert (trade["sell_order_id"], trade["quantity"], trade["price"]) == (sell_id, 3000, 1500)
 
-        async def settled() -> Any:
-            found = await get_json(client, f"{settlement}/settlements/{trade['trade_id']}")
-            return found if found and found["phase"] in ("settled", "failed") else None
-
-        done = await eventually(settled, "the trade to settle")
+        done = await venue.wait_settlement(trade["trade_id"])
         assert done["phase"] == "settled", done["failure"]
         [adjustment] = done["corresponding_adjustments"]
         assert (adjustment["party"], adjustment["vintage"], adjustment["quantity"]) == ("TH", 2024, "3000")
         assert adjustment["side"] == "FIRST_TRANSFERRING"
 
-        decision = await get_json(client, f"{compliance}/decisions/{trade['trade_id']}")
+        decision = await venue.get(f"{venue.compliance}/decisions/{trade['trade_id']}")
         assert decision["verdict"] == "APPROVED"
         assert {r["code"] for r in decision["results"]} >= {"DOUBLE_CLAIMING_AUTHORIZATION", "HOLDINGS_RESERVED"}
 
-        buyer_account = await eventually(
-            lambda: get_json(client, f"{registry}/accounts/{ch_buyer}"), "the buyer's account view"
-        )
-        assert buyer_account["held"] == 3000
+        buyer_account = await venue.wait_held(ch_buyer, 3000)
         assert [(b["start"], b["end"]) for b in buyer_account["holdings"]] == [(1, 3000)]
-        seller_account = await get_json(client, f"{registry}/accounts/{th_gov}")
-        assert (seller_account["held"], seller_account["reserved"]) == (2000, 0)
-        assert (await get_json(client, f"{settlement}/cash/{ch_buyer}")) == {"USD": -4_500_000}
+        await venue.wait_held(th_gov, 2000)
+        assert await venue.get(f"{venue.settlement}/cash/{ch_buyer}") == {"USD": -4_500_000}
 
         # Regulators: the Thai chain over HTTP streaming, then both chains verified.
-        seen: list[str] = []
-        async with client.stream("GET", f"{compliance}/audit/TH/stream", timeout=60) as stream:
+        seen: set[str] = set()
+        async with client.stream("GET", f"{venue.compliance}/audit/TH/stream", timeout=60) as stream:
             async for line in stream.aiter_lines():
                 record = json.loads(line)
-                if "heartbeat" in record:
-                    continue
-                if record["payload"].get("trade_id") == trade["trade_id"] or record["event_type"].endswith(
-                    "UnitsTransferred"
-                ):
-                    seen.append(record["event_type"])
+                if record.get("payload", {}).get("trade_id") == trade["trade_id"] or record.get(
+                    "event_type", ""
+                ).endswith("UnitsTransferred"):
+                    seen.add(record["event_type"])
                 if "tonne.v1.SettlementCompleted" in seen:
                     break
-        assert {
-            "tonne.v1.TradeExecuted",
-            "tonne.v1.ScreeningDecision",
-            "tonne.v1.UnitsTransferred",
-            "tonne.v1.CorrespondingAdjustmentApplied",
-            "tonne.v1.SettlementCompleted",
-        } <= set(seen)
+        assert seen >= FLOW
         for party in ("TH", "CH"):
-            verdict = await get_json(client, f"{compliance}/audit/{party}/verify")
+            verdict = await venue.get(f"{venue.compliance}/audit/{party}/verify")
             assert verdict["intact"] and verdict["length"] > 0, verdict
 
     # The same facts on the topics: the trade on matching.events, the settlement on settlement.events.
@@ -207,20 +123,15 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any) -> None
                 return envelope
         return None
 
-    journal = await read_topic(
-        stack.bootstrap,
-        stack.topic_prefix + topics.MATCHING_EVENTS,
-        lambda rs: find(rs, "tonne.v1.TradeExecuted") is not None,
-    )
-    settlements = await read_topic(
-        stack.bootstrap,
-        stack.topic_prefix + topics.SETTLEMENT_EVENTS,
-        lambda rs: find(rs, "tonne.v1.SettlementCompleted") is not None,
-    )
+    async def read_until(topic: str, type_name: str) -> list[Any]:
+        return await read_topic(stack.bootstrap, stack.topic_prefix + topic, lambda rs: find(rs, type_name) is not None)
+
+    journal = await read_until(topics.MATCHING_EVENTS, "tonne.v1.TradeExecuted")
+    settlements = await read_until(topics.SETTLEMENT_EVENTS, "tonne.v1.SettlementCompleted")
     executed = find(journal, "tonne.v1.TradeExecuted")
     completed = find(settlements, "tonne.v1.SettlementCompleted")
     assert executed is not None and completed is not None
-    assert executed.correlation_id  # one flow, traced from the buy order onwards
+    assert completed.correlation_id == executed.correlation_id  # one flow, traced from the buy order on
     audit_th = await read_topic(stack.bootstrap, stack.topic_prefix + topics.audit("TH"), lambda rs: len(rs) >= 5)
     assert all(isinstance(unwrap(r.value)[1], cpb.AuditRecord) for r in audit_th)
 
@@ -231,29 +142,20 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any) -> None
     assert latency > 0
 
 
-@pytest.mark.parametrize("buyer_party", ["JP"])
-async def test_unauthorized_ccer_export_is_refused(running_stack: Any, buyer_party: str) -> None:
-    """Scenario 3: a CCER block without a Chinese authorization bought for a Japanese
-    account trades, but its cross-border settlement is refused and the units go back."""
+async def test_unauthorized_ccer_export_is_refused(running_stack: Any) -> None:
+    """Scenario 3: a CCER block without a Chinese authorization bought for a Japanese account
+    trades, but its cross-border settlement is refused and the units go back. Scenario 2's
+    gate too: a sell order the seller cannot cover is refused before it rests, with its code."""
     stack, run = running_stack, uuid.uuid4().hex[:6]
-    registry, matching, settlement = (stack.urls[n] for n in ("registry", "matching", "settlement"))
-    cn_seller, jp_buyer = f"CN-CO-{run}", f"{buyer_party}-CO-{run}"
-    inbound_cn = stack.topic_prefix + topics.registry_inbound("CN")
-    await publish(
-        stack.bootstrap,
-        inbound_cn,
-        cn_seller,
-        rpb.OpenAccount(account_id=cn_seller, holder="Shenzhen Metro Carbon Co", jurisdiction="CN", type=rpb.HOLDING),
-        "registry-CN",
-    )
-    await publish(
-        stack.bootstrap,
-        inbound_cn,
-        cn_seller,
-        rpb.RecordIssuance(
-            issuance_id=f"CCER-{run}",
-            account_id=cn_seller,
-            block=rpb.SerialBlock(
+    cn_seller, jp_buyer = f"CN-CO-{run}", f"JP-CO-{run}"
+    async with httpx.AsyncClient(timeout=10) as client:
+        venue = Venue(stack, client)
+        await venue.open_national_account("CN", cn_seller, "Shenzhen wind power Co")
+        await venue.issue(
+            "CN",
+            cn_seller,
+            f"CCER-{run}",
+            rpb.SerialBlock(
                 namespace=f"CCER-{run}",
                 start=1,
                 end=1000,
@@ -265,96 +167,21 @@ async def test_unauthorized_ccer_export_is_refused(running_stack: Any, buyer_par
                     vintage=2025,
                 ),
             ),
-        ),
-        "registry-CN",
-    )
-    async with httpx.AsyncClient(timeout=10) as client:
-        assert (
-            await client.post(
-                f"{registry}/accounts",
-                json={"account_id": jp_buyer, "holder": "Tokyo buyer KK", "jurisdiction": buyer_party},
-            )
-        ).status_code == 201
-
-        async def seller_holds() -> Any:
-            account = await get_json(client, f"{registry}/accounts/{cn_seller}")
-            return account if account and account["held"] == 1000 else None
-
-        await eventually(seller_holds, "the CCER issuance")
-
-        # Selling more than is held: refused before the order rests, with the code.
-        short = await client.post(
-            f"{matching}/orders",
-            headers=SELLER,
-            json={
-                "instrument_id": "CCER-2025",
-                "side": "SELL",
-                "price": 8000,
-                "quantity": 5000,
-                "account_id": cn_seller,
-                "client_order_id": f"short-{run}",
-            },
         )
-        short_id = short.json()["order_id"]
+        assert (await venue.open_account(jp_buyer, "Tokyo buyer KK", "JP")).status_code == 201
+        await venue.wait_held(cn_seller, 1000)
 
-        async def rejected() -> Any:
-            order = await get_json(client, f"{matching}/orders/{short_id}", headers=SELLER)
-            return order if order and order["status"] == "rejected" else None
+        short_id = await venue.place(SELLER, "CCER-2025", "SELL", 8000, 5000, cn_seller, f"short-{run}")
+        refused = await venue.wait_order(short_id, SELLER, "rejected")
+        assert refused["reject_code"] == "HOLDINGS_INSUFFICIENT"
 
-        assert (await eventually(rejected, "the uncovered sell order to be refused"))["reject_code"] == (
-            "HOLDINGS_INSUFFICIENT"
-        )
+        sell_id = await venue.place(SELLER, "CCER-2025", "SELL", 8000, 400, cn_seller, f"sell-{run}")
+        await venue.wait_order(sell_id, SELLER, "resting")
+        buy_id = await venue.place(BUYER, "CCER-2025", "BUY", 8000, 400, jp_buyer, f"buy-{run}")
+        trade = await venue.wait_trade("CCER-2025", buy_id)
 
-        sell = await client.post(
-            f"{matching}/orders",
-            headers=SELLER,
-            json={
-                "instrument_id": "CCER-2025",
-                "side": "SELL",
-                "price": 8000,
-                "quantity": 400,
-                "account_id": cn_seller,
-                "client_order_id": f"sell-{run}",
-            },
-        )
-        sell_id = sell.json()["order_id"]
-
-        async def resting() -> Any:
-            order = await get_json(client, f"{matching}/orders/{sell_id}", headers=SELLER)
-            return order if order and order["status"] == "resting" else None
-
-        await eventually(resting, "the CCER sell order to rest")
-        buy = await client.post(
-            f"{matching}/orders",
-            headers=BUYER,
-            json={
-                "instrument_id": "CCER-2025",
-                "side": "BUY",
-                "price": 8000,
-                "quantity": 400,
-                "account_id": jp_buyer,
-                "client_order_id": f"buy-{run}",
-            },
-        )
-        buy_id = buy.json()["order_id"]
-
-        async def trade() -> Any:
-            trades = await get_json(client, f"{matching}/trades", params={"instrument_id": "CCER-2025"})
-            return next((t for t in trades or [] if t["buy_order_id"] == buy_id), None)
-
-        trade_id = (await eventually(trade, "the domestic-venue trade"))["trade_id"]
-
-        async def finished() -> Any:
-            found = await get_json(client, f"{settlement}/settlements/{trade_id}")
-            return found if found and found["phase"] in ("settled", "failed") else None
-
-        outcome = await eventually(finished, "the settlement outcome")
+        outcome = await venue.wait_settlement(trade["trade_id"])
         assert outcome["phase"] == "failed"
         assert outcome["failure"] == "COMPLIANCE_REJECTED: DOUBLE_CLAIMING_AUTHORIZATION"
-
-        async def units_back() -> Any:
-            account = await get_json(client, f"{registry}/accounts/{cn_seller}")
-            return account if account and account["held"] == 1000 and account["reserved"] == 0 else None
-
-        await eventually(units_back, "the refused trade's units to return to the seller")
-        assert (await get_json(client, f"{registry}/accounts/{jp_buyer}"))["held"] == 0
+        await venue.wait_held(cn_seller, 1000)  # the refused trade's units are back, unreserved
+        assert (await venue.account(jp_buyer))["held"] == 0
