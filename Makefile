@@ -31,7 +31,7 @@ proto: $(VENV_STAMP)
 	$(PY) -m services.common.contracts
 
 lint: $(VENV_STAMP)
-	$(PY) -m ruff check . && $(PY) -m mypy services deploy tests
+	$(PY) -m ruff check . && $(PY) -m mypy services deploy tests bench
 
 # Removes runtime state (logs, data, pids) but keeps the downloaded Kafka jars.
 clean-run:
