@@ -129,7 +129,7 @@ class Consumer:
             error_code=code,
             error=error,
         )
-        log.error("parked %s:%d@%d on the dead-letter topic: %s", *origin.__dict__.values(), code)
+        log.error("parked %s:%d@%d on the dead-letter topic: %s", origin.topic, origin.partition, origin.offset, code)
         if event_id:
             # A redelivery of a parked record must not be applied or parked again.
             async with self._pool.acquire() as conn:

@@ -38,12 +38,10 @@ class Context:
     def new(cls, actor: str) -> Context:
         return cls(correlation_id=str(uuid.uuid4()), actor=actor)
 
-    def caused_by(self, envelope: envelope_pb2.Envelope, actor: str) -> Context:
-        return Context(
-            correlation_id=envelope.correlation_id or self.correlation_id,
-            causation_id=envelope.event_id,
-            actor=actor,
-        )
+    @classmethod
+    def following(cls, envelope: envelope_pb2.Envelope, actor: str, correlation_id: str = "") -> Context:
+        """The context of what `envelope` causes: same flow, caused by it."""
+        return cls(envelope.correlation_id or correlation_id, envelope.event_id, actor)
 
 
 def wrap(
@@ -81,6 +79,11 @@ def unwrap(value: bytes | None) -> tuple[envelope_pb2.Envelope, Message]:
         raise UndecodableRecord(f"not an Envelope: {exc}") from exc
     if not envelope.event_id or not envelope.type:
         raise UndecodableRecord("envelope lacks event_id or type")
+    return envelope, payload_of(envelope)
+
+
+def payload_of(envelope: envelope_pb2.Envelope) -> Message:
+    """The typed payload of a parsed envelope."""
     try:
         descriptor = descriptor_pool.Default().FindMessageTypeByName(envelope.type)
     except KeyError as exc:
@@ -90,9 +93,4 @@ def unwrap(value: bytes | None) -> tuple[envelope_pb2.Envelope, Message]:
         payload.ParseFromString(envelope.payload)
     except DecodeError as exc:
         raise UndecodableRecord(f"payload is not a {envelope.type}: {exc}") from exc
-    return envelope, payload
-
-
-def payload_of(envelope: envelope_pb2.Envelope) -> Message:
-    """The typed payload of an envelope read back from the event store."""
-    return unwrap(envelope.SerializeToString())[1]
+    return payload

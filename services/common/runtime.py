@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import asyncpg
 import uvicorn
@@ -40,8 +40,6 @@ class Kernel:
 
 
 class Service(Protocol):
-    router: APIRouter
-
     @property
     def handlers(self) -> Mapping[str, Handler]:
         """Unprefixed topic -> the handler of its records."""
@@ -50,8 +48,22 @@ class Service(Protocol):
         """Rebuild in-memory state from the service's own events."""
 
 
-def create_app(settings: Settings, build: Callable[[Kernel], Service], title: str) -> FastAPI:
-    state: dict[str, object] = {"ready": False}
+S = TypeVar("S", bound=Service)
+
+
+@dataclass(frozen=True)
+class _Running:
+    """What /readyz checks, present once start-up has finished."""
+
+    pool: asyncpg.Pool
+    consumer: Consumer
+    relay_task: asyncio.Task[None]
+
+
+def create_app(
+    settings: Settings, build: Callable[[Kernel], S], router: Callable[[S], APIRouter], title: str
+) -> FastAPI:
+    running: list[_Running] = []  # empty until started, and again while stopping
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,7 +74,7 @@ def create_app(settings: Settings, build: Callable[[Kernel], Service], title: st
         kernel = Kernel(settings, pool, producer)
         service = build(kernel)
         await service.recover()
-        app.include_router(service.router)
+        app.include_router(router(service))
         relay = OutboxRelay(pool, producer, settings.topic_prefix)
         relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
         consumer = Consumer(
@@ -75,12 +87,12 @@ def create_app(settings: Settings, build: Callable[[Kernel], Service], title: st
             recover=service.recover,
         )
         await consumer.start()
-        state.update(ready=True, pool=pool, consumer=consumer, relay_task=relay_task)
+        running.append(_Running(pool, consumer, relay_task))
         log.info("%s ready", settings.service)
         try:
             yield
         finally:
-            state["ready"] = False
+            running.clear()
             await consumer.stop()
             relay_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -111,20 +123,15 @@ def create_app(settings: Settings, build: Callable[[Kernel], Service], title: st
 
     @app.get("/readyz", tags=["operations"])
     async def readyz() -> JSONResponse:
-        checks = {"started": bool(state["ready"])}
-        if state["ready"]:
-            pool = state["pool"]
-            assert isinstance(pool, asyncpg.Pool)
+        checks = {"started": bool(running)}
+        if running:
+            parts = running[0]
             try:
-                checks["database"] = await pool.fetchval("SELECT true")
+                checks["database"] = await parts.pool.fetchval("SELECT true")
             except Exception:
                 checks["database"] = False
-            consumer = state["consumer"]
-            assert isinstance(consumer, Consumer)
-            checks["partitions_assigned"] = consumer.assigned
-            relay_task = state["relay_task"]
-            assert isinstance(relay_task, asyncio.Task)
-            checks["outbox_relay"] = not relay_task.done()
+            checks["partitions_assigned"] = parts.consumer.assigned
+            checks["outbox_relay"] = not parts.relay_task.done()
         ok = all(checks.values()) and len(checks) > 1
         return JSONResponse(status_code=200 if ok else 503, content=checks)
 
@@ -135,8 +142,10 @@ def create_app(settings: Settings, build: Callable[[Kernel], Service], title: st
     return app
 
 
-def serve(service: str, default_port: int, build: Callable[[Kernel], Service], title: str) -> None:
+def serve(
+    service: str, default_port: int, build: Callable[[Kernel], S], router: Callable[[S], APIRouter], title: str
+) -> None:
     settings = Settings.from_env(service, default_port)
     logs.configure(service)
-    app = create_app(settings, build, title)
+    app = create_app(settings, build, router, title)
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC
 from functools import partial
 
 import asyncpg
@@ -11,7 +12,7 @@ from google.protobuf.message import Message
 from services.common import outbox, topics
 from services.common.application import Application
 from services.common.consumer import Handler
-from services.common.envelope import Context
+from services.common.envelope import Context, wrap
 from services.compliance.domain import audit
 from services.compliance.domain.facts import Facts
 from services.compliance.domain.jurisdictions import concerned
@@ -57,7 +58,7 @@ class Compliance(Application):
         return {topic: partial(self.on_record, topic) for topic in AUDITED}
 
     async def on_record(self, topic: str, conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
-        context = Context(envelope.correlation_id).caused_by(envelope, "compliance")
+        context = Context.following(envelope, "compliance")
         async with self.lock:
             if isinstance(event, _FACTS):
                 await self.record(conn, OBSERVED, [(event, [])], context)
@@ -104,17 +105,13 @@ class Compliance(Application):
             envelope.correlation_id,
         )
         if jurisdiction in topics.JURISDICTIONS:
-            wrapped = Envelope(
-                event_id=f"{jurisdiction}:{record.sequence}",
-                type=record.DESCRIPTOR.full_name,
-                schema_version=1,
+            wrapped = wrap(
+                record,
                 aggregate_id=jurisdiction,
-                aggregate_sequence=record.sequence,
-                occurred_at=envelope.occurred_at,
-                causation_id=envelope.event_id,
-                correlation_id=envelope.correlation_id,
-                actor="compliance",
-                payload=record.SerializeToString(),
+                context=Context(envelope.correlation_id, envelope.event_id, "compliance"),
+                occurred_at=envelope.occurred_at.ToDatetime(tzinfo=UTC),
+                sequence=record.sequence,
+                event_id=f"{jurisdiction}:{record.sequence}",
             )
             await outbox.enqueue(conn, topics.audit(jurisdiction), jurisdiction, wrapped)
         await conn.execute(f"NOTIFY {AUDIT_CHANNEL}, '{jurisdiction}'")

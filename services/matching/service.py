@@ -143,7 +143,7 @@ class Matching(Application):
         )
         if row is None:
             return  # not an order of ours, or already answered
-        context = Context(row["correlation_id"]).caused_by(envelope, "matching-intake")
+        context = Context.following(envelope, "matching-intake", row["correlation_id"])
         if isinstance(event, registry_pb2.UnitsReserved):
             order = pb.SubmitOrder(
                 order_id=row["order_id"],
@@ -164,7 +164,7 @@ class Matching(Application):
     # --- engine ---
 
     async def on_sequenced(self, conn: asyncpg.Connection, envelope: Envelope, command: Message) -> None:
-        context = Context(envelope.correlation_id).caused_by(envelope, "matching-engine")
+        context = Context.following(envelope, "matching-engine")
         async with self.lock:
             match command:
                 case pb.SubmitOrder():

@@ -34,7 +34,7 @@ class Registry(Application):
         return {topics.REGISTRY_COMMANDS: self.on_command, **inbound}
 
     async def on_command(self, conn: asyncpg.Connection, envelope: Envelope, command: Message) -> None:
-        await self.execute(conn, command, Context(envelope.correlation_id).caused_by(envelope, "registry"))
+        await self.execute(conn, command, Context.following(envelope, "registry"))
 
     async def execute(self, conn: asyncpg.Connection, command: Message, context: Context) -> list[Message]:
         """Decide and record; a refused command is recorded as CommandRejected."""

@@ -42,7 +42,7 @@ class Settlement(Application):
     async def on_trade(self, conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
         if not isinstance(event, mpb.TradeExecuted):
             return
-        context = _context(envelope)
+        context = Context.following(envelope, "settlement")
         async with self.lock:
             events = self.book.start(event)
             await self._record(conn, event.trade_id, events, context)
@@ -60,7 +60,7 @@ class Settlement(Application):
     async def on_decision(self, conn: asyncpg.Connection, envelope: Envelope, decision: Message) -> None:
         if not isinstance(decision, cpb.ScreeningDecision):
             return
-        context = _context(envelope)
+        context = Context.following(envelope, "settlement")
         async with self.lock:
             events = self.book.screened(decision)
             await self._record(conn, decision.trade_id, events, context)
@@ -80,7 +80,7 @@ class Settlement(Application):
         await self.send(conn, command, topics.REGISTRY_COMMANDS, started.seller_account_id, context)
 
     async def on_registry(self, conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
-        context = _context(envelope)
+        context = Context.following(envelope, "settlement")
         async with self.lock:
             match event:
                 case rpb.AuthorizationRecorded():
@@ -96,7 +96,3 @@ class Settlement(Application):
         if events:
             destinations = [(topics.SETTLEMENT_EVENTS, trade_id)]
             await self.record(conn, f"settlement-{trade_id}", [(e, destinations) for e in events], context)
-
-
-def _context(envelope: Envelope) -> Context:
-    return Context(envelope.correlation_id).caused_by(envelope, "settlement")
