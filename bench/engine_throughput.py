@@ -1,8 +1,9 @@
 """Matching throughput: the STACK-NOTES workload on one book, two layers side by side.
 
 200k operations: 90 % limit orders at 10000 ± 20 ticks, quantity 1-100, 10 % cancels of
-a resting order. `book` drives OrderBook.submit directly; `engine` runs the deterministic
-Engine as the service does (decide, emit protobuf journal events, apply them).
+a resting order. `book` drives OrderBook.submit directly; `engine` runs the instrument's
+Book aggregate as the service does (decide without mutating, emit protobuf journal
+events, then fold them with `mutate`, as the unit of work does after commit).
 
     .venv/bin/python bench/engine_throughput.py [--ops N]
 """
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 from services.matching.domain.book import BUY, SELL, Order, OrderBook
-from services.matching.domain.engine import Engine
+from services.matching.domain.engine import Book
 from services.matching.domain.instruments import Instrument
 from tonne.v1 import matching_pb2 as pb
 
@@ -50,12 +51,12 @@ def run_book(flow: list[tuple[str, int, int, int]]) -> tuple[float, int]:
 
 
 def run_engine(flow: list[tuple[str, int, int, int]]) -> tuple[float, int]:
-    engine, trades = Engine({"BENCH": INSTRUMENT}), 0
+    engine, trades = Book.empty("BENCH"), 0
     resting: list[str] = []
     start = time.perf_counter()
     for n, (kind, side, price, quantity) in enumerate(flow):
         if kind == "cancel":
-            while resting and engine.book("BENCH").get(resting[-1]) is None:
+            while resting and engine.orders.get(resting[-1]) is None:
                 resting.pop()
             if not resting:
                 continue
@@ -70,11 +71,10 @@ def run_engine(flow: list[tuple[str, int, int, int]]) -> tuple[float, int]:
                 price=price,
                 quantity=quantity,
             )
-            events = engine.submit(order)
+            events = engine.submit(order, INSTRUMENT)
             resting.append(str(n))
-        for event in events:
-            engine.apply(event)
-            trades += isinstance(event, pb.TradeExecuted)
+        engine.mutate(events)
+        trades += sum(isinstance(event, pb.TradeExecuted) for event in events)
     return time.perf_counter() - start, trades
 
 
@@ -93,6 +93,8 @@ def main() -> None:
             "trades": trades,
         }
         print(f"{name:7s} {args.ops / seconds:>10,.0f} ops/s  {trades:>7,} trades  {seconds:.2f} s")
+    # Both layers run the same workload, so they must agree on what traded.
+    assert results["book"]["trades"] == results["engine"]["trades"], "book and engine disagree on the trades"
     results["engine_over_book"] = round(results["engine"]["ops_per_s"] / results["book"]["ops_per_s"], 3)
     print(f"engine/book throughput ratio: {results['engine_over_book']}")
     out = Path(__file__).parent / "results" / "engine_throughput.json"

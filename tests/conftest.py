@@ -30,6 +30,7 @@ from deploy.kafka_broker import MARKER_JAR, KafkaBroker, default_lib_dir, run_sy
 from deploy.postgres import create_database, drop_database, start_postgres, stop_postgres
 from deploy.stack import SERVICES, ServiceProcesses, ServiceStartError, prepare
 
+SNAPSHOT_EVERY = 2
 NO_INFRA_HINT = (
     "set {var}, or provide local prerequisites ({local}), or run a Docker engine "
     "(testcontainers). Tests never skip for missing infrastructure."
@@ -186,7 +187,10 @@ def running_stack(
     run_sync(prepare(kafka_bootstrap, dsn, topic_prefix))
     run_dir = Path(tempfile.mkdtemp(prefix="tonne-stack-"))
     ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
-    processes = ServiceProcesses(run_dir, kafka_bootstrap, dsn, topic_prefix, ports)
+    # Snapshots every few events, so the suite exercises restoring from them.
+    processes = ServiceProcesses(
+        run_dir, kafka_bootstrap, dsn, topic_prefix, ports, extra_env={"TONNE_SNAPSHOT_EVERY": str(SNAPSHOT_EVERY)}
+    )
     try:
         processes.start()
     except ServiceStartError as exc:

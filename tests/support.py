@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -150,12 +150,37 @@ class Venue:
 
         return await eventually(probe, f"order {order_id} to be {status}")
 
+    async def pages(self, url: str, **params: Any) -> AsyncIterator[Any]:
+        """Every item of a paginated list endpoint, following its `next` cursor."""
+        after = None
+        while True:
+            page = await self.get(url, params={**params, **({"after": after} if after is not None else {})})
+            if page is None:
+                return
+            for item in page["items"]:
+                yield item
+            if page["next"] is None:
+                return
+            after = page["next"]
+
     async def wait_trade(self, instrument: str, buy_order_id: str) -> Any:
         async def probe() -> Any:
-            trades = await self.get(f"{self.matching}/trades", params={"instrument_id": instrument})
-            return next((t for t in trades or [] if t["buy_order_id"] == buy_order_id), None)
+            async for trade in self.pages(f"{self.matching}/trades", instrument_id=instrument):
+                if trade["buy_order_id"] == buy_order_id:
+                    return trade
+            return None
 
         return await eventually(probe, f"the trade of buy order {buy_order_id}")
+
+    async def verify_chain(self, jurisdiction: str) -> tuple[bool, int]:
+        """Walk a jurisdiction's audit chain window by window: (intact, records checked)."""
+        after, checked = 0, 0
+        while True:
+            window = await self.get(f"{self.compliance}/audit/{jurisdiction}/verify", params={"after": after})
+            checked += window["checked"]
+            if not window["intact"] or window["next"] is None:
+                return window["intact"], checked
+            after = window["next"]
 
     async def wait_settlement(self, trade_id: str) -> Any:
         async def probe() -> Any:

@@ -2,8 +2,9 @@
 
 A faust agent (concurrency=1, at-least-once) hands each record to `process`, which
 decodes it, then records its event id in `tracking` and applies the handler in one
-PostgreSQL transaction. Redeliveries are skipped; a record that cannot be decoded or
-keeps failing is parked on the topic's dead-letter topic and the partition moves on.
+unit of work (one PostgreSQL transaction). Redeliveries are skipped; a record that
+cannot be decoded or keeps failing is parked on the topic's dead-letter topic and the
+partition moves on. A failed attempt rolls back and drops only the aggregates it loaded.
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ from google.protobuf.message import Message
 from services.common import metrics
 from services.common.deadletter import park
 from services.common.envelope import UndecodableRecord, unwrap
+from services.common.eventstore import ConcurrencyError
 from services.common.logs import correlation_id
 from services.common.tracking import Origin, first_delivery
+from services.common.unit_of_work import UnitOfWork
 from tonne.v1.envelope_pb2 import Envelope
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[asyncpg.Connection, Envelope, Message], Awaitable[None]]
-Recover = Callable[[], Awaitable[None]]
+Handler = Callable[[UnitOfWork, Envelope, Message], Awaitable[None]]
 
 ATTEMPTS = 3
+# A concurrent writer moved the stream: reload and decide again, a bounded number of times.
+CONFLICT_ATTEMPTS = 10
 # Errors of the infrastructure, not of the record: retry until it comes back.
 _TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
@@ -44,7 +48,7 @@ class Consumer:
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
         handlers: Mapping[str, Handler],
-        recover: Recover,
+        unit_of_work: Callable[[], UnitOfWork],
     ) -> None:
         self.name = name
         self._bootstrap = bootstrap
@@ -52,7 +56,7 @@ class Consumer:
         self._pool = pool
         self._producer = producer
         self._handlers = dict(handlers)
-        self._recover = recover
+        self._unit_of_work = unit_of_work
         self._app: faust.App | None = None
 
     async def process(self, origin: Origin, key: bytes | None, value: bytes | None) -> str:
@@ -80,35 +84,31 @@ class Consumer:
     ) -> str:
         handler = self._handlers[topic]
         failure: Exception | None = None
-        attempt = 0
+        attempt = conflicts = 0
         while attempt < ATTEMPTS:
             try:
                 with metrics.HANDLE_SECONDS.labels(self.name, topic).time():
-                    async with self._pool.acquire() as conn, conn.transaction():
-                        if not await first_delivery(conn, self.name, envelope.event_id, origin):
+                    async with self._unit_of_work() as uow:
+                        if not await first_delivery(uow.conn, self.name, envelope.event_id, origin):
                             return "duplicate"
-                        await handler(conn, envelope, payload)
+                        await handler(uow, envelope, payload)
                 return "applied"
             except _TRANSIENT as exc:
                 log.warning("infrastructure unavailable, retrying: %r", exc)
-                await self._recover_quietly()
                 await asyncio.sleep(1.0)  # back-off between reconnects, not a readiness wait
+            except ConcurrencyError as exc:
+                conflicts += 1
+                log.info("%s: %s; deciding again", self.name, exc)
+                if conflicts >= CONFLICT_ATTEMPTS:
+                    attempt, failure = ATTEMPTS, exc
             except Exception as exc:
                 attempt += 1
                 failure = exc
                 log.exception("%s failed on %s (attempt %d)", self.name, envelope.type, attempt)
-                # In-memory state may hold a half-applied effect: fold it again from the store.
-                await self._recover_quietly()
         assert failure is not None
         code = getattr(failure, "code", "HANDLER_FAILED")
         await self._dead_letter(origin, key, value, code, repr(failure), envelope.event_id)
         return "dead_lettered"
-
-    async def _recover_quietly(self) -> None:
-        try:
-            await self._recover()
-        except Exception:
-            log.exception("recovery failed; the next attempt retries it")
 
     async def _dead_letter(
         self,

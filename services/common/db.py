@@ -1,31 +1,67 @@
-"""PostgreSQL: one schema per service, numbered SQL migrations applied at start-up."""
+"""PostgreSQL: one schema per service, numbered SQL migrations applied at start-up.
+
+Migrations run with the administrative DSN; the service itself connects as its own
+role (`tonne_<service>`), which may only read and write its own schema's tables.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
 from pathlib import Path
 
 import asyncpg
+
+log = logging.getLogger(__name__)
 
 SERVICES = ("registry", "matching", "settlement", "compliance")
 _KERNEL_MIGRATIONS = Path(__file__).parent / "migrations"
 _SERVICES_DIR = Path(__file__).parent.parent
 
 
-async def connect_pool(dsn: str, schema: str, size: int = 5) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, server_settings={"search_path": schema})
+def role_of(schema: str) -> str:
+    return f"tonne_{schema}"
+
+
+async def connect_pool(dsn: str, schema: str, size: int = 5, role: str | None = None) -> asyncpg.Pool:
+    """A pool whose connections see `schema`; as `role` when given (its password, if the
+    server asks for one, comes from the DSN)."""
+    pool = await asyncpg.create_pool(dsn, user=role, min_size=1, max_size=size, server_settings={"search_path": schema})
     assert pool is not None
     return pool
 
 
-def _migration_files(schema: str) -> list[tuple[str, Path]]:
+async def grant_service_role(conn: asyncpg.Connection, schema: str) -> str | None:
+    """Create the service's role if needed and give it DML on its schema's tables, nothing
+    else (no DDL, no other schema, not superuser). None when this DSN may not manage roles."""
+    if not re.fullmatch(r"[a-z][a-z_]*", schema):
+        raise ValueError(f"schema name {schema!r} is not a plain identifier")
+    role = role_of(schema)
+    try:
+        if not await conn.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", role):
+            # Another process may create it meanwhile (tests share one server).
+            with contextlib.suppress(asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+                await conn.execute(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE')
+        await conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        await conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+        await conn.execute(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"')
+    except asyncpg.InsufficientPrivilegeError:
+        log.warning("cannot manage role %s with this DSN; the service connects as the DSN's user", role)
+        return None
+    return role
+
+
+def _migration_files(service: str) -> list[tuple[str, Path]]:
     kernel = [(f"kernel/{p.name}", p) for p in sorted(_KERNEL_MIGRATIONS.glob("*.sql"))]
-    own_dir = _SERVICES_DIR / schema / "migrations"
-    own = [(f"{schema}/{p.name}", p) for p in sorted(own_dir.glob("*.sql"))]
+    own_dir = _SERVICES_DIR / service / "migrations"
+    own = [(f"{service}/{p.name}", p) for p in sorted(own_dir.glob("*.sql"))]
     return kernel + own
 
 
-async def migrate(dsn: str, schema: str) -> list[str]:
-    """Apply the kernel's and the service's pending migrations; returns their names."""
+async def migrate(dsn: str, schema: str, source: str | None = None) -> list[str]:
+    """Apply the kernel's and the service's pending migrations to `schema`; returns their
+    names. `source` names the service whose migrations to use (default: the schema's)."""
     conn = await asyncpg.connect(dsn)
     try:
         # Serialises concurrent starters (make up, tests, N instances).
@@ -39,7 +75,7 @@ async def migrate(dsn: str, schema: str) -> list[str]:
             )
             done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
             applied = []
-            for name, path in _migration_files(schema):
+            for name, path in _migration_files(source or schema):
                 if name in done:
                     continue
                 async with conn.transaction():
@@ -55,3 +91,12 @@ async def migrate(dsn: str, schema: str) -> list[str]:
 
 async def migrate_all(dsn: str) -> dict[str, list[str]]:
     return {schema: await migrate(dsn, schema) for schema in SERVICES}
+
+
+async def service_role(dsn: str, schema: str) -> str | None:
+    """The role the service connects as: its own when the DSN's user could set it up."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await grant_service_role(conn, schema)
+    finally:
+        await conn.close()

@@ -79,6 +79,13 @@ def unwrap(value: bytes | None) -> tuple[envelope_pb2.Envelope, Message]:
         raise UndecodableRecord(f"not an Envelope: {exc}") from exc
     if not envelope.event_id or not envelope.type:
         raise UndecodableRecord("envelope lacks event_id or type")
+    try:
+        # Ids key streams, tracking and audit records: only a UUID is accepted.
+        uuid.UUID(envelope.event_id)
+    except ValueError as exc:
+        raise UndecodableRecord(f"event_id is not a UUID ({len(envelope.event_id)} characters)") from exc
+    if len(envelope.correlation_id) > 64 or len(envelope.causation_id) > 64 or len(envelope.actor) > 128:
+        raise UndecodableRecord("envelope ids or actor are oversize")
     return envelope, payload_of(envelope)
 
 

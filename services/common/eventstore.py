@@ -1,6 +1,9 @@
-"""Append-only event store with optimistic concurrency on (stream_id, version)."""
+"""Append-only event store: streams with optimistic concurrency, and their snapshots."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -9,6 +12,14 @@ from tonne.v1.envelope_pb2 import Envelope
 
 class ConcurrencyError(Exception):
     """Another writer appended to the stream first; reload and decide again."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    stream_id: str
+    version: int
+    schema_version: int
+    state: bytes
 
 
 async def append(conn: asyncpg.Connection, stream_id: str, expected_version: int, envelopes: list[Envelope]) -> int:
@@ -28,12 +39,59 @@ async def append(conn: asyncpg.Connection, stream_id: str, expected_version: int
     return version
 
 
-async def read_all(conn: asyncpg.Connection) -> list[tuple[str, int, Envelope]]:
-    """Every event of this schema in global order: (stream_id, version, envelope)."""
-    rows = await conn.fetch("SELECT stream_id, version, envelope FROM events ORDER BY position")
-    result = []
-    for row in rows:
-        envelope = Envelope()
-        envelope.ParseFromString(row["envelope"])
-        result.append((row["stream_id"], row["version"], envelope))
-    return result
+async def read_stream(conn: asyncpg.Connection, stream_id: str, after_version: int = 0) -> list[Envelope]:
+    """The stream's events after `after_version`, in order."""
+    rows = await conn.fetch(
+        "SELECT envelope FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version",
+        stream_id,
+        after_version,
+    )
+    return [_envelope(row["envelope"]) for row in rows]
+
+
+async def latest_snapshot(conn: asyncpg.Connection, stream_id: str) -> Snapshot | None:
+    row = await conn.fetchrow("SELECT version, schema_version, state FROM snapshots WHERE stream_id = $1", stream_id)
+    return Snapshot(stream_id, row["version"], row["schema_version"], row["state"]) if row else None
+
+
+async def save_snapshot(conn: asyncpg.Connection, snapshot: Snapshot) -> None:
+    """Keep only the newest snapshot of a stream; an older one never replaces it."""
+    await conn.execute(
+        "INSERT INTO snapshots (stream_id, version, schema_version, state) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (stream_id) DO UPDATE SET version = $2, schema_version = $3, state = $4, taken_at = now() "
+        "WHERE snapshots.version < $2",
+        snapshot.stream_id,
+        snapshot.version,
+        snapshot.schema_version,
+        snapshot.state,
+    )
+
+
+async def stream_ids(conn: asyncpg.Connection, prefix: str) -> list[str]:
+    """Every stream whose id starts with `prefix` (replay and state hashing only)."""
+    rows = await conn.fetch(
+        "SELECT stream_id FROM events WHERE version = 1 AND left(stream_id, $2) = $1 ORDER BY stream_id",
+        prefix,
+        len(prefix),
+    )
+    return [row["stream_id"] for row in rows]
+
+
+async def read_all(conn: asyncpg.Connection, page: int = 5000) -> AsyncIterator[Envelope]:
+    """Every event in global order, a page at a time (replay only)."""
+    after = 0
+    while True:
+        rows = await conn.fetch(
+            "SELECT position, envelope FROM events WHERE position > $1 ORDER BY position LIMIT $2", after, page
+        )
+        for row in rows:
+            yield _envelope(row["envelope"])
+        if len(rows) < page:
+            return
+        after = rows[-1]["position"]
+
+
+def _envelope(data: bytes) -> Envelope:
+    envelope = Envelope()
+    envelope.ParseFromString(data)
+    return envelope

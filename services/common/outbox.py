@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -17,7 +18,11 @@ from aiokafka import AIOKafkaProducer
 from tonne.v1.envelope_pb2 import Envelope
 
 log = logging.getLogger(__name__)
-_CHANNEL = "outbox"
+
+
+def channel(schema: str) -> str:
+    """Each schema's relay has its own channel and lock: relays never wait on each other."""
+    return f"outbox_{schema}"
 
 
 async def enqueue(conn: asyncpg.Connection, topic: str, key: str, envelope: Envelope) -> None:
@@ -28,12 +33,15 @@ async def enqueue(conn: asyncpg.Connection, topic: str, key: str, envelope: Enve
         envelope.SerializeToString(),
     )
     # Delivered on commit; wakes the relay without polling delay.
-    await conn.execute(f"NOTIFY {_CHANNEL}")
+    await conn.execute("SELECT pg_notify('outbox_' || current_schema(), '')")
 
 
 class OutboxRelay:
-    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, topic_prefix: str, batch: int = 500) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, producer: AIOKafkaProducer, topic_prefix: str, schema: str, batch: int = 500
+    ) -> None:
         self._pool = pool
+        self._channel = channel(schema)
         self._producer = producer
         self._prefix = topic_prefix
         self._batch = batch
@@ -46,7 +54,7 @@ class OutboxRelay:
         def wake(*_: object) -> None:
             self._wake.set()
 
-        await listener.add_listener(_CHANNEL, wake)
+        await listener.add_listener(self._channel, wake)
         try:
             while True:
                 self._wake.clear()
@@ -55,14 +63,14 @@ class OutboxRelay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=1.0)
         finally:
-            await listener.remove_listener(_CHANNEL, wake)
+            await listener.remove_listener(self._channel, wake)
             await self._pool.release(listener)
 
     async def publish_pending(self) -> int:
         async with self._pool.acquire() as conn:
             # Advisory lock: one relay per schema even with N instances, keeping order.
             async with conn.transaction():
-                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext('outbox'))"):
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", self._channel):
                     return 0
                 rows = await conn.fetch(
                     "SELECT id, topic, key, value FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
@@ -78,3 +86,14 @@ class OutboxRelay:
                 )
         self.published += len(rows)
         return len(rows)
+
+
+async def prune(conn: asyncpg.Connection, older_than: timedelta, batch: int = 10_000) -> int:
+    """Delete up to `batch` rows published longer ago than `older_than`."""
+    deleted: str = await conn.execute(
+        "DELETE FROM outbox WHERE id IN "
+        "(SELECT id FROM outbox WHERE published_at < now() - $1::interval ORDER BY published_at LIMIT $2)",
+        older_than,
+        batch,
+    )
+    return int(deleted.split()[-1])

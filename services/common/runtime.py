@@ -1,7 +1,8 @@
 """One process per service: its FastAPI app, its consumer and its outbox relay.
 
-A service supplies a `Service` (handlers per topic, state recovery, HTTP routes);
-this module wires the shared parts around it and serves /healthz, /readyz, /metrics.
+A service supplies a `Service` (handlers per topic, its state, HTTP routes); this
+module wires the shared parts around it and serves /healthz, /readyz, /metrics and
+/state-hash. Start-up loads nothing: aggregates load on first use (snapshot + tail).
 """
 
 from __future__ import annotations
@@ -12,31 +13,37 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol, TypeVar
 
 import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.common import logs
+from services.common import logs, outbox, tracking
 from services.common.consumer import Consumer, Handler
-from services.common.db import connect_pool, migrate
+from services.common.db import connect_pool, migrate, service_role
 from services.common.errors import DomainError
 from services.common.kafka import idempotent_producer
+from services.common.limits import BodyLimit
 from services.common.outbox import OutboxRelay
 from services.common.settings import Settings
+from services.common.statehash import ServiceState
+from services.common.unit_of_work import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Kernel:
+    """What a service is built from."""
+
     settings: Settings
     pool: asyncpg.Pool
-    producer: AIOKafkaProducer
 
 
 class Service(Protocol):
@@ -44,8 +51,13 @@ class Service(Protocol):
     def handlers(self) -> Mapping[str, Handler]:
         """Unprefixed topic -> the handler of its records."""
 
-    async def recover(self) -> None:
-        """Rebuild in-memory state from the service's own events."""
+    @property
+    def state(self) -> ServiceState:
+        """Its aggregates, projector and projection tables."""
+
+    @property
+    def unit_of_work(self) -> UnitOfWorkFactory:
+        """Opens a unit of work that projects with this service's projector."""
 
 
 S = TypeVar("S", bound=Service)
@@ -56,8 +68,29 @@ class _Running:
     """What /readyz checks, present once start-up has finished."""
 
     pool: asyncpg.Pool
+    producer: AIOKafkaProducer
     consumer: Consumer
     relay_task: asyncio.Task[None]
+    retention_task: asyncio.Task[None]
+
+    async def checks(self) -> dict[str, bool]:
+        """Each part answers within READY_TIMEOUT or counts as down."""
+        return {
+            "database": await _answers(self.pool.fetchval("SELECT true", timeout=READY_TIMEOUT)),
+            "kafka": await _answers(self.producer.client.fetch_all_metadata()),
+            "partitions_assigned": self.consumer.assigned,
+            "outbox_relay": not self.relay_task.done(),
+        }
+
+
+READY_TIMEOUT = 2.0
+
+
+async def _answers(call: Awaitable[object]) -> bool:
+    try:
+        return bool(await asyncio.wait_for(call, READY_TIMEOUT))
+    except Exception:
+        return False
 
 
 def create_app(
@@ -68,15 +101,16 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await migrate(settings.database_url, settings.service)
-        pool = await connect_pool(settings.database_url, settings.service)
+        role = await service_role(settings.database_url, settings.service)
+        pool = await connect_pool(settings.database_url, settings.service, role=role)
         producer = idempotent_producer(settings.kafka_bootstrap, f"tonne-{settings.service}")
         await producer.start()
-        kernel = Kernel(settings, pool, producer)
-        service = build(kernel)
-        await service.recover()
+        service = build(Kernel(settings, pool))
         app.include_router(router(service))
-        relay = OutboxRelay(pool, producer, settings.topic_prefix)
+        app.include_router(state_router(service, pool))
+        relay = OutboxRelay(pool, producer, settings.topic_prefix, settings.service)
         relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+        retention_task = asyncio.create_task(retain(pool, timedelta(hours=settings.retention_hours)), name="retention")
         consumer = Consumer(
             name=settings.service,
             bootstrap=settings.kafka_bootstrap,
@@ -84,23 +118,25 @@ def create_app(
             pool=pool,
             producer=producer,
             handlers=service.handlers,
-            recover=service.recover,
+            unit_of_work=service.unit_of_work,
         )
         await consumer.start()
-        running.append(_Running(pool, consumer, relay_task))
+        running.append(_Running(pool, producer, consumer, relay_task, retention_task))
         log.info("%s ready", settings.service)
         try:
             yield
         finally:
             running.clear()
             await consumer.stop()
-            relay_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay_task
+            for task in (relay_task, retention_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await producer.stop()
             await pool.close()
 
     app = FastAPI(title=title, lifespan=lifespan)
+    app.add_middleware(BodyLimit)
 
     @app.middleware("http")
     async def correlate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -117,6 +153,12 @@ def create_app(
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse(status_code=exc.http_status, content=exc.body())
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        evidence = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()][:20]
+        error = DomainError("REQUEST_INVALID", "the request does not match the API's schema", evidence)
+        return JSONResponse(status_code=422, content=error.body())
+
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
@@ -125,13 +167,7 @@ def create_app(
     async def readyz() -> JSONResponse:
         checks = {"started": bool(running)}
         if running:
-            parts = running[0]
-            try:
-                checks["database"] = await parts.pool.fetchval("SELECT true")
-            except Exception:
-                checks["database"] = False
-            checks["partitions_assigned"] = parts.consumer.assigned
-            checks["outbox_relay"] = not parts.relay_task.done()
+            checks |= await running[0].checks()
         ok = all(checks.values()) and len(checks) > 1
         return JSONResponse(status_code=200 if ok else 503, content=checks)
 
@@ -140,6 +176,31 @@ def create_app(
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def state_router(service: Service, pool: asyncpg.Pool) -> APIRouter:
+    api = APIRouter(tags=["operations"])
+
+    @api.get("/state-hash")
+    async def state_hash() -> dict[str, str]:
+        """SHA-256 of the service's aggregates and projections (docs/decisions/0006);
+        `python -m services.<name> replay` prints the same from the event table."""
+        async with pool.acquire() as conn:
+            return (await service.state.hash(conn)).as_dict()
+
+    return api
+
+
+async def retain(pool: asyncpg.Pool, older_than: timedelta, every: float = 600.0) -> None:
+    """Delete published outbox rows and consumed ids past their retention, in batches."""
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                while await outbox.prune(conn, older_than) + await tracking.prune(conn, older_than):
+                    pass
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            log.warning("retention pass failed; the next one retries", exc_info=True)
+        await asyncio.sleep(every)
 
 
 def serve(

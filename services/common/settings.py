@@ -1,33 +1,30 @@
-"""Process settings, read once from the environment."""
+"""Process settings, read once from the environment (pydantic-settings)."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
     service: str
-    kafka_bootstrap: str
-    database_url: str
-    http_host: str
-    http_port: int
-    topic_prefix: str
+    kafka_bootstrap: str = Field(validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap"))
+    database_url: str = Field(validation_alias=AliasChoices("DATABASE_URL", "database_url"))
+    http_host: str = Field("127.0.0.1", validation_alias="TONNE_HTTP_HOST")
+    http_port: int = Field(0, ge=0, le=65535, validation_alias="TONNE_HTTP_PORT")  # 0: the service's default
+    topic_prefix: str = Field("", validation_alias="TONNE_TOPIC_PREFIX")
+    # An aggregate is snapshotted once this many events follow its last snapshot.
+    snapshot_every: int = Field(500, ge=1, validation_alias="TONNE_SNAPSHOT_EVERY")
+    # Aggregates kept in memory per repository (least recently used are dropped).
+    aggregate_cache: int = Field(10_000, ge=1, validation_alias="TONNE_AGGREGATE_CACHE")
+    # Published outbox rows and consumed-record ids older than this are deleted; keep it
+    # above the broker's retention so a redelivery is still recognised.
+    retention_hours: int = Field(7 * 24 + 24, ge=1, validation_alias="TONNE_RETENTION_HOURS")
 
     @classmethod
     def from_env(cls, service: str, default_port: int) -> Settings:
-        def required(name: str) -> str:
-            value = os.environ.get(name)
-            if not value:
-                raise RuntimeError(f"{name} is not set (make up sets it; see README)")
-            return value
-
-        return cls(
-            service=service,
-            kafka_bootstrap=required("KAFKA_BOOTSTRAP_SERVERS"),
-            database_url=required("DATABASE_URL"),
-            http_host=os.environ.get("TONNE_HTTP_HOST", "127.0.0.1"),
-            http_port=int(os.environ.get("TONNE_HTTP_PORT", default_port)),
-            topic_prefix=os.environ.get("TONNE_TOPIC_PREFIX", ""),
-        )
+        """Settings of `service`; KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL are required."""
+        settings = cls(service=service)
+        return settings if settings.http_port else settings.model_copy(update={"http_port": default_port})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import asyncpg
 
@@ -27,3 +28,15 @@ async def first_delivery(conn: asyncpg.Connection, consumer: str, event_id: str,
         origin.offset,
     )
     return bool(inserted)
+
+
+async def prune(conn: asyncpg.Connection, older_than: timedelta, batch: int = 10_000) -> int:
+    """Forget up to `batch` consumed ids older than `older_than`: past the broker's
+    retention no redelivery can carry them any more."""
+    deleted: str = await conn.execute(
+        "DELETE FROM tracking WHERE ctid IN "
+        "(SELECT ctid FROM tracking WHERE processed_at < now() - $1::interval LIMIT $2)",
+        older_than,
+        batch,
+    )
+    return int(deleted.split()[-1])

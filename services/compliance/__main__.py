@@ -1,9 +1,8 @@
-"""python -m services.compliance"""
+"""python -m services.compliance [serve | replay [--from-snapshot]]"""
 
-from services.common.runtime import serve
+from services.common.cli import main
 from services.compliance.api import router
-from services.compliance.domain.screening import Policy
-from services.compliance.service import Compliance
+from services.compliance.service import build
 
 if __name__ == "__main__":
-    serve("compliance", 8104, lambda kernel: Compliance(kernel.pool, Policy.load()), router, "tonne compliance")
+    main("compliance", 8104, build, router)

@@ -1,23 +1,42 @@
-"""Regulator API: screening decisions and each jurisdiction's audit chain, live."""
+"""Regulator API: screening decisions and each jurisdiction's audit chain, live.
+
+Every read is one page from the tables. Live streams are capped per process
+(TONNE_AUDIT_STREAMS, default 32): beyond it a stream request is answered 503 with
+`Retry-After`; a stream holds no database connection while it waits.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import json
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from google.protobuf.json_format import MessageToDict
+from starlette.types import Receive, Scope, Send
 
 from services.common.envelope import unwrap
 from services.common.errors import DomainError
-from services.compliance.domain import audit
-from services.compliance.service import AUDIT_CHANNEL, Compliance
+from services.common.inputs import INT64_MAX, Identifier, Limit, Party
+from services.compliance.chain import StreamsFull, Subscription
+from services.compliance.service import Compliance
 from tonne.v1.compliance_pb2 import AuditRecord
 
 HEARTBEAT_SECONDS = 15.0
+STREAM_PAGE = 100
+RETRY_AFTER_SECONDS = 15
+
+# A sequence number of the chain: records after it are returned.
+Cursor = Annotated[int, Query(ge=0, le=INT64_MAX)]
+
+_FULL: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "As many audit streams as this instance serves are open; retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+    }
+}
 
 
 def record_view(record: AuditRecord) -> dict[str, object]:
@@ -37,64 +56,75 @@ def record_view(record: AuditRecord) -> dict[str, object]:
     }
 
 
+async def audit_lines(compliance: Compliance, subscription: Subscription, after: int) -> AsyncGenerator[bytes, None]:
+    """NDJSON: every record after `after`, then each new one as it is chained; a
+    heartbeat line when nothing was chained for HEARTBEAT_SECONDS."""
+    cursor = after
+    await compliance.feed.listen()  # before the first read, so nothing chained after it is missed
+    while True:
+        subscription.woken.clear()
+        while True:
+            page = await compliance.audit.page(subscription.jurisdiction, cursor, STREAM_PAGE)
+            for record in page:
+                cursor = record.sequence
+                yield (json.dumps(record_view(record)) + "\n").encode()
+            if len(page) < STREAM_PAGE:
+                break
+        if not await compliance.feed.wait(subscription, HEARTBEAT_SECONDS):
+            yield b'{"heartbeat": true}\n'
+
+
+class AuditStream(StreamingResponse):
+    """Gives its place in the feed back however the response ends (finished, client
+    gone, or never started)."""
+
+    def __init__(self, lines: AsyncGenerator[bytes, None], subscription: Subscription) -> None:
+        super().__init__(lines, media_type="application/x-ndjson")
+        self._lines = lines
+        self._subscription = subscription
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._subscription.close()
+            await self._lines.aclose()
+
+
 def router(compliance: Compliance) -> APIRouter:
     api = APIRouter(tags=["compliance"])
 
     @api.get("/decisions/{request_id}")
-    async def decision(request_id: str) -> dict[str, object]:
-        found = compliance.decisions.get(request_id)
+    async def decision(request_id: Identifier) -> dict[str, object]:
+        found = await compliance.decision(request_id)
         if found is None:
             raise DomainError("DECISION_UNKNOWN", f"no decision for {request_id!r}", http_status=404)
         return MessageToDict(found, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
     @api.get("/audit/{jurisdiction}")
-    async def chain(
-        jurisdiction: str, after: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-    ) -> list[dict[str, object]]:
-        return [record_view(r) for r in await compliance.chain(jurisdiction, after, limit)]
+    async def chain(jurisdiction: Party, after: Cursor = 0, limit: Limit = 100) -> dict[str, object]:
+        """A page of the chain: `next` is the `after` of the following page, null at the head."""
+        records = await compliance.audit.page(jurisdiction, after, limit)
+        full = len(records) == limit
+        return {"items": [record_view(r) for r in records], "next": records[-1].sequence if full else None}
 
     @api.get("/audit/{jurisdiction}/verify")
-    async def verify(jurisdiction: str) -> dict[str, object]:
-        records, after = [], 0
-        while batch := await compliance.chain(jurisdiction, after):
-            records.extend(batch)
-            after = batch[-1].sequence
-        broken = audit.first_break(records)
-        return {
-            "jurisdiction": jurisdiction,
-            "length": len(records),
-            "head": records[-1].hash if records else audit.GENESIS,
-            "intact": broken is None,
-            "first_broken_sequence": broken,
-        }
+    async def verify(jurisdiction: Party, after: Cursor = 0, limit: Limit = 1000) -> dict[str, object]:
+        """Verifies the records after `after` (at most `limit`) against the stored hash of
+        record `after`. `next` continues with the following window; null at the head or
+        after a break."""
+        return dataclasses.asdict(await compliance.audit.verify(jurisdiction, after, limit))
 
-    @api.get("/audit/{jurisdiction}/stream")
-    async def stream(jurisdiction: str, after: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
+    @api.get("/audit/{jurisdiction}/stream", response_class=StreamingResponse, responses=_FULL)
+    async def stream(jurisdiction: Party, after: Cursor = 0) -> Response:
         """NDJSON: every record after `after`, then each new one as it is chained."""
-
-        async def lines() -> AsyncIterator[bytes]:
-            wake = asyncio.Event()
-
-            def notified(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-                if payload == jurisdiction:
-                    wake.set()
-
-            cursor = after
-            async with compliance.pool.acquire() as listener:
-                await listener.add_listener(AUDIT_CHANNEL, notified)
-                try:
-                    while True:
-                        wake.clear()
-                        for record in await compliance.chain(jurisdiction, cursor):
-                            cursor = record.sequence
-                            yield (json.dumps(record_view(record)) + "\n").encode()
-                        try:
-                            await asyncio.wait_for(wake.wait(), HEARTBEAT_SECONDS)
-                        except TimeoutError:
-                            yield b'{"heartbeat": true}\n'
-                finally:
-                    await listener.remove_listener(AUDIT_CHANNEL, notified)
-
-        return StreamingResponse(lines(), media_type="application/x-ndjson")
+        try:
+            subscription = compliance.feed.subscribe(jurisdiction)
+        except StreamsFull:
+            error = DomainError("AUDIT_STREAMS_FULL", "this instance serves as many audit streams as it allows")
+            return JSONResponse(
+                status_code=503, content=error.body(), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+            )
+        return AuditStream(audit_lines(compliance, subscription, after), subscription)
 
     return api

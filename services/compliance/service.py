@@ -1,29 +1,47 @@
-"""Compliance: screens transfers and keeps each jurisdiction's audit chain."""
+"""Compliance: screens transfers and keeps each jurisdiction's audit chain.
+
+State (docs/decisions/0005, 0006) has no aggregates: what compliance observes of the
+registries is recorded as one-event streams `fact-<source event id>`, each decision as
+the stream `decision-<request id>`, and the projector folds both into the tables below.
+A screening loads only the rows its request names into the pure `Facts` and calls the
+pure `screen`. The audit chain is a log beside them (services/compliance/chain.py).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC
+import logging
+from collections.abc import Iterable, Mapping
 from functools import partial
 
 import asyncpg
 from google.protobuf.message import Message
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common import outbox, topics
-from services.common.application import Application
+from services.common import eventstore, outbox, topics
 from services.common.consumer import Handler
-from services.common.envelope import Context, wrap
-from services.compliance.domain import audit
-from services.compliance.domain.facts import Facts
-from services.compliance.domain.jurisdictions import concerned
+from services.common.envelope import Context, payload_of
+from services.common.runtime import Kernel
+from services.common.statehash import Projection, ServiceState
+from services.common.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from services.compliance import chain
+from services.compliance.chain import AuditFeed, AuditLog
+from services.compliance.domain.facts import Facts, needed, spent
+from services.compliance.domain.jurisdictions import account_ids, concerned, is_party
 from services.compliance.domain.screening import Policy, screen
+from services.compliance.domain.validation import (
+    check_fact,
+    check_request_keys,
+    is_identifier,
+    refuse,
+    request_problems,
+)
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1.envelope_pb2 import Envelope
 
-OBSERVED = "observed"
-DECISIONS = "decisions"
-AUDIT_CHANNEL = "audit"
+log = logging.getLogger(__name__)
+
 # Every event stream of the venue is audited.
 AUDITED = (
     topics.REGISTRY_EVENTS,
@@ -32,108 +50,168 @@ AUDITED = (
     topics.COMPLIANCE_REQUESTS,
     topics.COMPLIANCE_DECISIONS,
 )
-_FACTS = (rpb.AccountOpened, rpb.AuthorizationRecorded, rpb.UnitsReserved, rpb.UnitsTransferred)
+
+PROJECTIONS = (
+    Projection("accounts", ("account_id", "jurisdiction"), ("account_id",)),
+    Projection("authorizations", ("authorization_id", "host_party", "quantity", "loa"), ("authorization_id",)),
+    Projection("reservations", ("reservation_id", "account_id", "quantity", "blocks"), ("reservation_id",)),
+    Projection("authorization_used", ("authorization_id", "quantity"), ("authorization_id",)),
+    Projection("decisions", ("request_id", "trade_id", "verdict", "decision"), ("request_id",)),
+)
 
 
-class Compliance(Application):
-    facts: Facts
-    decisions: dict[str, cpb.ScreeningDecision]
+class ComplianceSettings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
-    def __init__(self, pool: asyncpg.Pool, policy: Policy) -> None:
+    # Concurrent /audit/{jur}/stream clients per process; more are answered 503.
+    audit_streams: int = Field(32, ge=1, le=10_000, validation_alias="TONNE_AUDIT_STREAMS")
+
+
+def decision_stream(request_id: str) -> str:
+    return f"decision-{request_id}"
+
+
+async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
+    """Fold one of compliance's own recorded events into its tables (live and replay)."""
+    match event:
+        case rpb.AccountOpened():
+            await conn.execute(
+                "INSERT INTO accounts (account_id, jurisdiction) VALUES ($1, $2) "
+                "ON CONFLICT (account_id) DO UPDATE SET jurisdiction = EXCLUDED.jurisdiction",
+                event.account_id,
+                event.jurisdiction,
+            )
+        case rpb.AuthorizationRecorded():
+            loa = event.authorization
+            await conn.execute(
+                "INSERT INTO authorizations (authorization_id, host_party, quantity, loa) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (authorization_id) DO UPDATE SET host_party = EXCLUDED.host_party, "
+                "quantity = EXCLUDED.quantity, loa = EXCLUDED.loa",
+                loa.authorization_id,
+                loa.host_party,
+                loa.quantity,
+                loa.SerializeToString(deterministic=True),
+            )
+        case rpb.UnitsReserved():
+            blocks = cpb.ReservationBlocks(blocks=event.blocks).SerializeToString(deterministic=True)
+            await conn.execute(
+                "INSERT INTO reservations (reservation_id, account_id, quantity, blocks) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (reservation_id) DO UPDATE SET account_id = EXCLUDED.account_id, "
+                "quantity = EXCLUDED.quantity, blocks = EXCLUDED.blocks",
+                event.reservation_id,
+                event.account_id,
+                event.quantity,
+                blocks,
+            )
+        case rpb.UnitsTransferred():
+            for loa_id, quantity in sorted(spent(event).items()):
+                await conn.execute(
+                    "INSERT INTO authorization_used (authorization_id, quantity) VALUES ($1, $2) "
+                    "ON CONFLICT (authorization_id) DO UPDATE SET quantity = authorization_used.quantity + $2",
+                    loa_id,
+                    quantity,
+                )
+        case cpb.ScreeningDecision():
+            await conn.execute(
+                "INSERT INTO decisions (request_id, trade_id, verdict, decision) VALUES ($1, $2, $3, $4)",
+                event.request_id,
+                event.trade_id,
+                cpb.Verdict.Name(event.verdict),
+                event.SerializeToString(deterministic=True),
+            )
+
+
+async def accounts_of(conn: asyncpg.Connection, ids: Iterable[str]) -> dict[str, str]:
+    """Account id -> jurisdiction, for the given accounts only."""
+    rows = await conn.fetch(
+        "SELECT account_id, jurisdiction FROM accounts WHERE account_id = ANY($1::text[])", sorted(set(ids))
+    )
+    return {row["account_id"]: row["jurisdiction"] for row in rows}
+
+
+async def facts_for(conn: asyncpg.Connection, request: cpb.ScreenTransfer) -> Facts:
+    """What screening `request` needs: its two accounts, its reservation, and the
+    authorizations its blocks name with their usage. Nothing else is read."""
+    facts = Facts(accounts=await accounts_of(conn, (request.from_account_id, request.to_account_id)))
+    row = await conn.fetchrow(
+        "SELECT account_id, quantity, blocks FROM reservations WHERE reservation_id = $1", request.reservation_id
+    )
+    if row is None:
+        return facts
+    blocks = cpb.ReservationBlocks.FromString(row["blocks"]).blocks
+    facts.reservations[request.reservation_id] = rpb.UnitsReserved(
+        reservation_id=request.reservation_id, account_id=row["account_id"], quantity=row["quantity"], blocks=blocks
+    )
+    loas = sorted({b.attributes.authorization_id for b in blocks if b.attributes.authorization_id})
+    if loas:
+        for row in await conn.fetch("SELECT loa FROM authorizations WHERE authorization_id = ANY($1::text[])", loas):
+            loa = rpb.RecordAuthorization.FromString(row["loa"])
+            facts.authorizations[loa.authorization_id] = loa
+        rows = await conn.fetch(
+            "SELECT authorization_id, quantity FROM authorization_used WHERE authorization_id = ANY($1::text[])", loas
+        )
+        facts.authorization_used = {row["authorization_id"]: row["quantity"] for row in rows}
+    return facts
+
+
+class Compliance:
+    def __init__(self, kernel: Kernel, policy: Policy, audit_streams: int) -> None:
         self.policy = policy
-        super().__init__(pool)
-
-    def reset(self) -> None:
-        self.facts = Facts()
-        self.decisions = {}
-
-    def apply(self, event: Message) -> None:
-        if isinstance(event, cpb.ScreeningDecision):
-            self.decisions[event.request_id] = event
-        else:
-            self.facts.apply(event)
+        self.pool = kernel.pool
+        self.state = ServiceState(repositories=(), project=project, projections=PROJECTIONS)
+        self.unit_of_work = UnitOfWorkFactory(kernel.pool, project)
+        self.audit = AuditLog(kernel.pool, readers=max(1, kernel.pool.get_max_size() // 2))
+        self.feed = AuditFeed(kernel.settings.database_url, audit_streams)
 
     @property
     def handlers(self) -> Mapping[str, Handler]:
         return {topic: partial(self.on_record, topic) for topic in AUDITED}
 
-    async def on_record(self, topic: str, conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
+    async def on_record(self, topic: str, uow: UnitOfWork, envelope: Envelope, event: Message) -> None:
         context = Context.following(envelope, "compliance")
-        async with self.lock:
-            if isinstance(event, _FACTS):
-                await self.record(conn, OBSERVED, [(event, [])], context)
-            elif isinstance(event, cpb.ScreenTransfer):
-                decision = screen(event, self.facts, self.policy)
-                destinations = [(topics.COMPLIANCE_DECISIONS, event.trade_id)]
-                await self.record(conn, DECISIONS, [(decision, destinations)], context)
-            jurisdictions = concerned(event, self.facts)
-            if envelope.correlation_id:
-                # Steps that name no account (a decision, an instruction) follow their flow.
-                rows = await conn.fetch(
-                    "SELECT DISTINCT jurisdiction FROM audit_chain WHERE correlation_id = $1",
-                    envelope.correlation_id,
-                )
-                jurisdictions |= {r["jurisdiction"] for r in rows}
-            for jurisdiction in sorted(jurisdictions):
-                await self._audit(conn, jurisdiction, topic, envelope)
+        if needed(event):
+            check_fact(event)
+            await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
+        elif isinstance(event, cpb.ScreenTransfer):
+            await self.answer(uow, event, context)
+        await self._audit(uow.conn, topic, envelope, event)
 
-    async def _audit(self, conn: asyncpg.Connection, jurisdiction: str, topic: str, envelope: Envelope) -> None:
-        row = await conn.fetchrow(
-            "SELECT sequence, hash FROM audit_chain WHERE jurisdiction = $1 ORDER BY sequence DESC LIMIT 1",
-            jurisdiction,
-        )
-        previous = cpb.AuditRecord(sequence=row["sequence"], hash=row["hash"]) if row else None
-        record = audit.link(
-            previous,
-            jurisdiction=jurisdiction,
-            source_topic=topic,
-            event_id=envelope.event_id,
-            event_type=envelope.type,
-            envelope=envelope.SerializeToString(),
-        )
-        await conn.execute(
-            "INSERT INTO audit_chain (jurisdiction, sequence, previous_hash, hash, source_topic, "
-            "event_id, event_type, envelope, correlation_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            record.jurisdiction,
-            record.sequence,
-            record.previous_hash,
-            record.hash,
-            record.source_topic,
-            record.event_id,
-            record.event_type,
-            record.envelope,
-            envelope.correlation_id,
-        )
-        if jurisdiction in topics.JURISDICTIONS:
-            wrapped = wrap(
-                record,
-                aggregate_id=jurisdiction,
-                context=Context(envelope.correlation_id, envelope.event_id, "compliance"),
-                occurred_at=envelope.occurred_at.ToDatetime(tzinfo=UTC),
-                sequence=record.sequence,
-                event_id=f"{jurisdiction}:{record.sequence}",
-            )
-            await outbox.enqueue(conn, topics.audit(jurisdiction), jurisdiction, wrapped)
-        await conn.execute(f"NOTIFY {AUDIT_CHANNEL}, '{jurisdiction}'")
+    async def answer(self, uow: UnitOfWork, request: cpb.ScreenTransfer, context: Context) -> None:
+        check_request_keys(request)
+        stream = decision_stream(request.request_id)
+        recorded = await eventstore.read_stream(uow.conn, stream)
+        if recorded:
+            # Asked again: the recorded decision, in its recorded envelope, so a consumer
+            # that already has it recognises it and one that lost it gets it.
+            decided = payload_of(recorded[0])
+            assert isinstance(decided, cpb.ScreeningDecision)
+            await outbox.enqueue(uow.conn, topics.COMPLIANCE_DECISIONS, decided.trade_id, recorded[0])
+            return
+        problems = request_problems(request)
+        if problems:
+            decision = refuse(request, problems, self.policy.version)
+        else:
+            decision = screen(request, await facts_for(uow.conn, request), self.policy)
+        await uow.append(stream, 0, [(decision, [(topics.COMPLIANCE_DECISIONS, request.trade_id)])], context)
 
-    async def chain(self, jurisdiction: str, after: int = 0, limit: int = 1000) -> list[cpb.AuditRecord]:
+    async def _audit(self, conn: asyncpg.Connection, topic: str, envelope: Envelope, event: Message) -> None:
+        # Only well-formed ids can be in `accounts` (facts are checked before they are stored).
+        named = [a for a in account_ids(event) if is_identifier(a)]
+        jurisdictions = concerned(event, Facts(accounts=await accounts_of(conn, named)))
+        if envelope.correlation_id:
+            # Steps that name no account (a decision, an instruction) follow their flow.
+            jurisdictions |= await chain.flow_jurisdictions(conn, envelope.correlation_id)
+        for jurisdiction in sorted(jurisdictions):  # sorted: chain locks always taken in one order
+            if is_party(jurisdiction):
+                await chain.append(conn, jurisdiction, topic, envelope)
+            else:
+                log.warning("%s %s names a malformed jurisdiction; not chained", envelope.type, envelope.event_id)
+
+    async def decision(self, request_id: str) -> cpb.ScreeningDecision | None:
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT * FROM audit_chain WHERE jurisdiction = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
-                jurisdiction,
-                after,
-                limit,
-            )
-        return [
-            cpb.AuditRecord(
-                jurisdiction=r["jurisdiction"],
-                sequence=r["sequence"],
-                previous_hash=r["previous_hash"],
-                hash=r["hash"],
-                source_topic=r["source_topic"],
-                event_id=r["event_id"],
-                event_type=r["event_type"],
-                envelope=r["envelope"],
-            )
-            for r in rows
-        ]
+            data = await conn.fetchval("SELECT decision FROM decisions WHERE request_id = $1", request_id)
+        return None if data is None else cpb.ScreeningDecision.FromString(data)
+
+
+def build(kernel: Kernel) -> Compliance:
+    return Compliance(kernel, Policy.load(), ComplianceSettings().audit_streams)

@@ -1,9 +1,8 @@
-"""python -m services.matching"""
+"""python -m services.matching [serve | replay [--from-snapshot]]"""
 
-from services.common.runtime import serve
+from services.common.cli import main
 from services.matching.api import router
-from services.matching.domain.instruments import load
-from services.matching.service import Matching
+from services.matching.service import build
 
 if __name__ == "__main__":
-    serve("matching", 8102, lambda kernel: Matching(kernel.pool, load()), router, "tonne matching")
+    main("matching", 8102, build, router)

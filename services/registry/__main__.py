@@ -1,8 +1,8 @@
-"""python -m services.registry"""
+"""python -m services.registry [serve | replay [--from-snapshot]]"""
 
-from services.common.runtime import serve
+from services.common.cli import main
 from services.registry.api import router
 from services.registry.service import Registry
 
 if __name__ == "__main__":
-    serve("registry", 8101, lambda kernel: Registry(kernel.pool), router, "tonne registry")
+    main("registry", 8101, Registry, router)

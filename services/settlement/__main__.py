@@ -1,8 +1,8 @@
-"""python -m services.settlement"""
+"""python -m services.settlement [serve | replay [--from-snapshot]]"""
 
-from services.common.runtime import serve
+from services.common.cli import main
 from services.settlement.api import router
 from services.settlement.service import Settlement
 
 if __name__ == "__main__":
-    serve("settlement", 8103, lambda kernel: Settlement(kernel.pool), router, "tonne settlement")
+    main("settlement", 8103, Settlement, router)

@@ -1,13 +1,19 @@
-"""Settlement API: the state of each trade's settlement, adjustments and cash."""
+"""Settlement API: each trade's settlement, corresponding adjustments and cash, all read
+from projections (a request costs O(page), never O(history))."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from google.protobuf.json_format import MessageToDict
-from pydantic import BaseModel
+from typing import Annotated
 
-from services.common.errors import DomainError
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from services.common.errors import NotFound
+from services.common.inputs import Identifier, Limit, Party
 from services.settlement.service import Settlement
+
+# An opaque cursor from a previous page's `next`.
+Cursor = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 class SettlementView(BaseModel):
@@ -23,40 +29,31 @@ class SettlementView(BaseModel):
     corresponding_adjustments: list[dict[str, object]]
 
 
+class AdjustmentsPage(BaseModel):
+    items: list[dict[str, object]]
+    next: str | None
+
+
 def router(settlement: Settlement) -> APIRouter:
     api = APIRouter(tags=["settlement"])
 
     @api.get("/settlements/{trade_id}", response_model=SettlementView)
-    async def get_settlement(trade_id: str) -> SettlementView:
-        s = settlement.book.trades.get(trade_id)
-        if s is None:
-            raise DomainError("SETTLEMENT_UNKNOWN", f"no settlement for trade {trade_id!r}", http_status=404)
-        t = s.started
-        return SettlementView(
-            trade_id=trade_id,
-            phase=s.phase,
-            failure=s.failure,
-            instrument_id=t.instrument_id,
-            quantity=t.quantity,
-            price=t.price,
-            currency=t.currency,
-            seller_account_id=t.seller_account_id,
-            buyer_account_id=t.buyer_account_id,
-            corresponding_adjustments=[MessageToDict(a, preserving_proto_field_name=True) for a in s.adjustments],
-        )
+    async def get_settlement(trade_id: Identifier) -> SettlementView:
+        view = await settlement.view(trade_id)
+        if view is None:
+            raise NotFound("SETTLEMENT_UNKNOWN", f"no settlement for trade {trade_id!r}")
+        return SettlementView(**view)
 
-    @api.get("/adjustments")
-    async def adjustments(party: str | None = None) -> list[dict[str, object]]:
-        return [
-            MessageToDict(a, preserving_proto_field_name=True)
-            for s in settlement.book.trades.values()
-            for a in s.adjustments
-            if party in (None, a.party)
-        ]
+    @api.get("/adjustments", response_model=AdjustmentsPage)
+    async def adjustments(
+        party: Party | None = None, limit: Limit = 100, after: Cursor | None = None
+    ) -> AdjustmentsPage:
+        """Corresponding adjustments in (trade, adjustment id) order; pass `next` as `after`."""
+        return AdjustmentsPage(**await settlement.adjustments(party, limit, after))
 
     @api.get("/cash/{account_id}")
-    async def cash(account_id: str) -> dict[str, int]:
-        balances = settlement.book.cash.items()
-        return {currency: amount for (account, currency), amount in balances if account == account_id}
+    async def cash(account_id: Identifier) -> dict[str, int]:
+        """Balances of the account per currency, in minor units."""
+        return await settlement.cash(account_id)
 
     return api

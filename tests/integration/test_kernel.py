@@ -16,6 +16,7 @@ from services.common.envelope import Context, unwrap, wrap
 from services.common.kafka import idempotent_producer
 from services.common.outbox import OutboxRelay
 from services.common.topics import ensure_topics
+from services.common.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from tests.support import eventually, publish_raw, read_topic
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1.envelope_pb2 import DeadLetter, Envelope
@@ -24,6 +25,10 @@ from tonne.v1.envelope_pb2 import DeadLetter, Envelope
 def envelope(account_id: str) -> Envelope:
     command = rpb.OpenAccount(account_id=account_id, holder="h", jurisdiction="TH", type=rpb.HOLDING)
     return wrap(command, aggregate_id=account_id, context=Context.new("test"), occurred_at=datetime.now(UTC))
+
+
+async def no_projections(conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
+    """The kernel tests record events without projecting them."""
 
 
 @pytest.fixture
@@ -39,12 +44,13 @@ async def test_event_store_refuses_a_stale_writer(pool: asyncpg.Pool) -> None:
         assert await eventstore.append(conn, "s", 0, [envelope("a"), envelope("b")]) == 2
         with pytest.raises(eventstore.ConcurrencyError):
             await eventstore.append(conn, "s", 1, [envelope("c")])
-        assert [e.aggregate_id for _, _, e in await eventstore.read_all(conn)] == ["a", "b"]
+        assert [e.aggregate_id for e in await eventstore.read_stream(conn, "s")] == ["a", "b"]
+        assert [e.aggregate_id for e in await eventstore.read_stream(conn, "s", after_version=1)] == ["b"]
 
 
 async def test_migrations_are_idempotent(fresh_database_url: str) -> None:
     first = await migrate(fresh_database_url, "compliance")
-    assert first == ["kernel/0001_kernel.sql", "compliance/0001_audit.sql"]
+    assert first[:3] == ["kernel/0001_kernel.sql", "kernel/0002_aggregates.sql", "compliance/0001_audit.sql"]
     assert await migrate(fresh_database_url, "compliance") == []
 
 
@@ -60,7 +66,7 @@ async def test_outbox_relay_publishes_in_order_once(
     producer = idempotent_producer(kafka_bootstrap, "test-relay")
     await producer.start()
     try:
-        relay = OutboxRelay(pool, producer, prefix)
+        relay = OutboxRelay(pool, producer, prefix, "registry")
         assert await relay.publish_pending() == 5
         assert await relay.publish_pending() == 0  # marked published: never sent twice
     finally:
@@ -77,17 +83,15 @@ async def test_consumer_applies_once_and_parks_what_it_cannot_apply(
     async with pool.acquire() as conn:
         await conn.execute("CREATE TABLE applied (account_id text)")
 
-    async def handler(conn: asyncpg.Connection, env: Envelope, command: Message) -> None:
+    poisoned = 0
+
+    async def handler(uow: UnitOfWork, env: Envelope, command: Message) -> None:
+        nonlocal poisoned
         assert isinstance(command, rpb.OpenAccount)
+        await uow.conn.execute("INSERT INTO applied VALUES ($1)", command.account_id)
         if command.account_id == "poison":
-            raise ValueError("this record always fails")
-        await conn.execute("INSERT INTO applied VALUES ($1)", command.account_id)
-
-    recoveries = 0
-
-    async def recover() -> None:
-        nonlocal recoveries
-        recoveries += 1
+            poisoned += 1
+            raise ValueError("this record always fails")  # after a write: it must roll back
 
     producer = idempotent_producer(kafka_bootstrap, "test-consumer")
     await producer.start()
@@ -98,7 +102,7 @@ async def test_consumer_applies_once_and_parks_what_it_cannot_apply(
         pool=pool,
         producer=producer,
         handlers={topics.REGISTRY_COMMANDS: handler},
-        recover=recover,
+        unit_of_work=UnitOfWorkFactory(pool, no_projections),
     )
     await consumer.start()
     try:
@@ -123,7 +127,7 @@ async def test_consumer_applies_once_and_parks_what_it_cannot_apply(
             ("HANDLER_FAILED", topic, 3),
         ]
         assert parked[0].origin_value == b"\xff not protobuf" and parked[1].consumer == "kernel-test"
-        assert recoveries == 3  # one fold of state per failed attempt
+        assert poisoned == 3  # tried three times, each attempt rolled back
     finally:
         await consumer.stop()
         await producer.stop()

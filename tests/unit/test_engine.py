@@ -5,11 +5,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.matching.domain.book import BUY, SELL, Order, OrderBook
-from services.matching.domain.engine import Engine
+from services.matching.domain.engine import Book
 from services.matching.domain.instruments import load
 from tonne.v1 import matching_pb2 as pb
 
 INSTRUMENT = "JCM-TH-2024-NDC"
+INSTRUMENTS = load()
 
 
 def order(order_id: str, side: pb.Side.ValueType, price: int, quantity: int) -> pb.SubmitOrder:
@@ -25,19 +26,21 @@ def order(order_id: str, side: pb.Side.ValueType, price: int, quantity: int) -> 
     )
 
 
-def run(engine: Engine, command: pb.SubmitOrder | pb.CancelOrder) -> list[Message]:
-    events = engine.submit(command) if isinstance(command, pb.SubmitOrder) else engine.cancel(command)
-    for event in events:
-        engine.apply(event)
+def run(book: Book, command: pb.SubmitOrder | pb.CancelOrder) -> list[Message]:
+    if isinstance(command, pb.SubmitOrder):
+        events = book.submit(command, INSTRUMENTS.get(command.instrument_id))
+    else:
+        events = book.cancel(command)
+    book.mutate(events)
     return events
 
 
 def test_price_time_priority_and_maker_price() -> None:
-    engine = Engine(load())
-    run(engine, order("s1", pb.SELL, 1500, 10))
-    run(engine, order("s2", pb.SELL, 1400, 10))
-    run(engine, order("s3", pb.SELL, 1400, 10))
-    events = run(engine, order("b1", pb.BUY, 1500, 25))
+    book = Book.empty(INSTRUMENT)
+    run(book, order("s1", pb.SELL, 1500, 10))
+    run(book, order("s2", pb.SELL, 1400, 10))
+    run(book, order("s3", pb.SELL, 1400, 10))
+    events = run(book, order("b1", pb.BUY, 1500, 25))
     trades = [e for e in events if isinstance(e, pb.TradeExecuted)]
     assert [(t.sell_order_id, t.price, t.quantity) for t in trades] == [
         ("s2", 1400, 10),
@@ -45,33 +48,33 @@ def test_price_time_priority_and_maker_price() -> None:
         ("s1", 1500, 5),
     ]
     assert [t.trade_id for t in trades] == [f"{INSTRUMENT}:4:1", f"{INSTRUMENT}:4:2", f"{INSTRUMENT}:4:3"]
-    assert engine.book(INSTRUMENT).depth() == {"bids": [], "asks": [(1500, 5)]}
+    assert book.orders.depth() == {"bids": [], "asks": [(1500, 5)]}
 
 
 def test_invalid_orders_are_rejected_with_codes() -> None:
-    engine = Engine(load())
+    book = Book.empty(INSTRUMENT)
     cases = {
         "ORDER_PRICE_OUT_OF_BAND": order("x1", pb.BUY, 1, 10),
         "ORDER_QUANTITY_INVALID": order("x2", pb.BUY, 1500, 0),
         "ORDER_SIDE_INVALID": order("x3", pb.SIDE_UNSPECIFIED, 1500, 1),
     }
     for code, command in cases.items():
-        [event] = run(engine, command)
+        [event] = run(book, command)
         assert isinstance(event, pb.OrderRejected) and event.code == code
     unknown = pb.SubmitOrder(order_id="x4", instrument_id="NOPE", side=pb.BUY, price=1, quantity=1)
-    [event] = run(engine, unknown)
+    [event] = run(Book.empty("NOPE"), unknown)
     assert isinstance(event, pb.OrderRejected) and event.code == "INSTRUMENT_UNKNOWN"
-    assert engine.book(INSTRUMENT).depth() == {"bids": [], "asks": []}
+    assert book.orders.depth() == {"bids": [], "asks": []}
 
 
 def test_cancel_is_only_for_the_owner_and_resting_orders() -> None:
-    engine = Engine(load())
-    run(engine, order("b1", pb.BUY, 1000, 5))
-    [refused] = run(engine, pb.CancelOrder(order_id="b1", instrument_id=INSTRUMENT, broker_id="broker-b"))
+    book = Book.empty(INSTRUMENT)
+    run(book, order("b1", pb.BUY, 1000, 5))
+    [refused] = run(book, pb.CancelOrder(order_id="b1", instrument_id=INSTRUMENT, broker_id="broker-b"))
     assert isinstance(refused, pb.OrderRejected) and refused.code == "ORDER_NOT_OWNED"
-    [cancelled] = run(engine, pb.CancelOrder(order_id="b1", instrument_id=INSTRUMENT, broker_id="broker-a"))
+    [cancelled] = run(book, pb.CancelOrder(order_id="b1", instrument_id=INSTRUMENT, broker_id="broker-a"))
     assert isinstance(cancelled, pb.OrderCancelled) and cancelled.remaining_quantity == 5
-    assert engine.book(INSTRUMENT).best_bid() is None
+    assert book.orders.best_bid() is None
 
 
 orders = st.lists(
@@ -82,16 +85,15 @@ orders = st.lists(
 @settings(max_examples=60)
 @given(orders)
 def test_replaying_the_journal_rebuilds_the_same_book(flow: list[tuple[pb.Side.ValueType, int, int]]) -> None:
-    live, journal = Engine(load()), []
+    live, journal = Book.empty(INSTRUMENT), []
     for n, (side, price, quantity) in enumerate(flow):
         journal += run(live, order(f"o{n}", side, price, quantity))
-    replayed = Engine(load())
-    for event in journal:
-        replayed.apply(event)
-    assert replayed.book(INSTRUMENT).depth() == live.book(INSTRUMENT).depth()
-    assert replayed.sequences == live.sequences
+    replayed = Book.empty(INSTRUMENT)
+    replayed.mutate(journal)
+    assert replayed.orders.depth() == live.orders.depth()
+    assert replayed.sequence == live.sequence == len(flow)
     # The book never rests crossed, and every trade is conserved on both sides.
-    book = live.book(INSTRUMENT)
+    book = live.orders
     bid, ask = book.best_bid(), book.best_ask()
     assert bid is None or ask is None or bid < ask
     traded = sum(e.quantity for e in journal if isinstance(e, pb.TradeExecuted))

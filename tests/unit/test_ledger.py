@@ -10,26 +10,19 @@ from hypothesis import strategies as st
 
 from services.common.errors import DomainError
 from services.registry.domain.blocks import Status
-from services.registry.domain.ledger import Ledger
+from services.registry.domain.memory import MemoryRegistry
 from tests.unit.factories import issuance, loa, open_account
 from tonne.v1 import registry_pb2 as pb
 
 
-def run(ledger: Ledger, command: Message) -> list[Message]:
-    events = ledger.decide(command)
-    for event in events:
-        ledger.apply(event)
-    return events
-
-
 @pytest.fixture
-def ledger() -> Ledger:
-    ledger = Ledger()
-    run(ledger, open_account("TH-GOV", "TH", pb.GOVERNMENT))
-    run(ledger, open_account("CH-BUYER", "CH"))
-    run(ledger, loa())
-    run(ledger, issuance("I-1", "TH-GOV", 1, 5000, authorization_id="LOA-TH-1"))
-    return ledger
+def registry() -> MemoryRegistry:
+    registry = MemoryRegistry()
+    registry.execute(open_account("TH-GOV", "TH", pb.GOVERNMENT))
+    registry.execute(open_account("CH-BUYER", "CH"))
+    registry.execute(loa())
+    registry.execute(issuance("I-1", "TH-GOV", 1, 5000, authorization_id="LOA-TH-1"))
+    return registry
 
 
 def reserve(reservation_id: str, quantity: int, account: str = "TH-GOV") -> pb.ReserveUnits:
@@ -41,100 +34,165 @@ def reserve(reservation_id: str, quantity: int, account: str = "TH-GOV") -> pb.R
     )
 
 
-def test_issuance_records_one_block(ledger: Ledger) -> None:
-    [block] = ledger.holdings("TH-GOV")
+def with_host(command: pb.RecordIssuance, host: str) -> pb.RecordIssuance:
+    command.block.attributes.host_party = host
+    return command
+
+
+def holdings(registry: MemoryRegistry, account_id: str) -> list[tuple[str, int, int, str, Status]]:
+    return [(b.namespace, b.start, b.end, b.account_id, b.status) for b in registry.index.holdings(account_id)]
+
+
+def test_issuance_records_one_block(registry: MemoryRegistry) -> None:
+    [block] = registry.index.holdings("TH-GOV")
     assert (block.namespace, block.start, block.end, block.status) == ("JCM-TH", 1, 5000, Status.HELD)
 
 
-def test_overlapping_issuance_is_double_issuance(ledger: Ledger) -> None:
+def test_overlapping_issuance_is_double_issuance(registry: MemoryRegistry) -> None:
     with pytest.raises(DomainError) as caught:
-        ledger.decide(issuance("I-2", "TH-GOV", 4000, 6000))
+        registry.decide(issuance("I-2", "TH-GOV", 4000, 6000))
     assert caught.value.code == "DOUBLE_ISSUANCE_OVERLAP"
     assert caught.value.evidence == ["JCM-TH:1-5000"]
+
+
+def test_overlap_evidence_names_every_block_the_range_touches(registry: MemoryRegistry) -> None:
+    registry.execute(issuance("I-2", "TH-GOV", 6001, 7000))
+    registry.execute(issuance("I-3", "TH-GOV", 8001, 9000))
+    with pytest.raises(DomainError) as caught:
+        registry.decide(issuance("I-4", "TH-GOV", 5000, 8001))
+    assert caught.value.evidence == ["JCM-TH:1-5000", "JCM-TH:6001-7000", "JCM-TH:8001-9000"]
+    # Adjacent, not overlapping: accepted.
+    registry.decide(issuance("I-5", "TH-GOV", 5001, 6000))
 
 
 @pytest.mark.parametrize(
     ("command", "code"),
     [
         (issuance("I-3", "TH-GOV", 10, 9), "SERIAL_RANGE_INVALID"),
+        (issuance("I-3", "TH-GOV", 2**63 - 1, 2**63), "SERIAL_RANGE_INVALID"),
         (issuance("I-1", "TH-GOV", 9000, 9001), "SEQUENCE_DUPLICATE_ID"),
         (issuance("I-4", "NOBODY", 9000, 9001), "ACCOUNT_UNKNOWN"),
         (issuance("I-5", "TH-GOV", 9000, 9001, authorization_id="LOA-NONE"), "AUTHORIZATION_UNKNOWN"),
         (issuance("I-6", "CH-BUYER", 9000, 9001), "ACCOUNT_TYPE_NOT_ALLOWED"),
+        (with_host(issuance("I-7", "TH-GOV", 9000, 9001), "T'"), "UNITS_INVALID"),
+        (issuance("I-8", "TH-GOV", 9000, 9001, namespace="JCM TH"), "IDENTIFIER_INVALID"),
+        (issuance("I" * 65, "TH-GOV", 9000, 9001), "IDENTIFIER_INVALID"),
         (open_account("CH-BUYER", "CH"), "ACCOUNT_EXISTS"),
         (open_account("X", "Thailand"), "ACCOUNT_INVALID"),
+        (open_account("X", "A'"), "ACCOUNT_INVALID"),
+        (open_account("X", "TH\n"), "ACCOUNT_INVALID"),
+        (open_account("X" * 1_000_000, "TH"), "IDENTIFIER_INVALID"),
+        (open_account("X\x00", "TH"), "IDENTIFIER_INVALID"),
+        (pb.OpenAccount(account_id="X", holder="a\x00b", jurisdiction="TH", type=pb.HOLDING), "ACCOUNT_INVALID"),
         (reserve("R-1", 0), "QUANTITY_INVALID"),
+        (reserve("R-1", 2**63), "QUANTITY_INVALID"),
         (reserve("R-1", 5001), "HOLDINGS_INSUFFICIENT"),
+        (reserve("R-1", 1, account="NOBODY"), "ACCOUNT_UNKNOWN"),
         (
             pb.TransferUnits(transfer_id="T", reservation_id="R-none", to_account_id="CH-BUYER", quantity=1),
             "RESERVATION_UNKNOWN",
         ),
+        (pb.ReleaseReservation(reservation_id="R-none", quantity=1), "RESERVATION_UNKNOWN"),
+        (pb.RecordAuthorization(authorization_id="L", host_party="A'", quantity=1), "AUTHORIZATION_INVALID"),
+        (loa(), "AUTHORIZATION_EXISTS"),
     ],
 )
-def test_bad_commands_are_refused_and_change_nothing(ledger: Ledger, command: Message, code: str) -> None:
-    before = sorted((b.namespace, b.start, b.end, b.account_id, b.status) for b in ledger.holdings("TH-GOV"))
+def test_bad_commands_are_refused_and_change_nothing(registry: MemoryRegistry, command: Message, code: str) -> None:
+    before = holdings(registry, "TH-GOV")
     with pytest.raises(DomainError) as caught:
-        ledger.decide(command)
+        registry.decide(command)
     assert caught.value.code == code
-    after = sorted((b.namespace, b.start, b.end, b.account_id, b.status) for b in ledger.holdings("TH-GOV"))
-    assert after == before
+    # Evidence never echoes an oversize input.
+    assert all(len(item) <= 100 for item in caught.value.evidence)
+    assert len(caught.value.reason) <= 300
+    assert holdings(registry, "TH-GOV") == before
 
 
-def test_reserve_then_transfer_splits_blocks(ledger: Ledger) -> None:
-    [reserved] = run(ledger, reserve("R-1", 3000))
+def test_insufficient_holdings_name_the_eligible_blocks(registry: MemoryRegistry) -> None:
+    with pytest.raises(DomainError) as caught:
+        registry.decide(reserve("R-1", 5001))
+    assert caught.value.evidence == ["JCM-TH:1-5000"]
+    assert "holds 5000 eligible units" in caught.value.reason
+
+
+def test_reserve_then_transfer_splits_blocks(registry: MemoryRegistry) -> None:
+    [reserved] = registry.execute(reserve("R-1", 3000))
     assert isinstance(reserved, pb.UnitsReserved)
     assert [(b.start, b.end) for b in reserved.blocks] == [(1, 3000)]
-    [moved] = run(
-        ledger, pb.TransferUnits(transfer_id="T-1", reservation_id="R-1", to_account_id="CH-BUYER", quantity=1000)
+    [moved] = registry.execute(
+        pb.TransferUnits(transfer_id="T-1", reservation_id="R-1", to_account_id="CH-BUYER", quantity=1000)
     )
     assert isinstance(moved, pb.UnitsTransferred)
     assert (moved.from_jurisdiction, moved.to_jurisdiction) == ("TH", "CH")
     assert [(b.start, b.end) for b in moved.blocks] == [(1, 1000)]
-    assert [(b.start, b.end, b.status) for b in ledger.holdings("CH-BUYER")] == [(1, 1000, Status.HELD)]
-    seller = sorted((b.start, b.end, b.status) for b in ledger.holdings("TH-GOV"))
+    assert [(b.start, b.end, b.status) for b in registry.index.holdings("CH-BUYER")] == [(1, 1000, Status.HELD)]
+    seller = sorted((b.start, b.end, b.status) for b in registry.index.holdings("TH-GOV"))
     assert seller == [(1001, 3000, Status.RESERVED), (3001, 5000, Status.HELD)]
+    assert registry.accounts["TH-GOV"].reservations == {"R-1": 2000}
 
 
-def test_transfer_cannot_exceed_reservation(ledger: Ledger) -> None:
-    run(ledger, reserve("R-1", 100))
+def test_released_units_merge_back_into_one_block(registry: MemoryRegistry) -> None:
+    registry.execute(reserve("R-1", 3000))
+    registry.execute(pb.ReleaseReservation(reservation_id="R-1", quantity=3000))
+    assert holdings(registry, "TH-GOV") == [("JCM-TH", 1, 5000, "TH-GOV", Status.HELD)]
+    assert registry.accounts["TH-GOV"].reservations == {}
+
+
+def test_transfers_back_and_forth_leave_no_fragments(registry: MemoryRegistry) -> None:
+    registry.execute(reserve("R-1", 100))
+    registry.execute(pb.TransferUnits(transfer_id="T-1", reservation_id="R-1", to_account_id="CH-BUYER", quantity=60))
+    registry.execute(pb.TransferUnits(transfer_id="T-2", reservation_id="R-1", to_account_id="CH-BUYER", quantity=40))
+    assert holdings(registry, "CH-BUYER") == [("JCM-TH", 1, 100, "CH-BUYER", Status.HELD)]
+
+
+def test_transfer_cannot_exceed_reservation(registry: MemoryRegistry) -> None:
+    registry.execute(reserve("R-1", 100))
     with pytest.raises(DomainError) as caught:
-        ledger.decide(pb.TransferUnits(transfer_id="T", reservation_id="R-1", to_account_id="CH-BUYER", quantity=101))
+        registry.decide(pb.TransferUnits(transfer_id="T", reservation_id="R-1", to_account_id="CH-BUYER", quantity=101))
     assert caught.value.code == "RESERVATION_INSUFFICIENT"
+    assert caught.value.evidence == ["R-1"]
 
 
-def test_release_returns_the_highest_reserved_serials(ledger: Ledger) -> None:
-    run(ledger, reserve("R-1", 100))
-    [released] = run(ledger, pb.ReleaseReservation(reservation_id="R-1", quantity=40))
+def test_release_returns_the_highest_reserved_serials(registry: MemoryRegistry) -> None:
+    registry.execute(reserve("R-1", 100))
+    [released] = registry.execute(pb.ReleaseReservation(reservation_id="R-1", quantity=40))
     assert isinstance(released, pb.ReservationReleased)
     assert [(b.start, b.end) for b in released.blocks] == [(61, 100)]
-    assert sum(b.quantity for b in ledger.reserved("R-1")) == 60
+    assert sum(b.quantity for b in registry.index.reserved("R-1")) == 60
 
 
-def test_reserved_units_cannot_be_reserved_again(ledger: Ledger) -> None:
-    run(ledger, reserve("R-1", 5000))
+def test_reserved_units_cannot_be_reserved_again(registry: MemoryRegistry) -> None:
+    registry.execute(reserve("R-1", 5000))
     with pytest.raises(DomainError) as caught:
-        ledger.decide(reserve("R-2", 1))
+        registry.decide(reserve("R-2", 1))
     assert caught.value.code == "HOLDINGS_INSUFFICIENT"
+    with pytest.raises(DomainError) as caught:
+        registry.decide(reserve("R-1", 1))
+    assert caught.value.code == "SEQUENCE_DUPLICATE_ID"
+
+
+def test_a_decision_changes_nothing(registry: MemoryRegistry) -> None:
+    registry.decide(reserve("R-1", 100))
+    assert registry.index.reserved("R-1") == []
+    assert registry.accounts["TH-GOV"].reservations == {}
 
 
 @given(st.lists(st.tuples(st.sampled_from(["reserve", "transfer", "release"]), st.integers(1, 700)), max_size=30))
 def test_units_are_conserved_and_never_overlap(steps: list[tuple[str, int]]) -> None:
-    ledger = Ledger()
+    registry = MemoryRegistry()
     for setup in (
         open_account("TH-GOV", "TH", pb.GOVERNMENT),
         open_account("CH-BUYER", "CH"),
         loa(),
         issuance("I-1", "TH-GOV", 1, 2000, authorization_id="LOA-TH-1"),
     ):
-        run(ledger, setup)
+        registry.execute(setup)
     for n, (action, quantity) in enumerate(steps):
         command: Message
         if action == "reserve":
             command = reserve(f"R-{n}", quantity)
         else:
-            open_reservations = sorted(
-                {b.reservation_id for b in ledger.blocks["JCM-TH"] if b.status is Status.RESERVED}
-            )
+            open_reservations = sorted(registry.accounts["TH-GOV"].reservations)
             if not open_reservations:
                 continue
             rid = open_reservations[0]
@@ -144,7 +202,8 @@ def test_units_are_conserved_and_never_overlap(steps: list[tuple[str, int]]) -> 
                 else pb.ReleaseReservation(reservation_id=rid, quantity=quantity)
             )
         with contextlib.suppress(DomainError):
-            run(ledger, command)
-        blocks = sorted(ledger.blocks["JCM-TH"], key=lambda b: b.start)
+            registry.execute(command)
+        blocks = registry.index.blocks("JCM-TH")
         assert sum(b.quantity for b in blocks) == 2000
         assert all(a.end < b.start for a, b in itertools.pairwise(blocks))
+        assert not any(a.end + 1 == b.start and a.mergeable(b) for a, b in itertools.pairwise(blocks))

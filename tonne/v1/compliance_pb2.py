@@ -22,23 +22,26 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from tonne.v1 import registry_pb2 as tonne_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tonne/v1/compliance.proto\x12\x08tonne.v1\"\x90\x01\n\x0eScreenTransfer\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08trade_id\x18\x02 \x01(\t\x12\x16\n\x0ereservation_id\x18\x03 \x01(\t\x12\x17\n\x0f\x66rom_account_id\x18\x04 \x01(\t\x12\x15\n\rto_account_id\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x04\"<\n\nRuleResult\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x10\n\x08\x65vidence\x18\x03 \x01(\t\"\xc7\x01\n\x11ScreeningDecision\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08trade_id\x18\x02 \x01(\t\x12\"\n\x07verdict\x18\x03 \x01(\x0e\x32\x11.tonne.v1.Verdict\x12%\n\x07results\x18\x04 \x03(\x0b\x32\x14.tonne.v1.RuleResult\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12)\n\x07request\x18\x06 \x01(\x0b\x32\x18.tonne.v1.ScreenTransfer\"\xa8\x01\n\x0b\x41uditRecord\x12\x14\n\x0cjurisdiction\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x15\n\rprevious_hash\x18\x03 \x01(\t\x12\x0c\n\x04hash\x18\x04 \x01(\t\x12\x14\n\x0csource_topic\x18\x05 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\x12\x12\n\nevent_type\x18\x07 \x01(\t\x12\x10\n\x08\x65nvelope\x18\x08 \x01(\x0c*>\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41PPROVED\x10\x01\x12\x0c\n\x08REJECTED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tonne/v1/compliance.proto\x12\x08tonne.v1\x1a\x17tonne/v1/registry.proto\"\x90\x01\n\x0eScreenTransfer\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08trade_id\x18\x02 \x01(\t\x12\x16\n\x0ereservation_id\x18\x03 \x01(\t\x12\x17\n\x0f\x66rom_account_id\x18\x04 \x01(\t\x12\x15\n\rto_account_id\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x04\"<\n\nRuleResult\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x10\n\x08\x65vidence\x18\x03 \x01(\t\"\xc7\x01\n\x11ScreeningDecision\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08trade_id\x18\x02 \x01(\t\x12\"\n\x07verdict\x18\x03 \x01(\x0e\x32\x11.tonne.v1.Verdict\x12%\n\x07results\x18\x04 \x03(\x0b\x32\x14.tonne.v1.RuleResult\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12)\n\x07request\x18\x06 \x01(\x0b\x32\x18.tonne.v1.ScreenTransfer\"\xa8\x01\n\x0b\x41uditRecord\x12\x14\n\x0cjurisdiction\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x15\n\rprevious_hash\x18\x03 \x01(\t\x12\x0c\n\x04hash\x18\x04 \x01(\t\x12\x14\n\x0csource_topic\x18\x05 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\x12\x12\n\nevent_type\x18\x07 \x01(\t\x12\x10\n\x08\x65nvelope\x18\x08 \x01(\x0c\":\n\x11ReservationBlocks\x12%\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x15.tonne.v1.SerialBlock*>\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41PPROVED\x10\x01\x12\x0c\n\x08REJECTED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tonne.v1.compliance_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERDICT']._serialized_start=621
-  _globals['_VERDICT']._serialized_end=683
-  _globals['_SCREENTRANSFER']._serialized_start=40
-  _globals['_SCREENTRANSFER']._serialized_end=184
-  _globals['_RULERESULT']._serialized_start=186
-  _globals['_RULERESULT']._serialized_end=246
-  _globals['_SCREENINGDECISION']._serialized_start=249
-  _globals['_SCREENINGDECISION']._serialized_end=448
-  _globals['_AUDITRECORD']._serialized_start=451
-  _globals['_AUDITRECORD']._serialized_end=619
+  _globals['_VERDICT']._serialized_start=706
+  _globals['_VERDICT']._serialized_end=768
+  _globals['_SCREENTRANSFER']._serialized_start=65
+  _globals['_SCREENTRANSFER']._serialized_end=209
+  _globals['_RULERESULT']._serialized_start=211
+  _globals['_RULERESULT']._serialized_end=271
+  _globals['_SCREENINGDECISION']._serialized_start=274
+  _globals['_SCREENINGDECISION']._serialized_end=473
+  _globals['_AUDITRECORD']._serialized_start=476
+  _globals['_AUDITRECORD']._serialized_end=644
+  _globals['_RESERVATIONBLOCKS']._serialized_start=646
+  _globals['_RESERVATIONBLOCKS']._serialized_end=704
 # @@protoc_insertion_point(module_scope)

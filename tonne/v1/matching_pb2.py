@@ -24,25 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tonne/v1/matching.proto\x12\x08tonne.v1\"\xb5\x01\n\x0bSubmitOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\t\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x1c\n\x04side\x18\x05 \x01(\x0e\x32\x0e.tonne.v1.Side\x12\r\n\x05price\x18\x06 \x01(\x03\x12\x10\n\x08quantity\x18\x07 \x01(\x04\x12\x17\n\x0f\x63lient_order_id\x18\x08 \x01(\t\"I\n\x0b\x43\x61ncelOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\t\"5\n\rOrderAccepted\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.tonne.v1.SubmitOrder\"{\n\rOrderRejected\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08\x65vidence\x18\x05 \x03(\t\x12\x11\n\tbroker_id\x18\x06 \x01(\t\"\x87\x01\n\x0eOrderCancelled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x1a\n\x12remaining_quantity\x18\x03 \x01(\x04\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x1c\n\x04side\x18\x05 \x01(\x0e\x32\x0e.tonne.v1.Side\"\xbc\x02\n\rTradeExecuted\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\r\n\x05price\x18\x03 \x01(\x03\x12\x10\n\x08quantity\x18\x04 \x01(\x04\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x14\n\x0c\x62uy_order_id\x18\x06 \x01(\t\x12\x15\n\rsell_order_id\x18\x07 \x01(\t\x12\x18\n\x10\x62uyer_account_id\x18\x08 \x01(\t\x12\x19\n\x11seller_account_id\x18\t \x01(\t\x12\x17\n\x0f\x62uyer_broker_id\x18\n \x01(\t\x12\x18\n\x10seller_broker_id\x18\x0b \x01(\t\x12!\n\taggressor\x18\x0c \x01(\x0e\x32\x0e.tonne.v1.Side\x12\x17\n\x0f\x65ngine_sequence\x18\r \x01(\x04*/\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x07\n\x03\x42UY\x10\x01\x12\x08\n\x04SELL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tonne/v1/matching.proto\x12\x08tonne.v1\"\xb5\x01\n\x0bSubmitOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\t\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x1c\n\x04side\x18\x05 \x01(\x0e\x32\x0e.tonne.v1.Side\x12\r\n\x05price\x18\x06 \x01(\x03\x12\x10\n\x08quantity\x18\x07 \x01(\x04\x12\x17\n\x0f\x63lient_order_id\x18\x08 \x01(\t\"I\n\x0b\x43\x61ncelOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\t\"N\n\rOrderAccepted\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.tonne.v1.SubmitOrder\x12\x17\n\x0f\x65ngine_sequence\x18\x02 \x01(\x04\"\xba\x01\n\rOrderRejected\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08\x65vidence\x18\x05 \x03(\t\x12\x11\n\tbroker_id\x18\x06 \x01(\t\x12\x17\n\x0f\x65ngine_sequence\x18\x07 \x01(\x04\x12$\n\x05order\x18\x08 \x01(\x0b\x32\x15.tonne.v1.SubmitOrder\"\xa0\x01\n\x0eOrderCancelled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x1a\n\x12remaining_quantity\x18\x03 \x01(\x04\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x1c\n\x04side\x18\x05 \x01(\x0e\x32\x0e.tonne.v1.Side\x12\x17\n\x0f\x65ngine_sequence\x18\x06 \x01(\x04\"\xbc\x02\n\rTradeExecuted\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\r\n\x05price\x18\x03 \x01(\x03\x12\x10\n\x08quantity\x18\x04 \x01(\x04\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x14\n\x0c\x62uy_order_id\x18\x06 \x01(\t\x12\x15\n\rsell_order_id\x18\x07 \x01(\t\x12\x18\n\x10\x62uyer_account_id\x18\x08 \x01(\t\x12\x19\n\x11seller_account_id\x18\t \x01(\t\x12\x17\n\x0f\x62uyer_broker_id\x18\n \x01(\t\x12\x18\n\x10seller_broker_id\x18\x0b \x01(\t\x12!\n\taggressor\x18\x0c \x01(\x0e\x32\x0e.tonne.v1.Side\x12\x17\n\x0f\x65ngine_sequence\x18\r \x01(\x04\"\xff\x01\n\x0c\x42ookSnapshot\x12\x15\n\rinstrument_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x33\n\x06orders\x18\x03 \x03(\x0b\x32#.tonne.v1.BookSnapshot.RestingOrder\x1a\x90\x01\n\x0cRestingOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x1c\n\x04side\x18\x02 \x01(\x0e\x32\x0e.tonne.v1.Side\x12\r\n\x05price\x18\x03 \x01(\x03\x12\x1a\n\x12remaining_quantity\x18\x04 \x01(\x04\x12\x12\n\naccount_id\x18\x05 \x01(\t\x12\x11\n\tbroker_id\x18\x06 \x01(\t*/\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x07\n\x03\x42UY\x10\x01\x12\x08\n\x04SELL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tonne.v1.matching_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SIDE']._serialized_start=933
-  _globals['_SIDE']._serialized_end=980
+  _globals['_SIDE']._serialized_start=1305
+  _globals['_SIDE']._serialized_end=1352
   _globals['_SUBMITORDER']._serialized_start=38
   _globals['_SUBMITORDER']._serialized_end=219
   _globals['_CANCELORDER']._serialized_start=221
   _globals['_CANCELORDER']._serialized_end=294
   _globals['_ORDERACCEPTED']._serialized_start=296
-  _globals['_ORDERACCEPTED']._serialized_end=349
-  _globals['_ORDERREJECTED']._serialized_start=351
-  _globals['_ORDERREJECTED']._serialized_end=474
-  _globals['_ORDERCANCELLED']._serialized_start=477
-  _globals['_ORDERCANCELLED']._serialized_end=612
-  _globals['_TRADEEXECUTED']._serialized_start=615
-  _globals['_TRADEEXECUTED']._serialized_end=931
+  _globals['_ORDERACCEPTED']._serialized_end=374
+  _globals['_ORDERREJECTED']._serialized_start=377
+  _globals['_ORDERREJECTED']._serialized_end=563
+  _globals['_ORDERCANCELLED']._serialized_start=566
+  _globals['_ORDERCANCELLED']._serialized_end=726
+  _globals['_TRADEEXECUTED']._serialized_start=729
+  _globals['_TRADEEXECUTED']._serialized_end=1045
+  _globals['_BOOKSNAPSHOT']._serialized_start=1048
+  _globals['_BOOKSNAPSHOT']._serialized_end=1303
+  _globals['_BOOKSNAPSHOT_RESTINGORDER']._serialized_start=1159
+  _globals['_BOOKSNAPSHOT_RESTINGORDER']._serialized_end=1303
 # @@protoc_insertion_point(module_scope)

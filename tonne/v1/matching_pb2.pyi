@@ -112,16 +112,20 @@ class OrderAccepted(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
+    ENGINE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    engine_sequence: _builtins.int
+    """the instrument's input number that accepted it"""
     @_builtins.property
     def order(self) -> Global___SubmitOrder: ...
     def __init__(
         self,
         *,
         order: Global___SubmitOrder | None = ...,
+        engine_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine_sequence", b"engine_sequence", "order", b"order"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -139,13 +143,23 @@ class OrderRejected(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
     BROKER_ID_FIELD_NUMBER: _builtins.int
+    ENGINE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     instrument_id: _builtins.str
     code: _builtins.str
     reason: _builtins.str
     broker_id: _builtins.str
+    engine_sequence: _builtins.int
+    """0 when refused outside an instrument's book"""
     @_builtins.property
     def evidence(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def order(self) -> Global___SubmitOrder:
+        """The order as submitted, when the engine refused a well-formed one (identifiers
+        valid); absent for intake refusals and for commands carrying malformed ids.
+        """
+
     def __init__(
         self,
         *,
@@ -155,10 +169,12 @@ class OrderRejected(_message.Message):
         reason: _builtins.str = ...,
         evidence: _abc.Iterable[_builtins.str] | None = ...,
         broker_id: _builtins.str = ...,
+        engine_sequence: _builtins.int = ...,
+        order: Global___SubmitOrder | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_id", b"broker_id", "code", b"code", "evidence", b"evidence", "instrument_id", b"instrument_id", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_id", b"broker_id", "code", b"code", "engine_sequence", b"engine_sequence", "evidence", b"evidence", "instrument_id", b"instrument_id", "order", b"order", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -173,11 +189,13 @@ class OrderCancelled(_message.Message):
     REMAINING_QUANTITY_FIELD_NUMBER: _builtins.int
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     SIDE_FIELD_NUMBER: _builtins.int
+    ENGINE_SEQUENCE_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     instrument_id: _builtins.str
     remaining_quantity: _builtins.int
     account_id: _builtins.str
     side: Global___Side.ValueType
+    engine_sequence: _builtins.int
     def __init__(
         self,
         *,
@@ -186,10 +204,11 @@ class OrderCancelled(_message.Message):
         remaining_quantity: _builtins.int = ...,
         account_id: _builtins.str = ...,
         side: Global___Side.ValueType = ...,
+        engine_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "instrument_id", b"instrument_id", "order_id", b"order_id", "remaining_quantity", b"remaining_quantity", "side", b"side"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "engine_sequence", b"engine_sequence", "instrument_id", b"instrument_id", "order_id", b"order_id", "remaining_quantity", b"remaining_quantity", "side", b"side"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -249,3 +268,69 @@ class TradeExecuted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TradeExecuted: _TypeAlias = TradeExecuted  # noqa: Y015
+
+@_typing.final
+class BookSnapshot(_message.Message):
+    """--- snapshots (the events table's `snapshots`, never on a topic) ---
+
+    One instrument's book (stream `book-<instrument_id>`): enough to rebuild it exactly.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RestingOrder(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        ORDER_ID_FIELD_NUMBER: _builtins.int
+        SIDE_FIELD_NUMBER: _builtins.int
+        PRICE_FIELD_NUMBER: _builtins.int
+        REMAINING_QUANTITY_FIELD_NUMBER: _builtins.int
+        ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+        BROKER_ID_FIELD_NUMBER: _builtins.int
+        order_id: _builtins.str
+        side: Global___Side.ValueType
+        price: _builtins.int
+        remaining_quantity: _builtins.int
+        account_id: _builtins.str
+        broker_id: _builtins.str
+        def __init__(
+            self,
+            *,
+            order_id: _builtins.str = ...,
+            side: Global___Side.ValueType = ...,
+            price: _builtins.int = ...,
+            remaining_quantity: _builtins.int = ...,
+            account_id: _builtins.str = ...,
+            broker_id: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "broker_id", b"broker_id", "order_id", b"order_id", "price", b"price", "remaining_quantity", b"remaining_quantity", "side", b"side"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    ORDERS_FIELD_NUMBER: _builtins.int
+    instrument_id: _builtins.str
+    sequence: _builtins.int
+    """inputs the engine has taken for this instrument"""
+    @_builtins.property
+    def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___BookSnapshot.RestingOrder]:
+        """Bids best price first, then asks best price first; oldest first within a price."""
+
+    def __init__(
+        self,
+        *,
+        instrument_id: _builtins.str = ...,
+        sequence: _builtins.int = ...,
+        orders: _abc.Iterable[Global___BookSnapshot.RestingOrder] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instrument_id", b"instrument_id", "orders", b"orders", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BookSnapshot: _TypeAlias = BookSnapshot  # noqa: Y015

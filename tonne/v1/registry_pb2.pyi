@@ -581,3 +581,86 @@ class UnitsTransferred(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UnitsTransferred: _TypeAlias = UnitsTransferred  # noqa: Y015
+
+@_typing.final
+class ReservationBalance(_message.Message):
+    """--- aggregate snapshots (stored in the registry's snapshots table, never on a topic) ---
+
+    The units an open reservation still holds.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    quantity: _builtins.int
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quantity", b"quantity", "reservation_id", b"reservation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReservationBalance: _TypeAlias = ReservationBalance  # noqa: Y015
+
+@_typing.final
+class AccountSnapshot(_message.Message):
+    """An Account aggregate (stream "account-<account_id>"); reservations sorted by id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    RESERVATIONS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    holder: _builtins.str
+    jurisdiction: _builtins.str
+    type: Global___AccountType.ValueType
+    @_builtins.property
+    def reservations(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReservationBalance]: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        holder: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        type: Global___AccountType.ValueType = ...,
+        reservations: _abc.Iterable[Global___ReservationBalance] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "holder", b"holder", "jurisdiction", b"jurisdiction", "reservations", b"reservations", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountSnapshot: _TypeAlias = AccountSnapshot  # noqa: Y015
+
+@_typing.final
+class AuthorizationSnapshot(_message.Message):
+    """An Authorization aggregate (stream "authorization-<authorization_id>")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def authorization(self) -> Global___RecordAuthorization: ...
+    def __init__(
+        self,
+        *,
+        authorization: Global___RecordAuthorization | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizationSnapshot: _TypeAlias = AuthorizationSnapshot  # noqa: Y015

@@ -38,6 +38,28 @@ ACQUIRING: AdjustmentSide.ValueType  # 2
 """subtracts it when it uses the ITMO"""
 Global___AdjustmentSide: _TypeAlias = AdjustmentSide  # noqa: Y015
 
+class _SettlementPhase:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SettlementPhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SettlementPhase.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SETTLEMENT_PHASE_UNSPECIFIED: _SettlementPhase.ValueType  # 0
+    SETTLEMENT_PHASE_SCREENING: _SettlementPhase.ValueType  # 1
+    SETTLEMENT_PHASE_TRANSFERRING: _SettlementPhase.ValueType  # 2
+    SETTLEMENT_PHASE_SETTLED: _SettlementPhase.ValueType  # 3
+    SETTLEMENT_PHASE_FAILED: _SettlementPhase.ValueType  # 4
+
+class SettlementPhase(_SettlementPhase, metaclass=_SettlementPhaseEnumTypeWrapper):
+    """--- state (not on a topic) ---"""
+
+SETTLEMENT_PHASE_UNSPECIFIED: SettlementPhase.ValueType  # 0
+SETTLEMENT_PHASE_SCREENING: SettlementPhase.ValueType  # 1
+SETTLEMENT_PHASE_TRANSFERRING: SettlementPhase.ValueType  # 2
+SETTLEMENT_PHASE_SETTLED: SettlementPhase.ValueType  # 3
+SETTLEMENT_PHASE_FAILED: SettlementPhase.ValueType  # 4
+Global___SettlementPhase: _TypeAlias = SettlementPhase  # noqa: Y015
+
 @_typing.final
 class SettlementStarted(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -202,3 +224,32 @@ class CorrespondingAdjustmentApplied(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CorrespondingAdjustmentApplied: _TypeAlias = CorrespondingAdjustmentApplied  # noqa: Y015
+
+@_typing.final
+class TradeSettlementSnapshot(_message.Message):
+    """Snapshot of one trade's settlement, the aggregate of stream settlement-<trade_id>."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STARTED_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
+    phase: Global___SettlementPhase.ValueType
+    failure: _builtins.str
+    """"<code>: <reason>" once failed"""
+    @_builtins.property
+    def started(self) -> Global___SettlementStarted: ...
+    def __init__(
+        self,
+        *,
+        started: Global___SettlementStarted | None = ...,
+        phase: Global___SettlementPhase.ValueType = ...,
+        failure: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["started", b"started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "phase", b"phase", "started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TradeSettlementSnapshot: _TypeAlias = TradeSettlementSnapshot  # noqa: Y015

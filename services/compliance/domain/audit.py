@@ -48,9 +48,12 @@ def link(
     return record
 
 
-def first_break(records: Iterable[AuditRecord]) -> int | None:
-    """Sequence of the first record that does not follow from its predecessor, or None."""
-    expected_previous, expected_sequence = GENESIS, 1
+def first_break(records: Iterable[AuditRecord], after: int = 0, after_hash: str = GENESIS) -> int | None:
+    """Sequence of the first record that does not follow from its predecessor, or None.
+
+    `records` continue the chain after record `after`, whose stored hash is `after_hash`
+    (the genesis by default), so a long chain is verified one window at a time."""
+    expected_previous, expected_sequence = after_hash, after + 1
     for record in records:
         if (
             record.sequence != expected_sequence

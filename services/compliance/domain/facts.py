@@ -1,4 +1,9 @@
-"""What compliance knows of the registries: folded from registry events it observed."""
+"""What compliance knows of the registries: the registry events it observed.
+
+Screening gets a `Facts` holding only what one request needs (loaded from the
+projections); `apply` folds events into one, for the pure tests and as the definition
+the projector mirrors.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,29 @@ from dataclasses import dataclass, field
 from google.protobuf.message import Message
 
 from tonne.v1 import registry_pb2 as pb
+
+# Observed registry events that screening may need later.
+OBSERVED = (pb.AccountOpened, pb.AuthorizationRecorded, pb.UnitsReserved, pb.UnitsTransferred)
+
+
+def spent(event: pb.UnitsTransferred) -> dict[str, int]:
+    """Authorized quantity a transfer first-transfers abroad, per LoA (none when domestic)."""
+    used: dict[str, int] = {}
+    if event.from_jurisdiction == event.to_jurisdiction:
+        return used
+    for block in event.blocks:
+        loa = block.attributes.authorization_id
+        if loa:
+            used[loa] = used.get(loa, 0) + block.end - block.start + 1
+    return used
+
+
+def needed(event: Message) -> bool:
+    """Whether screening can ever depend on this observed event (a domestic transfer or
+    one without authorized units changes nothing compliance knows)."""
+    if isinstance(event, pb.UnitsTransferred):
+        return bool(spent(event))
+    return isinstance(event, OBSERVED)
 
 
 @dataclass
@@ -25,8 +53,6 @@ class Facts:
                 self.authorizations[event.authorization.authorization_id] = event.authorization
             case pb.UnitsReserved():
                 self.reservations[event.reservation_id] = event
-            case pb.UnitsTransferred() if event.from_jurisdiction != event.to_jurisdiction:
-                for block in event.blocks:
-                    loa = block.attributes.authorization_id
-                    if loa:
-                        self.authorization_used[loa] = self.authorization_used.get(loa, 0) + block.end - block.start + 1
+            case pb.UnitsTransferred():
+                for loa, quantity in spent(event).items():
+                    self.authorization_used[loa] = self.authorization_used.get(loa, 0) + quantity

@@ -2,26 +2,43 @@
 
 from __future__ import annotations
 
+import re
+
 from google.protobuf.message import Message
 
 from services.compliance.domain.facts import Facts
 
 _PARTY_FIELDS = {"jurisdiction", "host_party", "from_jurisdiction", "to_jurisdiction", "party"}
+_PARTY = re.compile(r"[A-Z]{2}")
+
+
+def is_party(value: str) -> bool:
+    """An ISO 3166-1 alpha-2 code: the only keys an audit chain is kept under."""
+    return _PARTY.fullmatch(value) is not None
 
 
 def concerned(event: Message, facts: Facts) -> set[str]:
+    """Parties the event names, directly or through the accounts in `facts`."""
     found: set[str] = set()
-    _walk(event, facts, found)
+    for name, value in _strings(event):
+        if name in _PARTY_FIELDS:
+            found.add(value)
+        elif name.endswith("account_id") and value in facts.accounts:
+            found.add(facts.accounts[value])
     return found
 
 
-def _walk(message: Message, facts: Facts, found: set[str]) -> None:
+def account_ids(event: Message) -> set[str]:
+    """Every account the event names: what `concerned` needs to know of `Facts`."""
+    return {value for name, value in _strings(event) if name.endswith("account_id")}
+
+
+def _strings(message: Message) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
     for descriptor, value in message.ListFields():
         if descriptor.message_type is not None:
-            children = value if descriptor.is_repeated else [value]
-            for child in children:
-                _walk(child, facts, found)
-        elif descriptor.name in _PARTY_FIELDS and isinstance(value, str):
-            found.add(value)
-        elif descriptor.name.endswith("account_id") and isinstance(value, str) and value in facts.accounts:
-            found.add(facts.accounts[value])
+            for child in value if descriptor.is_repeated else [value]:
+                found += _strings(child)
+        elif isinstance(value, str):
+            found.append((descriptor.name, value))
+    return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sortedcontainers import SortedDict
@@ -83,6 +84,13 @@ class OrderBook:
         if not queue:
             del side[key]
         return order
+
+    def resting(self) -> Iterator[Order]:
+        """Every resting order in priority order: bids best first, then asks best first,
+        oldest first within a price. Resting them again in this order rebuilds the book."""
+        for side in (self._bids, self._asks):
+            for queue in side.values():
+                yield from queue
 
     def get(self, order_id: str) -> Order | None:
         return self._orders.get(order_id)

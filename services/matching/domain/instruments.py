@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.errors import DomainError
+from services.common.inputs import INT64_MAX
 from tonne.v1 import matching_pb2, registry_pb2
 
 DEFAULT_FILE = Path(__file__).parent.parent / "instruments.toml"
@@ -39,6 +40,9 @@ class Instrument:
         """Refuse an order the instrument does not allow (validate before anything moves)."""
         if side not in (matching_pb2.BUY, matching_pb2.SELL):
             raise DomainError("ORDER_SIDE_INVALID", "side must be BUY or SELL")
+        # Settlement moves price * quantity in a bigint: refuse what cannot be paid.
+        if quantity > INT64_MAX or abs(price) * quantity > INT64_MAX:
+            raise DomainError("ORDER_NOTIONAL_TOO_LARGE", f"price * quantity must not exceed {INT64_MAX}")
         if quantity <= 0 or quantity % self.lot:
             raise DomainError("ORDER_QUANTITY_INVALID", f"quantity must be a positive multiple of {self.lot}")
         if price % self.tick:

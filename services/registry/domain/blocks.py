@@ -1,8 +1,10 @@
-"""Serial blocks: units held as [start, end] ranges in a namespace, split on movement."""
+"""Serial blocks: units held as [start, end] ranges in a namespace, split on movement and
+merged again with equal neighbours, so fragments do not accumulate."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import hashlib
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from tonne.v1.registry_pb2 import SerialBlock, UnitAttributes
@@ -18,30 +20,76 @@ class Status(StrEnum):
 
 
 @dataclass(frozen=True)
+class Units:
+    """A block's UnitAttributes as canonical bytes, compared by a digest of those bytes
+    (never by comparing protobufs); the selector's attributes are kept decoded."""
+
+    key: bytes
+    data: bytes = field(compare=False)
+    standard: int = field(compare=False)
+    host_party: str = field(compare=False)
+    vintage: int = field(compare=False)
+    authorization_id: str = field(compare=False)
+
+    @classmethod
+    def of(cls, attributes: UnitAttributes) -> Units:
+        data = attributes.SerializeToString(deterministic=True)
+        return cls(
+            key=digest(data),
+            data=data,
+            standard=attributes.standard,
+            host_party=attributes.host_party,
+            vintage=attributes.vintage,
+            authorization_id=attributes.authorization_id,
+        )
+
+    def message(self) -> UnitAttributes:
+        return UnitAttributes.FromString(self.data)
+
+
+def digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()[:16]
+
+
+@dataclass(frozen=True)
+class Holding:
+    """Who has a piece of serials and how: the part of a block a movement changes."""
+
+    account_id: str
+    status: Status = Status.HELD
+    reservation_id: str = ""
+
+
+@dataclass(frozen=True)
 class Block:
     namespace: str
     start: int
     end: int
-    account_id: str
-    attributes: UnitAttributes
-    status: Status = Status.HELD
-    reservation_id: str = ""
+    holding: Holding
+    units: Units
+
+    @property
+    def account_id(self) -> str:
+        return self.holding.account_id
+
+    @property
+    def status(self) -> Status:
+        return self.holding.status
+
+    @property
+    def reservation_id(self) -> str:
+        return self.holding.reservation_id
 
     @property
     def quantity(self) -> int:
         return self.end - self.start + 1
 
-    def overlaps(self, start: int, end: int) -> bool:
-        return self.start <= end and start <= self.end
-
     def contains(self, start: int, end: int) -> bool:
         return self.start <= start and end <= self.end
 
-    def split(self, start: int, end: int) -> tuple[list[Block], Block]:
-        """Carve [start, end] out of this block: (the pieces left, the piece carved)."""
-        left = [replace(self, end=start - 1)] if start > self.start else []
-        right = [replace(self, start=end + 1)] if end < self.end else []
-        return left + right, replace(self, start=start, end=end)
+    def mergeable(self, other: Block) -> bool:
+        """Same namespace, holder, status, reservation and attributes: one block if adjacent."""
+        return (self.namespace, self.holding, self.units) == (other.namespace, other.holding, other.units)
 
     def first(self, quantity: int) -> Block:
         """The lowest `quantity` serials of this block."""
@@ -51,5 +99,37 @@ class Block:
         """The highest `quantity` serials of this block."""
         return replace(self, start=self.end - quantity + 1)
 
+    def label(self) -> str:
+        return f"{self.namespace}:{self.start}-{self.end}"
+
     def to_message(self) -> SerialBlock:
-        return SerialBlock(namespace=self.namespace, start=self.start, end=self.end, attributes=self.attributes)
+        return SerialBlock(namespace=self.namespace, start=self.start, end=self.end, attributes=self.units.message())
+
+
+# --- what an event does to the index: both index adapters apply exactly these ---
+
+
+@dataclass(frozen=True)
+class Put:
+    """New serials (an issuance)."""
+
+    block: Block
+
+
+@dataclass(frozen=True)
+class Move:
+    """Serials [start, end] of `namespace` held as `source` change to `target`."""
+
+    namespace: str
+    start: int
+    end: int
+    source: Holding
+    target: Holding
+
+
+Change = Put | Move
+
+
+class IndexConflict(Exception):
+    """The index does not hold what a recorded event moves: the decision's facts moved
+    under it (or the event stream is corrupt). The transaction must not commit."""

@@ -1,83 +1,121 @@
-"""The registry's ledger: accounts, serial blocks, reservations and authorizations.
+"""The registry's ledger: decisions on accounts, authorizations and serial blocks.
 
-Pure and deterministic. Each operation checks a command completely and returns the
-events it would cause, changing nothing; `apply` folds an event into the state. A
-rejected command raises DomainError with a stable code.
+Pure and deterministic. A decision takes the command and the facts it needs as plain
+values (the account, the overlapping blocks, the eligible blocks, the reservation's
+blocks, the authorization), loaded by the service layer from the block index and the
+aggregates; it returns the events it would cause and changes nothing. A refused command
+raises DomainError with a stable code and its evidence. `changes` says what an event
+does to the block index; both index adapters (memory, PostgreSQL) apply exactly that.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import re
+from collections.abc import Sequence
 
 from google.protobuf.message import Message
 
 from services.common.errors import DomainError
-from services.registry.domain.blocks import Block, Status
+from services.registry.domain.accounts import Account
+from services.registry.domain.blocks import Block, Change, Holding, Move, Put, Status, Units
 from tonne.v1 import registry_pb2 as pb
 
-ISO_PARTY_LENGTH = 2
+INT64_MAX = 2**63 - 1
+# Evidence lists name at most this many blocks (a refusal must stay small on the wire).
+EVIDENCE_LIMIT = 20
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
+_PARTY = re.compile(r"[A-Z]{2}")
+_TEXT_MAX = 200
+_LABELS_MAX = 16
 
 
-@dataclass(frozen=True)
-class Account:
-    account_id: str
-    holder: str
-    jurisdiction: str
-    type: pb.AccountType.ValueType
+def is_identifier(value: str) -> bool:
+    return _IDENTIFIER.fullmatch(value) is not None
+
+
+def is_party(value: str) -> bool:
+    return _PARTY.fullmatch(value) is not None
+
+
+def _text_ok(value: str) -> bool:
+    return 0 < len(value) <= _TEXT_MAX and all(ch.isprintable() and not "\ud800" <= ch <= "\udfff" for ch in value)
+
+
+def _identifiers(command: Message) -> list[tuple[str, str]]:
+    match command:
+        case pb.OpenAccount():
+            return [("account_id", command.account_id)]
+        case pb.RecordAuthorization():
+            return [("authorization_id", command.authorization_id)]
+        case pb.RecordIssuance():
+            a = command.block.attributes
+            return [
+                ("issuance_id", command.issuance_id),
+                ("account_id", command.account_id),
+                ("namespace", command.block.namespace),
+                ("authorization_id", a.authorization_id),
+                ("project_id", a.project_id),
+                ("methodology", a.methodology),
+                ("issuing_registry", a.issuing_registry),
+            ]
+        case pb.ReserveUnits():
+            return [("reservation_id", command.reservation_id), ("account_id", command.account_id)]
+        case pb.ReleaseReservation():
+            return [("reservation_id", command.reservation_id)]
+        case pb.TransferUnits():
+            return [
+                ("transfer_id", command.transfer_id),
+                ("reservation_id", command.reservation_id),
+                ("to_account_id", command.to_account_id),
+            ]
+    return []
+
+
+def check(command: Message) -> None:
+    """Refuse malformed identifiers and selectors before anything is looked up (empty
+    ids are each decision's own business): a command from a topic can carry anything,
+    and nothing oversize may be stored or echoed."""
+    for name, value in _identifiers(command):
+        if value and not is_identifier(value):
+            raise DomainError(
+                "IDENTIFIER_INVALID",
+                f"{name} must be 1-64 characters of [A-Za-z0-9._:@-], starting alphanumeric",
+                [f"{name}: {len(value)} characters"],
+            )
+    if (
+        isinstance(command, pb.ReserveUnits)
+        and command.selector.host_party
+        and not is_party(command.selector.host_party)
+    ):
+        raise DomainError("SELECTOR_INVALID", "the selector's host party must be ISO 3166 alpha-2")
+
+
+def _quantity(quantity: int) -> None:
+    if quantity <= 0 or quantity > INT64_MAX:
+        raise DomainError("QUANTITY_INVALID", "quantity must be positive and within int64", [str(quantity)])
+
+
+def command_id(command: Message) -> str:
+    """The command's own id (its field 1), or "" when it is not a valid identifier."""
+    value = getattr(command, command.DESCRIPTOR.fields_by_number[1].name, "")
+    return value if isinstance(value, str) and is_identifier(value) else ""
 
 
 class Ledger:
-    def __init__(self) -> None:
-        self.accounts: dict[str, Account] = {}
-        self.authorizations: dict[str, pb.RecordAuthorization] = {}
-        self.blocks: dict[str, list[Block]] = {}  # namespace -> blocks sorted by start
-        self.issuances: set[str] = set()
-        self.reservations: dict[str, str] = {}  # reservation id -> account id
+    """The registry's decisions. Stateless: every fact arrives as an argument."""
 
-    # --- queries ---
-
-    def holdings(self, account_id: str) -> list[Block]:
-        return [b for blocks in self.blocks.values() for b in blocks if b.account_id == account_id]
-
-    def reserved(self, reservation_id: str) -> list[Block]:
-        return [
-            b
-            for blocks in self.blocks.values()
-            for b in blocks
-            if b.status is Status.RESERVED and b.reservation_id == reservation_id
-        ]
-
-    def account(self, account_id: str) -> Account:
-        account = self.accounts.get(account_id)
-        if account is None:
-            raise DomainError("ACCOUNT_UNKNOWN", f"no account {account_id!r}", [account_id])
-        return account
-
-    # --- decisions ---
-
-    def decide(self, command: Message) -> list[Message]:
-        handlers = {
-            pb.OpenAccount: self.open_account,
-            pb.RecordAuthorization: self.record_authorization,
-            pb.RecordIssuance: self.issue,
-            pb.ReserveUnits: self.reserve,
-            pb.ReleaseReservation: self.release,
-            pb.TransferUnits: self.transfer,
-        }
-        handler = handlers.get(type(command))
-        if handler is None:
-            raise DomainError("COMMAND_UNSUPPORTED", f"registry does not take {type(command).__name__}")
-        events: list[Message] = handler(command)  # type: ignore[operator]
-        return events
-
-    def open_account(self, command: pb.OpenAccount) -> list[Message]:
+    def open_account(self, command: pb.OpenAccount, existing: Account | None) -> list[Message]:
         if not command.account_id or not command.holder:
             raise DomainError("ACCOUNT_INVALID", "account id and holder are required")
-        if len(command.jurisdiction) != ISO_PARTY_LENGTH or not command.jurisdiction.isupper():
-            raise DomainError("ACCOUNT_INVALID", f"jurisdiction {command.jurisdiction!r} is not ISO 3166 alpha-2")
-        if command.type == pb.ACCOUNT_TYPE_UNSPECIFIED:
+        check(command)
+        if not _text_ok(command.holder):
+            raise DomainError("ACCOUNT_INVALID", "holder must be 1-200 printable characters")
+        if not is_party(command.jurisdiction):
+            raise DomainError("ACCOUNT_INVALID", f"jurisdiction {command.jurisdiction[:8]!r} is not ISO 3166 alpha-2")
+        if command.type == pb.ACCOUNT_TYPE_UNSPECIFIED or command.type not in pb.AccountType.values():
             raise DomainError("ACCOUNT_INVALID", "account type is required")
-        if command.account_id in self.accounts:
+        if existing is not None:
             raise DomainError("ACCOUNT_EXISTS", f"account {command.account_id!r} exists", [command.account_id])
         return [
             pb.AccountOpened(
@@ -88,86 +126,118 @@ class Ledger:
             )
         ]
 
-    def record_authorization(self, command: pb.RecordAuthorization) -> list[Message]:
-        if not command.authorization_id or len(command.host_party) != ISO_PARTY_LENGTH:
+    def record_authorization(
+        self, command: pb.RecordAuthorization, existing: pb.RecordAuthorization | None
+    ) -> list[Message]:
+        if not command.authorization_id or not is_party(command.host_party):
             raise DomainError("AUTHORIZATION_INVALID", "authorization id and host party are required")
-        if command.quantity <= 0 or command.use == pb.AUTHORIZED_USE_UNSPECIFIED:
-            raise DomainError("AUTHORIZATION_INVALID", "quantity and authorized use are required")
+        check(command)
+        if command.quantity <= 0 or command.quantity > INT64_MAX or command.use == pb.AUTHORIZED_USE_UNSPECIFIED:
+            raise DomainError("AUTHORIZATION_INVALID", "quantity (within int64) and authorized use are required")
         if command.first_transfer == pb.FIRST_TRANSFER_UNSPECIFIED:
             raise DomainError("AUTHORIZATION_INVALID", "the first-transfer event is required")
         if command.vintage_from > command.vintage_to:
             raise DomainError("AUTHORIZATION_INVALID", "vintage range is empty")
-        if command.authorization_id in self.authorizations:
+        if existing is not None:
             raise DomainError("AUTHORIZATION_EXISTS", f"authorization {command.authorization_id!r} exists")
         return [pb.AuthorizationRecorded(authorization=command)]
 
-    def issue(self, command: pb.RecordIssuance) -> list[Message]:
+    def issue(
+        self,
+        command: pb.RecordIssuance,
+        account: Account | None,
+        *,
+        issuance_used: bool,
+        overlapping: Sequence[Block],
+        authorization: pb.RecordAuthorization | None,
+    ) -> list[Message]:
+        """`overlapping`: blocks of the namespace that share a serial with the new block
+        (the index's predecessor check and the blocks starting inside it, a bounded few)."""
         block = command.block
-        if not command.issuance_id or command.issuance_id in self.issuances:
+        attributes = block.attributes
+        check(command)
+        if not command.issuance_id or issuance_used:
             raise DomainError("SEQUENCE_DUPLICATE_ID", f"issuance id {command.issuance_id!r} is missing or used")
-        if not block.namespace or block.start < 1 or block.start > block.end:
+        if not block.namespace or block.start < 1 or block.start > block.end or block.end > INT64_MAX:
             raise DomainError(
                 "SERIAL_RANGE_INVALID",
-                "a block needs a namespace and 1 <= start <= end",
+                "a block needs a namespace and 1 <= start <= end <= 2^63-1",
                 [f"{block.namespace}:{block.start}-{block.end}"],
             )
-        account = self.account(command.account_id)
-        attributes = block.attributes
+        if account is None:
+            raise DomainError("ACCOUNT_UNKNOWN", f"no account {command.account_id!r}", [command.account_id])
         if attributes.standard == pb.STANDARD_UNSPECIFIED or attributes.vintage == 0:
             raise DomainError("UNITS_INVALID", "standard and vintage are required")
+        if not is_party(attributes.host_party):
+            raise DomainError("UNITS_INVALID", "host party must be ISO 3166 alpha-2")
+        if len(attributes.quality_labels) > _LABELS_MAX or not all(map(is_identifier, attributes.quality_labels)):
+            raise DomainError("UNITS_INVALID", f"at most {_LABELS_MAX} quality labels, each an identifier")
         if attributes.host_party != account.jurisdiction and account.type != pb.GOVERNMENT:
             # Issuance lands in the host party's registry: its own accounts.
             raise DomainError(
                 "ACCOUNT_TYPE_NOT_ALLOWED",
                 f"units of {attributes.host_party} cannot be issued into a {account.jurisdiction} account",
             )
-        clashes = [b for b in self.blocks.get(block.namespace, []) if b.overlaps(block.start, block.end)]
-        if clashes:
+        if overlapping:
             raise DomainError(
                 "DOUBLE_ISSUANCE_OVERLAP",
                 "the block overlaps units already issued in its namespace",
-                [f"{b.namespace}:{b.start}-{b.end}" for b in clashes],
+                [b.label() for b in overlapping[:EVIDENCE_LIMIT]],
             )
         if attributes.authorization_id:
-            loa = self.authorizations.get(attributes.authorization_id)
-            if loa is None:
+            if authorization is None:
                 raise DomainError("AUTHORIZATION_UNKNOWN", f"no authorization {attributes.authorization_id!r}")
-            if loa.host_party != attributes.host_party:
+            if authorization.host_party != attributes.host_party:
                 raise DomainError("AUTHORIZATION_PARTY_MISMATCH", "the authorization is another party's")
         return [pb.UnitsIssued(issuance_id=command.issuance_id, account_id=account.account_id, block=block)]
 
-    def reserve(self, command: pb.ReserveUnits) -> list[Message]:
-        if not command.reservation_id or command.reservation_id in self.reservations:
+    def reserve(
+        self,
+        command: pb.ReserveUnits,
+        account: Account | None,
+        *,
+        reservation_used: bool,
+        eligible: Sequence[Block],
+        available: int,
+    ) -> list[Message]:
+        """`eligible`: the account's held blocks the selector takes, in (namespace, start)
+        order, enough to cover the quantity when `available` (their total) does."""
+        check(command)
+        if not command.reservation_id or reservation_used:
             raise DomainError("SEQUENCE_DUPLICATE_ID", f"reservation id {command.reservation_id!r} is missing or used")
-        if command.quantity <= 0:
-            raise DomainError("QUANTITY_INVALID", "quantity must be positive")
-        self.account(command.account_id)
-        held = sorted(
-            (b for b in self.holdings(command.account_id) if b.status is Status.HELD and _selects(command.selector, b)),
-            key=lambda b: (b.namespace, b.start),
-        )
-        picked = _take(held, command.quantity)
+        _quantity(command.quantity)
+        if account is None:
+            raise DomainError("ACCOUNT_UNKNOWN", f"no account {command.account_id!r}", [command.account_id])
+        picked = _take(eligible, command.quantity) if available >= command.quantity else None
         if picked is None:
-            available = sum(b.quantity for b in held)
             raise DomainError(
                 "HOLDINGS_INSUFFICIENT",
                 f"account holds {available} eligible units, {command.quantity} asked",
-                [f"{b.namespace}:{b.start}-{b.end}" for b in held],
+                [b.label() for b in eligible[:EVIDENCE_LIMIT]],
             )
         return [
             pb.UnitsReserved(
                 reservation_id=command.reservation_id,
-                account_id=command.account_id,
+                account_id=account.account_id,
                 quantity=command.quantity,
                 blocks=[b.to_message() for b in picked],
             )
         ]
 
-    def release(self, command: pb.ReleaseReservation) -> list[Message]:
-        account_id = self._reservation(command.reservation_id)
-        reserved = sorted(self.reserved(command.reservation_id), key=lambda b: (b.namespace, -b.start))
+    def release(
+        self, command: pb.ReleaseReservation, owner: Account | None, reserved: Sequence[Block]
+    ) -> list[Message]:
+        """`owner`: the account holding the reservation (None: no such reservation);
+        `reserved`: the reservation's blocks."""
+        check(command)
+        if owner is None:
+            raise DomainError(
+                "RESERVATION_UNKNOWN", f"no reservation {command.reservation_id!r}", [command.reservation_id]
+            )
+        ordered = sorted(reserved, key=lambda b: (b.namespace, -b.start))
         # The highest serials go back first; transfers take the lowest.
-        picked = _take(reserved, command.quantity, from_end=True) if command.quantity > 0 else None
+        valid = 0 < command.quantity <= INT64_MAX
+        picked = _take(ordered, command.quantity, from_end=True) if valid else None
         if picked is None:
             raise DomainError(
                 "RESERVATION_INSUFFICIENT",
@@ -177,21 +247,26 @@ class Ledger:
         return [
             pb.ReservationReleased(
                 reservation_id=command.reservation_id,
-                account_id=account_id,
+                account_id=owner.account_id,
                 quantity=command.quantity,
                 blocks=[b.to_message() for b in picked],
             )
         ]
 
-    def transfer(self, command: pb.TransferUnits) -> list[Message]:
+    def transfer(
+        self, command: pb.TransferUnits, owner: Account | None, target: Account | None, reserved: Sequence[Block]
+    ) -> list[Message]:
+        check(command)
         if not command.transfer_id:
             raise DomainError("SEQUENCE_DUPLICATE_ID", "transfer id is required")
-        if command.quantity <= 0:
-            raise DomainError("QUANTITY_INVALID", "quantity must be positive")
-        source = self.account(self._reservation(command.reservation_id))
-        target = self.account(command.to_account_id)
-        reserved = sorted(self.reserved(command.reservation_id), key=lambda b: (b.namespace, b.start))
-        picked = _take(reserved, command.quantity)
+        _quantity(command.quantity)
+        if owner is None:
+            raise DomainError(
+                "RESERVATION_UNKNOWN", f"no reservation {command.reservation_id!r}", [command.reservation_id]
+            )
+        if target is None:
+            raise DomainError("ACCOUNT_UNKNOWN", f"no account {command.to_account_id!r}", [command.to_account_id])
+        picked = _take(sorted(reserved, key=lambda b: (b.namespace, b.start)), command.quantity)
         if picked is None:
             raise DomainError(
                 "RESERVATION_INSUFFICIENT",
@@ -202,71 +277,26 @@ class Ledger:
             pb.UnitsTransferred(
                 transfer_id=command.transfer_id,
                 reservation_id=command.reservation_id,
-                from_account_id=source.account_id,
+                from_account_id=owner.account_id,
                 to_account_id=target.account_id,
-                from_jurisdiction=source.jurisdiction,
+                from_jurisdiction=owner.jurisdiction,
                 to_jurisdiction=target.jurisdiction,
                 quantity=command.quantity,
                 blocks=[b.to_message() for b in picked],
             )
         ]
 
-    def _reservation(self, reservation_id: str) -> str:
-        account_id = self.reservations.get(reservation_id)
-        if account_id is None:
-            raise DomainError("RESERVATION_UNKNOWN", f"no reservation {reservation_id!r}", [reservation_id])
-        return account_id
 
-    # --- state ---
-
-    def apply(self, event: Message) -> None:
-        match event:
-            case pb.AccountOpened():
-                self.accounts[event.account_id] = Account(
-                    event.account_id, event.holder, event.jurisdiction, event.type
-                )
-            case pb.AuthorizationRecorded():
-                self.authorizations[event.authorization.authorization_id] = event.authorization
-            case pb.UnitsIssued():
-                self.issuances.add(event.issuance_id)
-                b = event.block
-                self._put(Block(b.namespace, b.start, b.end, event.account_id, b.attributes))
-            case pb.UnitsReserved():
-                self.reservations[event.reservation_id] = event.account_id
-                for b in event.blocks:
-                    self._move(b, status=Status.RESERVED, reservation_id=event.reservation_id)
-            case pb.ReservationReleased():
-                for b in event.blocks:
-                    self._move(b, status=Status.HELD, reservation_id="")
-            case pb.UnitsTransferred():
-                for b in event.blocks:
-                    self._move(b, status=Status.HELD, reservation_id="", account_id=event.to_account_id)
-
-    def _put(self, block: Block) -> None:
-        blocks = self.blocks.setdefault(block.namespace, [])
-        blocks.append(block)
-        blocks.sort(key=lambda b: b.start)
-
-    def _move(self, serials: pb.SerialBlock, **changes: object) -> None:
-        blocks = self.blocks[serials.namespace]
-        source = next(b for b in blocks if b.contains(serials.start, serials.end))
-        blocks.remove(source)
-        rest, carved = source.split(serials.start, serials.end)
-        for piece in [*rest, replace(carved, **changes)]:  # type: ignore[arg-type]
-            self._put(piece)
-
-
-def _selects(selector: pb.UnitSelector, block: Block) -> bool:
-    a = block.attributes
+def selects(selector: pb.UnitSelector, units: Units) -> bool:
     return (
-        (selector.standard == pb.STANDARD_UNSPECIFIED or a.standard == selector.standard)
-        and (not selector.host_party or a.host_party == selector.host_party)
-        and (selector.vintage == 0 or a.vintage == selector.vintage)
-        and (selector.authorized_for == pb.AUTHORIZED_USE_UNSPECIFIED or bool(a.authorization_id))
+        (selector.standard == pb.STANDARD_UNSPECIFIED or units.standard == selector.standard)
+        and (not selector.host_party or units.host_party == selector.host_party)
+        and (selector.vintage == 0 or units.vintage == selector.vintage)
+        and (selector.authorized_for == pb.AUTHORIZED_USE_UNSPECIFIED or bool(units.authorization_id))
     )
 
 
-def _take(blocks: list[Block], quantity: int, from_end: bool = False) -> list[Block] | None:
+def _take(blocks: Sequence[Block], quantity: int, from_end: bool = False) -> list[Block] | None:
     """Serials adding up to `quantity` (the lowest of each block, or the highest),
     or None when there are too few."""
     picked: list[Block] = []
@@ -280,3 +310,21 @@ def _take(blocks: list[Block], quantity: int, from_end: bool = False) -> list[Bl
         picked.append(piece)
         quantity -= piece.quantity
     return picked if quantity == 0 else None
+
+
+def changes(event: Message) -> list[Change]:
+    """What a recorded event does to the block index (nothing for other events)."""
+    match event:
+        case pb.UnitsIssued():
+            b = event.block
+            return [Put(Block(b.namespace, b.start, b.end, Holding(event.account_id), Units.of(b.attributes)))]
+        case pb.UnitsReserved():
+            source, target = Holding(event.account_id), Holding(event.account_id, Status.RESERVED, event.reservation_id)
+        case pb.ReservationReleased():
+            source, target = Holding(event.account_id, Status.RESERVED, event.reservation_id), Holding(event.account_id)
+        case pb.UnitsTransferred():
+            source = Holding(event.from_account_id, Status.RESERVED, event.reservation_id)
+            target = Holding(event.to_account_id)
+        case _:
+            return []
+    return [Move(b.namespace, b.start, b.end, source, target) for b in event.blocks]

@@ -1,25 +1,35 @@
-"""Delivery versus payment, one trade at a time:
+"""Delivery versus payment, one trade at a time (stream `settlement-<trade_id>`):
 
     started --screen--> screening --approved--> transferring --units moved--> settled
-                                  \\-rejected--> failed            \\-refused--> failed
+       \\                          \\-rejected--> failed            \\-refused--> failed
+        \\-cash amount beyond int64--> failed                       \\-cash balance beyond int64--> failed
 
-Pure: each step returns the events it causes; `apply` folds them.
+Pure: each step returns the events it causes without changing the aggregate; `apply`
+folds them once they are committed.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from typing import Self
 
 from google.protobuf.message import Message
 
+from services.common.aggregate import Aggregate
+from services.common.inputs import INT64_MAX
 from services.settlement.domain.adjustments import Interval, first_transfer_adjustments
+from services.settlement.domain.checks import check_trade
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import matching_pb2 as mpb
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1 import settlement_pb2 as spb
 from tonne.v1.envelope_pb2 import CommandRejected
+
+INT64_MIN = -INT64_MAX - 1
+
+# (account id, currency) -> balance in minor units
+Balances = Mapping[tuple[str, str], int]
 
 
 class Phase(StrEnum):
@@ -29,93 +39,144 @@ class Phase(StrEnum):
     FAILED = "failed"
 
 
-@dataclass
-class Settlement:
-    started: spb.SettlementStarted
-    phase: Phase = Phase.SCREENING
-    failure: str = ""
-    adjustments: list[spb.CorrespondingAdjustmentApplied] = field(default_factory=list)
+_PHASE_TO_PB = {
+    Phase.SCREENING: spb.SETTLEMENT_PHASE_SCREENING,
+    Phase.TRANSFERRING: spb.SETTLEMENT_PHASE_TRANSFERRING,
+    Phase.SETTLED: spb.SETTLEMENT_PHASE_SETTLED,
+    Phase.FAILED: spb.SETTLEMENT_PHASE_FAILED,
+}
+_PHASE_FROM_PB = {value: phase for phase, value in _PHASE_TO_PB.items()}
 
 
-class Settlements:
-    def __init__(self) -> None:
-        self.trades: dict[str, Settlement] = {}
-        self.authorizations: dict[str, rpb.RecordAuthorization] = {}
-        self.first_transferred: dict[str, list[Interval]] = defaultdict(list)
-        self.cash: dict[tuple[str, str], int] = defaultdict(int)  # (account, currency) -> minor units
+def cash_legs(completed: spb.SettlementCompleted) -> list[tuple[tuple[str, str], int]]:
+    """The balance changes of a completed trade, in the order they are booked."""
+    return [
+        ((completed.buyer_account_id, completed.currency), -completed.cash_amount),
+        ((completed.seller_account_id, completed.currency), completed.cash_amount),
+    ]
+
+
+def _books(balances: Balances, legs: Sequence[tuple[tuple[str, str], int]]) -> bool:
+    """Whether every balance stays within bigint after each leg in turn."""
+    after = dict(balances)
+    for account, amount in legs:
+        after[account] = after.get(account, 0) + amount
+        if not INT64_MIN <= after[account] <= INT64_MAX:
+            return False
+    return True
+
+
+class TradeSettlement(Aggregate):
+    """One trade's settlement: its terms, where it stands and why it failed."""
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(stream_id)
+        self.started: spb.SettlementStarted | None = None
+        self.phase: Phase | None = None  # None until started
+        self.failure = ""
+
+    # --- decisions ---
 
     def start(self, trade: mpb.TradeExecuted) -> list[Message]:
-        if trade.trade_id in self.trades:
+        check_trade(trade)
+        if self.started is not None:
             return []
-        return [
-            spb.SettlementStarted(
+        started = spb.SettlementStarted(
+            trade_id=trade.trade_id,
+            instrument_id=trade.instrument_id,
+            seller_account_id=trade.seller_account_id,
+            buyer_account_id=trade.buyer_account_id,
+            reservation_id=trade.sell_order_id,
+            quantity=trade.quantity,
+            price=trade.price,
+            currency=trade.currency,
+        )
+        if trade.price * trade.quantity > INT64_MAX:
+            # The cash leg cannot be booked: fail now, before any unit moves.
+            overflow = spb.SettlementFailed(
                 trade_id=trade.trade_id,
-                instrument_id=trade.instrument_id,
-                seller_account_id=trade.seller_account_id,
-                buyer_account_id=trade.buyer_account_id,
-                reservation_id=trade.sell_order_id,
-                quantity=trade.quantity,
-                price=trade.price,
-                currency=trade.currency,
+                code="CASH_AMOUNT_OVERFLOW",
+                reason=f"price {trade.price} x quantity {trade.quantity} exceeds 2^63-1 minor units",
             )
-        ]
+            return [started, overflow]
+        return [started]
 
     def screened(self, decision: cpb.ScreeningDecision) -> list[Message]:
-        settlement = self.trades.get(decision.trade_id)
-        if settlement is None or settlement.phase is not Phase.SCREENING:
+        s = self.started
+        if s is None or self.phase is not Phase.SCREENING:
             return []
         if decision.verdict == cpb.APPROVED:
-            return [spb.TransferInstructed(trade_id=decision.trade_id, transfer_id=decision.trade_id)]
+            return [spb.TransferInstructed(trade_id=s.trade_id, transfer_id=s.trade_id)]
         failed = ", ".join(r.code for r in decision.results if not r.passed)
-        return [spb.SettlementFailed(trade_id=decision.trade_id, code="COMPLIANCE_REJECTED", reason=failed)]
+        return [spb.SettlementFailed(trade_id=s.trade_id, code="COMPLIANCE_REJECTED", reason=failed)]
 
-    def transferred(self, transfer: rpb.UnitsTransferred) -> list[Message]:
-        settlement = self.trades.get(transfer.transfer_id)
-        if settlement is None or settlement.phase is not Phase.TRANSFERRING:
+    def transferred(
+        self,
+        transfer: rpb.UnitsTransferred,
+        authorizations: Mapping[str, rpb.RecordAuthorization],
+        first_transferred: Mapping[str, Sequence[Interval]],
+        balances: Balances,
+    ) -> list[Message]:
+        """The units moved: the adjustments they owe, then the cash leg. `balances` holds
+        the current balances of the buyer and seller in the trade's currency."""
+        s = self.started
+        if s is None or self.phase is not Phase.TRANSFERRING:
             return []
-        s = settlement.started
         events: list[Message] = list(
-            first_transfer_adjustments(s.trade_id, transfer, self.authorizations, self.first_transferred)
+            first_transfer_adjustments(s.trade_id, transfer, authorizations, first_transferred)
         )
-        events.append(
-            spb.SettlementCompleted(
-                trade_id=s.trade_id,
-                transfer_id=transfer.transfer_id,
-                quantity=s.quantity,
-                cash_amount=s.price * s.quantity,
-                currency=s.currency,
-                buyer_account_id=s.buyer_account_id,
-                seller_account_id=s.seller_account_id,
-            )
+        completed = spb.SettlementCompleted(
+            trade_id=s.trade_id,
+            transfer_id=transfer.transfer_id,
+            quantity=s.quantity,
+            cash_amount=s.price * s.quantity,
+            currency=s.currency,
+            buyer_account_id=s.buyer_account_id,
+            seller_account_id=s.seller_account_id,
         )
+        if _books(balances, cash_legs(completed)):
+            events.append(completed)
+        else:
+            # The units have moved (and their adjustments are owed): only the cash leg fails.
+            reason = f"booking {completed.cash_amount} {s.currency} takes a balance beyond the 64-bit range"
+            events.append(spb.SettlementFailed(trade_id=s.trade_id, code="CASH_BALANCE_OVERFLOW", reason=reason))
         return events
 
     def refused(self, rejection: CommandRejected) -> list[Message]:
-        settlement = self.trades.get(rejection.command_id)
-        if settlement is None or settlement.phase is not Phase.TRANSFERRING:
+        s = self.started
+        if s is None or self.phase is not Phase.TRANSFERRING:
             return []
-        return [spb.SettlementFailed(trade_id=rejection.command_id, code=rejection.code, reason=rejection.reason)]
+        return [spb.SettlementFailed(trade_id=s.trade_id, code=rejection.code, reason=rejection.reason)]
+
+    # --- folding ---
 
     def apply(self, event: Message) -> None:
         match event:
-            case rpb.AuthorizationRecorded():
-                self.authorizations[event.authorization.authorization_id] = event.authorization
-            case rpb.UnitsTransferred():
-                # Observed to remember which ITMO serials have been first-transferred.
-                if event.from_jurisdiction != event.to_jurisdiction:
-                    for b in event.blocks:
-                        if b.attributes.authorization_id:
-                            self.first_transferred[b.namespace].append((b.start, b.end))
             case spb.SettlementStarted():
-                self.trades[event.trade_id] = Settlement(event)
+                self.started, self.phase = event, Phase.SCREENING
             case spb.TransferInstructed():
-                self.trades[event.trade_id].phase = Phase.TRANSFERRING
+                self.phase = Phase.TRANSFERRING
             case spb.CorrespondingAdjustmentApplied():
-                self.trades[event.trade_id].adjustments.append(event)
+                pass  # kept in the adjustments projection; no later decision depends on it
             case spb.SettlementCompleted():
-                self.trades[event.trade_id].phase = Phase.SETTLED
-                self.cash[(event.buyer_account_id, event.currency)] -= event.cash_amount
-                self.cash[(event.seller_account_id, event.currency)] += event.cash_amount
+                self.phase = Phase.SETTLED
             case spb.SettlementFailed():
-                settlement = self.trades[event.trade_id]
-                settlement.phase, settlement.failure = Phase.FAILED, f"{event.code}: {event.reason}"
+                self.phase, self.failure = Phase.FAILED, f"{event.code}: {event.reason}"
+
+    def snapshot(self) -> bytes:
+        state = spb.TradeSettlementSnapshot(failure=self.failure)
+        if self.started is not None:
+            state.started.CopyFrom(self.started)
+        if self.phase is not None:
+            state.phase = _PHASE_TO_PB[self.phase]
+        return state.SerializeToString(deterministic=True)
+
+    @classmethod
+    def restore(cls, stream_id: str, state: bytes) -> Self:
+        snapshot = spb.TradeSettlementSnapshot.FromString(state)
+        settlement = cls(stream_id)
+        if snapshot.HasField("started"):
+            settlement.started = snapshot.started
+        settlement.phase = _PHASE_FROM_PB.get(snapshot.phase)
+        settlement.failure = snapshot.failure
+        return settlement

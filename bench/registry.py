@@ -1,0 +1,250 @@
+"""Registry decisions against a large block index, beside a minimal PostgreSQL transaction.
+
+For each size (stored blocks): a fresh database from the registry's own migrations;
+accounts opened through the service; blocks (and the holdings view) bulk-loaded with
+COPY, rows exactly as the projector writes them (sql_index.row_of); then issuance,
+reserve and transfer decisions through the real service path (UnitOfWork, event store,
+outbox, projector), one at a time, and the floor (BEGIN; one INSERT; one UPDATE; COMMIT)
+with the same client.
+
+    .venv/bin/python bench/registry.py [--sizes 1000000 10000000] [--ops 2000]
+
+Uses DATABASE_URL (an admin DSN) or starts its own pgserver under a temporary directory.
+Writes bench/results/registry.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+from google.protobuf.message import Message
+
+from deploy.postgres import create_database_async, drop_database_async, start_postgres, stop_postgres
+from services.common.db import connect_pool, migrate
+from services.common.envelope import Context
+from services.common.runtime import Kernel
+from services.common.settings import Settings
+from services.registry.domain.blocks import Block, Holding, Units
+from services.registry.service import Registry
+from services.registry.sql_index import COLUMNS, row_of
+from tonne.v1 import registry_pb2 as pb
+from tonne.v1.envelope_pb2 import CommandRejected
+
+RESULTS = Path(__file__).parent / "results" / "registry.json"
+ACCOUNTS = 1000
+NAMESPACES = 100
+UNITS_PER_BLOCK = 10
+ATTRIBUTES = pb.UnitAttributes(
+    standard=pb.JCM,
+    issuing_registry="TH-JCM-registry",
+    host_party="TH",
+    project_id="TH-FLOATING-SOLAR-1",
+    methodology="JCM_TH_AM014",
+    vintage=2024,
+    mitigation_type=pb.REDUCTION,
+)
+UNITS = Units.of(ATTRIBUTES)
+
+
+def account(k: int) -> str:
+    return f"BG-{k:04d}"
+
+
+def namespace(j: int) -> str:
+    return f"JCM-TH-{j:03d}"
+
+
+def owner(i: int, j: int) -> str:
+    # Neighbours always differ in holder, so no two stored blocks would merge.
+    return account((i * 7 + j) % ACCOUNTS)
+
+
+def bulk_rows(size: int) -> Iterator[tuple[object, ...]]:
+    per_namespace = size // NAMESPACES
+    for j in range(NAMESPACES):
+        ns = namespace(j)
+        for i in range(per_namespace):
+            start = i * UNITS_PER_BLOCK + 1
+            yield row_of(Block(ns, start, start + UNITS_PER_BLOCK - 1, Holding(owner(i, j)), UNITS))
+
+
+def settings_for(dsn: str) -> Settings:
+    return Settings.model_validate({"service": "registry", "kafka_bootstrap": "127.0.0.1:1", "database_url": dsn})
+
+
+async def timed(op: Callable[[int], Awaitable[None]], count: int) -> dict[str, float]:
+    latencies = []
+    begin = time.perf_counter()
+    for n in range(count):
+        t = time.perf_counter()
+        await op(n)
+        latencies.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - begin
+    latencies.sort()
+    return {
+        "per_s": round(count / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 3),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 3),
+    }
+
+
+async def load(pool: asyncpg.Pool, registry: Registry, size: int) -> float:
+    """Accounts through the service; blocks and holdings by COPY. Returns seconds."""
+    begin = time.perf_counter()
+    for k in range(ACCOUNTS):
+        await execute(
+            registry, pb.OpenAccount(account_id=account(k), holder=f"holder {k}", jurisdiction="TH", type=pb.HOLDING)
+        )
+    for buyer in ("BUYER-A", "BUYER-B"):
+        await execute(registry, pb.OpenAccount(account_id=buyer, holder=buyer, jurisdiction="CH", type=pb.HOLDING))
+    async with pool.acquire() as conn:
+        chunk: list[tuple[object, ...]] = []
+        for row in bulk_rows(size):
+            chunk.append(row)
+            if len(chunk) == 200_000:
+                await conn.copy_records_to_table("blocks", records=chunk, columns=COLUMNS.split(", "))
+                chunk = []
+        if chunk:
+            await conn.copy_records_to_table("blocks", records=chunk, columns=COLUMNS.split(", "))
+        # The holdings view of what was loaded, as the projector would have summed it.
+        await conn.execute(
+            "INSERT INTO holdings (account_id, status, standard, host_party, vintage, authorization_id, quantity) "
+            "SELECT account_id, status, standard, host_party, vintage, authorization_id, "
+            "sum(serial_end - serial_start + 1) FROM blocks "
+            "GROUP BY account_id, status, standard, host_party, vintage, authorization_id"
+        )
+        await conn.execute("VACUUM ANALYZE blocks")
+        await conn.execute("ANALYZE holdings")
+    return time.perf_counter() - begin
+
+
+async def execute(registry: Registry, command: Message) -> Message:
+    async with registry.unit_of_work() as uow:
+        [event] = await registry.execute(uow, command, Context.new("bench"))
+    if isinstance(event, CommandRejected):
+        raise RuntimeError(f"{type(command).__name__} refused: {event.code} {event.reason}")
+    return event
+
+
+async def measure(pool: asyncpg.Pool, registry: Registry, size: int, ops: int) -> dict[str, float]:
+    per_namespace = size // NAMESPACES
+    tail = per_namespace * UNITS_PER_BLOCK + 1  # first serial past the loaded ones
+
+    async def issue(n: int) -> None:
+        start = tail + (n // NAMESPACES) * 2 * UNITS_PER_BLOCK  # gaps: no merges
+        block = pb.SerialBlock(namespace=namespace(n % NAMESPACES), start=start, end=start + 9, attributes=ATTRIBUTES)
+        await execute(
+            registry, pb.RecordIssuance(issuance_id=f"BENCH-I-{n}", account_id=account(n % ACCOUNTS), block=block)
+        )
+
+    selector = pb.UnitSelector(standard=pb.JCM, host_party="TH", vintage=2024)
+
+    async def reserve(n: int) -> None:
+        # 15 units: a block and a half, so most reservations split a block.
+        command = pb.ReserveUnits(
+            reservation_id=f"BENCH-R-{n}", account_id=account((n * 37) % ACCOUNTS), quantity=15, selector=selector
+        )
+        await execute(registry, command)
+
+    async def transfer(n: int) -> None:
+        command = pb.TransferUnits(
+            transfer_id=f"BENCH-T-{n}",
+            reservation_id=f"BENCH-R-{n}",
+            to_account_id="BUYER-A" if n % 2 else "BUYER-B",
+            quantity=15,
+        )
+        await execute(registry, command)
+
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE floor_log (id bigserial PRIMARY KEY, payload bytea NOT NULL)")
+        await conn.execute("CREATE TABLE floor_counter (id int PRIMARY KEY, n bigint NOT NULL)")
+        await conn.execute("INSERT INTO floor_counter VALUES (1, 0)")
+
+    async def floor(n: int) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("INSERT INTO floor_log (payload) VALUES ($1)", b"x" * 200)
+            await conn.execute("UPDATE floor_counter SET n = n + 1 WHERE id = 1")
+
+    # Warm the connections, statement caches and the aggregate cache of the accounts used.
+    for n in range(50):
+        await floor(n)
+    figures: dict[str, float] = {}
+    floor_first = await timed(floor, ops)
+    for name, op in (("issuance", issue), ("reserve", reserve), ("transfer", transfer)):
+        result = await timed(op, ops)
+        figures |= {f"{name}_{key}": value for key, value in result.items()}
+    floor_last = await timed(floor, ops)
+    floor_rate = round((floor_first["per_s"] + floor_last["per_s"]) / 2, 1)
+    rows = await pool.fetchval("SELECT count(*) FROM blocks")
+    total = await pool.fetchval("SELECT pg_total_relation_size('blocks')")
+    return {
+        "transfer_p99_ms": figures["transfer_p99_ms"],
+        "transfers_per_s": figures["transfer_per_s"],
+        "floor_per_s": floor_rate,
+        "floor_p99_ms": max(floor_first["p99_ms"], floor_last["p99_ms"]),
+        "bytes_per_block": round(total / rows, 1),
+        "transfer_vs_floor": round(figures["transfer_per_s"] / floor_rate, 3),
+        **{k: v for k, v in figures.items() if not k.startswith("transfer_")},
+        "transfer_p50_ms": figures["transfer_p50_ms"],
+        "stored_blocks_after": rows,
+        "ops_each": ops,
+    }
+
+
+async def run(admin_dsn: str, sizes: list[int], ops: int) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    for size in sizes:
+        name = f"bench_registry_{size}"
+        await drop_database_async(admin_dsn, name)
+        dsn = await create_database_async(admin_dsn, name)
+        try:
+            await migrate(dsn, "registry")
+            pool = await connect_pool(dsn, "registry", size=2)
+            try:
+                registry = Registry(Kernel(settings_for(dsn), pool))
+                seconds = await load(pool, registry, size)
+                print(f"{size:>10} blocks loaded in {seconds:.0f} s", flush=True)
+                figures = await measure(pool, registry, size, ops)
+                figures["load_s"] = round(seconds, 1)
+            finally:
+                await pool.close()
+        finally:
+            await drop_database_async(admin_dsn, name)
+        results[str(size)] = figures
+        print(json.dumps({str(size): figures}, indent=2), flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--ops", type=int, default=2000)
+    args = parser.parse_args()
+    admin = os.environ.get("DATABASE_URL")
+    root = None if admin else Path(tempfile.mkdtemp(prefix="tonne-bench-pg-", dir="/tmp"))
+    try:
+        if root is not None:
+            admin = start_postgres(root / "pg")
+        assert admin is not None
+        results = asyncio.run(run(admin, args.sizes, args.ops))
+    finally:
+        if root is not None:
+            stop_postgres(root / "pg")
+            shutil.rmtree(root, ignore_errors=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

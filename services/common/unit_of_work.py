@@ -1,0 +1,161 @@
+"""One decision, one transaction: events, outbox rows, projections and tracking commit
+together, and only then does the in-memory state change.
+
+    async with kernel.unit_of_work() as uow:
+        book = await uow.load(books, instrument_id)
+        await uow.record(book, book.submit(order), context, destinations)
+
+A failed unit of work drops the aggregates it loaded; the next use reloads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import asyncpg
+from google.protobuf.message import Message
+
+from services.common import eventstore, outbox
+from services.common.aggregate import Aggregate
+from services.common.envelope import Context, wrap
+from services.common.repository import Repository
+from tonne.v1.envelope_pb2 import Envelope
+
+log = logging.getLogger(__name__)
+
+# (topic, key) pairs a recorded event is published to.
+Destinations = Sequence[tuple[str, str]]
+# Folds a recorded event into the service's projection tables, in the recording transaction.
+Projector = Callable[[asyncpg.Connection, Envelope, Message], Awaitable[None]]
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class StreamLocks:
+    """One writer per stream inside a process; the version check covers other processes."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def __call__(self, stream_id: str) -> asyncio.Lock:
+        lock = self._locks.get(stream_id)
+        if lock is None:
+            lock = self._locks[stream_id] = asyncio.Lock()
+        return lock
+
+
+class UnitOfWork:
+    def __init__(self, pool: asyncpg.Pool, project: Projector, locks: StreamLocks) -> None:
+        self._pool = pool
+        self._project = project
+        self._locks = locks
+        self._held: list[asyncio.Lock] = []
+        self._loaded: list[tuple[Repository[Any], Aggregate]] = []
+        self._pending: dict[int, list[Message]] = {}  # id(aggregate) -> events recorded for it
+        self._conn: asyncpg.Connection | None = None
+        self._transaction: Any = None
+        self._now = datetime.now(UTC)
+
+    @property
+    def conn(self) -> asyncpg.Connection:
+        assert self._conn is not None, "use the unit of work inside `async with`"
+        return self._conn
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._conn = await self._pool.acquire()
+        self._transaction = self._conn.transaction()
+        await self._transaction.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if error is None:
+                await self._transaction.commit()
+                await self._after_commit()
+            else:
+                await self._transaction.rollback()
+                for repository, aggregate in self._loaded:
+                    repository.evict(aggregate.stream_id)
+        finally:
+            for lock in reversed(self._held):
+                lock.release()
+            await self._pool.release(self.conn)
+            self._conn = None
+
+    async def _after_commit(self) -> None:
+        snapshots = []
+        for repository, aggregate in self._loaded:
+            events = self._pending.get(id(aggregate))
+            if events and (snapshot := repository.committed(aggregate, events)) is not None:
+                snapshots.append(snapshot)
+        for snapshot in snapshots:
+            try:
+                await eventstore.save_snapshot(self.conn, snapshot)
+            except (OSError, asyncpg.PostgresError):
+                # A snapshot only shortens the next load; the events are committed.
+                log.exception("snapshot of %s at %d not saved", snapshot.stream_id, snapshot.version)
+
+    async def load(self, repository: Repository[A], key: str) -> A:
+        """The aggregate `key` of `repository`, locked for this unit of work."""
+        stream_id = repository.stream_id(key)
+        lock = self._locks(stream_id)
+        if lock not in self._held:
+            await lock.acquire()
+            self._held.append(lock)
+        aggregate = await repository.get(self.conn, stream_id)
+        if all(loaded is not aggregate for _, loaded in self._loaded):
+            self._loaded.append((repository, aggregate))
+        return aggregate
+
+    async def record(
+        self, aggregate: Aggregate, events: Sequence[tuple[Message, Destinations]], context: Context
+    ) -> list[Envelope]:
+        """Append `events` to the aggregate's stream; they are applied to it on commit."""
+        if all(loaded is not aggregate for _, loaded in self._loaded):
+            raise RuntimeError(f"{aggregate.stream_id} was not loaded by this unit of work")
+        pending = self._pending.setdefault(id(aggregate), [])
+        envelopes = await self.append(aggregate.stream_id, aggregate.version + len(pending), events, context)
+        pending.extend(event for event, _ in events)
+        return envelopes
+
+    async def append(
+        self, stream_id: str, expected_version: int, events: Sequence[tuple[Message, Destinations]], context: Context
+    ) -> list[Envelope]:
+        """Append to any stream (e.g. a one-event stream of an observed fact), queue the
+        events for their topics and fold them into the projections."""
+        if not events:
+            return []
+        envelopes = [
+            wrap(event, aggregate_id=stream_id, context=context, occurred_at=self._now, sequence=expected_version + i)
+            for i, (event, _) in enumerate(events, start=1)
+        ]
+        await eventstore.append(self.conn, stream_id, expected_version, envelopes)
+        for envelope, (event, destinations) in zip(envelopes, events, strict=True):
+            for topic, key in destinations:
+                await outbox.enqueue(self.conn, topic, key, envelope)
+            await self._project(self.conn, envelope, event)
+        return envelopes
+
+    async def send(self, message: Message, topic: str, key: str, context: Context) -> Envelope:
+        """Queue a command for another service without recording it as our event."""
+        envelope = wrap(message, aggregate_id=key, context=context, occurred_at=self._now)
+        await outbox.enqueue(self.conn, topic, key, envelope)
+        return envelope
+
+
+class UnitOfWorkFactory:
+    def __init__(self, pool: asyncpg.Pool, project: Projector) -> None:
+        self._pool = pool
+        self._project = project
+        self._locks = StreamLocks()
+
+    def __call__(self) -> UnitOfWork:
+        return UnitOfWork(self._pool, self._project, self._locks)

@@ -1,0 +1,118 @@
+"""The whole registry in memory: aggregates, the facts the projections keep and the
+memory block index, gathered and applied exactly as the service layer does against
+PostgreSQL. For unit tests, state machines and the memory-vs-SQL agreement test."""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+
+from services.common.errors import DomainError
+from services.registry.domain.accounts import Account, Authorization
+from services.registry.domain.blocks import Block
+from services.registry.domain.index import MemoryIndex
+from services.registry.domain.ledger import EVIDENCE_LIMIT, Ledger, changes
+from tonne.v1 import registry_pb2 as pb
+
+PAGE = 100
+
+
+def stream_of(event: Message) -> str:
+    """The stream the service records `event` on."""
+    match event:
+        case pb.AuthorizationRecorded():
+            return f"authorization-{event.authorization.authorization_id}"
+        case pb.UnitsTransferred():
+            return f"account-{event.from_account_id}"
+        case _:
+            return f"account-{getattr(event, 'account_id', '')}"
+
+
+class MemoryRegistry:
+    def __init__(self) -> None:
+        self.ledger = Ledger()
+        self.index = MemoryIndex()
+        self.accounts: dict[str, Account] = {}
+        self.authorizations: dict[str, Authorization] = {}
+        self.issuances: set[str] = set()
+        self.reservations: dict[str, str] = {}  # reservation id -> account id
+
+    def account(self, account_id: str) -> Account | None:
+        account = self.accounts.get(account_id)
+        return account if account is not None and account.opened else None
+
+    def decide(self, command: Message) -> list[Message]:
+        """The events `command` causes (raises DomainError when refused); changes nothing."""
+        match command:
+            case pb.OpenAccount():
+                return self.ledger.open_account(command, self.account(command.account_id))
+            case pb.RecordAuthorization():
+                existing = self.authorizations.get(command.authorization_id)
+                return self.ledger.record_authorization(command, existing.authorization if existing else None)
+            case pb.RecordIssuance():
+                block, authorization_id = command.block, command.block.attributes.authorization_id
+                loa = self.authorizations.get(authorization_id)
+                return self.ledger.issue(
+                    command,
+                    self.account(command.account_id),
+                    issuance_used=command.issuance_id in self.issuances,
+                    overlapping=self.index.overlapping(block.namespace, block.start, block.end, EVIDENCE_LIMIT),
+                    authorization=loa.authorization if loa else None,
+                )
+            case pb.ReserveUnits():
+                available = self.index.available(command.account_id, command.selector)
+                if available >= command.quantity:
+                    eligible = self._eligible(command)
+                else:  # refused: the first few name the evidence
+                    eligible = self.index.eligible(command.account_id, command.selector, None, EVIDENCE_LIMIT)
+                return self.ledger.reserve(
+                    command,
+                    self.account(command.account_id),
+                    reservation_used=command.reservation_id in self.reservations,
+                    eligible=eligible,
+                    available=available,
+                )
+            case pb.ReleaseReservation():
+                owner = self.account(self.reservations.get(command.reservation_id, ""))
+                return self.ledger.release(command, owner, self.index.reserved(command.reservation_id))
+            case pb.TransferUnits():
+                owner = self.account(self.reservations.get(command.reservation_id, ""))
+                target = self.account(command.to_account_id)
+                return self.ledger.transfer(command, owner, target, self.index.reserved(command.reservation_id))
+        raise DomainError("COMMAND_UNSUPPORTED", f"registry does not take {type(command).__name__}")
+
+    def _eligible(self, command: pb.ReserveUnits) -> list[Block]:
+        """Pages of eligible blocks until the quantity is covered (or none are left)."""
+        found: list[Block] = []
+        covered = 0
+        after: tuple[str, int] | None = None
+        while covered < command.quantity:
+            page = self.index.eligible(command.account_id, command.selector, after, PAGE)
+            found += page
+            covered += sum(b.quantity for b in page)
+            if len(page) < PAGE:
+                break
+            after = (page[-1].namespace, page[-1].start)
+        return found
+
+    def apply(self, event: Message) -> None:
+        """Fold a recorded event: its aggregate, the projected facts and the index."""
+        stream_id = stream_of(event)
+        if isinstance(event, pb.AuthorizationRecorded):
+            key = event.authorization.authorization_id
+            self.authorizations.setdefault(key, Authorization(stream_id)).mutate([event])
+        else:
+            key = stream_id.removeprefix("account-")
+            self.accounts.setdefault(key, Account(stream_id)).mutate([event])
+        match event:
+            case pb.UnitsIssued():
+                self.issuances.add(event.issuance_id)
+            case pb.UnitsReserved():
+                self.reservations[event.reservation_id] = event.account_id
+        for change in changes(event):
+            self.index.apply(change)
+
+    def execute(self, command: Message) -> list[Message]:
+        events = self.decide(command)
+        for event in events:
+            self.apply(event)
+        return events

@@ -1,0 +1,167 @@
+"""Settlement's projections: SQL tables folded from every recorded event (live, in the
+recording transaction; in replay, over the whole event table into a fresh schema)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import asyncpg
+from google.protobuf.message import Message
+
+from services.common.inputs import INT64_MAX
+from services.common.statehash import Projection
+from services.settlement.domain.adjustments import Interval, absorb, authorized_blocks
+from services.settlement.domain.settlement import Phase, cash_legs
+from tonne.v1 import registry_pb2 as rpb
+from tonne.v1 import settlement_pb2 as spb
+from tonne.v1.envelope_pb2 import Envelope
+
+PROJECTIONS = (
+    Projection(
+        "settlements",
+        (
+            "trade_id",
+            "instrument_id",
+            "seller_account_id",
+            "buyer_account_id",
+            "reservation_id",
+            "quantity",
+            "price",
+            "currency",
+            "phase",
+            "failure",
+        ),
+        ("trade_id",),
+    ),
+    Projection(
+        "adjustments",
+        ("trade_id", "adjustment_id", "party", "side", "vintage", "quantity", "authorization_id"),
+        ("trade_id", "adjustment_id"),
+    ),
+    Projection("cash_balances", ("account_id", "currency", "balance"), ("account_id", "currency")),
+    Projection(
+        "authorizations",
+        ("authorization_id", "host_party", "quantity", "use", "first_transfer", "vintage_from", "vintage_to"),
+        ("authorization_id",),
+    ),
+    Projection("first_transferred", ("namespace", "start", '"end"'), ("namespace", "start")),
+)
+
+
+async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
+    match event:
+        case spb.SettlementStarted():
+            await conn.execute(
+                "INSERT INTO settlements (trade_id, instrument_id, seller_account_id, buyer_account_id, "
+                "reservation_id, quantity, price, currency, phase) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                event.trade_id,
+                event.instrument_id,
+                event.seller_account_id,
+                event.buyer_account_id,
+                event.reservation_id,
+                event.quantity,
+                event.price,
+                event.currency,
+                Phase.SCREENING.value,
+            )
+        case spb.TransferInstructed():
+            await _set_phase(conn, event.trade_id, Phase.TRANSFERRING)
+        case spb.CorrespondingAdjustmentApplied():
+            await conn.execute(
+                "INSERT INTO adjustments (trade_id, adjustment_id, party, side, vintage, quantity, authorization_id) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                event.trade_id,
+                event.adjustment_id,
+                event.party,
+                event.side,
+                event.vintage,
+                event.quantity,
+                event.authorization_id,
+            )
+        case spb.SettlementCompleted():
+            await _set_phase(conn, event.trade_id, Phase.SETTLED)
+            for (account_id, currency), amount in cash_legs(event):
+                await conn.execute(
+                    "INSERT INTO cash_balances (account_id, currency, balance) VALUES ($1, $2, $3) "
+                    "ON CONFLICT (account_id, currency) DO UPDATE SET balance = cash_balances.balance + $3",
+                    account_id,
+                    currency,
+                    amount,
+                )
+        case spb.SettlementFailed():
+            await _set_phase(conn, event.trade_id, Phase.FAILED, f"{event.code}: {event.reason}")
+        case rpb.AuthorizationRecorded():
+            a = event.authorization
+            # The latest record of an LoA stands, as it did in the in-memory dict before.
+            await conn.execute(
+                "INSERT INTO authorizations (authorization_id, host_party, quantity, use, first_transfer, "
+                "vintage_from, vintage_to) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "ON CONFLICT (authorization_id) DO UPDATE SET host_party = $2, quantity = $3, use = $4, "
+                "first_transfer = $5, vintage_from = $6, vintage_to = $7",
+                a.authorization_id,
+                a.host_party,
+                a.quantity,
+                a.use,
+                a.first_transfer,
+                a.vintage_from,
+                a.vintage_to,
+            )
+        case rpb.UnitsTransferred():
+            blocks = authorized_blocks(event)
+            for namespace in sorted({b.namespace for b in blocks}):
+                await lock_namespace(conn, namespace)
+            for block in blocks:
+                await mark_first_transferred(conn, block.namespace, (block.start, block.end))
+
+
+async def _set_phase(conn: asyncpg.Connection, trade_id: str, phase: Phase, failure: str = "") -> None:
+    await conn.execute(
+        "UPDATE settlements SET phase = $2, failure = $3 WHERE trade_id = $1", trade_id, phase.value, failure
+    )
+
+
+# --- the first-transferred index ---
+
+
+async def lock_namespace(conn: asyncpg.Connection, namespace: str) -> None:
+    """Serialise readers-then-writers of one namespace's runs across instances, until commit."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"settlement.first_transferred:{namespace}")
+
+
+async def overlapping(conn: asyncpg.Connection, namespace: str, interval: Interval) -> list[Interval]:
+    """The runs that overlap `interval`, in O(log n + k) on the (namespace, start) btree:
+    runs are disjoint, so only the last run starting at or before `interval` can reach
+    into it from the left; every other overlapping run starts inside it."""
+    start, end = interval
+    rows = await conn.fetch(
+        '(SELECT start, "end" FROM first_transferred WHERE namespace = $1 AND start <= $2 '
+        "ORDER BY start DESC LIMIT 1) UNION ALL "
+        '(SELECT start, "end" FROM first_transferred WHERE namespace = $1 AND start > $2 AND start <= $3 '
+        "ORDER BY start)",
+        namespace,
+        start,
+        end,
+    )
+    return [(row["start"], row["end"]) for row in rows if row["end"] >= start]
+
+
+async def mark_first_transferred(conn: asyncpg.Connection, namespace: str, interval: Interval) -> None:
+    """Add `interval` to the index, merged with the runs it overlaps or adjoins (so only
+    serials not yet covered are added and the index stays a set of disjoint maximal runs)."""
+    start, end = interval
+    touching = await overlapping(conn, namespace, (start - 1, min(end + 1, INT64_MAX)))
+    merged = absorb(interval, touching)
+    if touching == [merged]:
+        return  # already covered
+    await _delete_runs(conn, namespace, (s for s, _ in touching))
+    await conn.execute(
+        'INSERT INTO first_transferred (namespace, start, "end") VALUES ($1, $2, $3)', namespace, *merged
+    )
+
+
+async def _delete_runs(conn: asyncpg.Connection, namespace: str, starts: Iterable[int]) -> None:
+    keys = list(starts)
+    if keys:
+        await conn.execute(
+            "DELETE FROM first_transferred WHERE namespace = $1 AND start = ANY($2::bigint[])", namespace, keys
+        )

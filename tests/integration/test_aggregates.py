@@ -1,0 +1,163 @@
+"""Aggregates, unit of work, snapshots, state hash and retention on a real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Self
+
+import asyncpg
+import pytest
+from google.protobuf.message import Message
+
+from services.common import eventstore, outbox, tracking
+from services.common.aggregate import Aggregate
+from services.common.db import connect_pool, migrate, service_role
+from services.common.envelope import Context
+from services.common.eventstore import ConcurrencyError
+from services.common.repository import Repository
+from services.common.statehash import Projection, ServiceState
+from services.common.tracking import Origin
+from services.common.unit_of_work import UnitOfWorkFactory
+from tonne.v1 import registry_pb2 as rpb
+from tonne.v1.envelope_pb2 import Envelope
+
+
+class Roster(Aggregate):
+    """A toy aggregate: the accounts opened in one namespace."""
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(stream_id)
+        self.accounts: list[str] = []
+
+    def open(self, account_id: str) -> list[Message]:
+        if account_id in self.accounts:
+            raise ValueError(f"{account_id} is open")
+        return [rpb.AccountOpened(account_id=account_id, holder="h", jurisdiction="TH", type=rpb.HOLDING)]
+
+    def apply(self, event: Message) -> None:
+        assert isinstance(event, rpb.AccountOpened)
+        self.accounts.append(event.account_id)
+
+    def snapshot(self) -> bytes:
+        return "\n".join(self.accounts).encode()
+
+    @classmethod
+    def restore(cls, stream_id: str, state: bytes) -> Self:
+        roster = cls(stream_id)
+        roster.accounts = state.decode().split("\n") if state else []
+        return roster
+
+
+async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
+    assert isinstance(event, rpb.AccountOpened)
+    await conn.execute(
+        "INSERT INTO opened (account_id, stream_id) VALUES ($1, $2)", event.account_id, envelope.aggregate_id
+    )
+
+
+CONTEXT = Context.new("test")
+
+
+@pytest.fixture
+async def pool(fresh_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    await migrate(fresh_database_url, "kernel_test", source="registry")
+    pool = await connect_pool(fresh_database_url, "kernel_test")
+    await pool.execute("CREATE TABLE opened (account_id text PRIMARY KEY, stream_id text NOT NULL)")
+    yield pool
+    await pool.close()
+
+
+def rosters(snapshot_every: int = 3) -> Repository[Roster]:
+    return Repository(Roster, "roster-", snapshot_every=snapshot_every, cache_size=100)
+
+
+async def open_accounts(unit_of_work: UnitOfWorkFactory, repository: Repository[Roster], key: str, *ids: str) -> None:
+    for account_id in ids:
+        async with unit_of_work() as uow:
+            roster = await uow.load(repository, key)
+            await uow.record(roster, [(e, []) for e in roster.open(account_id)], CONTEXT)
+
+
+async def test_state_changes_only_after_commit_and_a_failure_reloads_only_its_aggregate(pool: asyncpg.Pool) -> None:
+    repository, unit_of_work = rosters(), UnitOfWorkFactory(pool, project)
+    await open_accounts(unit_of_work, repository, "a", "a1")
+    await open_accounts(unit_of_work, repository, "b", "b1")
+    a, b = repository.cached("roster-a"), repository.cached("roster-b")
+    assert a is not None and b is not None
+
+    with pytest.raises(RuntimeError):
+        async with unit_of_work() as uow:
+            roster = await uow.load(repository, "a")
+            await uow.record(roster, [(e, []) for e in roster.open("a2")], CONTEXT)
+            assert roster.accounts == ["a1"]  # recorded, not yet committed: memory unchanged
+            raise RuntimeError("the handler fails after recording")
+
+    assert repository.cached("roster-a") is None  # dropped; reloaded on next use
+    assert repository.cached("roster-b") is b  # untouched
+    assert await pool.fetchval("SELECT count(*) FROM opened") == 2  # the projection rolled back too
+    await open_accounts(unit_of_work, repository, "a", "a2")
+    reloaded = repository.cached("roster-a")
+    assert reloaded is not None and (reloaded.accounts, reloaded.version) == (["a1", "a2"], 2)
+
+
+async def test_snapshot_plus_tail_equals_folding_from_zero(pool: asyncpg.Pool) -> None:
+    repository, unit_of_work = rosters(snapshot_every=3), UnitOfWorkFactory(pool, project)
+    await open_accounts(unit_of_work, repository, "x", *(f"x{n}" for n in range(7)))
+    async with pool.acquire() as conn:
+        snapshot = await eventstore.latest_snapshot(conn, "roster-x")
+        assert snapshot is not None and snapshot.version == 6  # taken at 3 and again at 6
+        from_snapshot = await repository.load(conn, "roster-x")
+        from_zero = await repository.load(conn, "roster-x", from_snapshot=False)
+    assert from_snapshot.snapshot() == from_zero.snapshot() and from_snapshot.version == from_zero.version == 7
+
+    state = ServiceState([repository], project, [Projection("opened", ("account_id", "stream_id"), ("account_id",))])
+    async with pool.acquire() as conn:
+        live = await state.hash(conn, "live")
+        assert live == await state.hash(conn, "snapshot") == await state.hash(conn, "zero")
+        await conn.execute("UPDATE opened SET stream_id = 'tampered' WHERE account_id = 'x3'")
+        assert (await state.hash(conn, "live")).projections != live.projections
+
+
+async def test_a_second_instance_with_a_stale_copy_is_refused_then_reloads(pool: asyncpg.Pool) -> None:
+    first, second = rosters(), rosters()
+    await open_accounts(UnitOfWorkFactory(pool, project), first, "s", "s1")
+    await open_accounts(UnitOfWorkFactory(pool, project), second, "s", "s2")  # loads, sees s1
+    with pytest.raises(ConcurrencyError):
+        await open_accounts(UnitOfWorkFactory(pool, project), first, "s", "s3")  # its copy is stale
+    assert first.cached("roster-s") is None
+    await open_accounts(UnitOfWorkFactory(pool, project), first, "s", "s3")
+    roster = first.cached("roster-s")
+    assert roster is not None and roster.accounts == ["s1", "s2", "s3"]
+
+
+async def test_retention_prunes_published_outbox_rows_and_old_tracking_ids(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        for n in range(3):
+            await conn.execute("INSERT INTO outbox (topic, key, value) VALUES ('t', 'k', $1)", bytes([n]))
+            await tracking.first_delivery(conn, "c", f"e{n}", Origin("t", 0, n))
+        await conn.execute("UPDATE outbox SET published_at = now() - interval '2 days' WHERE value <> '\\x02'")
+        await conn.execute("UPDATE tracking SET processed_at = now() - interval '2 days' WHERE event_id <> 'e2'")
+        assert await outbox.prune(conn, timedelta(days=1)) == 2
+        assert await tracking.prune(conn, timedelta(days=1)) == 2
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 1  # unpublished rows stay
+        assert [r["event_id"] for r in await conn.fetch("SELECT event_id FROM tracking")] == ["e2"]
+
+
+async def test_a_service_role_reaches_only_its_own_schema(fresh_database_url: str) -> None:
+    await migrate(fresh_database_url, "registry")
+    await migrate(fresh_database_url, "matching")
+    role = await service_role(fresh_database_url, "registry")
+    assert role == "tonne_registry"
+    pool = await connect_pool(fresh_database_url, "registry", role=role)
+    try:
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT current_user") == "tonne_registry"
+            assert not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            await conn.execute("INSERT INTO outbox (topic, key, value) VALUES ('t', 'k', 'v')")  # its own tables
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch("SELECT * FROM matching.outbox")  # another service's
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("DROP TABLE outbox")  # no DDL
+    finally:
+        await pool.close()

@@ -1,0 +1,320 @@
+"""The registry's service layer on a real PostgreSQL: the SQL block index agrees with the
+memory index, a failed unit of work changes nothing, the live state hash equals replay
+from zero and from snapshots, concurrent issuances into one namespace serialise, and the
+HTTP API pages blocks and refuses hostile input with a 4xx."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from google.protobuf.message import Message
+
+from services.common.db import connect_pool, migrate
+from services.common.envelope import Context
+from services.common.errors import DomainError
+from services.common.replay import replay
+from services.common.runtime import Kernel
+from services.common.settings import Settings
+from services.registry.api import router
+from services.registry.domain.memory import MemoryRegistry
+from services.registry.service import Registry
+from services.registry.sql_index import COLUMNS, block_of
+from tests.unit.factories import issuance, loa, open_account
+from tonne.v1 import registry_pb2 as pb
+from tonne.v1.envelope_pb2 import CommandRejected
+
+ACCOUNTS = ("TH-GOV", "TH-CO", "CH-BUYER", "JP-BUYER")
+NAMESPACES = ("JCM-TH", "VCU-TH")
+
+
+def settings_for(dsn: str, snapshot_every: int = 3) -> Settings:
+    fields: dict[str, Any] = {
+        "service": "registry",
+        "kafka_bootstrap": "127.0.0.1:1",  # never contacted: no consumer, no relay
+        "database_url": dsn,
+        "TONNE_SNAPSHOT_EVERY": snapshot_every,  # settable by its alias only
+    }
+    return Settings.model_validate(fields)
+
+
+@pytest.fixture
+async def kernel(fresh_database_url: str) -> AsyncIterator[Kernel]:
+    await migrate(fresh_database_url, "registry")
+    pool = await connect_pool(fresh_database_url, "registry")
+    yield Kernel(settings_for(fresh_database_url), pool)
+    await pool.close()
+
+
+async def run(registry: Registry, command: Message) -> list[Message]:
+    async with registry.unit_of_work() as uow:
+        return await registry.execute(uow, command, Context.new("test"))
+
+
+def setup_commands() -> list[Message]:
+    return [
+        open_account("TH-GOV", "TH", pb.GOVERNMENT),
+        open_account("TH-CO", "TH"),
+        open_account("CH-BUYER", "CH"),
+        open_account("JP-BUYER", "JP"),
+        loa(),
+    ]
+
+
+def random_command(rng: random.Random, memory: MemoryRegistry, n: int) -> Message:
+    """Mostly valid commands, some refused, some hostile."""
+    roll = rng.random()
+    reservations = sorted(r for a in memory.accounts.values() for r in a.reservations)
+    if roll < 0.3:
+        start = rng.randint(1, 3000)
+        return issuance(
+            f"I-{n}",
+            rng.choice(ACCOUNTS[:2]),
+            start,
+            start + rng.randint(0, 150),
+            namespace=rng.choice(NAMESPACES),
+            vintage=rng.choice([2023, 2024]),
+            authorization_id=rng.choice(["", "LOA-TH-1"]),
+        )
+    if roll < 0.55 or not reservations:
+        return pb.ReserveUnits(
+            reservation_id=f"R-{n}",
+            account_id=rng.choice(ACCOUNTS),
+            quantity=rng.randint(1, 120),
+            selector=pb.UnitSelector(
+                host_party="TH",
+                vintage=rng.choice([0, 2024]),
+                authorized_for=rng.choice([pb.AUTHORIZED_USE_UNSPECIFIED, pb.NDC]),
+            ),
+        )
+    rid = rng.choice(reservations)
+    quantity = rng.randint(1, 80)
+    if roll < 0.7:
+        return pb.ReleaseReservation(reservation_id=rid, quantity=quantity)
+    if roll < 0.97:
+        to = rng.choice(ACCOUNTS)
+        return pb.TransferUnits(transfer_id=f"T-{n}", reservation_id=rid, to_account_id=to, quantity=quantity)
+    return rng.choice(
+        [
+            open_account("X" * 100_000, "TH"),
+            open_account("BAD", "A'"),
+            pb.ReleaseReservation(reservation_id="R-none", quantity=1),
+            issuance(f"I-{n}", "TH-GOV", 2**63 - 1, 2**64 - 1),
+        ]
+    )
+
+
+def outcome(events: list[Message]) -> list[bytes]:
+    return [e.SerializeToString(deterministic=True) for e in events]
+
+
+async def drive(registry: Registry, memory: MemoryRegistry, commands: list[Message]) -> None:
+    """Each command through the service and the memory registry: same events or same refusal."""
+    for command in commands:
+        events = await run(registry, command)
+        try:
+            expected = memory.execute(command)
+        except DomainError as error:
+            [rejected] = events
+            assert isinstance(rejected, CommandRejected), (command, rejected)
+            assert (rejected.code, list(rejected.evidence)) == (error.code, error.evidence)
+        else:
+            assert outcome(events) == outcome(expected), command
+
+
+async def sql_blocks(pool: asyncpg.Pool) -> list[tuple[Any, ...]]:
+    rows = await pool.fetch(f"SELECT {COLUMNS} FROM blocks ORDER BY namespace, serial_start")
+    return [_shape(block_of(r)) for r in rows]
+
+
+def _shape(b: Any) -> tuple[Any, ...]:
+    return (b.namespace, b.start, b.end, b.account_id, b.status, b.reservation_id, b.units.key)
+
+
+async def test_the_sql_index_agrees_with_the_memory_index(kernel: Kernel) -> None:
+    registry, memory = Registry(kernel), MemoryRegistry()
+    rng = random.Random(7)
+    await drive(registry, memory, setup_commands())
+    commands = []
+    for n in range(400):
+        command = random_command(rng, memory, n)
+        commands.append(command)
+        await drive(registry, memory, [command])
+    assert sum(isinstance(c, pb.TransferUnits) for c in commands) > 20
+    expected = [_shape(b) for ns in memory.index.namespaces() for b in memory.index.blocks(ns)]
+    assert await sql_blocks(kernel.pool) == expected
+    for account in ACCOUNTS:
+        totals = dict(
+            await kernel.pool.fetch(
+                "SELECT status, sum(quantity)::bigint FROM holdings WHERE account_id = $1 GROUP BY status", account
+            )
+        )
+        for status in ("held", "reserved"):
+            in_memory = sum(b.quantity for b in memory.index.holdings(account) if b.status == status)
+            assert totals.get(status, 0) == in_memory
+    # Nothing oversize was stored.
+    assert await kernel.pool.fetchval("SELECT max(length(stream_id)) FROM events") <= 100
+
+
+async def test_a_failed_unit_of_work_changes_nothing(kernel: Kernel) -> None:
+    registry = Registry(kernel)
+    for command in [*setup_commands(), issuance("I-1", "TH-GOV", 1, 1000, authorization_id="LOA-TH-1")]:
+        await run(registry, command)
+    await run(registry, pb.ReserveUnits(reservation_id="R-1", account_id="TH-GOV", quantity=400))
+    async with kernel.pool.acquire() as conn:
+        before = await registry.state.hash(conn)
+    blocks_before = await sql_blocks(kernel.pool)
+    async with kernel.pool.acquire() as conn:
+        version_before = (await registry.accounts.get(conn, "account-TH-GOV")).version
+
+    transfer = pb.TransferUnits(transfer_id="T-1", reservation_id="R-1", to_account_id="CH-BUYER", quantity=100)
+    with pytest.raises(RuntimeError):
+        async with registry.unit_of_work() as uow:
+            [moved] = await registry.execute(uow, transfer, Context.new("test"))
+            assert isinstance(moved, pb.UnitsTransferred)
+            raise RuntimeError("the handler fails after recording")
+
+    async with kernel.pool.acquire() as conn:
+        assert await registry.state.hash(conn) == before
+        account = await registry.accounts.get(conn, "account-TH-GOV")
+        assert account.version == version_before and account.reservations == {"R-1": 400}
+    assert await sql_blocks(kernel.pool) == blocks_before
+    # The next command works, on the same state.
+    [moved] = await run(registry, transfer)
+    assert isinstance(moved, pb.UnitsTransferred)
+    assert [(b.start, b.end) for b in moved.blocks] == [(1, 100)]
+
+
+async def test_live_hash_equals_replay_from_zero_and_from_snapshots(kernel: Kernel) -> None:
+    registry, memory = Registry(kernel), MemoryRegistry()
+    rng = random.Random(11)
+    await drive(registry, memory, setup_commands())
+    for n in range(150):
+        await drive(registry, memory, [random_command(rng, memory, n)])
+    assert await kernel.pool.fetchval("SELECT count(*) FROM snapshots") > 0
+    async with kernel.pool.acquire() as conn:
+        live = await registry.state.hash(conn)
+    zero = await replay(kernel.settings, Registry, "zero")
+    snapshot = await replay(kernel.settings, Registry, "snapshot")
+    assert live == zero == snapshot
+    # And a restarted service (nothing cached) serves the same.
+    async with kernel.pool.acquire() as conn:
+        assert await Registry(kernel).state.hash(conn, "snapshot") == live
+
+
+async def test_the_hash_sees_a_changed_projection(kernel: Kernel) -> None:
+    registry = Registry(kernel)
+    for command in [*setup_commands(), issuance("I-1", "TH-GOV", 1, 1000)]:
+        await run(registry, command)
+    zero = await replay(kernel.settings, Registry, "zero")
+    await kernel.pool.execute("UPDATE blocks SET serial_end = 999")
+    async with kernel.pool.acquire() as conn:
+        assert (await registry.state.hash(conn)).projections != zero.projections
+
+
+async def test_concurrent_issuances_into_one_namespace_serialise(fresh_database_url: str) -> None:
+    await migrate(fresh_database_url, "registry")
+    settings = settings_for(fresh_database_url)
+    pools = [await connect_pool(fresh_database_url, "registry") for _ in range(2)]
+    try:
+        # Two instances: own pools, own caches, different account streams.
+        first, second = (Registry(Kernel(settings, pool)) for pool in pools)
+        for command in setup_commands():
+            await run(first, command)
+        for attempt in range(10):
+            a, b = await asyncio.gather(
+                run(first, issuance(f"A-{attempt}", "TH-GOV", attempt * 100 + 1, attempt * 100 + 60)),
+                run(second, issuance(f"B-{attempt}", "TH-CO", attempt * 100 + 40, attempt * 100 + 99)),
+            )
+            kinds = sorted(type(e[0]).__name__ for e in (a, b))
+            assert kinds == ["CommandRejected", "UnitsIssued"]
+            rejected = next(e[0] for e in (a, b) if isinstance(e[0], CommandRejected))
+            assert rejected.code == "DOUBLE_ISSUANCE_OVERLAP"
+        overlaps = await pools[0].fetchval(
+            "SELECT count(*) FROM blocks x JOIN blocks y ON x.namespace = y.namespace AND x.serial_start < "
+            "y.serial_start AND x.serial_end >= y.serial_start"
+        )
+        assert overlaps == 0
+    finally:
+        for pool in pools:
+            await pool.close()
+
+
+def app_for(registry: Registry) -> FastAPI:
+    """The registry's router with the runtime's error mapping (no Kafka needed)."""
+    app = FastAPI()
+    app.include_router(router(registry))
+
+    @app.exception_handler(DomainError)
+    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(status_code=exc.http_status, content=exc.body())
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"code": "REQUEST_INVALID"})
+
+    return app
+
+
+async def test_the_api_pages_blocks_and_refuses_hostile_input(kernel: Kernel) -> None:
+    registry = Registry(kernel)
+    transport = httpx.ASGITransport(app=app_for(registry))
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
+        opened = await client.post(
+            "/accounts", json={"account_id": "TH-GOV", "holder": "Thailand", "jurisdiction": "TH"}
+        )
+        assert opened.status_code == 201 and opened.json()["held"] == 0
+        again = await client.post("/accounts", json={"account_id": "TH-GOV", "holder": "x", "jurisdiction": "TH"})
+        assert again.status_code == 409 and again.json()["code"] == "ACCOUNT_EXISTS"
+        # Gaps between issuances keep 7 separate blocks.
+        for n in range(7):
+            await run(registry, issuance(f"I-{n}", "TH-GOV", n * 10 + 1, n * 10 + 5, vintage=2023 + n % 2))
+        account = (await client.get("/accounts/TH-GOV")).json()
+        assert (account["held"], account["reserved"], len(account["holdings"])) == (35, 0, 7)
+        seen, after = [], None
+        while True:
+            params: dict[str, Any] = {"limit": 3, **({"after": after} if after else {})}
+            page = (await client.get("/accounts/TH-GOV/blocks", params=params)).json()
+            seen += [b["start"] for b in page["items"]]
+            if (after := page["next"]) is None:
+                break
+        assert seen == [1, 11, 21, 31, 41, 51, 61]
+        only = (await client.get("/accounts/TH-GOV/blocks", params={"vintage": 2024, "standard": "JCM"})).json()
+        assert [b["start"] for b in only["items"]] == [11, 31, 51]
+        assert (await client.get("/accounts/NOBODY")).status_code == 404
+        await run(registry, pb.ReserveUnits(reservation_id="R-1", account_id="TH-GOV", quantity=7))
+        account = (await client.get("/accounts/TH-GOV")).json()
+        assert (account["held"], account["reserved"]) == (28, 7)
+        # Held first, then reserved: the index's order.
+        assert [(b["start"], b["status"]) for b in account["holdings"]][-2:] == [(1, "reserved"), (11, "reserved")]
+        reserved = (await client.get("/accounts/TH-GOV/blocks", params={"status": "reserved"})).json()
+        assert [(b["start"], b["end"], b["reservation_id"]) for b in reserved["items"]] == [
+            (1, 5, "R-1"),
+            (11, 12, "R-1"),
+        ]
+        hostile = [
+            client.post("/accounts", json={"account_id": "X" * 1_000_000, "holder": "h", "jurisdiction": "TH"}),
+            client.post("/accounts", json={"account_id": "A", "holder": "h", "jurisdiction": "A'"}),
+            client.post("/accounts", json={"account_id": "A", "holder": "h\x00", "jurisdiction": "TH"}),
+            client.post(
+                "/accounts",
+                content=b'{"account_id": "A", "holder": "\\ud800", "jurisdiction": "TH"}',
+                headers={"content-type": "application/json"},
+            ),
+            client.get("/accounts/TH-GOV/blocks", params={"limit": 2**63}),
+            client.get("/accounts/TH-GOV/blocks", params={"vintage": 2**64}),
+            client.get("/accounts/TH-GOV/blocks", params={"after": "held:JCM-TH:99999999999999999999"}),
+            client.get("/accounts/TH-GOV/blocks", params={"after": "no-cursor"}),
+            client.get("/accounts/" + "X" * 100),
+        ]
+        for response in await asyncio.gather(*hostile):
+            assert response.status_code == 422, response.text
+    assert await kernel.pool.fetchval("SELECT count(*) FROM accounts") == 1

@@ -1,0 +1,334 @@
+"""Settlement on the new kernel against a real PostgreSQL: trades driven through the real
+handlers and units of work, reads from the projections, failures that roll back, and the
+live state hash equal to replay from zero and from snapshots."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from google.protobuf.message import Message
+
+from services.common import topics
+from services.common.db import connect_pool, migrate
+from services.common.envelope import Context, unwrap, wrap
+from services.common.errors import DomainError
+from services.common.inputs import INT64_MAX
+from services.common.replay import replay
+from services.common.runtime import Kernel
+from services.common.settings import Settings
+from services.settlement.api import router
+from services.settlement.projections import overlapping
+from services.settlement.service import Settlement
+from tests.unit.factories import loa
+from tests.unit.test_settlement_index import Index
+from tonne.v1 import compliance_pb2 as cpb
+from tonne.v1 import matching_pb2 as mpb
+from tonne.v1 import registry_pb2 as rpb
+from tonne.v1.envelope_pb2 import CommandRejected, Envelope
+
+OCCURRED = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+@dataclass
+class Rig:
+    service: Settlement
+    settings: Settings
+    api: httpx.AsyncClient
+
+    async def deliver(self, topic: str, message: Message, key: str = "k") -> Envelope:
+        """Hand one record to the service's handler in its own unit of work, as the consumer does."""
+        envelope = wrap(message, aggregate_id=key, context=Context.new("test"), occurred_at=OCCURRED)
+        async with self.service.unit_of_work() as uow:
+            await self.service.handlers[topic](uow, envelope, message)
+        return envelope
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        return list(await self.service.pool.fetch(query, *args))
+
+    async def outbox(self) -> list[tuple[str, str, Message]]:
+        rows = await self.fetch("SELECT topic, key, value FROM outbox ORDER BY id")
+        return [(r["topic"], r["key"].decode(), unwrap(r["value"])[1]) for r in rows]
+
+    async def commands(self) -> list[tuple[str, str, Message]]:
+        """What the service asked other services to do (the outbox minus its own events)."""
+        return [row for row in await self.outbox() if row[0] != topics.SETTLEMENT_EVENTS]
+
+    async def events(self) -> int:
+        return int(await self.service.pool.fetchval("SELECT count(*) FROM events"))
+
+    async def get(self, path: str, **params: Any) -> Any:
+        response = await self.api.get(path, params=params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture
+async def rig(fresh_database_url: str) -> AsyncIterator[Rig]:
+    await migrate(fresh_database_url, "settlement")
+    settings = Settings(
+        service="settlement",
+        kafka_bootstrap="127.0.0.1:9",  # never contacted: handlers only write the outbox
+        database_url=fresh_database_url,
+        TONNE_SNAPSHOT_EVERY=2,
+    )
+    pool = await connect_pool(fresh_database_url, "settlement")
+    service = Settlement(Kernel(settings, pool))
+    app = FastAPI()
+    app.include_router(router(service))
+
+    @app.exception_handler(DomainError)
+    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(status_code=exc.http_status, content=exc.body())
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://settlement") as api:
+        yield Rig(service, settings, api)
+    await pool.close()
+
+
+def trade(trade_id: str, price: int = 1500, quantity: int = 3000, seller: str = "TH-GOV") -> mpb.TradeExecuted:
+    return mpb.TradeExecuted(
+        trade_id=trade_id,
+        instrument_id="JCM-TH-2024-NDC",
+        price=price,
+        quantity=quantity,
+        currency="USD",
+        buy_order_id=f"B-{trade_id}",
+        sell_order_id=f"S-{trade_id}",
+        buyer_account_id="CH-BUYER",
+        seller_account_id=seller,
+    )
+
+
+def decision(trade_id: str, approve: bool = True) -> cpb.ScreeningDecision:
+    return cpb.ScreeningDecision(
+        request_id=trade_id,
+        trade_id=trade_id,
+        verdict=cpb.APPROVED if approve else cpb.REJECTED,
+        results=[] if approve else [cpb.RuleResult(code="DOUBLE_CLAIMING_AUTHORIZATION", passed=False)],
+    )
+
+
+def moved(
+    transfer_id: str, *serials: tuple[int, int], to: str = "CH", namespace: str = "JCM-TH"
+) -> rpb.UnitsTransferred:
+    return rpb.UnitsTransferred(
+        transfer_id=transfer_id,
+        reservation_id=f"S-{transfer_id}",
+        from_account_id="TH-GOV",
+        to_account_id="CH-BUYER",
+        from_jurisdiction="TH",
+        to_jurisdiction=to,
+        quantity=sum(end - start + 1 for start, end in serials),
+        blocks=[
+            rpb.SerialBlock(
+                namespace=namespace,
+                start=start,
+                end=end,
+                attributes=rpb.UnitAttributes(host_party="TH", vintage=2024, authorization_id="LOA-TH-1"),
+            )
+            for start, end in serials
+        ],
+    )
+
+
+async def settle(rig: Rig, trade_id: str, *serials: tuple[int, int], **terms: Any) -> None:
+    await rig.deliver(topics.MATCHING_EVENTS, trade(trade_id, **terms))
+    await rig.deliver(topics.COMPLIANCE_DECISIONS, decision(trade_id))
+    await rig.deliver(topics.REGISTRY_EVENTS, moved(trade_id, *serials))
+
+
+async def hashes(rig: Rig) -> tuple[str, str, str]:
+    async with rig.service.pool.acquire() as conn:
+        live = (await rig.service.state.hash(conn)).state
+    zero = (await replay(rig.settings, Settlement, "zero")).state
+    from_snapshot = (await replay(rig.settings, Settlement, "snapshot")).state
+    return live, zero, from_snapshot
+
+
+async def test_a_cross_border_trade_settles_through_the_real_handlers(rig: Rig) -> None:
+    await rig.deliver(topics.REGISTRY_EVENTS, rpb.AuthorizationRecorded(authorization=loa()))
+    # Serials 1..1000 crossed a border earlier (another venue's transfer): adjusted then.
+    await rig.deliver(topics.REGISTRY_EVENTS, moved("EARLIER", (1, 1000)))
+    assert [tuple(r) for r in await rig.fetch('SELECT start, "end" FROM first_transferred')] == [(1, 1000)]
+
+    await rig.deliver(topics.MATCHING_EVENTS, trade("T1"))
+    assert (await rig.get("/settlements/T1"))["phase"] == "screening"
+    [(topic, key, screen)] = await rig.commands()
+    assert (topic, key) == (topics.COMPLIANCE_REQUESTS, "T1") and isinstance(screen, cpb.ScreenTransfer)
+
+    await rig.deliver(topics.COMPLIANCE_DECISIONS, decision("T1"))
+    assert (await rig.get("/settlements/T1"))["phase"] == "transferring"
+    *_, (topic, key, command) = await rig.commands()
+    assert (topic, key) == (topics.REGISTRY_COMMANDS, "TH-GOV") and isinstance(command, rpb.TransferUnits)
+
+    # A duplicate of the decision (another envelope, the same verdict) does nothing.
+    events, outbox = await rig.events(), await rig.outbox()
+    await rig.deliver(topics.COMPLIANCE_DECISIONS, decision("T1"))
+    await rig.deliver(topics.COMPLIANCE_DECISIONS, decision("T1", approve=False))
+    assert (await rig.events(), await rig.outbox()) == (events, outbox)
+
+    # The units moved, but the handler's transaction fails after deciding: nothing shows.
+    before = (await rig.get("/settlements/T1"), await rig.get("/cash/CH-BUYER"), await rig.get("/adjustments"))
+    envelope = wrap(moved("T1", (1, 3000)), aggregate_id="k", context=Context.new("test"), occurred_at=OCCURRED)
+    with pytest.raises(RuntimeError, match="connection lost"):
+        async with rig.service.unit_of_work() as uow:
+            await rig.service.on_registry(uow, envelope, moved("T1", (1, 3000)))
+            raise RuntimeError("connection lost mid-transaction")
+    after = (await rig.get("/settlements/T1"), await rig.get("/cash/CH-BUYER"), await rig.get("/adjustments"))
+    assert after == before and after[0]["phase"] == "transferring" and after[1] == {}
+    assert await rig.events() == events
+    assert [tuple(r) for r in await rig.fetch('SELECT start, "end" FROM first_transferred')] == [(1, 1000)]
+
+    # The retry (the consumer's next attempt) settles: 2,000 serials are first-transferred now.
+    async with rig.service.unit_of_work() as uow:
+        await rig.service.on_registry(uow, envelope, moved("T1", (1, 3000)))
+    done = await rig.get("/settlements/T1")
+    assert (done["phase"], done["failure"], done["quantity"], done["price"]) == ("settled", "", 3000, 1500)
+    [adjustment] = done["corresponding_adjustments"]
+    assert adjustment == {
+        "adjustment_id": "T1:TH:2024:LOA-TH-1",
+        "trade_id": "T1",
+        "party": "TH",
+        "side": "FIRST_TRANSFERRING",
+        "vintage": 2024,
+        "quantity": "2000",
+        "authorization_id": "LOA-TH-1",
+    }
+    assert await rig.get("/cash/CH-BUYER") == {"USD": -4_500_000}
+    assert await rig.get("/cash/TH-GOV") == {"USD": 4_500_000}
+    assert [tuple(r) for r in await rig.fetch('SELECT start, "end" FROM first_transferred')] == [(1, 3000)]
+    assert await rig.get("/adjustments", party="TH") == {"items": [adjustment], "next": None}
+    assert await rig.get("/adjustments", party="CH") == {"items": [], "next": None}
+
+    live, zero, from_snapshot = await hashes(rig)
+    assert live == zero == from_snapshot
+    assert await rig.service.pool.fetchval("SELECT count(*) FROM snapshots WHERE stream_id = 'settlement-T1'") == 1
+
+
+async def test_refusals_release_the_sellers_units(rig: Rig) -> None:
+    # Screening rejected.
+    await rig.deliver(topics.MATCHING_EVENTS, trade("T2"))
+    await rig.deliver(topics.COMPLIANCE_DECISIONS, decision("T2", approve=False))
+    failed = await rig.get("/settlements/T2")
+    assert (failed["phase"], failed["failure"]) == ("failed", "COMPLIANCE_REJECTED: DOUBLE_CLAIMING_AUTHORIZATION")
+    *_, (_, _, release) = await rig.commands()
+    assert release == rpb.ReleaseReservation(reservation_id="S-T2", quantity=3000)
+
+    # price * quantity beyond int64: failed at start, never screened, units released.
+    await rig.deliver(topics.MATCHING_EVENTS, trade("T3", price=2**62, quantity=4))
+    failed = await rig.get("/settlements/T3")
+    assert (failed["phase"], failed["failure"].split(":")[0]) == ("failed", "CASH_AMOUNT_OVERFLOW")
+    *_, (topic, key, release) = await rig.commands()
+    assert (topic, key) == (topics.REGISTRY_COMMANDS, "TH-GOV")
+    assert release == rpb.ReleaseReservation(reservation_id="S-T3", quantity=4)
+    assert not any(isinstance(m, cpb.ScreenTransfer) and m.trade_id == "T3" for _, _, m in await rig.commands())
+
+    # The registry refused the transfer.
+    await rig.deliver(topics.MATCHING_EVENTS, trade("T4"))
+    await rig.deliver(topics.COMPLIANCE_DECISIONS, decision("T4"))
+    refused = CommandRejected(command_id="T4", command_type="tonne.v1.TransferUnits", code="RESERVATION_UNKNOWN")
+    await rig.deliver(topics.REGISTRY_EVENTS, refused)
+    assert (await rig.get("/settlements/T4"))["failure"] == "RESERVATION_UNKNOWN: "
+
+    live, zero, from_snapshot = await hashes(rig)
+    assert live == zero == from_snapshot
+
+
+async def test_a_balance_that_would_leave_int64_fails_the_settlement_with_a_code(rig: Rig) -> None:
+    await rig.deliver(topics.REGISTRY_EVENTS, rpb.AuthorizationRecorded(authorization=loa()))
+    await settle(rig, "BIG", (1, 1), price=INT64_MAX, quantity=1, seller="SELLER")
+    assert await rig.get("/cash/SELLER") == {"USD": INT64_MAX}
+    await settle(rig, "ONE-MORE", (2, 2), price=1, quantity=1, seller="SELLER")
+    failed = await rig.get("/settlements/ONE-MORE")
+    assert (failed["phase"], failed["failure"].split(":")[0]) == ("failed", "CASH_BALANCE_OVERFLOW")
+    assert len(failed["corresponding_adjustments"]) == 1  # the units crossed the border all the same
+    assert await rig.get("/cash/SELLER") == {"USD": INT64_MAX}
+    assert await rig.get("/cash/CH-BUYER") == {"USD": -INT64_MAX}
+
+
+async def test_hostile_records_and_requests_are_refused_with_a_code(rig: Rig) -> None:
+    for bad in (trade("x" * 1_000_000), trade("T5", quantity=2**63), trade("T6", price=-1)):
+        with pytest.raises(DomainError) as refused:
+            await rig.deliver(topics.MATCHING_EVENTS, bad)
+        assert refused.value.code == "TRADE_INVALID"
+    forged = rpb.RecordAuthorization(authorization_id="L" * 100_000, host_party="TH")
+    with pytest.raises(DomainError, match="AUTHORIZATION_INVALID"):
+        await rig.deliver(topics.REGISTRY_EVENTS, rpb.AuthorizationRecorded(authorization=forged))
+    with pytest.raises(DomainError, match="TRANSFER_INVALID"):
+        await rig.deliver(topics.REGISTRY_EVENTS, moved("T7", (5, 2**63)))
+    await rig.deliver(topics.COMPLIANCE_DECISIONS, decision("y" * 100_000))  # no such settlement: ignored
+    assert await rig.events() == 0 and await rig.outbox() == []
+
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("/settlements/" + "x" * 65, {}),
+        ("/settlements/a%00b", {}),
+        ("/cash/%ED%A0%80", {}),
+        ("/adjustments", {"limit": 2**64}),
+        ("/adjustments", {"limit": 0}),
+        ("/adjustments", {"party": "T'"}),
+        ("/adjustments", {"after": "not a cursor!"}),
+        ("/adjustments", {"after": "bm90IGpzb24"}),  # base64 of "not json"
+    ]
+    for path, params in cases:
+        response = await rig.api.get(path, params=params)
+        assert response.status_code == 422, (path, params, response.text)
+    response = await rig.api.get("/settlements/NOPE")
+    assert response.status_code == 404 and response.json()["code"] == "SETTLEMENT_UNKNOWN"
+
+
+async def test_adjustments_are_paged_by_cursor(rig: Rig) -> None:
+    await rig.deliver(topics.REGISTRY_EVENTS, rpb.AuthorizationRecorded(authorization=loa()))
+    for n in range(7):
+        await settle(rig, f"P{n}", (n * 10 + 1, n * 10 + 5))
+    seen, after, pages = [], None, 0
+    while True:
+        page = await rig.get("/adjustments", limit=3, **({"after": after} if after else {}))
+        seen += [item["trade_id"] for item in page["items"]]
+        pages += 1
+        after = page["next"]
+        if after is None:
+            break
+    assert seen == [f"P{n}" for n in range(7)] and pages == 3
+
+
+async def test_the_interval_index_matches_its_model(rig: Rig) -> None:
+    """Random cross-border transfers (seeded) into the SQL index, against the pure model."""
+    rng = random.Random(6_2)
+    model = Index()
+    for n in range(60):
+        serials = [(start, start + rng.randrange(40)) for start in rng.sample(range(1, 1500), 2)]
+        await rig.deliver(topics.REGISTRY_EVENTS, moved(f"X{n}", *serials))
+        for interval in serials:
+            model.mark(interval)
+    rows = await rig.fetch("SELECT start, \"end\" FROM first_transferred WHERE namespace = 'JCM-TH' ORDER BY start")
+    assert [tuple(r) for r in rows] == model.runs
+    async with rig.service.pool.acquire() as conn:
+        for _ in range(200):
+            start = rng.randrange(0, 1600)
+            query = (start, start + rng.randrange(100))
+            assert await overlapping(conn, "JCM-TH", query) == model.overlapping(query)
+    # Domestic or unauthorized transfers are not recorded at all.
+    await rig.deliver(topics.REGISTRY_EVENTS, moved("DOMESTIC", (5000, 5100), to="TH"))
+    assert await rig.fetch("SELECT * FROM first_transferred WHERE start >= 5000") == []
+
+
+async def test_live_and_replay_agree_after_many_trades_with_snapshots_and_a_cold_cache(rig: Rig) -> None:
+    await rig.deliver(topics.REGISTRY_EVENTS, rpb.AuthorizationRecorded(authorization=loa()))
+    for n in range(12):
+        await settle(rig, f"H{n}", (n * 7 + 1, n * 7 + 9), price=100 + n, quantity=9)
+    await rig.deliver(topics.MATCHING_EVENTS, trade("PENDING"))  # one still screening
+    live, zero, from_snapshot = await hashes(rig)
+    assert live == zero == from_snapshot
+    rig.service.settlements._cache.clear()  # a restart: aggregates come back from snapshot + tail
+    async with rig.service.pool.acquire() as conn:
+        assert (await rig.service.state.hash(conn)).state == live
+    await rig.deliver(topics.COMPLIANCE_DECISIONS, decision("PENDING"))
+    assert (await rig.get("/settlements/PENDING"))["phase"] == "transferring"

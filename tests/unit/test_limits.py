@@ -1,0 +1,35 @@
+"""The request body limit refuses oversize bodies with a stable code, declared or streamed."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from services.common.limits import BodyLimit
+
+
+def app() -> TestClient:
+    api = FastAPI()
+    api.add_middleware(BodyLimit, max_bytes=100)
+
+    @api.post("/echo")
+    async def echo(body: dict[str, str]) -> dict[str, int]:
+        return {"fields": len(body)}
+
+    return TestClient(api)
+
+
+def test_a_body_within_the_limit_passes() -> None:
+    response = app().post("/echo", json={"a": "b"})
+    assert (response.status_code, response.json()) == (200, {"fields": 1})
+
+
+def test_a_declared_oversize_body_is_refused_before_it_is_read() -> None:
+    response = app().post("/echo", json={"a": "x" * 200})
+    assert response.status_code == 413 and response.json()["code"] == "REQUEST_TOO_LARGE"
+
+
+def test_a_streamed_oversize_body_without_length_is_refused() -> None:
+    chunks = (b'{"a": "' + b"x" * 60, b"x" * 60 + b'"}')
+    response = app().post("/echo", content=iter(chunks), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["code"] == "REQUEST_TOO_LARGE"
