@@ -13,8 +13,10 @@ $(VENV_STAMP): pyproject.toml
 venv: $(VENV_STAMP)
 .venv: $(VENV_STAMP)
 
+# `make up INSTANCES=2` runs two processes of each service in one consumer group.
+INSTANCES ?= 1
 up: $(VENV_STAMP)
-	$(PY) -m deploy.stack up
+	$(PY) -m deploy.stack up --instances $(INSTANCES)
 
 down:
 	$(PY) -m deploy.stack down

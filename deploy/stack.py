@@ -40,6 +40,19 @@ PG_DIR = RUN_DIR / "postgres"
 STATE_FILE = RUN_DIR / "state.json"
 
 
+def instance_names(instances: int, names: tuple[str, ...] = SERVICES) -> tuple[str, ...]:
+    """`registry`, `registry-2`, ...: every instance of every service, one process each."""
+    return tuple(name if i == 1 else f"{name}-{i}" for i in range(1, instances + 1) for name in names)
+
+
+def instance_ports(instances: int) -> dict[str, int]:
+    """The first instance keeps the service's port; the i-th adds 100 * (i - 1)."""
+    return {
+        name: DEFAULT_PORTS[name.split("-")[0]] + 100 * (int(name.split("-")[1]) - 1 if "-" in name else 0)
+        for name in instance_names(instances)
+    }
+
+
 class ServiceStartError(RuntimeError):
     def __init__(self, name: str, reason: str, log_tail: str) -> None:
         super().__init__(f"service {name!r} {reason}")
@@ -86,7 +99,7 @@ class ServiceProcesses:
         return {name: f"http://127.0.0.1:{self.ports[name]}" for name in self.names}
 
     def module(self, name: str) -> str:
-        return self.module_template.format(name=name)
+        return self.module_template.format(name=name.split("-")[0])
 
     def log_path(self, name: str) -> Path:
         return self.run_dir / "logs" / f"{name}.log"
@@ -237,7 +250,7 @@ def _ensure_postgres(state: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------- commands
-def up(*, infra_only: bool = False) -> int:
+def up(*, infra_only: bool = False, instances: int = 1) -> int:
     state = load_state()
     bootstrap = _ensure_kafka(state)
     dsn = _ensure_postgres(state)
@@ -253,8 +266,9 @@ def up(*, infra_only: bool = False) -> int:
             bootstrap,
             dsn,
             prefix,
-            DEFAULT_PORTS,
+            instance_ports(instances),
             pids={n: e["pid"] for n, e in old.get("processes", {}).items()},
+            names=instance_names(instances),
         )
         if old.get("config") not in (None, config):
             print("Services were started against other infrastructure: restarting them")
@@ -270,7 +284,7 @@ def up(*, infra_only: bool = False) -> int:
                 "processes": {n: {"pid": p, "port": procs.ports[n]} for n, p in procs.pids.items()},
             }
             save_state(state)
-        kept = [n for n in SERVICES if n not in spawned]
+        kept = [n for n in procs.names if n not in spawned]
         if kept:
             print(f"Services already running (left as is): {', '.join(kept)}")
         if spawned:
@@ -283,6 +297,9 @@ def up(*, infra_only: bool = False) -> int:
     print(f"  Database:        {mask_password(dsn)}")
     if prefix:
         print(f"  Topic prefix:    {prefix}")
+    print("\n  A development token (never valid with TONNE_ENV=production), e.g. for a broker:")
+    print("    .venv/bin/python -m services.common.auth mint broker-a --role broker --broker-id broker-a")
+    print("  roles: broker, operator, regulator:<JUR>, registry-operator:<JUR>, national-registry:<JUR>")
     print("\nstop with: make down")
     return 0
 
@@ -291,7 +308,7 @@ def down() -> int:
     state = load_state()
     pids = {n: e["pid"] for n, e in state["services"].get("processes", {}).items()}
     if pids:
-        ServiceProcesses(RUN_DIR, "", "", pids=pids).stop()
+        ServiceProcesses(RUN_DIR, "", "", pids=pids, names=tuple(pids)).stop()
         print(f"Stopped services: {', '.join(sorted(pids))}")
     state["services"] = {}
     save_state(state)
@@ -335,9 +352,10 @@ def status() -> int:
         "",
         ports=DEFAULT_PORTS | {n: e["port"] for n, e in entries.items()},
         pids={n: e["pid"] for n, e in entries.items()},
+        names=tuple(entries) or SERVICES,
     )
     all_ready = True
-    for name in SERVICES:
+    for name in procs.names:
         alive = procs.is_alive(name)
         ready = alive and procs.is_ready(name)
         all_ready &= ready
@@ -351,12 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up_parser = sub.add_parser("up", help="start infrastructure and services (idempotent)")
     up_parser.add_argument("--infra-only", action="store_true", help="only Kafka and PostgreSQL, no topics/services")
+    up_parser.add_argument("--instances", type=int, default=1, help="processes per service, in one consumer group")
     sub.add_parser("down", help="stop what `up` started")
     sub.add_parser("status", help="show what is running")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            return up(infra_only=args.infra_only)
+            return up(infra_only=args.infra_only, instances=args.instances)
         if args.command == "down":
             return down()
         return status()

@@ -29,8 +29,12 @@ import pytest
 from deploy.kafka_broker import MARKER_JAR, KafkaBroker, default_lib_dir, run_sync
 from deploy.postgres import create_database, drop_database, start_postgres, stop_postgres
 from deploy.stack import SERVICES, ServiceProcesses, ServiceStartError, prepare
+from services.common.auth import DevIssuer
 
 SNAPSHOT_EVERY = 2
+# Snapshots every few events, so the suite exercises restoring from them; a caller rate
+# above what the suites send (the limiter itself is unit tested).
+STACK_ENV = {"TONNE_SNAPSHOT_EVERY": str(SNAPSHOT_EVERY), "TONNE_RATE_PER_SECOND": "1000", "TONNE_RATE_BURST": "2000"}
 NO_INFRA_HINT = (
     "set {var}, or provide local prerequisites ({local}), or run a Docker engine "
     "(testcontainers). Tests never skip for missing infrastructure."
@@ -73,6 +77,23 @@ def report(config: pytest.Config, text: str) -> None:
             reporter.write_line(line)
     else:
         print(text, file=sys.stderr)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dev_issuer() -> Iterator[DevIssuer]:
+    """One development token issuer per session: the services started by the tests trust
+    its key (TONNE_AUTH_DEV_DIR is inherited) and tests mint tokens with it."""
+    folder = Path(tempfile.mkdtemp(prefix="tonne-auth-"))
+    previous = os.environ.get("TONNE_AUTH_DEV_DIR")
+    os.environ["TONNE_AUTH_DEV_DIR"] = str(folder)
+    try:
+        yield DevIssuer(folder)
+    finally:
+        if previous is None:
+            os.environ.pop("TONNE_AUTH_DEV_DIR", None)
+        else:
+            os.environ["TONNE_AUTH_DEV_DIR"] = previous
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -187,9 +208,13 @@ def running_stack(
     run_sync(prepare(kafka_bootstrap, dsn, topic_prefix))
     run_dir = Path(tempfile.mkdtemp(prefix="tonne-stack-"))
     ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
-    # Snapshots every few events, so the suite exercises restoring from them.
     processes = ServiceProcesses(
-        run_dir, kafka_bootstrap, dsn, topic_prefix, ports, extra_env={"TONNE_SNAPSHOT_EVERY": str(SNAPSHOT_EVERY)}
+        run_dir,
+        kafka_bootstrap,
+        dsn,
+        topic_prefix,
+        ports,
+        extra_env=STACK_ENV,
     )
     try:
         processes.start()

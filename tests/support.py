@@ -1,4 +1,5 @@
-"""Helpers for tests that talk to the running stack: waiting on conditions, Kafka I/O."""
+"""Helpers for tests that talk to the running stack: waiting on conditions, Kafka I/O,
+and the venue's users with their development tokens (docs/trust.md)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from google.protobuf.message import Message
 
 from services.common import topics
+from services.common.auth import DevIssuer
 from services.common.envelope import Context, wrap
 from tonne.v1 import registry_pb2 as rpb
 
@@ -75,19 +77,29 @@ async def read_topic(
     return records
 
 
-SELLER = {"authorization": "Bearer dev-token-a"}
-BUYER = {"authorization": "Bearer dev-token-b"}
+def bearer(issuer: DevIssuer, subject: str, roles: list[str], broker_id: str = "") -> dict[str, str]:
+    return {"authorization": f"Bearer {issuer.mint(subject, roles, broker_id)}"}
 
 
 class Venue:
-    """The running stack as its users see it: national registries, brokers, APIs."""
+    """The running stack as its users see it: national registries, brokers, APIs.
 
-    def __init__(self, stack: Any, client: httpx.AsyncClient) -> None:
+    broker-a places the sell orders (`seller`), broker-b the buys (`buyer`); each acts only
+    for the accounts it holds a mandate for (`grant_mandate`). Reads default to the operator."""
+
+    def __init__(self, stack: Any, client: httpx.AsyncClient, issuer: DevIssuer) -> None:
         self.stack = stack
         self.client = client
+        self.issuer = issuer
         self.registry, self.matching, self.settlement, self.compliance = (
             stack.urls[name] for name in ("registry", "matching", "settlement", "compliance")
         )
+        self.brokers = {name: bearer(issuer, name, ["broker"], name) for name in ("broker-a", "broker-b")}
+        self.seller, self.buyer = self.brokers["broker-a"], self.brokers["broker-b"]
+        self.operator = bearer(issuer, "venue-operator", ["operator"])
+
+    def regulator(self, jurisdiction: str) -> dict[str, str]:
+        return bearer(self.issuer, f"regulator-{jurisdiction}", [f"regulator:{jurisdiction}"])
 
     async def from_national_registry(self, party: str, key: str, message: Message) -> None:
         topic = self.stack.topic_prefix + topics.registry_inbound(party)
@@ -104,11 +116,28 @@ class Venue:
         await self.from_national_registry(party, account_id, command)
 
     async def open_account(self, account_id: str, holder: str, jurisdiction: str) -> httpx.Response:
+        """Through the registry's API, as the jurisdiction's registry operator."""
         body = {"account_id": account_id, "holder": holder, "jurisdiction": jurisdiction, "type": "HOLDING"}
-        return await self.client.post(f"{self.registry}/accounts", json=body)
+        headers = bearer(self.issuer, f"registry-{jurisdiction}", [f"registry-operator:{jurisdiction}", "operator"])
+        return await self.client.post(f"{self.registry}/accounts", json=body, headers=headers)
 
-    async def get(self, url: str, **kwargs: Any) -> Any:
-        response = await self.client.get(url, **kwargs)
+    async def grant_mandate(self, party: str, account_id: str, broker_id: str) -> None:
+        """The account's national registry mandates the broker (GrantMandate on its channel);
+        returns once matching lists the mandate, so the broker's orders are taken."""
+        command = rpb.GrantMandate(mandate_id=f"{account_id}:{broker_id}", account_id=account_id, broker_id=broker_id)
+        await self.from_national_registry(party, account_id, command)
+
+        async def listed() -> Any:
+            async for mandate in self.pages(f"{self.matching}/mandates", headers=self.brokers[broker_id]):
+                if mandate["account_id"] == account_id:
+                    return mandate
+            return None
+
+        await eventually(listed, f"{broker_id}'s mandate for {account_id} to reach matching")
+
+    async def get(self, url: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        """The JSON of a 200, else None; as the operator unless `headers` say otherwise."""
+        response = await self.client.get(url, headers=self.operator if headers is None else headers, **kwargs)
         return response.json() if response.status_code == 200 else None
 
     async def account(self, account_id: str) -> Any:
@@ -150,11 +179,12 @@ class Venue:
 
         return await eventually(probe, f"order {order_id} to be {status}")
 
-    async def pages(self, url: str, **params: Any) -> AsyncIterator[Any]:
+    async def pages(self, url: str, headers: dict[str, str] | None = None, **params: Any) -> AsyncIterator[Any]:
         """Every item of a paginated list endpoint, following its `next` cursor."""
         after = None
         while True:
-            page = await self.get(url, params={**params, **({"after": after} if after is not None else {})})
+            query = {**params, **({"after": after} if after is not None else {})}
+            page = await self.get(url, headers=headers, params=query)
             if page is None:
                 return
             for item in page["items"]:
@@ -176,7 +206,11 @@ class Venue:
         """Walk a jurisdiction's audit chain window by window: (intact, records checked)."""
         after, checked = 0, 0
         while True:
-            window = await self.get(f"{self.compliance}/audit/{jurisdiction}/verify", params={"after": after})
+            window = await self.get(
+                f"{self.compliance}/audit/{jurisdiction}/verify",
+                headers=self.regulator(jurisdiction),
+                params={"after": after},
+            )
             checked += window["checked"]
             if not window["intact"] or window["next"] is None:
                 return window["intact"], checked

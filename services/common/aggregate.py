@@ -1,7 +1,8 @@
 """Aggregates: state with an identity, folded from its own stream and snapshotted.
 
 A pure core's aggregate decides without changing itself; the events it returns are
-applied (`mutate`) only once the transaction that records them has committed.
+folded in (`mutate`) when the unit of work records them, under the aggregate's lock, and
+dropped with the aggregate if the transaction does not commit.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.errors import DomainError
+from services.common.limits import RateLimiter
 
 DEV_ISSUER = "tonne-dev"
 AUDIENCE = "tonne"
@@ -54,6 +55,9 @@ class AuthSettings(BaseSettings):
     issuer: str = Field(DEV_ISSUER, validation_alias="TONNE_AUTH_ISSUER")
     token_url: str = Field("/oauth/token", validation_alias="TONNE_AUTH_TOKEN_URL")
     dev_dir: Path = Field(Path(".run/auth"), validation_alias="TONNE_AUTH_DEV_DIR")
+    # Per caller (token subject), per process.
+    requests_per_second: int = Field(200, ge=1, validation_alias="TONNE_RATE_PER_SECOND")
+    burst: int = Field(400, ge=1, validation_alias="TONNE_RATE_BURST")
 
 
 @dataclass(frozen=True)
@@ -161,9 +165,10 @@ def security_scheme(token_url: str) -> OAuth2:
     return OAuth2(flows=flows, scheme_name="oauth2", auto_error=False)
 
 
-def authenticator(verifier: Verifier, scheme: OAuth2) -> Any:
+def authenticator(verifier: Verifier, scheme: OAuth2, limiter: RateLimiter | None = None) -> Any:
     """A FastAPI dependency: `Security(authenticate, scopes=["broker"])` yields the caller's
-    Identity when it holds one of those roles; 401 without a valid token, 403 without the role."""
+    Identity when it holds one of those roles; 401 without a valid token, 403 without the
+    role, 429 with Retry-After past the caller's rate."""
 
     async def authenticate(
         security: SecurityScopes, request: Request, header: str | None = Depends(scheme)
@@ -172,6 +177,8 @@ def authenticator(verifier: Verifier, scheme: OAuth2) -> Any:
         if scheme_name.lower() != "bearer" or not token:
             raise unauthenticated("a bearer token is required")
         identity = verifier.verify(token)
+        if limiter is not None:
+            limiter.take(identity.subject)
         if security.scopes and not any(identity.holds(role) for role in security.scopes):
             raise forbidden(f"this needs one of the roles {', '.join(security.scopes)}")
         request.state.identity = identity
@@ -183,7 +190,22 @@ def authenticator(verifier: Verifier, scheme: OAuth2) -> Any:
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "no valid bearer token (code AUTH_UNAUTHENTICATED)"},
     403: {"description": "the caller's roles do not allow this (code AUTH_FORBIDDEN)"},
+    429: {"description": "the caller's request rate is exceeded (code RATE_LIMITED, Retry-After)"},
 }
+
+
+class Auth:
+    """The verifier and the OpenAPI security scheme a service's routes declare."""
+
+    def __init__(self, verifier: Verifier, token_url: str, limiter: RateLimiter | None = None) -> None:
+        self.scheme = security_scheme(token_url)
+        self.authenticate = authenticator(verifier, self.scheme, limiter)
+
+    @classmethod
+    def from_env(cls) -> Auth:
+        settings = AuthSettings()
+        limiter = RateLimiter(settings.requests_per_second, settings.burst)
+        return cls(Verifier.from_settings(settings), settings.token_url, limiter)
 
 
 def _cli() -> None:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.common.errors import TooBusy
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -58,3 +64,30 @@ class BodyLimit:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class RateLimiter:
+    """A token bucket per caller: `rate` requests a second, bursts up to `burst`.
+    Buckets of callers not seen for a while are forgotten (bounded memory)."""
+
+    def __init__(
+        self, rate: int, burst: int, clock: Callable[[], float] = time.monotonic, callers: int = 100_000
+    ) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._clock = clock
+        self._callers = callers
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # caller -> (tokens, at)
+
+    def take(self, caller: str) -> None:
+        """Spend one token of `caller`'s bucket, or refuse with 429 and when to retry."""
+        now = self._clock()
+        tokens, at = self._buckets.pop(caller, (float(self._burst), now))
+        tokens = min(float(self._burst), tokens + (now - at) * self._rate)
+        if tokens < 1:
+            self._buckets[caller] = (tokens, now)
+            wait = math.ceil((1 - tokens) / self._rate)
+            raise TooBusy("RATE_LIMITED", f"more than {self._rate:g} requests a second from {caller}", wait)
+        self._buckets[caller] = (tokens - 1, now)
+        while len(self._buckets) > self._callers:
+            self._buckets.popitem(last=False)

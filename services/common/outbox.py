@@ -32,7 +32,10 @@ async def enqueue(conn: asyncpg.Connection, topic: str, key: str, envelope: Enve
         key.encode(),
         envelope.SerializeToString(),
     )
-    # Delivered on commit; wakes the relay without polling delay.
+
+
+async def wake_relay(conn: asyncpg.Connection) -> None:
+    """Wake the schema's relay when the transaction commits (once per transaction)."""
     await conn.execute("SELECT pg_notify('outbox_' || current_schema(), '')")
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import asyncpg
-from google.protobuf.message import Message
 
 from services.common import eventstore
 from services.common.aggregate import Aggregate
@@ -45,7 +44,8 @@ class Repository(Generic[A]):
         return self._cache.get(stream_id)
 
     async def get(self, conn: asyncpg.Connection, stream_id: str) -> A:
-        """The committed aggregate: from memory, or loaded (and kept once it exists)."""
+        """The committed aggregate: from memory brought up to date with any events another
+        instance appended since (one indexed read), or loaded and kept once it exists."""
         aggregate = self._cache.get(stream_id)
         if aggregate is None:
             aggregate = await self.load(conn, stream_id)
@@ -53,6 +53,8 @@ class Repository(Generic[A]):
                 self._keep(aggregate)
         else:
             self._cache.move_to_end(stream_id)
+            tail = await eventstore.read_stream(conn, stream_id, aggregate.version)
+            aggregate.mutate(payload_of(envelope) for envelope in tail)
         return aggregate
 
     def _keep(self, aggregate: A) -> None:
@@ -72,9 +74,8 @@ class Repository(Generic[A]):
         aggregate.mutate(payload_of(envelope) for envelope in tail)
         return aggregate
 
-    def committed(self, aggregate: A, events: Iterable[Message]) -> eventstore.Snapshot | None:
-        """Apply what was just committed; returns a snapshot when one is due."""
-        aggregate.mutate(events)
+    def committed(self, aggregate: A) -> eventstore.Snapshot | None:
+        """Keep an aggregate whose recorded events just committed; a snapshot when one is due."""
         self._keep(aggregate)
         if aggregate.version - aggregate.snapshot_version < self.snapshot_every:
             return None
@@ -84,6 +85,10 @@ class Repository(Generic[A]):
 
     def evict(self, stream_id: str) -> None:
         self._cache.pop(stream_id, None)
+
+    def clear(self) -> None:
+        """Forget every cached aggregate (partitions moved to other instances)."""
+        self._cache.clear()
 
     async def stream_ids(self, conn: asyncpg.Connection) -> list[str]:
         return await eventstore.stream_ids(conn, self.prefix)

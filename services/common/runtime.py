@@ -12,25 +12,31 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol, TypeVar
 
 import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from services.common import logs, outbox, tracking
+from services.common.auth import Auth, Identity
 from services.common.consumer import Consumer, Handler
 from services.common.db import connect_pool, migrate, service_role
 from services.common.errors import DomainError
 from services.common.kafka import idempotent_producer
 from services.common.limits import BodyLimit
 from services.common.outbox import OutboxRelay
+from services.common.problems import refusals
 from services.common.settings import Settings
 from services.common.statehash import ServiceState
 from services.common.unit_of_work import UnitOfWorkFactory
@@ -44,6 +50,8 @@ class Kernel:
 
     settings: Settings
     pool: asyncpg.Pool
+    # Routes declare `Security(kernel.auth.authenticate, scopes=[role, ...])`.
+    auth: Auth = field(default_factory=Auth.from_env)
 
 
 class Service(Protocol):
@@ -79,6 +87,7 @@ class _Running:
             "database": await _answers(self.pool.fetchval("SELECT true", timeout=READY_TIMEOUT)),
             "kafka": await _answers(self.producer.client.fetch_all_metadata()),
             "partitions_assigned": self.consumer.assigned,
+            "consumer": self.consumer.running,
             "outbox_relay": not self.relay_task.done(),
         }
 
@@ -97,6 +106,7 @@ def create_app(
     settings: Settings, build: Callable[[Kernel], S], router: Callable[[S], APIRouter], title: str
 ) -> FastAPI:
     running: list[_Running] = []  # empty until started, and again while stopping
+    auth = Auth.from_env()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,9 +115,9 @@ def create_app(
         pool = await connect_pool(settings.database_url, settings.service, role=role)
         producer = idempotent_producer(settings.kafka_bootstrap, f"tonne-{settings.service}")
         await producer.start()
-        service = build(Kernel(settings, pool))
+        service = build(Kernel(settings, pool, auth))
         app.include_router(router(service))
-        app.include_router(state_router(service, pool))
+        app.include_router(state_router(service, pool, auth))
         relay = OutboxRelay(pool, producer, settings.topic_prefix, settings.service)
         relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
         retention_task = asyncio.create_task(retain(pool, timedelta(hours=settings.retention_hours)), name="retention")
@@ -119,6 +129,7 @@ def create_app(
             producer=producer,
             handlers=service.handlers,
             unit_of_work=service.unit_of_work,
+            on_revoked=service.state.forget,
         )
         await consumer.start()
         running.append(_Running(pool, producer, consumer, relay_task, retention_task))
@@ -151,7 +162,21 @@ def create_app(
 
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse(status_code=exc.http_status, content=exc.body())
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return JSONResponse(status_code=exc.http_status, content=exc.body(), headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """The framework's own refusals, in the Problem shape with a stable code."""
+        if exc.status_code == 400:  # a body that is not JSON text
+            error = DomainError("REQUEST_INVALID", "the body is not valid JSON", [str(exc.detail)[:200]])
+            return JSONResponse(status_code=422, content=error.body())
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # One path may be served by several routes: allow what all of them serve.
+            headers["Allow"] = ", ".join(sorted(allowed_methods(app, request.scope)))
+        body = DomainError(f"HTTP_{exc.status_code}", str(exc.detail)).body()
+        return JSONResponse(status_code=exc.status_code, content=body, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -171,18 +196,31 @@ def create_app(
         ok = all(checks.values()) and len(checks) > 1
         return JSONResponse(status_code=200 if ok else 503, content=checks)
 
-    @app.get("/metrics", tags=["operations"])
-    async def metrics() -> Response:
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **refusals()},
+    )
+    async def metrics(_: Identity = Security(auth.authenticate, scopes=["operator"])) -> Response:
+        """Prometheus metrics (scraped with an operator token)."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
 
-def state_router(service: Service, pool: asyncpg.Pool) -> APIRouter:
+def allowed_methods(app: FastAPI, scope: Scope) -> set[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.matches(scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return methods
+
+
+def state_router(service: Service, pool: asyncpg.Pool, auth: Auth) -> APIRouter:
     api = APIRouter(tags=["operations"])
 
-    @api.get("/state-hash")
-    async def state_hash() -> dict[str, str]:
+    @api.get("/state-hash", responses=refusals())
+    async def state_hash(_: Identity = Security(auth.authenticate, scopes=["operator"])) -> dict[str, str]:
         """SHA-256 of the service's aggregates and projections (docs/decisions/0006);
         `python -m services.<name> replay` prints the same from the event table."""
         async with pool.acquire() as conn:

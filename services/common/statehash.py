@@ -98,6 +98,11 @@ class ServiceState:
     project: Projector
     projections: Sequence[Projection]
 
+    def forget(self) -> None:
+        """Drop every cached aggregate: they load again, fresh, on next use."""
+        for repository in self.repositories:
+            repository.clear()
+
     async def hash(self, conn: asyncpg.Connection, source: Source = "live") -> StateHash:
         return StateHash(
             await digest_aggregates(conn, self.repositories, source),

@@ -15,19 +15,20 @@ class Origin:
     offset: int
 
 
-async def first_delivery(conn: asyncpg.Connection, consumer: str, event_id: str, origin: Origin) -> bool:
-    """Record the event as consumed; False when it already was. Call inside the
-    transaction that applies its effect, so both commit or neither does."""
-    inserted = await conn.fetchval(
+async def first_deliveries(conn: asyncpg.Connection, consumer: str, records: list[tuple[str, Origin]]) -> set[str]:
+    """Record the events as consumed, in one statement; returns the ids not seen before.
+    Call inside the transaction that applies their effects, so both commit or neither."""
+    rows = await conn.fetch(
         'INSERT INTO tracking (consumer, event_id, topic, partition, "offset") '
-        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
+        "SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int[], $5::bigint[]) "
+        "ON CONFLICT DO NOTHING RETURNING event_id",
         consumer,
-        event_id,
-        origin.topic,
-        origin.partition,
-        origin.offset,
+        [event_id for event_id, _ in records],
+        [origin.topic for _, origin in records],
+        [origin.partition for _, origin in records],
+        [origin.offset for _, origin in records],
     )
-    return bool(inserted)
+    return {row["event_id"] for row in rows}
 
 
 async def prune(conn: asyncpg.Connection, older_than: timedelta, batch: int = 10_000) -> int:

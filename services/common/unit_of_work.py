@@ -1,11 +1,14 @@
-"""One decision, one transaction: events, outbox rows, projections and tracking commit
-together, and only then does the in-memory state change.
+"""One transaction: events, outbox rows, projections and tracking commit together.
 
-    async with kernel.unit_of_work() as uow:
+    async with service.unit_of_work() as uow:
         book = await uow.load(books, instrument_id)
-        await uow.record(book, book.submit(order), context, destinations)
+        await uow.record(book, [(e, destinations) for e in book.submit(order, instrument)], context)
 
-A failed unit of work drops the aggregates it loaded; the next use reloads them.
+An aggregate is locked from `load` until the unit of work ends, and every read of an
+aggregate goes through `load`, so nobody sees its uncommitted state; recording folds the
+events into it at once, so a batch can decide on one aggregate many times (group
+commit). A failed unit of work drops the aggregates it loaded: the next use reloads them
+from the store, so memory only ever keeps what committed.
 """
 
 from __future__ import annotations
@@ -56,8 +59,8 @@ class UnitOfWork:
         self._project = project
         self._locks = locks
         self._held: list[asyncio.Lock] = []
-        self._loaded: list[tuple[Repository[Any], Aggregate]] = []
-        self._pending: dict[int, list[Message]] = {}  # id(aggregate) -> events recorded for it
+        self._loaded: dict[str, tuple[Repository[Any], Aggregate]] = {}  # by stream id
+        self._changed: set[str] = set()
         self._conn: asyncpg.Connection | None = None
         self._transaction: Any = None
         self._now = datetime.now(UTC)
@@ -78,11 +81,12 @@ class UnitOfWork:
     ) -> None:
         try:
             if error is None:
+                await outbox.wake_relay(self.conn)
                 await self._transaction.commit()
                 await self._after_commit()
             else:
                 await self._transaction.rollback()
-                for repository, aggregate in self._loaded:
+                for repository, aggregate in self._loaded.values():
                     repository.evict(aggregate.stream_id)
         finally:
             for lock in reversed(self._held):
@@ -92,9 +96,9 @@ class UnitOfWork:
 
     async def _after_commit(self) -> None:
         snapshots = []
-        for repository, aggregate in self._loaded:
-            events = self._pending.get(id(aggregate))
-            if events and (snapshot := repository.committed(aggregate, events)) is not None:
+        for stream_id in self._changed:
+            repository, aggregate = self._loaded[stream_id]
+            if (snapshot := repository.committed(aggregate)) is not None:
                 snapshots.append(snapshot)
         for snapshot in snapshots:
             try:
@@ -106,24 +110,26 @@ class UnitOfWork:
     async def load(self, repository: Repository[A], key: str) -> A:
         """The aggregate `key` of `repository`, locked for this unit of work."""
         stream_id = repository.stream_id(key)
+        if stream_id in self._loaded:
+            loaded: A = self._loaded[stream_id][1]  # type: ignore[assignment]
+            return loaded
         lock = self._locks(stream_id)
-        if lock not in self._held:
-            await lock.acquire()
-            self._held.append(lock)
+        await lock.acquire()
+        self._held.append(lock)
         aggregate = await repository.get(self.conn, stream_id)
-        if all(loaded is not aggregate for _, loaded in self._loaded):
-            self._loaded.append((repository, aggregate))
+        self._loaded[stream_id] = (repository, aggregate)
         return aggregate
 
     async def record(
         self, aggregate: Aggregate, events: Sequence[tuple[Message, Destinations]], context: Context
     ) -> list[Envelope]:
-        """Append `events` to the aggregate's stream; they are applied to it on commit."""
-        if all(loaded is not aggregate for _, loaded in self._loaded):
+        """Append `events` to the aggregate's stream and fold them into it."""
+        loaded = self._loaded.get(aggregate.stream_id)
+        if loaded is None or loaded[1] is not aggregate:
             raise RuntimeError(f"{aggregate.stream_id} was not loaded by this unit of work")
-        pending = self._pending.setdefault(id(aggregate), [])
-        envelopes = await self.append(aggregate.stream_id, aggregate.version + len(pending), events, context)
-        pending.extend(event for event, _ in events)
+        envelopes = await self.append(aggregate.stream_id, aggregate.version, events, context)
+        aggregate.mutate(event for event, _ in events)
+        self._changed.add(aggregate.stream_id)
         return envelopes
 
     async def append(
@@ -153,9 +159,9 @@ class UnitOfWork:
 
 class UnitOfWorkFactory:
     def __init__(self, pool: asyncpg.Pool, project: Projector) -> None:
-        self._pool = pool
+        self.pool = pool
         self._project = project
-        self._locks = StreamLocks()
+        self.locks = StreamLocks()
 
     def __call__(self) -> UnitOfWork:
-        return UnitOfWork(self._pool, self._project, self._locks)
+        return UnitOfWork(self.pool, self._project, self.locks)

@@ -1,5 +1,11 @@
 """Regulator API: screening decisions and each jurisdiction's audit chain, live.
 
+Authority (docs/trust.md): a jurisdiction's chain is read by its regulator
+(`regulator:<JUR>`) and the operator; a regulator naming another jurisdiction is refused
+403 AUTH_FORBIDDEN (jurisdictions are public, so the refusal reveals nothing). A
+decision is read by the operator and a regulator of its accounts' jurisdictions; anyone
+else gets 404 DECISION_UNKNOWN, as for a decision that does not exist.
+
 Every read is one page from the tables. Live streams are capped per process
 (TONNE_AUDIT_STREAMS, default 32): beyond it a stream request is answered 503 with
 `Retry-After`; a stream holds no database connection while it waits.
@@ -12,14 +18,16 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Security
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from google.protobuf.json_format import MessageToDict
 from starlette.types import Receive, Scope, Send
 
+from services.common.auth import Identity, forbidden
 from services.common.envelope import unwrap
 from services.common.errors import DomainError
 from services.common.inputs import INT64_MAX, Identifier, Limit, Party
+from services.common.problems import Problem, refusals
 from services.compliance.chain import StreamsFull, Subscription
 from services.compliance.service import Compliance
 from tonne.v1.compliance_pb2 import AuditRecord
@@ -31,9 +39,12 @@ RETRY_AFTER_SECONDS = 15
 # A sequence number of the chain: records after it are returned.
 Cursor = Annotated[int, Query(ge=0, le=INT64_MAX)]
 
+
 _FULL: dict[int | str, dict[str, Any]] = {
     503: {
-        "description": "As many audit streams as this instance serves are open; retry after `Retry-After` seconds.",
+        "model": Problem,
+        "description": "AUDIT_STREAMS_FULL: as many audit streams as this instance serves are open; "
+        "retry after `Retry-After` seconds.",
         "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
     }
 }
@@ -93,31 +104,54 @@ class AuditStream(StreamingResponse):
 
 def router(compliance: Compliance) -> APIRouter:
     api = APIRouter(tags=["compliance"])
+    # A dependency as a default: annotations are strings here and cannot name this local.
+    supervisor = Security(compliance.auth.authenticate, scopes=["regulator", "operator"])
 
-    @api.get("/decisions/{request_id}")
-    async def decision(request_id: Identifier) -> dict[str, object]:
-        found = await compliance.decision(request_id)
-        if found is None:
+    def chain_reader(jurisdiction: str, reader: Identity) -> None:
+        if not (reader.operator or jurisdiction in reader.jurisdictions("regulator")):
+            raise forbidden(f"only the operator and {jurisdiction}'s regulator read its audit chain")
+
+    @api.get(
+        "/decisions/{request_id}",
+        responses=refusals(_404="DECISION_UNKNOWN: no decision the caller may see", _422="REQUEST_INVALID"),
+    )
+    async def decision(request_id: Identifier, reader: Identity = supervisor) -> dict[str, object]:
+        found = await compliance.decision(request_id, reader)
+        if found is None:  # unknown, or of accounts outside the caller's jurisdictions: one answer
             raise DomainError("DECISION_UNKNOWN", f"no decision for {request_id!r}", http_status=404)
         return MessageToDict(found, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
-    @api.get("/audit/{jurisdiction}")
-    async def chain(jurisdiction: Party, after: Cursor = 0, limit: Limit = 100) -> dict[str, object]:
+    @api.get("/audit/{jurisdiction}", responses=refusals(_422="REQUEST_INVALID"))
+    async def chain(
+        jurisdiction: Party, reader: Identity = supervisor, after: Cursor = 0, limit: Limit = 100
+    ) -> dict[str, object]:
         """A page of the chain: `next` is the `after` of the following page, null at the head."""
+        chain_reader(jurisdiction, reader)
         records = await compliance.audit.page(jurisdiction, after, limit)
         full = len(records) == limit
         return {"items": [record_view(r) for r in records], "next": records[-1].sequence if full else None}
 
-    @api.get("/audit/{jurisdiction}/verify")
-    async def verify(jurisdiction: Party, after: Cursor = 0, limit: Limit = 1000) -> dict[str, object]:
+    @api.get(
+        "/audit/{jurisdiction}/verify",
+        responses=refusals(_404="AUDIT_RECORD_UNKNOWN: the chain has no record `after`", _422="REQUEST_INVALID"),
+    )
+    async def verify(
+        jurisdiction: Party, reader: Identity = supervisor, after: Cursor = 0, limit: Limit = 1000
+    ) -> dict[str, object]:
         """Verifies the records after `after` (at most `limit`) against the stored hash of
         record `after`. `next` continues with the following window; null at the head or
         after a break."""
+        chain_reader(jurisdiction, reader)
         return dataclasses.asdict(await compliance.audit.verify(jurisdiction, after, limit))
 
-    @api.get("/audit/{jurisdiction}/stream", response_class=StreamingResponse, responses=_FULL)
-    async def stream(jurisdiction: Party, after: Cursor = 0) -> Response:
+    @api.get(
+        "/audit/{jurisdiction}/stream",
+        response_class=StreamingResponse,
+        responses=_FULL | refusals(_422="REQUEST_INVALID"),
+    )
+    async def stream(jurisdiction: Party, reader: Identity = supervisor, after: Cursor = 0) -> Response:
         """NDJSON: every record after `after`, then each new one as it is chained."""
+        chain_reader(jurisdiction, reader)
         try:
             subscription = compliance.feed.subscribe(jurisdiction)
         except StreamsFull:

@@ -19,6 +19,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common import eventstore, outbox, topics
+from services.common.auth import Identity
 from services.common.consumer import Handler
 from services.common.envelope import Context, payload_of
 from services.common.runtime import Kernel
@@ -56,7 +57,11 @@ PROJECTIONS = (
     Projection("authorizations", ("authorization_id", "host_party", "quantity", "loa"), ("authorization_id",)),
     Projection("reservations", ("reservation_id", "account_id", "quantity", "blocks"), ("reservation_id",)),
     Projection("authorization_used", ("authorization_id", "quantity"), ("authorization_id",)),
-    Projection("decisions", ("request_id", "trade_id", "verdict", "decision"), ("request_id",)),
+    Projection(
+        "decisions",
+        ("request_id", "trade_id", "verdict", "decision", "from_account_id", "to_account_id"),
+        ("request_id",),
+    ),
 )
 
 
@@ -113,11 +118,14 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 )
         case cpb.ScreeningDecision():
             await conn.execute(
-                "INSERT INTO decisions (request_id, trade_id, verdict, decision) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO decisions (request_id, trade_id, verdict, decision, from_account_id, to_account_id) "
+                "VALUES ($1, $2, $3, $4, $5, $6)",
                 event.request_id,
                 event.trade_id,
                 cpb.Verdict.Name(event.verdict),
                 event.SerializeToString(deterministic=True),
+                event.request.from_account_id,
+                event.request.to_account_id,
             )
 
 
@@ -158,6 +166,7 @@ class Compliance:
     def __init__(self, kernel: Kernel, policy: Policy, audit_streams: int) -> None:
         self.policy = policy
         self.pool = kernel.pool
+        self.auth = kernel.auth
         self.state = ServiceState(repositories=(), project=project, projections=PROJECTIONS)
         self.unit_of_work = UnitOfWorkFactory(kernel.pool, project)
         self.audit = AuditLog(kernel.pool, readers=max(1, kernel.pool.get_max_size() // 2))
@@ -207,9 +216,18 @@ class Compliance:
             else:
                 log.warning("%s %s names a malformed jurisdiction; not chained", envelope.type, envelope.event_id)
 
-    async def decision(self, request_id: str) -> cpb.ScreeningDecision | None:
+    async def decision(self, request_id: str, reader: Identity) -> cpb.ScreeningDecision | None:
+        """The decision if `reader` is the operator or a regulator of a jurisdiction of its
+        accounts; None otherwise, as if there were none."""
         async with self.pool.acquire() as conn:
-            data = await conn.fetchval("SELECT decision FROM decisions WHERE request_id = $1", request_id)
+            data = await conn.fetchval(
+                "SELECT d.decision FROM decisions d WHERE d.request_id = $1 AND ($2 OR EXISTS ("
+                "SELECT 1 FROM accounts a WHERE a.account_id IN (d.from_account_id, d.to_account_id) "
+                "AND a.jurisdiction = ANY($3::text[])))",
+                request_id,
+                reader.operator,
+                sorted(reader.jurisdictions("regulator")),
+            )
         return None if data is None else cpb.ScreeningDecision.FromString(data)
 
 

@@ -1,5 +1,6 @@
 """Matching's read models: the `orders` and `trades` tables, folded from the engine
-journal in the recording transaction (and by replay), and the paged reads the API serves."""
+journal in the recording transaction (and by replay), the `mandates` folded from the
+registry's mandate facts, and the paged reads the API serves."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from google.protobuf.message import Message
 from services.common.errors import DomainError
 from services.common.statehash import Projection
 from tonne.v1 import matching_pb2 as pb
+from tonne.v1 import registry_pb2 as rpb
 from tonne.v1.envelope_pb2 import Envelope
 
 PROJECTIONS = (
@@ -53,6 +55,7 @@ PROJECTIONS = (
         ),
         ("instrument_id", "version"),
     ),
+    Projection("mandates", ("mandate_id", "account_id", "broker_id", "jurisdiction"), ("mandate_id",)),
 )
 
 _INSERT_ORDER = (
@@ -128,6 +131,42 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
             )
         case pb.OrderCancelled():
             await conn.execute("UPDATE orders SET status = 'cancelled' WHERE order_id = $1", event.order_id)
+        case rpb.MandateGranted():
+            await conn.execute(
+                "INSERT INTO mandates (mandate_id, account_id, broker_id, jurisdiction) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (mandate_id) DO UPDATE SET account_id = $2, broker_id = $3, jurisdiction = $4",
+                event.mandate_id,
+                event.account_id,
+                event.broker_id,
+                event.jurisdiction,
+            )
+        case rpb.MandateRevoked():
+            await conn.execute("DELETE FROM mandates WHERE mandate_id = $1", event.mandate_id)
+
+
+async def mandated(conn: asyncpg.Connection, broker_id: str, account_id: str) -> bool:
+    """Whether the broker holds a mandate for the account (the same answer for an account
+    that does not exist and one the broker has no mandate for)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM mandates WHERE broker_id = $1 AND account_id = $2)", broker_id, account_id
+        )
+    )
+
+
+async def open_orders(conn: asyncpg.Connection, broker_id: str, account_id: str) -> list[asyncpg.Record]:
+    """The broker's orders for the account that may still rest: sequenced by intake and
+    not (yet) known to the engine as filled, cancelled or rejected. Sells still waiting
+    for their reservation are checked again when it comes back."""
+    return list(
+        await conn.fetch(
+            "SELECT i.order_id, i.instrument_id FROM intake_orders i LEFT JOIN orders o ON o.order_id = i.order_id "
+            "WHERE i.broker_id = $1 AND i.account_id = $2 AND i.status = 'submitted' "
+            "AND (o.status IS NULL OR o.status = 'resting') ORDER BY i.created_at, i.order_id",
+            broker_id,
+            account_id,
+        )
+    )
 
 
 async def order_id_used(conn: asyncpg.Connection, order_id: str) -> bool:
@@ -280,3 +319,26 @@ async def trades(
         )
     page = rows[:limit]
     return page, page[-1]["trade_id"] if len(rows) > limit else None
+
+
+async def broker_mandates(
+    conn: asyncpg.Connection, broker_id: str, limit: int, after: str | None
+) -> tuple[list[asyncpg.Record], str | None]:
+    """The broker's mandates in (account, mandate id) order; `after` is a mandate id."""
+    start = ("", "")
+    if after is not None:
+        cursor = await conn.fetchrow(
+            "SELECT account_id, mandate_id FROM mandates WHERE broker_id = $1 AND mandate_id = $2", broker_id, after
+        )
+        if cursor is None:
+            raise DomainError("CURSOR_UNKNOWN", "`after` must be a mandate id from a previous page")
+        start = (cursor["account_id"], cursor["mandate_id"])
+    rows = await conn.fetch(
+        "SELECT mandate_id, account_id, jurisdiction FROM mandates "
+        "WHERE broker_id = $1 AND (account_id, mandate_id) > ($2, $3) ORDER BY account_id, mandate_id LIMIT $4",
+        broker_id,
+        *start,
+        limit + 1,
+    )
+    page = rows[:limit]
+    return page, page[-1]["mandate_id"] if len(rows) > limit else None

@@ -1,5 +1,6 @@
-"""Matching: intake (checks, reservation, sequencing) and the engine it feeds, one
-`Book` aggregate per instrument (stream `book-<instrument_id>`)."""
+"""Matching: intake (checks, mandate, reservation, sequencing) and the engine it feeds,
+one `Book` aggregate per instrument (stream `book-<instrument_id>`). The registry's
+mandate events are kept as fact streams `fact-<event id>` folded into `mandates`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from services.common.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from services.matching import projections
 from services.matching.domain.engine import PREFIX, Book, is_identifier, refusal, rejected, shown
 from services.matching.domain.instruments import Instrument, load
+from services.matching.domain.mandates import check_mandate, not_mandated
 from tonne.v1 import matching_pb2 as pb
 from tonne.v1 import registry_pb2
 from tonne.v1.envelope_pb2 import CommandRejected, Envelope
@@ -27,6 +29,7 @@ from tonne.v1.envelope_pb2 import CommandRejected, Envelope
 class Matching:
     def __init__(self, kernel: Kernel, instruments: dict[str, Instrument]) -> None:
         self.pool = kernel.pool
+        self.auth = kernel.auth
         self.instruments = instruments
         self.books: Repository[Book] = Repository(
             Book,
@@ -54,6 +57,16 @@ class Matching:
         order.broker_id = broker_id
         context = Context.new(actor=broker_id)
         async with self.unit_of_work() as uow:
+            first = await uow.conn.fetchval(
+                "SELECT order_id FROM intake_orders WHERE broker_id = $1 AND client_order_id = $2",
+                broker_id,
+                order.client_order_id,
+            )
+            if first is not None:
+                return str(first), False
+            # Both sides: a BUY for an account nobody holds a mandate for never rests.
+            if not await projections.mandated(uow.conn, broker_id, order.account_id):
+                raise not_mandated(broker_id, order.account_id)
             placed = await uow.conn.fetchval(
                 "INSERT INTO intake_orders (order_id, broker_id, client_order_id, instrument_id, side, "
                 "price, quantity, account_id, status, correlation_id) "
@@ -70,7 +83,7 @@ class Matching:
                 "reserving" if order.side == pb.SELL else "submitted",
                 context.correlation_id,
             )
-            if placed is None:
+            if placed is None:  # the same client order id, placed concurrently
                 first = await uow.conn.fetchval(
                     "SELECT order_id FROM intake_orders WHERE broker_id = $1 AND client_order_id = $2",
                     broker_id,
@@ -103,26 +116,39 @@ class Matching:
             await uow.send(command, topics.MATCHING_ORDERS, command.instrument_id, Context.new(broker_id))
 
     async def on_registry(self, uow: UnitOfWork, envelope: Envelope, event: Message) -> None:
-        """A sell order's reservation came back: sequence the order, or reject it."""
+        """Mandates granted or revoked; a sell order's reservation came back."""
         match event:
+            case registry_pb2.MandateGranted() | registry_pb2.MandateRevoked():
+                await self._mandate(uow, envelope, event)
+                return
             case registry_pb2.UnitsReserved():
                 order_id = event.reservation_id
             case CommandRejected(command_type="tonne.v1.ReserveUnits"):
                 order_id = event.command_id
             case _:
                 return
+        pending = await uow.conn.fetchrow(
+            "SELECT broker_id, account_id FROM intake_orders WHERE order_id = $1 AND status = 'reserving' FOR UPDATE",
+            order_id,
+        )
+        if pending is None:
+            return  # not an order of ours, or already answered
+        reserved, error = True, None
+        if isinstance(event, CommandRejected):
+            reserved, error = False, DomainError(event.code, event.reason, list(event.evidence))
+        elif not await projections.mandated(uow.conn, pending["broker_id"], pending["account_id"]):
+            # The mandate was revoked while the units were being reserved.
+            error = not_mandated(pending["broker_id"], pending["account_id"])
         row = await uow.conn.fetchrow(
             "UPDATE intake_orders SET status = $2, reject_code = $3, reject_reason = $4 "
-            "WHERE order_id = $1 AND status = 'reserving' RETURNING *",
+            "WHERE order_id = $1 RETURNING *",
             order_id,
-            "submitted" if isinstance(event, registry_pb2.UnitsReserved) else "rejected",
-            getattr(event, "code", None),
-            getattr(event, "reason", None),
+            "submitted" if error is None else "rejected",
+            None if error is None else error.code,
+            None if error is None else error.reason,
         )
-        if row is None:
-            return  # not an order of ours, or already answered
         context = Context.following(envelope, "matching-intake", row["correlation_id"])
-        if isinstance(event, registry_pb2.UnitsReserved):
+        if error is None:
             order = pb.SubmitOrder(
                 order_id=row["order_id"],
                 instrument_id=row["instrument_id"],
@@ -134,10 +160,28 @@ class Matching:
                 client_order_id=row["client_order_id"],
             )
             await uow.send(order, topics.MATCHING_ORDERS, order.instrument_id, context)
-        else:
-            error = DomainError(event.code, event.reason, list(event.evidence))
-            refusal = rejected(order_id, row["instrument_id"], row["broker_id"], error)
-            await uow.send(refusal, topics.MATCHING_EVENTS, row["instrument_id"], context)
+            return
+        if reserved:
+            release = registry_pb2.ReleaseReservation(reservation_id=order_id, quantity=row["quantity"])
+            await uow.send(release, topics.REGISTRY_COMMANDS, row["account_id"], context)
+        refused = rejected(order_id, row["instrument_id"], row["broker_id"], error)
+        await uow.send(refused, topics.MATCHING_EVENTS, row["instrument_id"], context)
+
+    async def _mandate(
+        self, uow: UnitOfWork, envelope: Envelope, event: registry_pb2.MandateGranted | registry_pb2.MandateRevoked
+    ) -> None:
+        check_mandate(event)
+        context = Context.following(envelope, "matching-intake")
+        await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
+        if isinstance(event, registry_pb2.MandateRevoked) and not await projections.mandated(
+            uow.conn, event.broker_id, event.account_id
+        ):
+            # No mandate left: the broker's open orders for the account are cancelled.
+            for row in await projections.open_orders(uow.conn, event.broker_id, event.account_id):
+                cancel = pb.CancelOrder(
+                    order_id=row["order_id"], instrument_id=row["instrument_id"], broker_id=event.broker_id
+                )
+                await uow.send(cancel, topics.MATCHING_ORDERS, cancel.instrument_id, context)
 
     # --- engine ---
 

@@ -1,5 +1,12 @@
-"""Registry HTTP API: account holders and registry operators. Reads come from the
-projection tables, a page at a time."""
+"""Registry HTTP API: registry operators, regulators, the venue's operator and brokers.
+Reads come from the projection tables, a page at a time.
+
+Authority (bearer tokens, services/common/auth.py): every route declares the roles that
+may ever call it (403 for the others); then the caller's tenancy must cover the account:
+`operator` covers all, `registry-operator:<JUR>` and `regulator:<JUR>` the accounts of
+JUR (regulators only read), a `broker` the accounts it holds a mandate for (reads only).
+An account outside the caller's tenancy is answered exactly like one that does not exist
+(404 ACCOUNT_UNKNOWN), so existence is never revealed."""
 
 from __future__ import annotations
 
@@ -7,9 +14,11 @@ from enum import StrEnum
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Security
+from google.protobuf.message import Message
 from pydantic import BaseModel
 
+from services.common.auth import AUTH_RESPONSES, Identity, forbidden
 from services.common.envelope import Context
 from services.common.errors import DomainError, NotFound
 from services.common.eventstore import ConcurrencyError
@@ -47,6 +56,18 @@ class OpenAccountRequest(BaseModel):
     holder: Text
     jurisdiction: Party
     type: AccountType = AccountType.HOLDING
+
+
+class GrantMandateRequest(BaseModel):
+    mandate_id: Identifier
+    broker_id: Identifier
+
+
+class MandateView(BaseModel):
+    mandate_id: str
+    account_id: str
+    broker_id: str
+    jurisdiction: str
 
 
 class BlockView(BaseModel):
@@ -145,16 +166,88 @@ async def blocks_page(
     return BlockPage(items=items, next=cursor(items[-1]) if len(rows) > limit else None)
 
 
+def operates(identity: Identity, jurisdiction: str) -> bool:
+    """Runs the registry of `jurisdiction`: its accounts and their mandates."""
+    return identity.operator or jurisdiction in identity.jurisdictions("registry-operator")
+
+
+async def may_read(conn: asyncpg.Connection, identity: Identity, account: asyncpg.Record) -> bool:
+    jurisdiction = account["jurisdiction"]
+    if operates(identity, jurisdiction) or jurisdiction in identity.jurisdictions("regulator"):
+        return True
+    if "broker" not in identity.roles or not identity.broker_id:
+        return False
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM mandates WHERE account_id = $1 AND broker_id = $2)",
+            account["account_id"],
+            identity.broker_id,
+        )
+    )
+
+
+def unknown(account_id: str) -> NotFound:
+    return NotFound("ACCOUNT_UNKNOWN", f"no account {account_id!r}")
+
+
+def _responses(**codes: str) -> dict[int | str, dict[str, object]]:
+    return {**AUTH_RESPONSES, **{int(k.removeprefix("_")): {"description": v} for k, v in codes.items()}}
+
+
+READ_RESPONSES = _responses(
+    _404="ACCOUNT_UNKNOWN: no account the caller may see (unknown, or outside its tenancy)",
+    _422="REQUEST_INVALID",
+)
+KEEP_RESPONSES = _responses(
+    _404="ACCOUNT_UNKNOWN (no account the caller may keep) or MANDATE_UNKNOWN",
+    _409="MANDATE_EXISTS: the mandate id names another broker or account",
+    _422="REQUEST_INVALID or MANDATE_INVALID",
+)
+
+
 def router(registry: Registry) -> APIRouter:
     api = APIRouter(tags=["registry"])
+    # Dependencies as defaults: annotations are strings here and cannot name these locals.
+    reader = Security(registry.auth.authenticate, scopes=["operator", "registry-operator", "regulator", "broker"])
+    keeper = Security(registry.auth.authenticate, scopes=["operator", "registry-operator"])
 
-    async def view(account_id: str) -> AccountView:
+    async def readable(conn: asyncpg.Connection, identity: Identity, account_id: str) -> asyncpg.Record:
+        """The account's row, if the caller may read it; else the answer of an unknown one."""
+        account = await conn.fetchrow(
+            "SELECT account_id, holder, jurisdiction, type FROM accounts WHERE account_id = $1", account_id
+        )
+        if account is None or not await may_read(conn, identity, account):
+            raise unknown(account_id)
+        return account
+
+    async def kept(identity: Identity, account_id: str) -> None:
+        """The account exists and the caller runs its registry; else the answer of an unknown one."""
+        jurisdiction = await registry.pool.fetchval(
+            "SELECT jurisdiction FROM accounts WHERE account_id = $1", account_id
+        )
+        if jurisdiction is None or not operates(identity, jurisdiction):
+            raise unknown(account_id)
+
+    async def command(command: Message, identity: Identity) -> list[Message]:
+        """Decide and record (again, when another writer moved the stream); a refusal is
+        recorded (and audited) and the caller gets its code."""
+        context = Context.new(actor=f"registry-api:{identity.subject}")
+        for attempt in range(ATTEMPTS):
+            try:
+                async with registry.unit_of_work() as uow:
+                    events = await registry.execute(uow, command, context)
+                break
+            except ConcurrencyError:
+                if attempt == ATTEMPTS - 1:
+                    raise
+        for event in events:
+            if isinstance(event, CommandRejected):
+                raise DomainError(event.code, event.reason, list(event.evidence), http_status(event.code))
+        return events
+
+    async def view(identity: Identity, account_id: str) -> AccountView:
         async with registry.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            account = await conn.fetchrow(
-                "SELECT account_id, holder, jurisdiction, type FROM accounts WHERE account_id = $1", account_id
-            )
-            if account is None:
-                raise NotFound("ACCOUNT_UNKNOWN", f"no account {account_id!r}")
+            account = await readable(conn, identity, account_id)
             totals = dict(
                 await conn.fetch(
                     "SELECT status, sum(quantity) FROM holdings WHERE account_id = $1 GROUP BY status", account_id
@@ -172,44 +265,45 @@ def router(registry: Registry) -> APIRouter:
             reserved=int(totals.get(Status.RESERVED.value, 0)),
         )
 
-    @api.post("/accounts", status_code=201, response_model=AccountView)
-    async def open_account(body: OpenAccountRequest) -> AccountView:
-        command = pb.OpenAccount(
-            account_id=body.account_id,
-            holder=body.holder,
-            jurisdiction=body.jurisdiction,
-            type=pb.AccountType.Value(body.type.value),
+    @api.post(
+        "/accounts",
+        status_code=201,
+        response_model=AccountView,
+        responses=_responses(_409="ACCOUNT_EXISTS", _422="REQUEST_INVALID or ACCOUNT_INVALID"),
+    )
+    async def open_account(body: OpenAccountRequest, identity: Identity = keeper) -> AccountView:
+        """Opens an account: the operator, or the registry operator of its jurisdiction."""
+        if not operates(identity, body.jurisdiction):
+            raise forbidden(f"only the operator and {body.jurisdiction}'s registry operator open its accounts")
+        await command(
+            pb.OpenAccount(
+                account_id=body.account_id,
+                holder=body.holder,
+                jurisdiction=body.jurisdiction,
+                type=pb.AccountType.Value(body.type.value),
+            ),
+            identity,
         )
-        context = Context.new(actor="registry-api")
-        for attempt in range(ATTEMPTS):
-            try:
-                async with registry.unit_of_work() as uow:
-                    [event] = await registry.execute(uow, command, context)
-                break
-            except ConcurrencyError:
-                if attempt == ATTEMPTS - 1:
-                    raise
-        if isinstance(event, CommandRejected):
-            # The refusal is recorded (and audited); the caller gets its code.
-            raise DomainError(event.code, event.reason, list(event.evidence), http_status(event.code))
-        return await view(body.account_id)
+        return await view(identity, body.account_id)
 
-    @api.get("/accounts/{account_id}", response_model=AccountView)
-    async def get_account(account_id: Annotated[Identifier, Path()]) -> AccountView:
-        return await view(account_id)
+    @api.get("/accounts/{account_id}", response_model=AccountView, responses=READ_RESPONSES)
+    async def get_account(account_id: Annotated[Identifier, Path()], identity: Identity = reader) -> AccountView:
+        """The account, its totals and the first page of its blocks."""
+        return await view(identity, account_id)
 
-    @api.get("/accounts/{account_id}/blocks", response_model=BlockPage)
+    @api.get("/accounts/{account_id}/blocks", response_model=BlockPage, responses=READ_RESPONSES)
     async def account_blocks(
         account_id: Annotated[Identifier, Path()],
+        identity: Identity = reader,
         limit: Annotated[Limit, Query()] = 100,
         after: Annotated[Text | None, Query()] = None,
         status: Annotated[Status | None, Query()] = None,
         standard: Annotated[StandardName | None, Query()] = None,
         vintage: Annotated[int | None, Query(ge=1, le=9999)] = None,
     ) -> BlockPage:
+        """A page of the account's blocks in (status, namespace, start) order."""
         async with registry.pool.acquire() as conn:
-            if not await conn.fetchval("SELECT true FROM accounts WHERE account_id = $1", account_id):
-                raise NotFound("ACCOUNT_UNKNOWN", f"no account {account_id!r}")
+            await readable(conn, identity, account_id)
             return await blocks_page(
                 conn,
                 account_id,
@@ -219,5 +313,38 @@ def router(registry: Registry) -> APIRouter:
                 pb.Standard.Value(standard.value) if standard else 0,
                 vintage or 0,
             )
+
+    @api.post("/accounts/{account_id}/mandates", status_code=201, response_model=MandateView, responses=KEEP_RESPONSES)
+    async def grant_mandate(
+        account_id: Annotated[Identifier, Path()], body: GrantMandateRequest, identity: Identity = keeper
+    ) -> MandateView:
+        """Lets `broker_id` act for the account. Granting the same mandate again is a no-op."""
+        await kept(identity, account_id)
+        grant = pb.GrantMandate(mandate_id=body.mandate_id, account_id=account_id, broker_id=body.broker_id)
+        await command(grant, identity)
+        row = await registry.pool.fetchrow(
+            "SELECT mandate_id, account_id, broker_id, jurisdiction FROM mandates WHERE mandate_id = $1",
+            body.mandate_id,
+        )
+        if row is None:  # revoked meanwhile
+            raise NotFound("MANDATE_UNKNOWN", f"no mandate {body.mandate_id!r}")
+        return MandateView(**dict(row))
+
+    @api.delete("/accounts/{account_id}/mandates/{mandate_id}", response_model=MandateView, responses=KEEP_RESPONSES)
+    async def revoke_mandate(
+        account_id: Annotated[Identifier, Path()],
+        mandate_id: Annotated[Identifier, Path()],
+        identity: Identity = keeper,
+    ) -> MandateView:
+        """Ends the mandate: the broker may no longer act for the account."""
+        await kept(identity, account_id)
+        [revoked] = await command(pb.RevokeMandate(mandate_id=mandate_id, account_id=account_id), identity)
+        assert isinstance(revoked, pb.MandateRevoked)
+        return MandateView(
+            mandate_id=revoked.mandate_id,
+            account_id=revoked.account_id,
+            broker_id=revoked.broker_id,
+            jurisdiction=revoked.jurisdiction,
+        )
 
     return api

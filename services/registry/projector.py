@@ -7,6 +7,7 @@ import asyncpg
 from google.protobuf.message import Message
 
 from services.common.statehash import Projection
+from services.registry.domain.blocks import Move, Put
 from services.registry.domain.ledger import changes
 from services.registry.sql_index import SqlIndex
 from tonne.v1 import registry_pb2 as pb
@@ -19,6 +20,7 @@ PROJECTIONS = (
         ("authorization_id", "host_party", "quantity", "use", "first_transfer", "vintage_from", "vintage_to"),
         ("authorization_id",),
     ),
+    Projection("mandates", ("mandate_id", "account_id", "broker_id", "jurisdiction"), ("mandate_id",)),
     Projection("issuances", ("issuance_id", "account_id", "namespace", "serial_start", "serial_end"), ("issuance_id",)),
     Projection(
         "reservations", ("reservation_id", "account_id", "quantity", "released", "transferred"), ("reservation_id",)
@@ -38,6 +40,9 @@ PROJECTIONS = (
 
 
 async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
+    """One statement per event: the index's changes and the rows beside them go in one
+    call to a server-side function (migrations/0002)."""
+    index = SqlIndex(conn)
     match event:
         case pb.AccountOpened():
             await conn.execute(
@@ -60,33 +65,27 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 a.vintage_from,
                 a.vintage_to,
             )
+        case pb.MandateGranted():
+            await conn.execute(
+                "INSERT INTO mandates (mandate_id, account_id, broker_id, jurisdiction) VALUES ($1, $2, $3, $4)",
+                event.mandate_id,
+                event.account_id,
+                event.broker_id,
+                event.jurisdiction,
+            )
+        case pb.MandateRevoked():
+            await conn.execute("DELETE FROM mandates WHERE mandate_id = $1", event.mandate_id)
         case pb.UnitsIssued():
-            await conn.execute(
-                "INSERT INTO issuances (issuance_id, account_id, namespace, serial_start, serial_end) "
-                "VALUES ($1, $2, $3, $4, $5)",
-                event.issuance_id,
-                event.account_id,
-                event.block.namespace,
-                event.block.start,
-                event.block.end,
-            )
+            [put] = changes(event)
+            assert isinstance(put, Put)
+            await index.issued(event.issuance_id, put)
         case pb.UnitsReserved():
-            await conn.execute(
-                "INSERT INTO reservations (reservation_id, account_id, quantity) VALUES ($1, $2, $3)",
-                event.reservation_id,
-                event.account_id,
-                event.quantity,
-            )
+            await index.moved("reserved", event.reservation_id, event.account_id, event.quantity, _moves(event))
         case pb.ReservationReleased():
-            await conn.execute(
-                "UPDATE reservations SET released = released + $2 WHERE reservation_id = $1",
-                event.reservation_id,
-                event.quantity,
-            )
+            await index.moved("released", event.reservation_id, event.account_id, event.quantity, _moves(event))
         case pb.UnitsTransferred():
-            await conn.execute(
-                "UPDATE reservations SET transferred = transferred + $2 WHERE reservation_id = $1",
-                event.reservation_id,
-                event.quantity,
-            )
-    await SqlIndex(conn).apply(changes(event))
+            await index.moved("transferred", event.reservation_id, event.from_account_id, event.quantity, _moves(event))
+
+
+def _moves(event: Message) -> list[Move]:
+    return [c for c in changes(event) if isinstance(c, Move)]

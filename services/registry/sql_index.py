@@ -1,47 +1,44 @@
 """The block index in PostgreSQL: the enforced index of the registry (production adapter).
 
-Same queries and changes as the memory index (domain/index.py), each a bounded number
-of statements over btree indexes, so O(log n) in the number of stored blocks:
+Same queries and changes as the memory index (domain/index.py), each over btree indexes,
+so O(log n) in the number of stored blocks, and each one round trip:
 
-- no overlap: under `pg_advisory_xact_lock(hashtext(namespace))` the block with the
-  greatest start <= a range's end is the only candidate (blocks are disjoint);
-- a move reads the containing block and its two neighbours in one statement, replaces
-  them by the split pieces, the moved piece merged with a mergeable neighbour;
-- `holdings` keeps units per account, status and selector attributes, so totals and
-  availability never sum blocks.
+- an event's changes are applied by one server-side function (migrations/0002):
+  `registry_units_issued` (re-checks no overlap, writes the block merged with equal
+  neighbours) and `registry_units_moved` (finds each piece's container, splits it,
+  writes the moved piece merged with equal neighbours); both keep `holdings` (units per
+  account, status and selector attributes) and the issuance's or reservation's row;
+- a decision's facts come in one query: `issuance_facts` (under the namespace's lock),
+  `reserve_facts`, `reservation_facts`.
 
-Every writer of a namespace's blocks holds its advisory lock: concurrent issuances and
-moves (from other partitions or instances) serialise, and reads under the lock see every
-earlier writer's commit.
+Every writer of a namespace's blocks holds `pg_advisory_xact_lock(hashtext(namespace))`:
+concurrent issuances and moves (from other partitions or instances) serialise, and reads
+under the lock see every earlier writer's commit.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import asyncpg
 
-from services.registry.domain.blocks import Block, Change, Holding, IndexConflict, Move, Put, Status, Units
+from services.registry.domain.accounts import AccountRef
+from services.registry.domain.blocks import Block, Holding, IndexConflict, Move, Put, Status, Units
 from tonne.v1 import registry_pb2 as pb
 
 COLUMNS = (
     "namespace, serial_start, serial_end, account_id, status, reservation_id, "
     "standard, host_party, vintage, authorization_id, attributes, attributes_key"
 )
+_B_COLUMNS = ", ".join(f"b.{c}" for c in COLUMNS.split(", "))
 # The selector as SQL over the block columns ($2 standard, $3 host party, $4 vintage, $5 authorized).
 _SELECTS = (
     "($2::int = 0 OR standard = $2) AND ($3::text = '' OR host_party = $3) "
     "AND ($4::int = 0 OR vintage = $4) AND (NOT $5::bool OR authorization_id <> '')"
 )
-# Under the namespace's lock: the block starting at or before $2 and the one before it,
-# and the block after $2. For a move that is the container and its neighbours.
-_AROUND = (
-    f"(SELECT {COLUMNS} FROM blocks WHERE namespace = $1 AND serial_start <= $2 ORDER BY serial_start DESC LIMIT 2) "
-    f"UNION ALL (SELECT {COLUMNS} FROM blocks WHERE namespace = $1 AND serial_start > $2 ORDER BY serial_start LIMIT 1)"
-)
-
-HoldingKey = tuple[str, str, int, str, int, str]
+INT64_MAX = 2**63 - 1
+# The index's conflict (migrations/0002): what the event moves is not where it says.
+INDEX_CONFLICT = "TN001"
 
 
 def block_of(row: asyncpg.Record) -> Block:
@@ -89,31 +86,99 @@ def selector_args(selector: pb.UnitSelector) -> tuple[int, str, int, bool]:
     )
 
 
+def _blocks(rows: Sequence[asyncpg.Record]) -> list[Block]:
+    """The blocks of a facts query's rows (a row without a block only carries the facts)."""
+    return [block_of(r) for r in rows if r["namespace"] is not None]
+
+
 class SqlIndex:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def lock(self, namespaces: Iterable[str]) -> None:
-        """Take the namespaces' advisory locks, in one order everywhere (no deadlock)."""
-        for namespace in sorted(set(namespaces)):
-            await self.conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", namespace)
+    # --- a decision's facts, one query each ---
 
-    # --- queries ---
-
-    async def overlapping(self, namespace: str, start: int, end: int, limit: int) -> list[Block]:
-        """The predecessor of `start` if it reaches it, then the blocks starting inside."""
+    async def issuance_facts(
+        self, issuance_id: str, authorization_id: str, namespace: str, start: int, end: int, limit: int
+    ) -> tuple[bool, pb.RecordAuthorization | None, list[Block]]:
+        """(is the issuance id used, the authorization named (as recorded), the blocks
+        sharing a serial with [start, end]), the namespace locked until commit. Pass
+        namespace "" for a range not to look up."""
         rows = await self.conn.fetch(
-            f"(SELECT {COLUMNS} FROM blocks WHERE namespace = $1 AND serial_start <= $2 "
-            "ORDER BY serial_start DESC LIMIT 1) UNION ALL "
-            f"(SELECT {COLUMNS} FROM blocks WHERE namespace = $1 AND serial_start > $2 AND serial_start <= $3 "
-            "ORDER BY serial_start LIMIT $4)",
+            "SELECT f.*, a.authorization_id AS loa_id, a.host_party AS loa_host_party, a.quantity AS loa_quantity, "
+            "a.use AS loa_use, a.first_transfer AS loa_first_transfer, a.vintage_from AS loa_vintage_from, "
+            "a.vintage_to AS loa_vintage_to FROM registry_issuance_facts($1, $2, $3, $4, $5) f "
+            "LEFT JOIN authorizations a ON a.authorization_id = $6",
+            issuance_id,
             namespace,
             start,
             end,
             limit,
+            authorization_id,
         )
-        blocks = sorted((block_of(r) for r in rows), key=lambda b: b.start)
-        return [b for b in blocks if b.end >= start][:limit]
+        first = rows[0]
+        authorization = None
+        if first["loa_id"] is not None:
+            authorization = pb.RecordAuthorization(
+                authorization_id=first["loa_id"],
+                host_party=first["loa_host_party"],
+                quantity=first["loa_quantity"],
+                use=first["loa_use"],
+                first_transfer=first["loa_first_transfer"],
+                vintage_from=first["loa_vintage_from"],
+                vintage_to=first["loa_vintage_to"],
+            )
+        return bool(first["used"]), authorization, _blocks(rows)
+
+    async def reserve_facts(
+        self, reservation_id: str, account_id: str, selector: pb.UnitSelector, quantity: int, limit: int
+    ) -> tuple[bool, int, list[Block]]:
+        """(is the reservation id used, the account's held units the selector takes, the
+        first of those blocks in (namespace, start) order: of the first `limit`, those
+        needed to cover `quantity`, so `limit` of them only when they do not)."""
+        rows = await self.conn.fetch(
+            "SELECT f.used, f.available, p.* FROM (SELECT "
+            "EXISTS (SELECT 1 FROM reservations WHERE reservation_id = $6) AS used, "
+            "(SELECT coalesce(sum(quantity), 0) FROM holdings WHERE account_id = $1 AND status = 'held' "
+            f"AND {_SELECTS}) AS available) f "
+            f"LEFT JOIN LATERAL (SELECT * FROM (SELECT {COLUMNS}, sum(serial_end - serial_start + 1) OVER "
+            "(ORDER BY namespace, serial_start ROWS UNBOUNDED PRECEDING) - (serial_end - serial_start + 1) "
+            "AS before FROM blocks WHERE account_id = $1 AND status = 'held' "
+            f"AND {_SELECTS} ORDER BY namespace, serial_start LIMIT $7) page WHERE page.before < $8) p ON true "
+            "ORDER BY p.namespace, p.serial_start",
+            account_id,
+            *selector_args(selector),
+            reservation_id,
+            limit,
+            min(quantity, INT64_MAX),
+        )
+        return bool(rows[0]["used"]), int(rows[0]["available"]), _blocks(rows)
+
+    async def reservation_facts(
+        self, reservation_id: str, stream_prefix: str, target_id: str = ""
+    ) -> tuple[str, int, AccountRef | None, list[Block]]:
+        """(the account holding the reservation, "" if none; the version of that account's
+        stream when the blocks were read; the target account, if opened; the reservation's
+        blocks)."""
+        rows = await self.conn.fetch(
+            "SELECT r.account_id AS owner, "
+            "(SELECT max(version) FROM events WHERE stream_id = $2 || r.account_id) AS version, "
+            "t.account_id AS target_id, t.jurisdiction AS target_jurisdiction, p.* "
+            "FROM (SELECT $1::text AS reservation_id) q "
+            "LEFT JOIN reservations r ON r.reservation_id = q.reservation_id "
+            "LEFT JOIN accounts t ON t.account_id = $3 "
+            # By the parameter, not through `r`: the planner must look the partial index up,
+            # never scan it (its size is every open reservation's blocks).
+            f"LEFT JOIN LATERAL (SELECT {_B_COLUMNS} FROM blocks b WHERE b.reservation_id = $1 "
+            "AND b.reservation_id <> '') p ON true ORDER BY p.namespace, p.serial_start",
+            reservation_id,
+            stream_prefix,
+            target_id,
+        )
+        first = rows[0]
+        target = AccountRef(first["target_id"], first["target_jurisdiction"]) if first["target_id"] else None
+        return first["owner"] or "", first["version"] or 0, target, _blocks(rows)
+
+    # --- further pages ---
 
     async def eligible(
         self, account_id: str, selector: pb.UnitSelector, after: tuple[str, int] | None, limit: int
@@ -132,14 +197,6 @@ class SqlIndex:
         )
         return [block_of(r) for r in rows]
 
-    async def available(self, account_id: str, selector: pb.UnitSelector) -> int:
-        total = await self.conn.fetchval(
-            f"SELECT coalesce(sum(quantity), 0) FROM holdings WHERE account_id = $1 AND status = 'held' AND {_SELECTS}",
-            account_id,
-            *selector_args(selector),
-        )
-        return int(total)
-
     async def reserved(self, reservation_id: str) -> list[Block]:
         # `<> ''` lets the planner use the partial index whatever the parameter.
         rows = await self.conn.fetch(
@@ -149,103 +206,55 @@ class SqlIndex:
         )
         return [block_of(r) for r in rows]
 
-    # --- changes ---
+    # --- changes: one call per event ---
 
-    async def apply(self, changes: Sequence[Change]) -> None:
-        """Apply one event's changes under its namespaces' locks."""
-        if not changes:
-            return
-        await self.lock(c.block.namespace if isinstance(c, Put) else c.namespace for c in changes)
-        deltas: Counter[HoldingKey] = Counter()
-        for change in changes:
-            match change:
-                case Put(block):
-                    await self._put(block)
-                    deltas[_key(block.holding, block.units)] += block.quantity
-                case Move():
-                    units = await self._move(change)
-                    deltas[_key(change.source, units)] -= change.end - change.start + 1
-                    deltas[_key(change.target, units)] += change.end - change.start + 1
-        await self._holdings(deltas)
-
-    async def _around(self, namespace: str, serial: int) -> tuple[Block | None, Block | None, Block | None]:
-        """(the block before the one at or before `serial`, that one, the next after `serial`)."""
-        blocks = [block_of(r) for r in await self.conn.fetch(_AROUND, namespace, serial)]
-        at = [b for b in blocks if b.start <= serial]
-        at.sort(key=lambda b: b.start)
-        after = next((b for b in blocks if b.start > serial), None)
-        current = at[-1] if at else None
-        before = at[-2] if len(at) > 1 else None
-        return before, current, after
-
-    async def _put(self, block: Block) -> None:
-        _, previous, following = await self._around(block.namespace, block.start)
-        if (previous and previous.end >= block.start) or (following and following.start <= block.end):
-            raise IndexConflict(f"{block.label()} overlaps the index")
-        await self._replace(block.namespace, [], *_merged(previous, block, following))
-
-    async def _move(self, move: Move) -> Units:
-        before, container, following = await self._around(move.namespace, move.start)
-        if container is None or not container.contains(move.start, move.end) or container.holding != move.source:
-            raise IndexConflict(f"{move.namespace}:{move.start}-{move.end} is not held as {move.source}")
-        pieces: list[Block] = []
-        left = right = None
-        if container.start < move.start:
-            left = Block(container.namespace, container.start, move.start - 1, container.holding, container.units)
-        if move.end < container.end:
-            right = Block(container.namespace, move.end + 1, container.end, container.holding, container.units)
-        moved = Block(move.namespace, move.start, move.end, move.target, container.units)
-        gone, kept = _merged(left or before, moved, right or following)
-        pieces = [p for p in (left, right) if p is not None and p.start not in gone]
-        await self._replace(move.namespace, [container.start], gone, [*pieces, *kept])
-        return container.units
-
-    async def _replace(self, namespace: str, removed: list[int], merged_away: list[int], added: list[Block]) -> None:
-        starts = removed + merged_away
-        if starts:
-            await self.conn.execute(
-                "DELETE FROM blocks WHERE namespace = $1 AND serial_start = ANY($2::bigint[])", namespace, starts
-            )
-        if added:
-            await self.conn.executemany(
-                f"INSERT INTO blocks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                [row_of(b) for b in added],
-            )
-
-    async def _holdings(self, deltas: Counter[HoldingKey]) -> None:
-        # Rows that reach zero stay (one per account, status and attributes ever held,
-        # not per event): deleting them would cost a statement on every move.
-        changed = [(*key, delta) for key, delta in sorted(deltas.items()) if delta]
-        if not changed:
-            return
-        await self.conn.executemany(
-            "INSERT INTO holdings (account_id, status, standard, host_party, vintage, authorization_id, quantity) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (account_id, status, standard, host_party, vintage, "
-            "authorization_id) DO UPDATE SET quantity = holdings.quantity + EXCLUDED.quantity",
-            changed,
+    async def issued(self, issuance_id: str, put: Put) -> None:
+        """An issuance's row, its block and the holder's holdings."""
+        block = put.block
+        u = block.units
+        await self._call(
+            "SELECT registry_units_issued($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            issuance_id,
+            block.account_id,
+            block.namespace,
+            block.start,
+            block.end,
+            u.standard,
+            u.host_party,
+            u.vintage,
+            u.authorization_id,
+            u.data,
+            u.key,
         )
 
+    async def moved(self, kind: str, reservation_id: str, account_id: str, quantity: int, moves: list[Move]) -> None:
+        """A reservation's row changed as `kind` says (reserved: created; released or
+        transferred: that total grows by `quantity`), and its serials moved."""
+        source = moves[0].source if moves else Holding("")
+        target = moves[0].target if moves else Holding("")
+        if any((m.source, m.target) != (source, target) for m in moves):
+            raise ValueError("one event moves serials from one holding to one other")
+        await self._call(
+            "SELECT registry_units_moved($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            kind,
+            reservation_id,
+            account_id,
+            quantity,
+            source.account_id,
+            source.status.value,
+            source.reservation_id,
+            target.account_id,
+            target.status.value,
+            target.reservation_id,
+            [m.namespace for m in moves],
+            [m.start for m in moves],
+            [m.end for m in moves],
+        )
 
-def _key(holding: Holding, units: Units) -> HoldingKey:
-    return (
-        holding.account_id,
-        holding.status.value,
-        units.standard,
-        units.host_party,
-        units.vintage,
-        units.authorization_id,
-    )
-
-
-def _merged(previous: Block | None, block: Block, following: Block | None) -> tuple[list[int], list[Block]]:
-    """`block` merged with its adjacent mergeable neighbours: (starts of the rows that
-    merge away, the rows to write)."""
-    gone: list[int] = []
-    start, end = block.start, block.end
-    if previous is not None and previous.end + 1 == block.start and previous.mergeable(block):
-        gone.append(previous.start)
-        start = previous.start
-    if following is not None and following.start == block.end + 1 and following.mergeable(block):
-        gone.append(following.start)
-        end = following.end
-    return gone, [Block(block.namespace, start, end, block.holding, block.units)]
+    async def _call(self, query: str, *args: object) -> None:
+        try:
+            await self.conn.execute(query, *args)
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate == INDEX_CONFLICT:
+                raise IndexConflict(str(exc)) from exc
+            raise

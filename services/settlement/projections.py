@@ -30,9 +30,13 @@ PROJECTIONS = (
             "currency",
             "phase",
             "failure",
+            "buyer_broker_id",
+            "seller_broker_id",
         ),
         ("trade_id",),
     ),
+    Projection("accounts", ("account_id", "jurisdiction"), ("account_id",)),
+    Projection("mandates", ("mandate_id", "account_id", "broker_id", "jurisdiction"), ("mandate_id",)),
     Projection(
         "adjustments",
         ("trade_id", "adjustment_id", "party", "side", "vintage", "quantity", "authorization_id"),
@@ -53,7 +57,8 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
         case spb.SettlementStarted():
             await conn.execute(
                 "INSERT INTO settlements (trade_id, instrument_id, seller_account_id, buyer_account_id, "
-                "reservation_id, quantity, price, currency, phase) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "reservation_id, quantity, price, currency, phase, buyer_broker_id, seller_broker_id) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 event.trade_id,
                 event.instrument_id,
                 event.seller_account_id,
@@ -63,6 +68,8 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 event.price,
                 event.currency,
                 Phase.SCREENING.value,
+                event.buyer_broker_id,
+                event.seller_broker_id,
             )
         case spb.TransferInstructed():
             await _set_phase(conn, event.trade_id, Phase.TRANSFERRING)
@@ -106,6 +113,24 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 a.vintage_from,
                 a.vintage_to,
             )
+        case rpb.AccountOpened():
+            await conn.execute(
+                "INSERT INTO accounts (account_id, jurisdiction) VALUES ($1, $2) "
+                "ON CONFLICT (account_id) DO UPDATE SET jurisdiction = $2",
+                event.account_id,
+                event.jurisdiction,
+            )
+        case rpb.MandateGranted():
+            await conn.execute(
+                "INSERT INTO mandates (mandate_id, account_id, broker_id, jurisdiction) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (mandate_id) DO UPDATE SET account_id = $2, broker_id = $3, jurisdiction = $4",
+                event.mandate_id,
+                event.account_id,
+                event.broker_id,
+                event.jurisdiction,
+            )
+        case rpb.MandateRevoked():
+            await conn.execute("DELETE FROM mandates WHERE mandate_id = $1", event.mandate_id)
         case rpb.UnitsTransferred():
             blocks = authorized_blocks(event)
             for namespace in sorted({b.namespace for b in blocks}):

@@ -1,9 +1,10 @@
 """Settlement's service layer: trades in, screening, transfer, adjustments, cash.
 
 Each trade is an aggregate (stream `settlement-<trade_id>`); registry facts it needs later
-(authorizations, first international transfers of authorized units) are one-event
-streams `fact-<source event id>` folded into the `authorizations` and `first_transferred`
-tables. Reads come from the projections in `projections.py`.
+(authorizations, first international transfers of authorized units, accounts'
+jurisdictions, brokers' mandates) are one-event streams `fact-<source event id>` folded
+into the `authorizations`, `first_transferred`, `accounts` and `mandates` tables. Reads
+come from the projections in `projections.py`, filtered by the caller's tenancy in SQL.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from services.common import topics
+from services.common.auth import Identity
 from services.common.consumer import Handler
 from services.common.envelope import Context
 from services.common.errors import DomainError
@@ -27,7 +29,14 @@ from services.common.runtime import Kernel
 from services.common.statehash import ServiceState
 from services.common.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from services.settlement.domain.adjustments import Interval, authorized_blocks
-from services.settlement.domain.checks import check_authorization, check_blocks, check_trade, is_identifier
+from services.settlement.domain.checks import (
+    check_account,
+    check_authorization,
+    check_blocks,
+    check_mandate,
+    check_trade,
+    is_identifier,
+)
 from services.settlement.domain.settlement import Balances, Phase, TradeSettlement
 from services.settlement.projections import PROJECTIONS, lock_namespace, overlapping, project
 from tonne.v1 import compliance_pb2 as cpb
@@ -43,6 +52,7 @@ class Settlement:
     def __init__(self, kernel: Kernel) -> None:
         settings = kernel.settings
         self.pool = kernel.pool
+        self.auth = kernel.auth
         self.settlements: Repository[TradeSettlement] = Repository(
             TradeSettlement,
             "settlement-",
@@ -112,6 +122,12 @@ class Settlement:
             case rpb.AuthorizationRecorded():
                 check_authorization(event.authorization)
                 await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
+            case rpb.AccountOpened():
+                check_account(event)
+                await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
+            case rpb.MandateGranted() | rpb.MandateRevoked():
+                check_mandate(event)
+                await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
             case rpb.UnitsTransferred():
                 itmo = authorized_blocks(event)
                 check_blocks(itmo)
@@ -151,9 +167,20 @@ class Settlement:
 
     # --- reads (projections only; each costs O(page)) ---
 
-    async def view(self, trade_id: str) -> dict[str, Any] | None:
+    async def view(self, trade_id: str, reader: Identity) -> dict[str, Any] | None:
+        """The settlement if `reader` may see it (the operator, a broker of either side, a
+        regulator of either account's jurisdiction); None otherwise, as if it did not exist."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            row = await conn.fetchrow("SELECT * FROM settlements WHERE trade_id = $1", trade_id)
+            row = await conn.fetchrow(
+                "SELECT * FROM settlements s WHERE s.trade_id = $1 AND ($2 "
+                "OR s.buyer_broker_id = $3::text OR s.seller_broker_id = $3::text "
+                "OR EXISTS (SELECT 1 FROM accounts a WHERE a.account_id IN (s.buyer_account_id, s.seller_account_id) "
+                "AND a.jurisdiction = ANY($4::text[])))",
+                trade_id,
+                reader.operator,
+                _broker(reader),
+                sorted(reader.jurisdictions("regulator")),
+            )
             if row is None:
                 return None
             adjustments = await conn.fetch(
@@ -190,11 +217,26 @@ class Settlement:
             "next": _encode_cursor(page[-1]["trade_id"], page[-1]["adjustment_id"]) if more else None,
         }
 
-    async def cash(self, account_id: str) -> dict[str, int]:
-        rows = await self.pool.fetch(
-            "SELECT currency, balance FROM cash_balances WHERE account_id = $1 ORDER BY currency", account_id
-        )
+    async def cash(self, account_id: str, reader: Identity) -> dict[str, int] | None:
+        """Balances per currency if `reader` is the operator or a broker with a mandate for
+        the account; None otherwise (the same for an account that does not exist)."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            allowed = reader.operator or await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM mandates WHERE broker_id = $1::text AND account_id = $2)",
+                _broker(reader),
+                account_id,
+            )
+            if not allowed:
+                return None
+            rows = await conn.fetch(
+                "SELECT currency, balance FROM cash_balances WHERE account_id = $1 ORDER BY currency", account_id
+            )
         return {row["currency"]: row["balance"] for row in rows}
+
+
+def _broker(reader: Identity) -> str | None:
+    """The reader's broker id when it acts as a broker (None matches no row)."""
+    return reader.broker_id if reader.holds("broker") and is_identifier(reader.broker_id) else None
 
 
 _VIEW_COLUMNS = (

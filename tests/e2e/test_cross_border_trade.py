@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 
 from services.common import topics
+from services.common.auth import DevIssuer
 from services.common.envelope import unwrap
-from tests.support import BUYER, SELLER, Venue, read_topic
+from tests.support import Venue, read_topic
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1.envelope_pb2 import Envelope
@@ -26,7 +27,7 @@ FLOW = {
 }
 
 
-async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any) -> None:
+async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any, dev_issuer: DevIssuer) -> None:
     """Scenario 1: Thailand authorizes 4,000 t of a JCM floating-solar issuance as ITMOs for
     NDC use (first transfer = first international transfer); a Swiss buyer's broker buys
     3,000 t; compliance screens, settlement moves the units and applies Thailand's
@@ -34,7 +35,7 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any) -> None
     stack, run = running_stack, uuid.uuid4().hex[:6]
     th_gov, ch_buyer, loa_id = f"TH-GOV-{run}", f"CH-BUYER-{run}", f"LOA-TH-{run}"
     async with httpx.AsyncClient(timeout=10) as client:
-        venue = Venue(stack, client)
+        venue = Venue(stack, client, dev_issuer)
         await venue.open_national_account("TH", th_gov, "Government of Thailand", rpb.GOVERNMENT)
         await venue.from_national_registry(
             "TH",
@@ -74,13 +75,15 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any) -> None
         again = await venue.open_account(ch_buyer, "Swiss buyer AG", "CH")
         assert again.status_code == 409 and again.json()["code"] == "ACCOUNT_EXISTS"
         await venue.wait_held(th_gov, 5000)
+        await venue.grant_mandate("TH", th_gov, "broker-a")
+        await venue.grant_mandate("CH", ch_buyer, "broker-b")
 
-        sell_id = await venue.place(SELLER, JCM, "SELL", 1500, 3000, th_gov, f"sell-{run}")
-        await venue.wait_order(sell_id, SELLER, "resting")
+        sell_id = await venue.place(venue.seller, JCM, "SELL", 1500, 3000, th_gov, f"sell-{run}")
+        await venue.wait_order(sell_id, venue.seller, "resting")
         await venue.wait_held(th_gov, 2000, reserved=3000)  # covered: reserved before it rests
 
-        buy_id = await venue.place(BUYER, JCM, "BUY", 1500, 3000, ch_buyer, f"buy-{run}")
-        assert (await venue.wait_order(buy_id, BUYER, "filled"))["filled"] == 3000
+        buy_id = await venue.place(venue.buyer, JCM, "BUY", 1500, 3000, ch_buyer, f"buy-{run}")
+        assert (await venue.wait_order(buy_id, venue.buyer, "filled"))["filled"] == 3000
         trade = await venue.wait_trade(JCM, buy_id)
         assert (trade["sell_order_id"], trade["quantity"], trade["price"]) == (sell_id, 3000, 1500)
 
@@ -90,18 +93,20 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any) -> None
         assert (adjustment["party"], adjustment["vintage"], adjustment["quantity"]) == ("TH", 2024, "3000")
         assert adjustment["side"] == "FIRST_TRANSFERRING"
 
-        decision = await venue.get(f"{venue.compliance}/decisions/{trade['trade_id']}")
+        # The seller's regulator reads the decision; the buyer's broker its account's cash.
+        decision = await venue.get(f"{venue.compliance}/decisions/{trade['trade_id']}", venue.regulator("TH"))
         assert decision["verdict"] == "APPROVED"
         assert {r["code"] for r in decision["results"]} >= {"DOUBLE_CLAIMING_AUTHORIZATION", "HOLDINGS_RESERVED"}
 
         buyer_account = await venue.wait_held(ch_buyer, 3000)
         assert [(b["start"], b["end"]) for b in buyer_account["holdings"]] == [(1, 3000)]
         await venue.wait_held(th_gov, 2000)
-        assert await venue.get(f"{venue.settlement}/cash/{ch_buyer}") == {"USD": -4_500_000}
+        assert await venue.get(f"{venue.settlement}/cash/{ch_buyer}", venue.buyer) == {"USD": -4_500_000}
 
         # Regulators: the Thai chain over HTTP streaming, then both chains verified.
         seen: set[str] = set()
-        async with client.stream("GET", f"{venue.compliance}/audit/TH/stream", timeout=60) as stream:
+        th_stream = f"{venue.compliance}/audit/TH/stream"
+        async with client.stream("GET", th_stream, headers=venue.regulator("TH"), timeout=60) as stream:
             async for line in stream.aiter_lines():
                 record = json.loads(line)
                 if record.get("payload", {}).get("trade_id") == trade["trade_id"] or record.get(
@@ -142,14 +147,14 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any) -> None
     assert latency > 0
 
 
-async def test_unauthorized_ccer_export_is_refused(running_stack: Any) -> None:
+async def test_unauthorized_ccer_export_is_refused(running_stack: Any, dev_issuer: DevIssuer) -> None:
     """Scenario 3: a CCER block without a Chinese authorization bought for a Japanese account
     trades, but its cross-border settlement is refused and the units go back. Scenario 2's
     gate too: a sell order the seller cannot cover is refused before it rests, with its code."""
     stack, run = running_stack, uuid.uuid4().hex[:6]
     cn_seller, jp_buyer = f"CN-CO-{run}", f"JP-CO-{run}"
     async with httpx.AsyncClient(timeout=10) as client:
-        venue = Venue(stack, client)
+        venue = Venue(stack, client, dev_issuer)
         await venue.open_national_account("CN", cn_seller, "Shenzhen wind power Co")
         await venue.issue(
             "CN",
@@ -170,14 +175,16 @@ async def test_unauthorized_ccer_export_is_refused(running_stack: Any) -> None:
         )
         assert (await venue.open_account(jp_buyer, "Tokyo buyer KK", "JP")).status_code == 201
         await venue.wait_held(cn_seller, 1000)
+        await venue.grant_mandate("CN", cn_seller, "broker-a")
+        await venue.grant_mandate("JP", jp_buyer, "broker-b")
 
-        short_id = await venue.place(SELLER, "CCER-2025", "SELL", 8000, 5000, cn_seller, f"short-{run}")
-        refused = await venue.wait_order(short_id, SELLER, "rejected")
+        short_id = await venue.place(venue.seller, "CCER-2025", "SELL", 8000, 5000, cn_seller, f"short-{run}")
+        refused = await venue.wait_order(short_id, venue.seller, "rejected")
         assert refused["reject_code"] == "HOLDINGS_INSUFFICIENT"
 
-        sell_id = await venue.place(SELLER, "CCER-2025", "SELL", 8000, 400, cn_seller, f"sell-{run}")
-        await venue.wait_order(sell_id, SELLER, "resting")
-        buy_id = await venue.place(BUYER, "CCER-2025", "BUY", 8000, 400, jp_buyer, f"buy-{run}")
+        sell_id = await venue.place(venue.seller, "CCER-2025", "SELL", 8000, 400, cn_seller, f"sell-{run}")
+        await venue.wait_order(sell_id, venue.seller, "resting")
+        buy_id = await venue.place(venue.buyer, "CCER-2025", "BUY", 8000, 400, jp_buyer, f"buy-{run}")
         trade = await venue.wait_trade("CCER-2025", buy_id)
 
         outcome = await venue.wait_settlement(trade["trade_id"])

@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 
 from deploy.stack import SERVICES
+from services.common.auth import DevIssuer
 from tests.support import eventually
 
 
@@ -28,8 +29,9 @@ async def replay(stack: Any, service: str, *flags: str) -> dict[str, str]:
     return result
 
 
-async def test_live_replay_and_snapshot_replay_give_one_state_hash(running_stack: Any) -> None:
+async def test_live_replay_and_snapshot_replay_give_one_state_hash(running_stack: Any, dev_issuer: DevIssuer) -> None:
     stack = running_stack
+    operator = {"authorization": f"Bearer {dev_issuer.mint('ops', ['operator'])}"}
     conn = await asyncpg.connect(stack.database_url)
     try:
         # The scenarios made the engine's books long enough to have been snapshotted.
@@ -42,11 +44,21 @@ async def test_live_replay_and_snapshot_replay_give_one_state_hash(running_stack
 
             async def agreed(service: str = service, url: str = url) -> Any:
                 # Records may still be in flight: compare once the live hash holds still.
-                before = (await client.get(url)).json()
+                before = (await client.get(url, headers=operator)).json()
                 from_zero = await replay(stack, service)
                 from_snapshot = await replay(stack, service, "--from-snapshot")
-                after = (await client.get(url)).json()
+                after = (await client.get(url, headers=operator)).json()
                 return before if before == after == from_zero == from_snapshot else None
 
             hashed = await eventually(agreed, f"{service}'s live, replayed and snapshot hashes to agree", 120)
             assert len(hashed["state"]) == 64
+
+
+async def test_the_state_hash_and_metrics_are_for_operators_only(running_stack: Any, dev_issuer: DevIssuer) -> None:
+    broker = {"authorization": f"Bearer {dev_issuer.mint('broker-a', ['broker'], 'broker-a')}"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for url in running_stack.urls.values():
+            for path in ("/state-hash", "/metrics"):
+                anonymous, forbidden = await client.get(url + path), await client.get(url + path, headers=broker)
+                assert (anonymous.status_code, forbidden.status_code) == (401, 403)
+                assert "state" not in anonymous.text and "tonne_" not in forbidden.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Self
@@ -19,6 +20,7 @@ from services.common.repository import Repository
 from services.common.statehash import Projection, ServiceState
 from services.common.tracking import Origin
 from services.common.unit_of_work import UnitOfWorkFactory
+from tests.support import eventually
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1.envelope_pb2 import Envelope
 
@@ -90,10 +92,12 @@ async def test_state_changes_only_after_commit_and_a_failure_reloads_only_its_ag
         async with unit_of_work() as uow:
             roster = await uow.load(repository, "a")
             await uow.record(roster, [(e, []) for e in roster.open("a2")], CONTEXT)
-            assert roster.accounts == ["a1"]  # recorded, not yet committed: memory unchanged
+            assert roster.accounts == ["a1", "a2"]  # folded for the next decision of this unit...
+            assert unit_of_work.locks("roster-a").locked()  # ...which no one else can read before commit
             raise RuntimeError("the handler fails after recording")
 
     assert repository.cached("roster-a") is None  # dropped; reloaded on next use
+    assert not unit_of_work.locks("roster-a").locked()
     assert repository.cached("roster-b") is b  # untouched
     assert await pool.fetchval("SELECT count(*) FROM opened") == 2  # the projection rolled back too
     await open_accounts(unit_of_work, repository, "a", "a2")
@@ -119,23 +123,40 @@ async def test_snapshot_plus_tail_equals_folding_from_zero(pool: asyncpg.Pool) -
         assert (await state.hash(conn, "live")).projections != live.projections
 
 
-async def test_a_second_instance_with_a_stale_copy_is_refused_then_reloads(pool: asyncpg.Pool) -> None:
-    first, second = rosters(), rosters()
-    await open_accounts(UnitOfWorkFactory(pool, project), first, "s", "s1")
-    await open_accounts(UnitOfWorkFactory(pool, project), second, "s", "s2")  # loads, sees s1
+async def test_instances_see_each_others_commits_and_a_race_is_refused(pool: asyncpg.Pool) -> None:
+    first, second = rosters(), rosters()  # two instances: own caches, own locks
+    one, two = UnitOfWorkFactory(pool, project), UnitOfWorkFactory(pool, project)
+    await open_accounts(one, first, "s", "s1")
+    await open_accounts(two, second, "s", "s2")
+    await open_accounts(one, first, "s", "s3")  # its cached copy catches up with s2 first
+    cached = first.cached("roster-s")
+    assert cached is not None and cached.accounts == ["s1", "s2", "s3"]
+
+    async with one() as uow:
+        roster = await uow.load(first, "s")
+        await uow.record(roster, [(e, []) for e in roster.open("s4")], CONTEXT)
+        racer = asyncio.create_task(open_accounts(two, second, "s", "s4-too"))
+
+        async def blocked() -> bool:
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            return bool(await pool.fetchval(waiting))
+
+        await eventually(blocked, "the racing instance to wait on the same stream version")
     with pytest.raises(ConcurrencyError):
-        await open_accounts(UnitOfWorkFactory(pool, project), first, "s", "s3")  # its copy is stale
-    assert first.cached("roster-s") is None
-    await open_accounts(UnitOfWorkFactory(pool, project), first, "s", "s3")
-    roster = first.cached("roster-s")
-    assert roster is not None and roster.accounts == ["s1", "s2", "s3"]
+        await racer
+    assert second.cached("roster-s") is None  # dropped, and decided again on the next try
+    await open_accounts(two, second, "s", "s5")
+    settled = second.cached("roster-s")
+    assert settled is not None and settled.accounts == ["s1", "s2", "s3", "s4", "s5"]
 
 
 async def test_retention_prunes_published_outbox_rows_and_old_tracking_ids(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         for n in range(3):
             await conn.execute("INSERT INTO outbox (topic, key, value) VALUES ('t', 'k', $1)", bytes([n]))
-            await tracking.first_delivery(conn, "c", f"e{n}", Origin("t", 0, n))
+            await tracking.first_deliveries(conn, "c", [(f"e{n}", Origin("t", 0, n))])
         await conn.execute("UPDATE outbox SET published_at = now() - interval '2 days' WHERE value <> '\\x02'")
         await conn.execute("UPDATE tracking SET processed_at = now() - interval '2 days' WHERE event_id <> 'e2'")
         assert await outbox.prune(conn, timedelta(days=1)) == 2
@@ -161,3 +182,17 @@ async def test_a_service_role_reaches_only_its_own_schema(fresh_database_url: st
                 await conn.execute("DROP TABLE outbox")  # no DDL
     finally:
         await pool.close()
+
+
+async def test_a_unit_of_work_decides_many_times_on_one_aggregate(pool: asyncpg.Pool) -> None:
+    """Group commit: a batch's decisions see each other's effects, and commit together."""
+    repository, unit_of_work = rosters(snapshot_every=100), UnitOfWorkFactory(pool, project)
+    async with unit_of_work() as uow:
+        for account_id in ("g1", "g2", "g3"):
+            roster = await uow.load(repository, "g")
+            await uow.record(roster, [(e, []) for e in roster.open(account_id)], CONTEXT)
+        with pytest.raises(ValueError):
+            roster.open("g2")  # the earlier decisions of this unit of work are visible to the later ones
+    async with pool.acquire() as conn:
+        stored = await repository.load(conn, "roster-g", from_snapshot=False)
+    assert (stored.accounts, stored.version) == (["g1", "g2", "g3"], 3)

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from google.protobuf.message import Message
 
 from services.common import topics
+from services.common.auth import DevIssuer
 from services.common.db import connect_pool, migrate
 from services.common.envelope import Context, unwrap, wrap
 from services.common.errors import DomainError
@@ -76,7 +77,9 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(fresh_database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
+async def stack(
+    fresh_database_url: str, monkeypatch: pytest.MonkeyPatch, dev_issuer: DevIssuer
+) -> AsyncIterator[Stack]:
     monkeypatch.setenv("TONNE_AUDIT_STREAMS", str(STREAMS))
     await migrate(fresh_database_url, "compliance")
     pool = await connect_pool(fresh_database_url, "compliance")
@@ -96,7 +99,10 @@ async def stack(fresh_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Asy
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content=DomainError("REQUEST_INVALID", "invalid").body())
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://compliance") as http:
+    # The operator reads everything; tenancy has its own test below.
+    operator = {"authorization": f"Bearer {dev_issuer.mint('venue-ops', ['operator'])}"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://compliance", headers=operator) as http:
         yield Stack(service, pool, settings, http, Facts())
     await service.feed.close()
     await pool.close()
@@ -337,3 +343,47 @@ async def collect(received: asyncio.Queue[tuple[int, bytes]], streams: int, mark
         n, line = await received.get()
         if marker in line:
             seen.add(n)
+
+
+async def test_regulators_read_only_their_jurisdictions(stack: Stack, dev_issuer: DevIssuer) -> None:
+    await observe_scenario(stack)
+    await stack.deliver(topics.COMPLIANCE_REQUESTS, request())
+
+    def token(subject: str, *roles: str, broker_id: str = "") -> dict[str, str]:
+        return {"authorization": f"Bearer {dev_issuer.mint(subject, list(roles), broker_id)}"}
+
+    readers = {
+        "anonymous": {"authorization": ""},
+        "broker-a": token("broker-a", "broker", broker_id="broker-a"),
+        "regulator:TH": token("th", "regulator:TH"),
+        "regulator:CH": token("ch", "regulator:CH"),
+        "regulator:CN": token("cn", "regulator:CN"),
+        "registry-operator:TH": token("th-reg", "registry-operator:TH"),
+        "national-registry:TH": token("th-nat", "national-registry:TH"),
+    }
+    paths = ("/decisions/T1", "/audit/TH", "/audit/TH/verify", "/audit/TH/stream", "/audit/CN")
+    expected = {
+        "anonymous": (401, 401, 401, 401, 401),
+        "broker-a": (403, 403, 403, 403, 403),
+        "regulator:TH": (200, 200, 200, None, 403),  # its stream: tests/e2e/test_authority.py
+        "regulator:CH": (200, 403, 403, 403, 403),  # the buyer's regulator sees the decision
+        "regulator:CN": (404, 403, 403, 403, 200),
+        "registry-operator:TH": (403, 403, 403, 403, 403),
+        "national-registry:TH": (403, 403, 403, 403, 403),
+    }
+    for name, headers in readers.items():
+        seen: list[int | None] = []
+        for path, wanted in zip(paths, expected[name], strict=True):
+            if wanted is None:  # an allowed stream never ends; ASGITransport would buffer it forever
+                seen.append(None)
+                continue
+            response = await stack.http.get(path, headers=headers)
+            seen.append(response.status_code)
+            if response.status_code != 200:  # a refusal carries none of the object's data
+                assert set(response.json()) == {"code", "reason", "evidence"}
+                assert "TH-GOV" not in response.text and "APPROVED" not in response.text
+        assert tuple(seen) == expected[name], name
+    unknown = await stack.http.get("/decisions/NOPE", headers=readers["regulator:CN"])
+    hidden = await stack.http.get("/decisions/T1", headers=readers["regulator:CN"])
+    assert unknown.json()["code"] == hidden.json()["code"] == "DECISION_UNKNOWN"
+    assert stack.service.feed.subscribers == 0

@@ -127,7 +127,7 @@ async def test_consumer_applies_once_and_parks_what_it_cannot_apply(
             ("HANDLER_FAILED", topic, 3),
         ]
         assert parked[0].origin_value == b"\xff not protobuf" and parked[1].consumer == "kernel-test"
-        assert poisoned == 3  # tried three times, each attempt rolled back
+        assert poisoned == 4  # with its batch once, then alone three times; each attempt rolled back
     finally:
         await consumer.stop()
         await producer.stop()

@@ -16,8 +16,10 @@ import pytest
 from google.protobuf.message import Message
 
 from services.common import topics
+from services.common.auth import DevIssuer
 from services.common.db import connect_pool, migrate
 from services.common.envelope import Context, unwrap, wrap
+from services.common.errors import DomainError
 from services.common.replay import replay
 from services.common.runtime import Kernel, create_app
 from services.common.settings import Settings
@@ -29,8 +31,10 @@ from tonne.v1.envelope_pb2 import Envelope
 
 JCM = "JCM-TH-2024-NDC"
 CCER = "CCER-2025"
-A = {"authorization": "Bearer dev-token-a"}
-B = {"authorization": "Bearer dev-token-b"}
+
+
+def bearer(issuer: DevIssuer, subject: str, roles: list[str], broker_id: str = "") -> dict[str, str]:
+    return {"authorization": f"Bearer {issuer.mint(subject, roles, broker_id)}"}
 
 
 @dataclass
@@ -80,12 +84,21 @@ class Venue:
                 await self.service.handlers[topics.MATCHING_ORDERS](uow, envelope, command)
         return len(rows)
 
-    async def reserved(self, order_id: str, quantity: int) -> None:
-        """The registry's answer to a sell order's ReserveUnits."""
-        event = rpb.UnitsReserved(reservation_id=order_id, account_id="acct", quantity=quantity)
+    async def registry(self, event: Message) -> None:
+        """One record of registry.events, as the consumer delivers it."""
         envelope = wrap(event, aggregate_id="acct", context=Context.new("registry"), occurred_at=datetime.now(UTC))
         async with self.service.unit_of_work() as uow:
             await self.service.handlers[topics.REGISTRY_EVENTS](uow, envelope, event)
+
+    async def reserved(self, order_id: str, quantity: int) -> None:
+        """The registry's answer to a sell order's ReserveUnits."""
+        await self.registry(rpb.UnitsReserved(reservation_id=order_id, account_id="acct", quantity=quantity))
+
+    async def mandate(self, broker: str, account: str, revoke: bool = False) -> None:
+        kind = rpb.MandateRevoked if revoke else rpb.MandateGranted
+        await self.registry(
+            kind(mandate_id=f"m-{broker}-{account}", account_id=account, broker_id=broker, jurisdiction="TH")
+        )
 
 
 @pytest.fixture
@@ -187,8 +200,10 @@ async def test_a_failed_transaction_changes_nothing_and_the_next_order_works(ven
         async with venue.service.unit_of_work() as uow:
             await venue.service.handlers[topics.MATCHING_ORDERS](uow, envelope, command)
             book = venue.service.books.cached(f"book-{JCM}")
-            assert book is not None and book.sequence == 2  # recorded, not yet applied
+            assert book is not None and book.sequence == 3  # folded in for this unit of work only...
+            assert venue.service.unit_of_work.locks(f"book-{JCM}").locked()  # ...which holds it
             raise RuntimeError("crash after recording")
+    assert venue.service.books.cached(f"book-{JCM}") is None  # dropped, reloaded from the store
 
     assert (await venue.depth(JCM), await venue.rows("SELECT * FROM orders ORDER BY order_id")) == before
     assert await venue.pool.fetchval("SELECT count(*) FROM events") == events_before
@@ -231,7 +246,12 @@ async def test_live_state_hash_equals_replay_from_zero_and_from_snapshot(venue: 
         assert (await venue.service.state.hash(conn)).projections != zero.projections
 
 
-async def test_the_broker_api_reads_projections_and_refuses_hostile_input(venue: Venue) -> None:
+async def test_the_broker_api_reads_projections_and_refuses_hostile_input(venue: Venue, dev_issuer: DevIssuer) -> None:
+    A = bearer(dev_issuer, "broker-a", ["broker"], "broker-a")
+    B = bearer(dev_issuer, "broker-b", ["broker"], "broker-b")
+    await venue.mandate("broker-a", "acct-1")
+    await venue.mandate("broker-b", "acct-1")
+    await venue.mandate("broker-a", "a")
     app = create_app(venue.settings, build, router, "matching under test")
     app.include_router(router(venue.service))  # the lifespan (Kafka, consumer) is not needed here
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://matching") as http:
@@ -278,7 +298,7 @@ async def test_the_broker_api_reads_projections_and_refuses_hostile_input(venue:
         assert pages == [[("s0", "filled", 10), ("s1", "resting", 5)], [("s2", "resting", 0)]]
 
         # Public trades: no account or broker of either side.
-        page = (await http.get("/trades", params={"instrument_id": JCM, "limit": 1})).json()
+        page = (await http.get("/trades", headers=B, params={"instrument_id": JCM, "limit": 1})).json()
         assert set(page["items"][0]) == {
             "trade_id",
             "instrument_id",
@@ -291,11 +311,11 @@ async def test_the_broker_api_reads_projections_and_refuses_hostile_input(venue:
             "engine_sequence",
         }
         assert page["items"][0]["aggressor"] == "BUY" and page["next"] == f"{JCM}:4:1"
-        rest = (await http.get("/trades", params={"instrument_id": JCM, "after": page["next"]})).json()
+        rest = (await http.get("/trades", headers=A, params={"instrument_id": JCM, "after": page["next"]})).json()
         assert [t["trade_id"] for t in rest["items"]] == [f"{JCM}:4:2"] and rest["next"] is None
-        assert "acct" not in (await http.get("/trades")).text
+        assert "acct" not in (await http.get("/trades", headers=A)).text
 
-        book = (await http.get(f"/instruments/{JCM}/book")).json()
+        book = (await http.get(f"/instruments/{JCM}/book", headers=A)).json()
         assert book == {"instrument_id": JCM, "sequence": 4, "bids": [], "asks": [[1001, 5], [1002, 10]]}
 
         # Cancel: another broker's order is unknown to B; A's resting one is cancelled.
@@ -349,3 +369,94 @@ async def test_the_broker_api_reads_projections_and_refuses_hostile_input(venue:
             response = await http.get(path, headers=A, params=params)
             assert (response.status_code, response.json()["code"]) == (422, "REQUEST_INVALID"), path
         assert await venue.pool.fetchval("SELECT count(*) FROM intake_orders") == 4
+
+
+async def test_orders_need_a_mandate_and_a_revocation_cancels_what_may_still_rest(
+    venue: Venue, dev_issuer: DevIssuer
+) -> None:
+    A = bearer(dev_issuer, "broker-a", ["broker"], "broker-a")
+    app = create_app(venue.settings, build, router, "matching under test")
+    app.include_router(router(venue.service))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://matching") as http:
+
+        async def place(
+            side: str, account: str, client: str, headers: dict[str, str] = A, price: int = 1000
+        ) -> httpx.Response:
+            body = {
+                "instrument_id": JCM,
+                "side": side,
+                "price": price,
+                "quantity": 10,
+                "account_id": account,
+                "client_order_id": client,
+            }
+            return await http.post("/orders", headers=headers, json=body)
+
+        # No mandate: refused on both sides, for an existing account and an invented one alike.
+        for side, account in (("BUY", "acct-1"), ("SELL", "acct-1"), ("BUY", "no-such-account")):
+            refused = await place(side, account, f"{side}-{account}")
+            assert (refused.status_code, refused.json()["code"]) == (403, "BROKER_NOT_MANDATED")
+        assert await venue.pool.fetchval("SELECT count(*) FROM intake_orders") == 0
+        assert await venue.pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+        # Function level: no token 401; no broker role, or a broker token without broker_id, 403.
+        assert (await place("BUY", "acct-1", "x", {})).status_code == 401
+        regulator = bearer(dev_issuer, "th-onep", ["regulator:TH"])
+        assert (await place("BUY", "acct-1", "x", regulator)).status_code == 403
+        assert (await http.get("/orders", headers=regulator)).status_code == 403
+        assert (await http.get("/trades", headers=regulator)).status_code == 200  # market data: any identity
+        assert (await http.get("/trades")).status_code == 401
+        nameless = bearer(dev_issuer, "broker-x", ["broker"])
+        assert (await http.get("/orders", headers=nameless)).json()["code"] == "AUTH_FORBIDDEN"
+
+        # Granted: both sides are placed; the broker lists the mandate.
+        await venue.mandate("broker-a", "acct-1")
+        assert (await http.get("/mandates", headers=A)).json() == {
+            "items": [{"mandate_id": "m-broker-a-acct-1", "account_id": "acct-1", "jurisdiction": "TH"}],
+            "next": None,
+        }
+        resting = (await place("SELL", "acct-1", "s-rest")).json()
+        reserving = (await place("SELL", "acct-1", "s-wait")).json()
+        await venue.reserved(resting["order_id"], 10)
+        assert await venue.pump() == 1
+        assert await venue.depth(JCM) == (1, {"bids": [], "asks": [(1000, 10)]})
+        queued = (await place("BUY", "acct-1", "b-queued", price=990)).json()  # sequenced, not yet in the engine
+
+        await venue.mandate("broker-a", "acct-1", revoke=True)
+        assert (await http.get("/mandates", headers=A)).json()["items"] == []
+        # What rests and what is queued is cancelled (the cancel queues behind the order)...
+        await venue.pump()
+        assert await venue.depth(JCM) == (4, {"bids": [], "asks": []})
+        for order in (resting, queued):
+            assert (await http.get(f"/orders/{order['order_id']}", headers=A)).json()["status"] == "cancelled"
+        # ...and a sell still reserving is refused when its units come back, which go back.
+        await venue.reserved(reserving["order_id"], 10)
+        waiting = (await http.get(f"/orders/{reserving['order_id']}", headers=A)).json()
+        assert (waiting["status"], waiting["reject_code"]) == ("rejected", "BROKER_NOT_MANDATED")
+        commands = [unwrap(r["value"])[1] for r in await venue.rows("SELECT value FROM outbox ORDER BY id")]
+        released = [c for c in commands if isinstance(c, rpb.ReleaseReservation)]
+        assert released == [
+            rpb.ReleaseReservation(reservation_id=resting["order_id"], quantity=10),
+            rpb.ReleaseReservation(reservation_id=reserving["order_id"], quantity=10),
+        ]
+        assert (await place("BUY", "acct-1", "b-after")).json()["code"] == "BROKER_NOT_MANDATED"
+
+        # A malformed mandate fact is refused with a code (the consumer dead-letters it), not stored.
+        with pytest.raises(DomainError) as malformed:
+            await venue.registry(
+                rpb.MandateGranted(mandate_id="m", account_id="x" * 100_000, broker_id="broker-a", jurisdiction="TH")
+            )
+        assert malformed.value.code == "MANDATE_INVALID"
+        assert await venue.pool.fetchval("SELECT count(*) FROM mandates") == 0
+
+    # The OpenAPI document declares each operation's roles and its refusals.
+    paths = app.openapi()["paths"]
+    assert paths["/orders"]["post"]["security"] == [{"oauth2": ["broker"]}]
+    assert set(paths["/trades"]["get"]["security"][0]["oauth2"]) == {
+        "broker",
+        "regulator",
+        "operator",
+        "registry-operator",
+        "national-registry",
+    }
+    assert {"401", "403", "404", "413", "422"} <= set(paths["/orders"]["post"]["responses"])

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from google.protobuf.message import Message
 
+from services.common.auth import DevIssuer
 from services.common.db import connect_pool, migrate
 from services.common.envelope import Context
 from services.common.errors import DomainError
@@ -73,6 +74,11 @@ def random_command(rng: random.Random, memory: MemoryRegistry, n: int) -> Messag
     """Mostly valid commands, some refused, some hostile."""
     roll = rng.random()
     reservations = sorted(r for a in memory.accounts.values() for r in a.reservations)
+    if rng.random() < 0.08:
+        mandate, account = f"M-{rng.randint(1, 4)}", rng.choice(ACCOUNTS)
+        if rng.random() < 0.6:
+            return pb.GrantMandate(mandate_id=mandate, account_id=account, broker_id=rng.choice(["B-1", "B-2"]))
+        return pb.RevokeMandate(mandate_id=mandate, account_id=account)
     if roll < 0.3:
         start = rng.randint(1, 3000)
         return issuance(
@@ -135,6 +141,14 @@ async def sql_blocks(pool: asyncpg.Pool) -> list[tuple[Any, ...]]:
     return [_shape(block_of(r)) for r in rows]
 
 
+class _Any:
+    def __eq__(self, other: object) -> bool:
+        return True
+
+
+ANY_KEY: Any = _Any()
+
+
 def _shape(b: Any) -> tuple[Any, ...]:
     return (b.namespace, b.start, b.end, b.account_id, b.status, b.reservation_id, b.units.key)
 
@@ -160,8 +174,32 @@ async def test_the_sql_index_agrees_with_the_memory_index(kernel: Kernel) -> Non
         for status in ("held", "reserved"):
             in_memory = sum(b.quantity for b in memory.index.holdings(account) if b.status == status)
             assert totals.get(status, 0) == in_memory
+    mandates = await kernel.pool.fetch("SELECT mandate_id, account_id, broker_id FROM mandates ORDER BY mandate_id")
+    assert [tuple(r) for r in mandates] == sorted(
+        (m, a.account_id, b) for a in memory.accounts.values() for m, b in a.mandates.items()
+    )
+    assert mandates and sum(isinstance(c, pb.GrantMandate) for c in commands) > 5
     # Nothing oversize was stored.
     assert await kernel.pool.fetchval("SELECT max(length(stream_id)) FROM events") <= 100
+
+
+async def test_serials_at_the_top_of_int64_move_and_merge(kernel: Kernel) -> None:
+    top = 2**63 - 1
+    registry, memory = Registry(kernel), MemoryRegistry()
+    await drive(registry, memory, setup_commands())
+    await drive(
+        registry,
+        memory,
+        [
+            issuance("I-TOP", "TH-GOV", top - 99, top),
+            pb.ReserveUnits(reservation_id="R-1", account_id="TH-GOV", quantity=100),
+            pb.ReleaseReservation(reservation_id="R-1", quantity=30),  # the highest: [top - 29, top]
+            pb.TransferUnits(transfer_id="T-1", reservation_id="R-1", to_account_id="TH-CO", quantity=70),
+            pb.ReserveUnits(reservation_id="R-2", account_id="TH-GOV", quantity=30),
+            pb.TransferUnits(transfer_id="T-2", reservation_id="R-2", to_account_id="TH-CO", quantity=30),
+        ],
+    )
+    assert await sql_blocks(kernel.pool) == [("JCM-TH", top - 99, top, "TH-CO", "held", "", ANY_KEY)]
 
 
 async def test_a_failed_unit_of_work_changes_nothing(kernel: Kernel) -> None:
@@ -264,10 +302,11 @@ def app_for(registry: Registry) -> FastAPI:
     return app
 
 
-async def test_the_api_pages_blocks_and_refuses_hostile_input(kernel: Kernel) -> None:
+async def test_the_api_pages_blocks_and_refuses_hostile_input(kernel: Kernel, dev_issuer: DevIssuer) -> None:
     registry = Registry(kernel)
     transport = httpx.ASGITransport(app=app_for(registry))
-    async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
+    operator = {"authorization": f"Bearer {dev_issuer.mint('th-registry', ['registry-operator:TH'])}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry", headers=operator) as client:
         opened = await client.post(
             "/accounts", json={"account_id": "TH-GOV", "holder": "Thailand", "jurisdiction": "TH"}
         )

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from google.protobuf.message import Message
 
 from services.common import topics
+from services.common.auth import DevIssuer
 from services.common.db import connect_pool, migrate
 from services.common.envelope import Context, unwrap, wrap
 from services.common.errors import DomainError
@@ -71,7 +72,7 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(fresh_database_url: str) -> AsyncIterator[Rig]:
+async def rig(fresh_database_url: str, dev_issuer: DevIssuer) -> AsyncIterator[Rig]:
     await migrate(fresh_database_url, "settlement")
     settings = Settings(
         service="settlement",
@@ -88,7 +89,10 @@ async def rig(fresh_database_url: str) -> AsyncIterator[Rig]:
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse(status_code=exc.http_status, content=exc.body())
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://settlement") as api:
+    # The operator reads everything; tenancy has its own test below.
+    operator = {"authorization": f"Bearer {dev_issuer.mint('venue-ops', ['operator'])}"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://settlement", headers=operator) as api:
         yield Rig(service, settings, api)
     await pool.close()
 
@@ -104,6 +108,8 @@ def trade(trade_id: str, price: int = 1500, quantity: int = 3000, seller: str = 
         sell_order_id=f"S-{trade_id}",
         buyer_account_id="CH-BUYER",
         seller_account_id=seller,
+        buyer_broker_id="broker-b",
+        seller_broker_id="broker-a",
     )
 
 
@@ -332,3 +338,71 @@ async def test_live_and_replay_agree_after_many_trades_with_snapshots_and_a_cold
         assert (await rig.service.state.hash(conn)).state == live
     await rig.deliver(topics.COMPLIANCE_DECISIONS, decision("PENDING"))
     assert (await rig.get("/settlements/PENDING"))["phase"] == "transferring"
+
+
+async def test_each_reader_sees_only_its_tenancy(rig: Rig, dev_issuer: DevIssuer) -> None:
+    """Settlements: the operator, a broker of either side, a regulator of either account's
+    jurisdiction. Cash: the operator and a broker with a mandate. Adjustments: the operator
+    and the party's supervisors. Everyone else gets what an unknown object gets."""
+    for account, jurisdiction in (("TH-GOV", "TH"), ("CH-BUYER", "CH")):
+        await rig.deliver(topics.REGISTRY_EVENTS, rpb.AccountOpened(account_id=account, jurisdiction=jurisdiction))
+    await rig.deliver(topics.REGISTRY_EVENTS, rpb.AuthorizationRecorded(authorization=loa()))
+    await settle(rig, "T1", (1, 3000))
+    grant = rpb.MandateGranted(mandate_id="M1", account_id="CH-BUYER", broker_id="broker-b", jurisdiction="CH")
+    await rig.deliver(topics.REGISTRY_EVENTS, grant)
+
+    def token(subject: str, *roles: str, broker_id: str = "") -> dict[str, str]:
+        return {"authorization": f"Bearer {dev_issuer.mint(subject, list(roles), broker_id)}"}
+
+    readers = {
+        "anonymous": {"authorization": ""},
+        "broker-a": token("broker-a", "broker", broker_id="broker-a"),
+        "broker-b": token("broker-b", "broker", broker_id="broker-b"),
+        "broker-c": token("broker-c", "broker", broker_id="broker-c"),
+        "regulator:TH": token("th", "regulator:TH"),
+        "regulator:CN": token("cn", "regulator:CN"),
+        "registry-operator:TH": token("th-reg", "registry-operator:TH"),
+        "national-registry:CH": token("ch-nat", "national-registry:CH"),
+    }
+    expected = {
+        # reader: (settlement T1, cash of CH-BUYER, adjustments of TH, adjustments of CH)
+        "anonymous": (401, 401, 401, 401),
+        "broker-a": (200, 404, 403, 403),
+        "broker-b": (200, 200, 403, 403),
+        "broker-c": (404, 404, 403, 403),
+        "regulator:TH": (200, 403, 200, 403),
+        "regulator:CN": (404, 403, 403, 403),
+        "registry-operator:TH": (403, 403, 200, 403),
+        "national-registry:CH": (403, 403, 403, 200),
+    }
+    for name, headers in readers.items():
+        statuses = []
+        for path, params in (
+            ("/settlements/T1", {}),
+            ("/cash/CH-BUYER", {}),
+            ("/adjustments", {"party": "TH"}),
+            ("/adjustments", {"party": "CH"}),
+        ):
+            response = await rig.api.get(path, params=params, headers=headers)
+            statuses.append(response.status_code)
+            if response.status_code != 200:  # a refusal carries none of the object's data
+                assert set(response.json()) == {"code", "reason", "evidence"}
+                assert "4500000" not in response.text and "TH-GOV" not in response.text
+        assert tuple(statuses) == expected[name], name
+    # An unknown settlement and another's answer alike; a supervisor must name its party.
+    unknown = await rig.api.get("/settlements/NOPE", headers=readers["broker-c"])
+    hidden = await rig.api.get("/settlements/T1", headers=readers["broker-c"])
+    assert unknown.json()["code"] == hidden.json()["code"] == "SETTLEMENT_UNKNOWN"
+    assert (await rig.api.get("/adjustments", headers=readers["regulator:TH"])).status_code == 403
+    assert (await rig.api.get("/cash/TH-GOV", headers=readers["broker-b"])).status_code == 404
+
+    # A revoked mandate ends the broker's view of the cash.
+    revoke = rpb.MandateRevoked(mandate_id="M1", account_id="CH-BUYER", broker_id="broker-b", jurisdiction="CH")
+    await rig.deliver(topics.REGISTRY_EVENTS, revoke)
+    assert (await rig.api.get("/cash/CH-BUYER", headers=readers["broker-b"])).status_code == 404
+    for forged in (
+        rpb.MandateGranted(mandate_id="M2", account_id="A" * 1000, broker_id="b", jurisdiction="CH"),
+        rpb.AccountOpened(account_id="X", jurisdiction="C'H"),
+    ):
+        with pytest.raises(DomainError):
+            await rig.deliver(topics.REGISTRY_EVENTS, forged)

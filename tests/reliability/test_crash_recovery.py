@@ -11,21 +11,24 @@ from typing import Any
 import httpx
 
 from services.common import topics
+from services.common.auth import DevIssuer
 from services.common.envelope import unwrap
-from tests.support import BUYER, SELLER, Venue, eventually, read_topic
+from tests.support import Venue, eventually, read_topic
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1 import settlement_pb2 as spb
 
 TRADES = 3
 
 
-async def test_settlement_killed_mid_flow_settles_each_trade_exactly_once(running_stack: Any) -> None:
+async def test_settlement_killed_mid_flow_settles_each_trade_exactly_once(
+    running_stack: Any, dev_issuer: DevIssuer
+) -> None:
     """Scenario 4's PHCER block (1.2 million metro rides) is sold locally in three trades
     while settlement is dead; after its restart every trade settles once."""
     stack, run = running_stack, uuid.uuid4().hex[:6]
     seller, buyer = f"SZ-METRO-{run}", f"SZ-BUYER-{run}"
     async with httpx.AsyncClient(timeout=10) as client:
-        venue = Venue(stack, client)
+        venue = Venue(stack, client, dev_issuer)
         await venue.open_national_account("CN", seller, "Shenzhen carbon inclusion platform")
         await venue.issue(
             "CN",
@@ -46,6 +49,8 @@ async def test_settlement_killed_mid_flow_settles_each_trade_exactly_once(runnin
         )
         assert (await venue.open_account(buyer, "Shenzhen manufacturer Ltd", "CN")).status_code == 201
         await venue.wait_held(seller, 900)
+        await venue.grant_mandate("CN", seller, "broker-a")
+        await venue.grant_mandate("CN", buyer, "broker-b")
 
         # Settlement dies without a chance to commit or say goodbye.
         os.kill(stack.processes.pids["settlement"], signal.SIGKILL)
@@ -53,17 +58,18 @@ async def test_settlement_killed_mid_flow_settles_each_trade_exactly_once(runnin
             lambda: asyncio.to_thread(lambda: not stack.processes.is_alive("settlement")), "settlement to die"
         )
         for n in range(TRADES):
-            sell_id = await venue.place(SELLER, "PHCER-SZ-2025", "SELL", 50, 100, seller, f"sell-{n}-{run}")
-            await venue.wait_order(sell_id, SELLER, "resting")
-            buy_id = await venue.place(BUYER, "PHCER-SZ-2025", "BUY", 50, 100, buyer, f"buy-{n}-{run}")
-            await venue.wait_order(buy_id, BUYER, "filled")
+            sell_id = await venue.place(venue.seller, "PHCER-SZ-2025", "SELL", 50, 100, seller, f"sell-{n}-{run}")
+            await venue.wait_order(sell_id, venue.seller, "resting")
+            buy_id = await venue.place(venue.buyer, "PHCER-SZ-2025", "BUY", 50, 100, buyer, f"buy-{n}-{run}")
+            await venue.wait_order(buy_id, venue.buyer, "filled")
 
         assert await asyncio.to_thread(stack.processes.start) == ["settlement"]
         await venue.wait_held(buyer, TRADES * 100)
         await venue.wait_held(seller, 900 - TRADES * 100)
 
         async def paid() -> Any:
-            return await venue.get(f"{venue.settlement}/cash/{buyer}") == {"CNY": -TRADES * 100 * 50} or None
+            cash = await venue.get(f"{venue.settlement}/cash/{buyer}", venue.buyer)
+            return cash == {"CNY": -TRADES * 100 * 50} or None
 
         await eventually(paid, "every trade's cash leg to settle")
 

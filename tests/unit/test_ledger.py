@@ -207,3 +207,86 @@ def test_units_are_conserved_and_never_overlap(steps: list[tuple[str, int]]) -> 
         assert sum(b.quantity for b in blocks) == 2000
         assert all(a.end < b.start for a, b in itertools.pairwise(blocks))
         assert not any(a.end + 1 == b.start and a.mergeable(b) for a, b in itertools.pairwise(blocks))
+
+
+def grant(mandate_id: str, account_id: str = "TH-GOV", broker_id: str = "BROKER-1") -> pb.GrantMandate:
+    return pb.GrantMandate(mandate_id=mandate_id, account_id=account_id, broker_id=broker_id)
+
+
+def test_a_mandate_is_granted_once_and_revoked_with_the_broker_it_names(registry: MemoryRegistry) -> None:
+    [granted] = registry.execute(grant("M-1"))
+    assert granted == pb.MandateGranted(mandate_id="M-1", account_id="TH-GOV", broker_id="BROKER-1", jurisdiction="TH")
+    assert registry.execute(grant("M-1")) == []  # idempotent on the mandate id
+    assert registry.accounts["TH-GOV"].mandates == {"M-1": "BROKER-1"}
+    [revoked] = registry.execute(pb.RevokeMandate(mandate_id="M-1", account_id="TH-GOV"))
+    assert revoked == pb.MandateRevoked(mandate_id="M-1", account_id="TH-GOV", broker_id="BROKER-1", jurisdiction="TH")
+    assert registry.accounts["TH-GOV"].mandates == {}
+
+
+@pytest.mark.parametrize(
+    ("setup", "command", "code"),
+    [
+        ([], grant("M-1", account_id="NOBODY"), "ACCOUNT_UNKNOWN"),
+        ([], grant("M-1", broker_id=""), "MANDATE_INVALID"),
+        ([], grant("M-1", broker_id="B" * 65), "IDENTIFIER_INVALID"),
+        ([], grant("M 1"), "IDENTIFIER_INVALID"),
+        ([grant("M-1")], grant("M-1", broker_id="BROKER-2"), "MANDATE_EXISTS"),
+        ([grant("M-1")], grant("M-1", account_id="CH-BUYER"), "MANDATE_EXISTS"),
+        ([], pb.RevokeMandate(mandate_id="M-1", account_id="TH-GOV"), "MANDATE_UNKNOWN"),
+        ([grant("M-1")], pb.RevokeMandate(mandate_id="M-1", account_id="CH-BUYER"), "MANDATE_UNKNOWN"),
+        ([], pb.RevokeMandate(mandate_id="M-1", account_id="NOBODY"), "ACCOUNT_UNKNOWN"),
+        (
+            [grant("M-1")],
+            pb.RevokeMandate(mandate_id="M-1", account_id="TH-GOV", broker_id="BROKER-2"),
+            "MANDATE_BROKER_MISMATCH",
+        ),
+    ],
+)
+def test_bad_mandate_commands_are_refused(
+    registry: MemoryRegistry, setup: list[Message], command: Message, code: str
+) -> None:
+    for step in setup:
+        registry.execute(step)
+    mandates = {k: dict(a.mandates) for k, a in registry.accounts.items()}
+    with pytest.raises(DomainError) as caught:
+        registry.decide(command)
+    assert caught.value.code == code
+    assert all(len(item) <= 100 for item in caught.value.evidence)
+    assert mandates == {k: dict(a.mandates) for k, a in registry.accounts.items()}
+
+
+MISMATCH, NOT_ON_CHANNEL = "CHANNEL_JURISDICTION_MISMATCH", "COMMAND_NOT_ALLOWED_ON_CHANNEL"
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        (open_account("TH-NEW", "TH"), None),
+        (open_account("CN-NEW", "CN"), MISMATCH),
+        (loa("LOA-TH-2"), None),
+        (pb.RecordAuthorization(authorization_id="LOA-CN", host_party="CN", quantity=1, use=pb.NDC), MISMATCH),
+        (issuance("I-2", "TH-GOV", 9000, 9001), None),
+        (issuance("I-2", "TH-GOV", 9000, 9001, host="CN"), MISMATCH),
+        (issuance("I-2", "CH-BUYER", 9000, 9001, host="TH"), MISMATCH),
+        (grant("M-1"), None),
+        (grant("M-1", account_id="CH-BUYER"), MISMATCH),
+        (pb.RevokeMandate(mandate_id="M-1", account_id="CH-BUYER"), MISMATCH),
+        (reserve("R-1", 1), NOT_ON_CHANNEL),
+        (pb.ReleaseReservation(reservation_id="R-1", quantity=1), NOT_ON_CHANNEL),
+        (pb.TransferUnits(transfer_id="T", reservation_id="R-1", to_account_id="TH-GOV", quantity=1), NOT_ON_CHANNEL),
+    ],
+)
+def test_a_national_channel_acts_only_for_its_jurisdiction(
+    registry: MemoryRegistry, command: Message, code: str | None
+) -> None:
+    if code is None:
+        assert registry.decide(command, "TH")
+        return
+    with pytest.raises(DomainError) as caught:
+        registry.decide(command, "TH")
+    assert (caught.value.code, caught.value.evidence) == (code, ["TH"])
+    # The same command from the venue's own topic is not bound to a jurisdiction.
+    try:
+        registry.decide(command)
+    except DomainError as error:
+        assert error.code not in (MISMATCH, NOT_ON_CHANNEL)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from services.common.limits import BodyLimit
+from services.common.errors import TooBusy
+from services.common.limits import BodyLimit, RateLimiter
 
 
 def app() -> TestClient:
@@ -33,3 +35,18 @@ def test_a_streamed_oversize_body_without_length_is_refused() -> None:
     chunks = (b'{"a": "' + b"x" * 60, b"x" * 60 + b'"}')
     response = app().post("/echo", content=iter(chunks), headers={"content-type": "application/json"})
     assert response.status_code == 413 and response.json()["code"] == "REQUEST_TOO_LARGE"
+
+
+def test_a_caller_past_its_rate_is_told_when_to_come_back() -> None:
+    now = [0.0]
+    limiter = RateLimiter(rate=2, burst=3, clock=lambda: now[0])
+    for _ in range(3):
+        limiter.take("broker-a")  # the burst
+    with pytest.raises(TooBusy) as refused:
+        limiter.take("broker-a")
+    assert (refused.value.code, refused.value.http_status, refused.value.retry_after) == ("RATE_LIMITED", 429, 1)
+    limiter.take("broker-b")  # buckets are per caller
+    now[0] = 0.5  # one token back at 2 a second
+    limiter.take("broker-a")
+    with pytest.raises(TooBusy):
+        limiter.take("broker-a")

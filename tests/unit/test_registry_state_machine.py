@@ -1,6 +1,7 @@
 """The registry's pure core and memory index under long random runs of commands,
 snapshots and restarts: units conserved, no serial in two places, no unmerged
-neighbours, aggregates from snapshot + tail identical to a fold from zero."""
+neighbours, mandate ids unique across accounts, foreign channels refused, aggregates
+from snapshot + tail identical to a fold from zero."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from tonne.v1 import registry_pb2 as pb
 
 ACCOUNTS = ("TH-GOV", "TH-CO", "CH-BUYER", "JP-BUYER")
 NAMESPACES = ("JCM-TH", "VCU-TH")
+MANDATES = ("M-1", "M-2", "M-3")
+BROKERS = ("B-1", "B-2")
 
 
 class RegistryMachine(RuleBasedStateMachine):
@@ -101,6 +104,40 @@ class RegistryMachine(RuleBasedStateMachine):
         rid, quantity = self.draw_reservation(data)
         self.run(pb.TransferUnits(transfer_id=f"T-{self.n}", reservation_id=rid, to_account_id=to, quantity=quantity))
 
+    @rule(
+        account=st.sampled_from((*ACCOUNTS, "NOBODY")),
+        mandate=st.sampled_from(MANDATES),
+        broker=st.sampled_from(BROKERS),
+    )
+    def grant(self, account: str, mandate: str, broker: str) -> None:
+        self.run(pb.GrantMandate(mandate_id=mandate, account_id=account, broker_id=broker))
+
+    @rule(account=st.sampled_from(ACCOUNTS), mandate=st.sampled_from(MANDATES))
+    def revoke(self, account: str, mandate: str) -> None:
+        self.run(pb.RevokeMandate(mandate_id=mandate, account_id=account))
+
+    @rule(channel=st.sampled_from(("TH", "CH")), kind=st.integers(0, 4))
+    def from_a_foreign_channel(self, channel: str, kind: int) -> None:
+        """A national registry acting outside its jurisdiction (or moving units) is refused."""
+        other, own_account, other_account = (
+            ("CH", "TH-CO", "CH-BUYER") if channel == "TH" else ("TH", "CH-BUYER", "TH-CO")
+        )
+        command = [
+            open_account(f"{other}-NEW", other),
+            issuance(f"I-{self.n}", other_account, 900, 901, host=other),
+            issuance(f"I-{self.n}", own_account, 900, 901, host=other),
+            pb.GrantMandate(mandate_id=f"M-{self.n}", account_id=other_account, broker_id="B-1"),
+            pb.ReserveUnits(reservation_id=f"R-{self.n}", account_id=own_account, quantity=1),
+        ][kind]
+        before = {k: (a.version, a.snapshot()) for k, a in self.registry.accounts.items()}
+        try:
+            self.registry.decide(command, channel)
+        except DomainError as error:
+            assert error.code in ("CHANNEL_JURISDICTION_MISMATCH", "COMMAND_NOT_ALLOWED_ON_CHANNEL"), error
+        else:
+            raise AssertionError(f"{channel} channel took {command}")
+        assert before == {k: (a.version, a.snapshot()) for k, a in self.registry.accounts.items()}
+
     def draw_reservation(self, data: st.DataObject) -> tuple[str, int]:
         """An open reservation and a quantity, now and then more than it holds."""
         rid = data.draw(st.sampled_from(self.open_reservations()))
@@ -151,6 +188,12 @@ class RegistryMachine(RuleBasedStateMachine):
                 b.quantity for b in self.registry.index.holdings(account.account_id) if b.status == "reserved"
             )
             assert reserved == account.reserved
+
+    @invariant()
+    def a_mandate_id_is_held_by_one_account(self) -> None:
+        held = [(m, a.account_id) for a in self.registry.accounts.values() for m in a.mandates]
+        assert len(held) == len(dict(held))
+        assert dict(held) == self.registry.mandates
 
     @invariant()
     def snapshot_and_tail_equal_a_fold_from_zero(self) -> None:

@@ -583,6 +583,122 @@ class UnitsTransferred(_message.Message):
 Global___UnitsTransferred: _TypeAlias = UnitsTransferred  # noqa: Y015
 
 @_typing.final
+class GrantMandate(_message.Message):
+    """--- mandates: which broker may act for an account (trust model) ---
+
+    On registry.inbound.<JUR> (the account's national registry) or from the registry
+    operator's API. Recorded on the account's stream.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANDATE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    BROKER_ID_FIELD_NUMBER: _builtins.int
+    mandate_id: _builtins.str
+    account_id: _builtins.str
+    broker_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        mandate_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        broker_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "broker_id", b"broker_id", "mandate_id", b"mandate_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantMandate: _TypeAlias = GrantMandate  # noqa: Y015
+
+@_typing.final
+class RevokeMandate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANDATE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    BROKER_ID_FIELD_NUMBER: _builtins.int
+    mandate_id: _builtins.str
+    account_id: _builtins.str
+    broker_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        mandate_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        broker_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "broker_id", b"broker_id", "mandate_id", b"mandate_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeMandate: _TypeAlias = RevokeMandate  # noqa: Y015
+
+@_typing.final
+class MandateGranted(_message.Message):
+    """registry.events, keyed by account: matching and settlement fold these into their own
+    mandate tables to check a broker's authority over an account.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANDATE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    BROKER_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    mandate_id: _builtins.str
+    account_id: _builtins.str
+    broker_id: _builtins.str
+    jurisdiction: _builtins.str
+    def __init__(
+        self,
+        *,
+        mandate_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        broker_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "broker_id", b"broker_id", "jurisdiction", b"jurisdiction", "mandate_id", b"mandate_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MandateGranted: _TypeAlias = MandateGranted  # noqa: Y015
+
+@_typing.final
+class MandateRevoked(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANDATE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    BROKER_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    mandate_id: _builtins.str
+    account_id: _builtins.str
+    broker_id: _builtins.str
+    jurisdiction: _builtins.str
+    def __init__(
+        self,
+        *,
+        mandate_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        broker_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "broker_id", b"broker_id", "jurisdiction", b"jurisdiction", "mandate_id", b"mandate_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MandateRevoked: _TypeAlias = MandateRevoked  # noqa: Y015
+
+@_typing.final
 class ReservationBalance(_message.Message):
     """--- aggregate snapshots (stored in the registry's snapshots table, never on a topic) ---
 
@@ -610,8 +726,32 @@ class ReservationBalance(_message.Message):
 Global___ReservationBalance: _TypeAlias = ReservationBalance  # noqa: Y015
 
 @_typing.final
+class MandateEntry(_message.Message):
+    """A mandate an account holds: the broker it names."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANDATE_ID_FIELD_NUMBER: _builtins.int
+    BROKER_ID_FIELD_NUMBER: _builtins.int
+    mandate_id: _builtins.str
+    broker_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        mandate_id: _builtins.str = ...,
+        broker_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_id", b"broker_id", "mandate_id", b"mandate_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MandateEntry: _TypeAlias = MandateEntry  # noqa: Y015
+
+@_typing.final
 class AccountSnapshot(_message.Message):
-    """An Account aggregate (stream "account-<account_id>"); reservations sorted by id."""
+    """An Account aggregate (stream "account-<account_id>"); reservations and mandates sorted by id."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -620,12 +760,15 @@ class AccountSnapshot(_message.Message):
     JURISDICTION_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     RESERVATIONS_FIELD_NUMBER: _builtins.int
+    MANDATES_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     holder: _builtins.str
     jurisdiction: _builtins.str
     type: Global___AccountType.ValueType
     @_builtins.property
     def reservations(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReservationBalance]: ...
+    @_builtins.property
+    def mandates(self) -> _containers.RepeatedCompositeFieldContainer[Global___MandateEntry]: ...
     def __init__(
         self,
         *,
@@ -634,10 +777,11 @@ class AccountSnapshot(_message.Message):
         jurisdiction: _builtins.str = ...,
         type: Global___AccountType.ValueType = ...,
         reservations: _abc.Iterable[Global___ReservationBalance] | None = ...,
+        mandates: _abc.Iterable[Global___MandateEntry] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "holder", b"holder", "jurisdiction", b"jurisdiction", "reservations", b"reservations", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "holder", b"holder", "jurisdiction", b"jurisdiction", "mandates", b"mandates", "reservations", b"reservations", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

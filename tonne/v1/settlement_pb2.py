@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tonne/v1/settlement.proto\x12\x08tonne.v1\"\xbc\x01\n\x11SettlementStarted\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x19\n\x11seller_account_id\x18\x03 \x01(\t\x12\x18\n\x10\x62uyer_account_id\x18\x04 \x01(\t\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x04\x12\r\n\x05price\x18\x07 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t\";\n\x12TransferInstructed\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\"\xaa\x01\n\x13SettlementCompleted\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x04\x12\x13\n\x0b\x63\x61sh_amount\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x18\n\x10\x62uyer_account_id\x18\x06 \x01(\t\x12\x19\n\x11seller_account_id\x18\x07 \x01(\t\"B\n\x10SettlementFailed\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xbd\x01\n\x1e\x43orrespondingAdjustmentApplied\x12\x15\n\radjustment_id\x18\x01 \x01(\t\x12\x10\n\x08trade_id\x18\x02 \x01(\t\x12\r\n\x05party\x18\x03 \x01(\t\x12&\n\x04side\x18\x04 \x01(\x0e\x32\x18.tonne.v1.AdjustmentSide\x12\x0f\n\x07vintage\x18\x05 \x01(\r\x12\x10\n\x08quantity\x18\x06 \x01(\x04\x12\x18\n\x10\x61uthorization_id\x18\x07 \x01(\t\"\x82\x01\n\x17TradeSettlementSnapshot\x12,\n\x07started\x18\x01 \x01(\x0b\x32\x1b.tonne.v1.SettlementStarted\x12(\n\x05phase\x18\x02 \x01(\x0e\x32\x19.tonne.v1.SettlementPhase\x12\x0f\n\x07\x66\x61ilure\x18\x03 \x01(\t*X\n\x0e\x41\x64justmentSide\x12\x1f\n\x1b\x41\x44JUSTMENT_SIDE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46IRST_TRANSFERRING\x10\x01\x12\r\n\tACQUIRING\x10\x02*\xb1\x01\n\x0fSettlementPhase\x12 \n\x1cSETTLEMENT_PHASE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSETTLEMENT_PHASE_SCREENING\x10\x01\x12!\n\x1dSETTLEMENT_PHASE_TRANSFERRING\x10\x02\x12\x1c\n\x18SETTLEMENT_PHASE_SETTLED\x10\x03\x12\x1b\n\x17SETTLEMENT_PHASE_FAILED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tonne/v1/settlement.proto\x12\x08tonne.v1\"\xef\x01\n\x11SettlementStarted\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x19\n\x11seller_account_id\x18\x03 \x01(\t\x12\x18\n\x10\x62uyer_account_id\x18\x04 \x01(\t\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x04\x12\r\n\x05price\x18\x07 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t\x12\x17\n\x0f\x62uyer_broker_id\x18\t \x01(\t\x12\x18\n\x10seller_broker_id\x18\n \x01(\t\";\n\x12TransferInstructed\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\"\xaa\x01\n\x13SettlementCompleted\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x04\x12\x13\n\x0b\x63\x61sh_amount\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x18\n\x10\x62uyer_account_id\x18\x06 \x01(\t\x12\x19\n\x11seller_account_id\x18\x07 \x01(\t\"B\n\x10SettlementFailed\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xbd\x01\n\x1e\x43orrespondingAdjustmentApplied\x12\x15\n\radjustment_id\x18\x01 \x01(\t\x12\x10\n\x08trade_id\x18\x02 \x01(\t\x12\r\n\x05party\x18\x03 \x01(\t\x12&\n\x04side\x18\x04 \x01(\x0e\x32\x18.tonne.v1.AdjustmentSide\x12\x0f\n\x07vintage\x18\x05 \x01(\r\x12\x10\n\x08quantity\x18\x06 \x01(\x04\x12\x18\n\x10\x61uthorization_id\x18\x07 \x01(\t\"\x82\x01\n\x17TradeSettlementSnapshot\x12,\n\x07started\x18\x01 \x01(\x0b\x32\x1b.tonne.v1.SettlementStarted\x12(\n\x05phase\x18\x02 \x01(\x0e\x32\x19.tonne.v1.SettlementPhase\x12\x0f\n\x07\x66\x61ilure\x18\x03 \x01(\t*X\n\x0e\x41\x64justmentSide\x12\x1f\n\x1b\x41\x44JUSTMENT_SIDE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46IRST_TRANSFERRING\x10\x01\x12\r\n\tACQUIRING\x10\x02*\xb1\x01\n\x0fSettlementPhase\x12 \n\x1cSETTLEMENT_PHASE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSETTLEMENT_PHASE_SCREENING\x10\x01\x12!\n\x1dSETTLEMENT_PHASE_TRANSFERRING\x10\x02\x12\x1c\n\x18SETTLEMENT_PHASE_SETTLED\x10\x03\x12\x1b\n\x17SETTLEMENT_PHASE_FAILED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tonne.v1.settlement_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ADJUSTMENTSIDE']._serialized_start=857
-  _globals['_ADJUSTMENTSIDE']._serialized_end=945
-  _globals['_SETTLEMENTPHASE']._serialized_start=948
-  _globals['_SETTLEMENTPHASE']._serialized_end=1125
+  _globals['_ADJUSTMENTSIDE']._serialized_start=908
+  _globals['_ADJUSTMENTSIDE']._serialized_end=996
+  _globals['_SETTLEMENTPHASE']._serialized_start=999
+  _globals['_SETTLEMENTPHASE']._serialized_end=1176
   _globals['_SETTLEMENTSTARTED']._serialized_start=40
-  _globals['_SETTLEMENTSTARTED']._serialized_end=228
-  _globals['_TRANSFERINSTRUCTED']._serialized_start=230
-  _globals['_TRANSFERINSTRUCTED']._serialized_end=289
-  _globals['_SETTLEMENTCOMPLETED']._serialized_start=292
-  _globals['_SETTLEMENTCOMPLETED']._serialized_end=462
-  _globals['_SETTLEMENTFAILED']._serialized_start=464
-  _globals['_SETTLEMENTFAILED']._serialized_end=530
-  _globals['_CORRESPONDINGADJUSTMENTAPPLIED']._serialized_start=533
-  _globals['_CORRESPONDINGADJUSTMENTAPPLIED']._serialized_end=722
-  _globals['_TRADESETTLEMENTSNAPSHOT']._serialized_start=725
-  _globals['_TRADESETTLEMENTSNAPSHOT']._serialized_end=855
+  _globals['_SETTLEMENTSTARTED']._serialized_end=279
+  _globals['_TRANSFERINSTRUCTED']._serialized_start=281
+  _globals['_TRANSFERINSTRUCTED']._serialized_end=340
+  _globals['_SETTLEMENTCOMPLETED']._serialized_start=343
+  _globals['_SETTLEMENTCOMPLETED']._serialized_end=513
+  _globals['_SETTLEMENTFAILED']._serialized_start=515
+  _globals['_SETTLEMENTFAILED']._serialized_end=581
+  _globals['_CORRESPONDINGADJUSTMENTAPPLIED']._serialized_start=584
+  _globals['_CORRESPONDINGADJUSTMENTAPPLIED']._serialized_end=773
+  _globals['_TRADESETTLEMENTSNAPSHOT']._serialized_start=776
+  _globals['_TRADESETTLEMENTSNAPSHOT']._serialized_end=906
 # @@protoc_insertion_point(module_scope)

@@ -72,6 +72,8 @@ class SettlementStarted(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     PRICE_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
+    BUYER_BROKER_ID_FIELD_NUMBER: _builtins.int
+    SELLER_BROKER_ID_FIELD_NUMBER: _builtins.int
     trade_id: _builtins.str
     instrument_id: _builtins.str
     seller_account_id: _builtins.str
@@ -81,6 +83,9 @@ class SettlementStarted(_message.Message):
     quantity: _builtins.int
     price: _builtins.int
     currency: _builtins.str
+    buyer_broker_id: _builtins.str
+    """The brokers of each side (from TradeExecuted): who may read the settlement."""
+    seller_broker_id: _builtins.str
     def __init__(
         self,
         *,
@@ -92,10 +97,12 @@ class SettlementStarted(_message.Message):
         quantity: _builtins.int = ...,
         price: _builtins.int = ...,
         currency: _builtins.str = ...,
+        buyer_broker_id: _builtins.str = ...,
+        seller_broker_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_account_id", b"buyer_account_id", "currency", b"currency", "instrument_id", b"instrument_id", "price", b"price", "quantity", b"quantity", "reservation_id", b"reservation_id", "seller_account_id", b"seller_account_id", "trade_id", b"trade_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_account_id", b"buyer_account_id", "buyer_broker_id", b"buyer_broker_id", "currency", b"currency", "instrument_id", b"instrument_id", "price", b"price", "quantity", b"quantity", "reservation_id", b"reservation_id", "seller_account_id", b"seller_account_id", "seller_broker_id", b"seller_broker_id", "trade_id", b"trade_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,18 +3,26 @@ authorization (stream "authorization-<id>").
 
 Every command that changes an account's holdings appends to that account's stream
 (a transfer to the source's), so its writers serialise on the stream's version. The
-account knows its identity and the balance of each open reservation; its blocks live in
-the block index (docs/decisions/0007-registry-index.md).
+account knows its identity, the balance of each open reservation and the mandates it
+gives brokers; its blocks live in the block index (docs/decisions/0007-registry-index.md).
 """
 
 from __future__ import annotations
 
-from typing import Self
+from typing import NamedTuple, Self
 
 from google.protobuf.message import Message
 
 from services.common.aggregate import Aggregate
 from tonne.v1 import registry_pb2 as pb
+
+
+class AccountRef(NamedTuple):
+    """An account a decision only names (a transfer's target): its identity, which never
+    changes once opened."""
+
+    account_id: str
+    jurisdiction: str
 
 
 class Account(Aggregate):
@@ -25,10 +33,15 @@ class Account(Aggregate):
         self.jurisdiction = ""
         self.type: pb.AccountType.ValueType = pb.ACCOUNT_TYPE_UNSPECIFIED
         self.reservations: dict[str, int] = {}  # open reservation id -> units still reserved
+        self.mandates: dict[str, str] = {}  # mandate id -> the broker it names
 
     @property
     def opened(self) -> bool:
         return bool(self.account_id)
+
+    @property
+    def ref(self) -> AccountRef:
+        return AccountRef(self.account_id, self.jurisdiction)
 
     @property
     def reserved(self) -> int:
@@ -45,6 +58,10 @@ class Account(Aggregate):
                 left = self.reservations.pop(event.reservation_id) - event.quantity
                 if left:
                     self.reservations[event.reservation_id] = left
+            case pb.MandateGranted():
+                self.mandates[event.mandate_id] = event.broker_id
+            case pb.MandateRevoked():
+                del self.mandates[event.mandate_id]
 
     def snapshot(self) -> bytes:
         message = pb.AccountSnapshot(
@@ -55,6 +72,7 @@ class Account(Aggregate):
             reservations=[
                 pb.ReservationBalance(reservation_id=r, quantity=q) for r, q in sorted(self.reservations.items())
             ],
+            mandates=[pb.MandateEntry(mandate_id=m, broker_id=b) for m, b in sorted(self.mandates.items())],
         )
         return message.SerializeToString(deterministic=True)
 
@@ -65,6 +83,7 @@ class Account(Aggregate):
         account.account_id, account.holder = message.account_id, message.holder
         account.jurisdiction, account.type = message.jurisdiction, message.type
         account.reservations = {r.reservation_id: r.quantity for r in message.reservations}
+        account.mandates = {m.mandate_id: m.broker_id for m in message.mandates}
         return account
 
 

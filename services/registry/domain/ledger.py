@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from google.protobuf.message import Message
 
 from services.common.errors import DomainError
-from services.registry.domain.accounts import Account
+from services.registry.domain.accounts import Account, AccountRef
 from services.registry.domain.blocks import Block, Change, Holding, Move, Put, Status, Units
 from tonne.v1 import registry_pb2 as pb
 
@@ -68,6 +68,12 @@ def _identifiers(command: Message) -> list[tuple[str, str]]:
                 ("transfer_id", command.transfer_id),
                 ("reservation_id", command.reservation_id),
                 ("to_account_id", command.to_account_id),
+            ]
+        case pb.GrantMandate() | pb.RevokeMandate():
+            return [
+                ("mandate_id", command.mandate_id),
+                ("account_id", command.account_id),
+                ("broker_id", command.broker_id),
             ]
     return []
 
@@ -254,7 +260,7 @@ class Ledger:
         ]
 
     def transfer(
-        self, command: pb.TransferUnits, owner: Account | None, target: Account | None, reserved: Sequence[Block]
+        self, command: pb.TransferUnits, owner: Account | None, target: AccountRef | None, reserved: Sequence[Block]
     ) -> list[Message]:
         check(command)
         if not command.transfer_id:
@@ -285,6 +291,88 @@ class Ledger:
                 blocks=[b.to_message() for b in picked],
             )
         ]
+
+    def grant_mandate(self, command: pb.GrantMandate, account: Account | None, holder_of_id: str) -> list[Message]:
+        """`holder_of_id`: the account that holds a mandate with this id now ("" if none):
+        mandate ids are unique across accounts (brokers' and other services' tables key on
+        them). Granting the same mandate again records nothing."""
+        check(command)
+        if not command.mandate_id or not command.broker_id:
+            raise DomainError("MANDATE_INVALID", "mandate id and broker id are required")
+        if account is None:
+            raise DomainError("ACCOUNT_UNKNOWN", f"no account {command.account_id!r}", [command.account_id])
+        if holder_of_id and holder_of_id != account.account_id:
+            raise DomainError("MANDATE_EXISTS", f"mandate {command.mandate_id!r} exists", [command.mandate_id])
+        granted = account.mandates.get(command.mandate_id)
+        if granted == command.broker_id:
+            return []
+        if granted is not None:
+            raise DomainError(
+                "MANDATE_EXISTS", f"mandate {command.mandate_id!r} names another broker", [command.mandate_id]
+            )
+        return [
+            pb.MandateGranted(
+                mandate_id=command.mandate_id,
+                account_id=account.account_id,
+                broker_id=command.broker_id,
+                jurisdiction=account.jurisdiction,
+            )
+        ]
+
+    def revoke_mandate(self, command: pb.RevokeMandate, account: Account | None) -> list[Message]:
+        """The broker id of the command, if given, must be the one the mandate names."""
+        check(command)
+        if account is None:
+            raise DomainError("ACCOUNT_UNKNOWN", f"no account {command.account_id!r}", [command.account_id])
+        broker_id = account.mandates.get(command.mandate_id)
+        if broker_id is None:
+            raise DomainError(
+                "MANDATE_UNKNOWN", f"account holds no mandate {command.mandate_id!r}", [command.mandate_id]
+            )
+        if command.broker_id and command.broker_id != broker_id:
+            raise DomainError(
+                "MANDATE_BROKER_MISMATCH", f"mandate {command.mandate_id!r} names another broker", [command.mandate_id]
+            )
+        return [
+            pb.MandateRevoked(
+                mandate_id=command.mandate_id,
+                account_id=account.account_id,
+                broker_id=broker_id,
+                jurisdiction=account.jurisdiction,
+            )
+        ]
+
+
+def bind(channel: str, command: Message, account: Account | None) -> None:
+    """A national registry's channel (`registry.inbound.<channel>`) may only touch the
+    accounts, parties and issuances of its own jurisdiction, and never moves units
+    (reserve, release and transfer come from the venue's services on registry.commands).
+    `account`: the account the command names, if it exists. Raises DomainError."""
+    match command:
+        case pb.ReserveUnits() | pb.ReleaseReservation() | pb.TransferUnits():
+            raise DomainError(
+                "COMMAND_NOT_ALLOWED_ON_CHANNEL",
+                f"{command.DESCRIPTOR.name} is not taken from a national registry's channel",
+                [channel],
+            )
+        case pb.OpenAccount():
+            parties = [command.jurisdiction]
+        case pb.RecordAuthorization():
+            parties = [command.host_party]
+        case pb.RecordIssuance():
+            parties = [command.block.attributes.host_party]
+        case pb.GrantMandate() | pb.RevokeMandate():
+            parties = []
+        case _:
+            return
+    if account is not None:
+        parties.append(account.jurisdiction)
+    if any(party != channel for party in parties):
+        raise DomainError(
+            "CHANNEL_JURISDICTION_MISMATCH",
+            f"the {channel} channel only acts for {channel}'s accounts, parties and issuances",
+            [channel],
+        )
 
 
 def selects(selector: pb.UnitSelector, units: Units) -> bool:

@@ -10,7 +10,7 @@ from services.common.errors import DomainError
 from services.registry.domain.accounts import Account, Authorization
 from services.registry.domain.blocks import Block
 from services.registry.domain.index import MemoryIndex
-from services.registry.domain.ledger import EVIDENCE_LIMIT, Ledger, changes
+from services.registry.domain.ledger import EVIDENCE_LIMIT, Ledger, bind, changes, check
 from tonne.v1 import registry_pb2 as pb
 
 PAGE = 100
@@ -35,13 +35,18 @@ class MemoryRegistry:
         self.authorizations: dict[str, Authorization] = {}
         self.issuances: set[str] = set()
         self.reservations: dict[str, str] = {}  # reservation id -> account id
+        self.mandates: dict[str, str] = {}  # mandate id -> account id (granted, not revoked)
 
     def account(self, account_id: str) -> Account | None:
         account = self.accounts.get(account_id)
         return account if account is not None and account.opened else None
 
-    def decide(self, command: Message) -> list[Message]:
-        """The events `command` causes (raises DomainError when refused); changes nothing."""
+    def decide(self, command: Message, channel: str = "") -> list[Message]:
+        """The events `command` causes (raises DomainError when refused); changes nothing.
+        `channel`: the jurisdiction of the national registry's channel it came from."""
+        if channel:
+            check(command)
+            bind(channel, command, self._named(command))
         match command:
             case pb.OpenAccount():
                 return self.ledger.open_account(command, self.account(command.account_id))
@@ -77,8 +82,21 @@ class MemoryRegistry:
             case pb.TransferUnits():
                 owner = self.account(self.reservations.get(command.reservation_id, ""))
                 target = self.account(command.to_account_id)
-                return self.ledger.transfer(command, owner, target, self.index.reserved(command.reservation_id))
+                reserved = self.index.reserved(command.reservation_id)
+                return self.ledger.transfer(command, owner, target.ref if target else None, reserved)
+            case pb.GrantMandate():
+                account = self.account(command.account_id)
+                holder = self.mandates.get(command.mandate_id, "")
+                return self.ledger.grant_mandate(command, account, holder)
+            case pb.RevokeMandate():
+                return self.ledger.revoke_mandate(command, self.account(command.account_id))
         raise DomainError("COMMAND_UNSUPPORTED", f"registry does not take {type(command).__name__}")
+
+    def _named(self, command: Message) -> Account | None:
+        """The existing account a channel's command names (the service loads the same)."""
+        if isinstance(command, pb.OpenAccount | pb.RecordIssuance | pb.GrantMandate | pb.RevokeMandate):
+            return self.account(command.account_id)
+        return None
 
     def _eligible(self, command: pb.ReserveUnits) -> list[Block]:
         """Pages of eligible blocks until the quantity is covered (or none are left)."""
@@ -108,11 +126,15 @@ class MemoryRegistry:
                 self.issuances.add(event.issuance_id)
             case pb.UnitsReserved():
                 self.reservations[event.reservation_id] = event.account_id
+            case pb.MandateGranted():
+                self.mandates[event.mandate_id] = event.account_id
+            case pb.MandateRevoked():
+                del self.mandates[event.mandate_id]
         for change in changes(event):
             self.index.apply(change)
 
-    def execute(self, command: Message) -> list[Message]:
-        events = self.decide(command)
+    def execute(self, command: Message, channel: str = "") -> list[Message]:
+        events = self.decide(command, channel)
         for event in events:
             self.apply(event)
         return events

@@ -38,11 +38,17 @@ def _refuse(code: str, problems: list[str], what: str) -> None:
 
 
 def check_trade(trade: mpb.TradeExecuted) -> None:
-    """Ids are identifiers; quantity and price positive and within int64 (bigint)."""
+    """Ids are identifiers (a broker id may be empty: then no broker reads the settlement);
+    quantity and price positive and within int64 (bigint)."""
     problems = [
         f"{name} is not an identifier"
         for name in ("trade_id", "instrument_id", "seller_account_id", "buyer_account_id", "sell_order_id", "currency")
         if not is_identifier(getattr(trade, name))
+    ]
+    problems += [
+        f"{name} is not an identifier"
+        for name in ("buyer_broker_id", "seller_broker_id")
+        if getattr(trade, name) and not is_identifier(getattr(trade, name))
     ]
     if not 0 < trade.quantity <= INT64_MAX:
         problems.append("quantity must be in 1..2^63-1")
@@ -80,3 +86,23 @@ def check_blocks(blocks: list[rpb.SerialBlock]) -> None:
     if total > INT64_MAX:
         problems.append("the blocks hold more than 2^63-1 units")
     _refuse("TRANSFER_INVALID", problems, "the transfer")
+
+
+def check_account(event: rpb.AccountOpened) -> None:
+    problems = []
+    if not is_identifier(event.account_id):
+        problems.append("account_id is not an identifier")
+    if not is_party(event.jurisdiction):
+        problems.append("jurisdiction is not an ISO 3166 alpha-2 code")
+    _refuse("ACCOUNT_INVALID", problems, "the account")
+
+
+def check_mandate(event: rpb.MandateGranted | rpb.MandateRevoked) -> None:
+    problems = [
+        f"{name} is not an identifier"
+        for name in ("mandate_id", "account_id", "broker_id")
+        if not is_identifier(getattr(event, name))
+    ]
+    if not is_party(event.jurisdiction):
+        problems.append("jurisdiction is not an ISO 3166 alpha-2 code")
+    _refuse("MANDATE_INVALID", problems, "the mandate")

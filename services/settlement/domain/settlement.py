@@ -90,6 +90,8 @@ class TradeSettlement(Aggregate):
             quantity=trade.quantity,
             price=trade.price,
             currency=trade.currency,
+            buyer_broker_id=trade.buyer_broker_id,
+            seller_broker_id=trade.seller_broker_id,
         )
         if trade.price * trade.quantity > INT64_MAX:
             # The cash leg cannot be booked: fail now, before any unit moves.

@@ -1,0 +1,277 @@
+"""Who may do what (docs/trust.md), against the running stack: for every role, every HTTP
+operation of matching, settlement and compliance is tried; what the role may do succeeds,
+what it may not is refused (401 without a token, else 403 or 404) and the refusal carries
+none of the object's data. The suite prints the counts: attempts, successes = 0.
+
+The registry's API (accounts, holdings, mandates) and the Kafka ACLs of the topics are
+covered by their own suites (services/registry, deploy); the national-registry channel's
+binding to its jurisdiction is attempted in tests/e2e/test_hostile_input.py.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from services.common.auth import DevIssuer
+from tests.support import Venue, bearer
+from tonne.v1 import registry_pb2 as rpb
+
+JCM = "JCM-TH-2024-NDC"
+ROLES = (
+    "anonymous",
+    "broker-a",
+    "broker-b",
+    "regulator:TH",
+    "regulator:CN",
+    "registry-operator:TH",
+    "national-registry:TH",
+    "operator",
+)
+AUTHENTICATED = frozenset(ROLES) - {"anonymous"}
+
+
+def tokens(issuer: DevIssuer) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {"anonymous": {}}
+    for role in ROLES[1:]:
+        if role.startswith("broker-"):
+            found[role] = bearer(issuer, role, ["broker"], role)
+        else:
+            found[role] = bearer(issuer, f"test-{role}", [role])
+    return found
+
+
+@dataclass
+class Action:
+    """One HTTP operation on one object. `allowed` roles succeed (2xx); `filtered` roles get
+    a 2xx page that must not hold `secret`; every other role is refused and the refusal
+    must not hold `secret` (a string only the object's own data contains)."""
+
+    name: str
+    method: str
+    url: str
+    allowed: frozenset[str]
+    secret: str
+    filtered: frozenset[str] = frozenset()
+    json: dict[str, Any] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+
+
+@dataclass
+class Tally:
+    attempts: int = 0  # forbidden actions tried
+    successes: int = 0  # of them, answered 2xx or with the object's data
+    allowed: int = 0  # allowed actions that succeeded
+    breaches: list[str] = field(default_factory=list)
+
+    def breach(self, text: str) -> None:
+        self.successes += 1
+        self.breaches.append(text)
+
+
+async def attempt(client: httpx.AsyncClient, action: Action, headers: dict[str, str]) -> tuple[int, str]:
+    if action.stream:
+        # A granted stream never ends: its first line is enough.
+        async with client.stream(action.method, action.url, headers=headers, params=action.params) as response:
+            if response.status_code == 200:
+                return 200, await anext(response.aiter_lines())
+            return response.status_code, (await response.aread()).decode()
+    response = await client.request(action.method, action.url, headers=headers, params=action.params, json=action.json)
+    return response.status_code, response.text
+
+
+async def judge(client: httpx.AsyncClient, action: Action, role: str, headers: dict[str, str], tally: Tally) -> None:
+    status, body = await attempt(client, action, headers)
+    where = f"{role} {action.name}: {status} {body[:200]}"
+    if role in action.allowed:
+        assert 200 <= status < 300, where
+        tally.allowed += 1
+        return
+    tally.attempts += 1
+    if role in action.filtered:
+        if not 200 <= status < 300 or action.secret in body:
+            tally.breach(where)
+        return
+    refused = (401,) if role == "anonymous" else (403, 404)
+    if 200 <= status < 300 or action.secret in body:
+        tally.breach(where)
+    assert status in refused, where
+    assert set(json.loads(body)) == {"code", "reason", "evidence"}, where
+
+
+async def test_every_role_may_do_only_what_its_authority_allows(running_stack: Any, dev_issuer: DevIssuer) -> None:
+    stack, run = running_stack, uuid.uuid4().hex[:6]
+    th_gov, ch_buyer, loa_id = f"AU-TH-{run}", f"AU-CH-{run}", f"AU-LOA-{run}"
+    async with httpx.AsyncClient(timeout=30) as client:
+        venue = Venue(stack, client, dev_issuer)
+        # A settled JCM trade from a Thai account (broker-a) to a Swiss one (broker-b).
+        await venue.open_national_account("TH", th_gov, "Government of Thailand", rpb.GOVERNMENT)
+        await venue.open_national_account("CH", ch_buyer, "Swiss buyer AG")
+        await venue.from_national_registry(
+            "TH",
+            "TH",
+            rpb.RecordAuthorization(
+                authorization_id=loa_id,
+                host_party="TH",
+                quantity=1000,
+                use=rpb.NDC,
+                first_transfer=rpb.AT_FIRST_INTERNATIONAL_TRANSFER,
+                vintage_from=2024,
+                vintage_to=2024,
+            ),
+        )
+        attributes = rpb.UnitAttributes(
+            standard=rpb.JCM,
+            host_party="TH",
+            project_id="TH-SOLAR-AU",
+            methodology="JCM_TH_AM014",
+            vintage=2024,
+            authorization_id=loa_id,
+        )
+        block = rpb.SerialBlock(namespace=f"AU-{run}", start=1, end=1000, attributes=attributes)
+        await venue.issue("TH", th_gov, f"AU-ISS-{run}", block)
+        await venue.wait_held(th_gov, 1000)
+        await venue.grant_mandate("TH", th_gov, "broker-a")
+        await venue.grant_mandate("CH", ch_buyer, "broker-b")
+        sell_id = await venue.place(venue.seller, JCM, "SELL", 4321, 100, th_gov, f"au-sell-{run}")
+        await venue.wait_order(sell_id, venue.seller, "resting")
+        buy_id = await venue.place(venue.buyer, JCM, "BUY", 4321, 100, ch_buyer, f"au-buy-{run}")
+        trade = await venue.wait_trade(JCM, buy_id)
+        assert (await venue.wait_settlement(trade["trade_id"]))["phase"] == "settled"
+        # broker-a's resting order, at a price nobody crosses.
+        rest_id = await venue.place(venue.seller, JCM, "SELL", 100000, 1, th_gov, f"au-rest-{run}")
+        await venue.wait_order(rest_id, venue.seller, "resting")
+
+        m, s, c = venue.matching, venue.settlement, venue.compliance
+        order = {"instrument_id": JCM, "price": 100000, "quantity": 1}
+        everyone = AUTHENTICATED
+        actions = [
+            # matching: orders are the broker's own; the account needs the broker's mandate
+            Action(
+                "place a SELL from the Thai account",
+                "POST",
+                f"{m}/orders",
+                frozenset({"broker-a"}),
+                secret=rest_id,
+                json=order | {"side": "SELL", "account_id": th_gov, "client_order_id": f"au-s2-{run}"},
+            ),
+            Action(
+                "place a BUY for the Swiss account",
+                "POST",
+                f"{m}/orders",
+                frozenset({"broker-b"}),
+                secret=sell_id,
+                json=order | {"side": "BUY", "price": 100, "account_id": ch_buyer, "client_order_id": f"au-b2-{run}"},
+            ),
+            Action(
+                "list broker-a's orders",
+                "GET",
+                f"{m}/orders",
+                frozenset({"broker-a"}),
+                sell_id,
+                frozenset({"broker-b"}),
+            ),
+            Action("read broker-a's order", "GET", f"{m}/orders/{rest_id}", frozenset({"broker-a"}), th_gov),
+            Action(
+                "list broker-a's mandates",
+                "GET",
+                f"{m}/mandates",
+                frozenset({"broker-a"}),
+                th_gov,
+                frozenset({"broker-b"}),
+            ),
+            Action("list instruments", "GET", f"{m}/instruments", everyone, secret=JCM),
+            Action("read a book", "GET", f"{m}/instruments/{JCM}/book", everyone, secret='"asks"'),
+            Action(
+                "list trades", "GET", f"{m}/trades", everyone, secret=trade["trade_id"], params={"instrument_id": JCM}
+            ),
+            # settlement: the trade's brokers, the operator, a regulator of either account
+            Action(
+                "read the settlement",
+                "GET",
+                f"{s}/settlements/{trade['trade_id']}",
+                frozenset({"operator", "broker-a", "broker-b", "regulator:TH"}),
+                secret=th_gov,
+            ),
+            Action(
+                "list Thailand's adjustments",
+                "GET",
+                f"{s}/adjustments",
+                frozenset({"operator", "regulator:TH", "registry-operator:TH", "national-registry:TH"}),
+                secret=trade["trade_id"],
+                params={"party": "TH"},
+            ),
+            Action("list every party's adjustments", "GET", f"{s}/adjustments", frozenset({"operator"}), '"items"'),
+            Action(
+                "read the Thai account's cash",
+                "GET",
+                f"{s}/cash/{th_gov}",
+                frozenset({"operator", "broker-a"}),
+                "432100",
+            ),
+            Action(
+                "read the Swiss account's cash",
+                "GET",
+                f"{s}/cash/{ch_buyer}",
+                frozenset({"operator", "broker-b"}),
+                "432100",
+            ),
+            # compliance: the operator and the regulators of the jurisdictions concerned
+            Action(
+                "read the screening decision",
+                "GET",
+                f"{c}/decisions/{trade['trade_id']}",
+                frozenset({"operator", "regulator:TH"}),
+                secret=th_gov,
+            ),
+            Action(
+                "page Thailand's audit chain",
+                "GET",
+                f"{c}/audit/TH",
+                frozenset({"operator", "regulator:TH"}),
+                '"items"',
+            ),
+            Action(
+                "verify Thailand's audit chain",
+                "GET",
+                f"{c}/audit/TH/verify",
+                frozenset({"operator", "regulator:TH"}),
+                '"head"',
+            ),
+            Action(
+                "stream Thailand's audit chain",
+                "GET",
+                f"{c}/audit/TH/stream",
+                frozenset({"operator", "regulator:TH"}),
+                secret='"sequence"',
+                stream=True,
+            ),
+            Action(
+                "page China's audit chain", "GET", f"{c}/audit/CN", frozenset({"operator", "regulator:CN"}), '"items"'
+            ),
+            # last: the allowed cancel takes the resting order away
+            Action("cancel broker-a's order", "DELETE", f"{m}/orders/{rest_id}", frozenset({"broker-a"}), th_gov),
+        ]
+        tally = Tally()
+        headers = tokens(dev_issuer)
+        for action in actions:
+            # Forbidden roles first, so an allowed change (a cancel) cannot hide a refusal.
+            for role in sorted(ROLES, key=lambda r: r in action.allowed):
+                await judge(client, action, role, headers[role], tally)
+
+        # Public trades never name an account or a broker; the order is still broker-a's.
+        trades = await venue.get(f"{m}/trades", venue.buyer, params={"instrument_id": JCM, "limit": 1000})
+        assert th_gov not in str(trades) and "broker-a" not in str(trades)
+        assert (await venue.wait_order(rest_id, venue.seller, "cancelled"))["account_id"] == th_gov
+
+    print(
+        f"\nauthority: {len(ROLES)} roles x {len(actions)} operations; forbidden attempts: {tally.attempts}, "
+        f"successes: {tally.successes}; allowed actions that succeeded: {tally.allowed}"
+    )
+    assert tally.successes == 0, tally.breaches
+    assert tally.attempts >= 90
