@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -11,39 +12,52 @@ from aiokafka.errors import KafkaError
 
 class GroupLag:
     """Records of `topic` that `group` has not committed yet, summed over partitions;
-    asked of the broker at most every `every` seconds (callers share the answer)."""
+    asked of the broker at most every `every_seconds` (callers share the answer)."""
 
-    def __init__(self, bootstrap: str, group: str, topic: str, every: float = 0.2) -> None:
+    def __init__(self, bootstrap: str, group: str, topic: str, every_seconds: float = 0.2) -> None:
+        self._bootstrap = bootstrap
         self._group = group
         self._topic = topic
-        self._every = every
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        self._ends = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._every = every_seconds
         self._partitions: list[TopicPartition] = []
         self._lag = 0
         self._at = float("-inf")
+        self._started = asyncio.Lock()
+        self._clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
 
     async def start(self) -> None:
-        await self._admin.start()
-        await self._ends.start()
-        [described] = await self._admin.describe_topics([self._topic])
-        found = sorted(p["partition"] for p in described["partitions"])
-        self._partitions = [TopicPartition(self._topic, p) for p in found]
+        """Connect (once; `lag` calls it on first use)."""
+        async with self._started:
+            if self._clients is None:
+                admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+                ends = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+                await admin.start()
+                await ends.start()
+                [described] = await admin.describe_topics([self._topic])
+                found = sorted(p["partition"] for p in described["partitions"])
+                self._partitions = [TopicPartition(self._topic, p) for p in found]
+                self._clients = admin, ends
 
     @property
     def partitions(self) -> list[TopicPartition]:
         return list(self._partitions)
 
     async def stop(self) -> None:
-        await self._ends.stop()
-        await self._admin.close()
+        if self._clients is not None:
+            admin, ends = self._clients
+            await ends.stop()
+            await admin.close()
+            self._clients = None
 
     async def lag(self) -> int:
         """The lag last measured; a broker that cannot answer just now leaves it as it was."""
         if time.monotonic() - self._at >= self._every:
             try:
-                committed = await self._admin.list_consumer_group_offsets(self._group, partitions=self._partitions)
-                ends = await self._ends.end_offsets(self._partitions)
+                await self.start()
+                assert self._clients is not None
+                admin, consumer = self._clients
+                committed = await admin.list_consumer_group_offsets(self._group, partitions=self._partitions)
+                ends = await consumer.end_offsets(self._partitions)
             except KafkaError:
                 return self._lag
             behind = 0

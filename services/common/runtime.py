@@ -52,6 +52,8 @@ class Kernel:
     pool: asyncpg.Pool
     # Routes declare `Security(kernel.auth.authenticate, scopes=[role, ...])`.
     auth: Auth = field(default_factory=Auth.from_env)
+    # Awaited when the process stops: what the service opened (e.g. Kafka clients).
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 class Service(Protocol):
@@ -115,7 +117,8 @@ def create_app(
         pool = await connect_pool(settings.database_url, settings.service, role=role)
         producer = idempotent_producer(settings.kafka_bootstrap, f"tonne-{settings.service}")
         await producer.start()
-        service = build(Kernel(settings, pool, auth))
+        kernel = Kernel(settings, pool, auth)
+        service = build(kernel)
         app.include_router(router(service))
         app.include_router(state_router(service, pool, auth))
         relay = OutboxRelay(pool, producer, settings.topic_prefix, settings.service)
@@ -139,6 +142,8 @@ def create_app(
         finally:
             running.clear()
             await consumer.stop()
+            for stop in kernel.on_stop:
+                await stop()
             for task in (relay_task, retention_task):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -229,7 +234,7 @@ def state_router(service: Service, pool: asyncpg.Pool, auth: Auth) -> APIRouter:
     return api
 
 
-async def retain(pool: asyncpg.Pool, older_than: timedelta, every: float = 600.0) -> None:
+async def retain(pool: asyncpg.Pool, older_than: timedelta, every_seconds: float = 600.0) -> None:
     """Delete published outbox rows and consumed ids past their retention, in batches."""
     while True:
         try:
@@ -238,7 +243,7 @@ async def retain(pool: asyncpg.Pool, older_than: timedelta, every: float = 600.0
                     pass
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             log.warning("retention pass failed; the next one retries", exc_info=True)
-        await asyncio.sleep(every)
+        await asyncio.sleep(every_seconds)
 
 
 def serve(

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     # above the broker's retention so a redelivery is still recognised.
     retention_hours: int = Field(7 * 24 + 24, ge=1, validation_alias="TONNE_RETENTION_HOURS")
 
+    # Intake answers 429 while the engine is this many orders behind (matching).
+    intake_max_backlog: int = Field(5_000, ge=1, validation_alias="TONNE_INTAKE_MAX_BACKLOG")
+
     @classmethod
     def from_env(cls, service: str, default_port: int) -> Settings:
         """Settings of `service`; KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL are required."""

@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from google.protobuf.message import Message
 
 from services.common import topics
+from services.common.backlog import GroupLag
 from services.common.consumer import Handler
 from services.common.envelope import Context
-from services.common.errors import DomainError
+from services.common.errors import DomainError, TooBusy
 from services.common.repository import Repository
 from services.common.runtime import Kernel
 from services.common.statehash import ServiceState
@@ -39,6 +40,15 @@ class Matching:
         )
         self.state = ServiceState([self.books], projections.project, projections.PROJECTIONS)
         self.unit_of_work = UnitOfWorkFactory(kernel.pool, projections.project)
+        settings = kernel.settings
+        # The engine's consumer group on the order journal: intake pushes back past a bound.
+        self.backlog = GroupLag(
+            settings.kafka_bootstrap,
+            f"{settings.topic_prefix}tonne-{settings.service}",
+            settings.topic_prefix + topics.MATCHING_ORDERS,
+        )
+        self.max_backlog = settings.intake_max_backlog
+        kernel.on_stop.append(self.backlog.stop)
 
     @property
     def handlers(self) -> Mapping[str, Handler]:
@@ -53,6 +63,8 @@ class Matching:
         if instrument is None:
             raise DomainError("INSTRUMENT_UNKNOWN", f"no instrument {shown(order.instrument_id)}", http_status=404)
         instrument.check(order.side, order.price, order.quantity)
+        if (behind := await self.backlog.lag()) > self.max_backlog:
+            raise TooBusy("ENGINE_BACKLOG", f"the engine is {behind} orders behind; try again shortly", retry_after=1)
         order.order_id = str(uuid.uuid4())
         order.broker_id = broker_id
         context = Context.new(actor=broker_id)

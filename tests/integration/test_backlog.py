@@ -22,7 +22,7 @@ async def test_lag_counts_what_the_group_has_not_committed(kafka_bootstrap: str,
     topic, group = prefix + topics.MATCHING_ORDERS, prefix + "engine"
     for n in range(5):
         await publish_raw(kafka_bootstrap, topic, b"one-key-one-partition", f"order {n}".encode())
-    lag = GroupLag(kafka_bootstrap, group, topic, every=0)
+    lag = GroupLag(kafka_bootstrap, group, topic, every_seconds=0)
     await lag.start()
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
