@@ -26,12 +26,16 @@ def channel(schema: str) -> str:
 
 
 async def enqueue(conn: asyncpg.Connection, topic: str, key: str, envelope: Envelope) -> None:
-    await conn.execute(
-        "INSERT INTO outbox (topic, key, value) VALUES ($1, $2, $3)",
-        topic,
-        key.encode(),
-        envelope.SerializeToString(),
-    )
+    await enqueue_many(conn, [(topic, key, envelope)])
+
+
+async def enqueue_many(conn: asyncpg.Connection, records: list[tuple[str, str, Envelope]]) -> None:
+    """Queue records in order, in one round trip."""
+    if records:
+        await conn.executemany(
+            "INSERT INTO outbox (topic, key, value) VALUES ($1, $2, $3)",
+            [(topic, key.encode(), envelope.SerializeToString()) for topic, key, envelope in records],
+        )
 
 
 async def wake_relay(conn: asyncpg.Connection) -> None:

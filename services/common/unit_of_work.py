@@ -144,9 +144,13 @@ class UnitOfWork:
             for i, (event, _) in enumerate(events, start=1)
         ]
         await eventstore.append(self.conn, stream_id, expected_version, envelopes)
-        for envelope, (event, destinations) in zip(envelopes, events, strict=True):
-            for topic, key in destinations:
-                await outbox.enqueue(self.conn, topic, key, envelope)
+        published = [
+            (topic, key, envelope)
+            for envelope, (_, destinations) in zip(envelopes, events, strict=True)
+            for topic, key in destinations
+        ]
+        await outbox.enqueue_many(self.conn, published)
+        for envelope, (event, _) in zip(envelopes, events, strict=True):
             await self._project(self.conn, envelope, event)
         return envelopes
 
