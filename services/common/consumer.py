@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from google.protobuf.message import Message
 
 from services.common import metrics
@@ -137,7 +138,12 @@ class Consumer:
                 async with self.busy:
                     await self.process(records)
                     position = records[-1].offset + 1
-                    await consumer.commit({partition: position})
+                    try:
+                        await consumer.commit({partition: position})
+                    except KafkaError as exc:
+                        # A rebalance took the partition: its effects and tracking rows are
+                        # committed in PostgreSQL, so the next owner skips these records.
+                        log.warning("%s: offset %d of %s not committed: %r", self.name, position, partition, exc)
                 end = consumer.highwater(partition)
                 if end is not None:
                     topic = partition.topic.removeprefix(self._prefix)

@@ -38,6 +38,8 @@ async def grant_service_role(conn: asyncpg.Connection, schema: str) -> str | Non
     if not re.fullmatch(r"[a-z][a-z_]*", schema):
         raise ValueError(f"schema name {schema!r} is not a plain identifier")
     role = role_of(schema)
+    # Instances start together: grants on one schema must not race ("tuple concurrently updated").
+    await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"grant:{schema}")
     try:
         if not await conn.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", role):
             # Another process may create it meanwhile (tests share one server).
@@ -49,6 +51,8 @@ async def grant_service_role(conn: asyncpg.Connection, schema: str) -> str | Non
     except asyncpg.InsufficientPrivilegeError:
         log.warning("cannot manage role %s with this DSN; the service connects as the DSN's user", role)
         return None
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", f"grant:{schema}")
     return role
 
 

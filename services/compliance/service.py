@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import asyncpg
@@ -62,7 +63,10 @@ PROJECTIONS = (
         ("request_id", "trade_id", "verdict", "decision", "from_account_id", "to_account_id"),
         ("request_id",),
     ),
+    Projection("deferred_screens", ("request_id", "reservation_id", "request", "deferred_at"), ("request_id",)),
 )
+# How long a screen waits for the registry's reservation before it is refused.
+DEFER_LIMIT = timedelta(seconds=30)
 
 
 class ComplianceSettings(BaseSettings):
@@ -74,6 +78,10 @@ class ComplianceSettings(BaseSettings):
 
 def decision_stream(request_id: str) -> str:
     return f"decision-{request_id}"
+
+
+def deferral_stream(request_id: str) -> str:
+    return f"deferred-{request_id}"
 
 
 async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
@@ -116,7 +124,17 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                     loa_id,
                     quantity,
                 )
+        case cpb.ScreenTransfer():  # deferred until its reservation is known
+            await conn.execute(
+                "INSERT INTO deferred_screens (request_id, reservation_id, request, deferred_at) "
+                "VALUES ($1, $2, $3, $4)",
+                event.request_id,
+                event.reservation_id,
+                event.SerializeToString(deterministic=True),
+                envelope.occurred_at.ToDatetime(tzinfo=UTC),
+            )
         case cpb.ScreeningDecision():
+            await conn.execute("DELETE FROM deferred_screens WHERE request_id = $1", event.request_id)
             await conn.execute(
                 "INSERT INTO decisions (request_id, trade_id, verdict, decision, from_account_id, to_account_id) "
                 "VALUES ($1, $2, $3, $4, $5, $6)",
@@ -181,8 +199,11 @@ class Compliance:
         if needed(event):
             check_fact(event)
             await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
+            if isinstance(event, rpb.UnitsReserved):
+                await self.resume(uow, event.reservation_id, context)
         elif isinstance(event, cpb.ScreenTransfer):
             await self.answer(uow, event, context)
+            await self.expire(uow, context)
         await self._audit(uow.conn, topic, envelope, event)
 
     async def answer(self, uow: UnitOfWork, request: cpb.ScreenTransfer, context: Context) -> None:
@@ -200,8 +221,36 @@ class Compliance:
         if problems:
             decision = refuse(request, problems, self.policy.version)
         else:
-            decision = screen(request, await facts_for(uow.conn, request), self.policy)
+            facts = await facts_for(uow.conn, request)
+            if request.reservation_id not in facts.reservations:
+                # Never decide on stale facts: the registry's reservation may still be on
+                # its way (registry.events and compliance.requests are not ordered).
+                if not await eventstore.read_stream(uow.conn, deferral_stream(request.request_id)):
+                    await uow.append(deferral_stream(request.request_id), 0, [(request, [])], context)
+                return
+            decision = screen(request, facts, self.policy)
         await uow.append(stream, 0, [(decision, [(topics.COMPLIANCE_DECISIONS, request.trade_id)])], context)
+
+    async def resume(self, uow: UnitOfWork, reservation_id: str, context: Context) -> None:
+        """Screen the requests that were waiting for this reservation."""
+        rows = await uow.conn.fetch(
+            "SELECT request FROM deferred_screens WHERE reservation_id = $1 ORDER BY request_id", reservation_id
+        )
+        for row in rows:
+            await self.answer(uow, cpb.ScreenTransfer.FromString(row["request"]), context)
+
+    async def expire(self, uow: UnitOfWork, context: Context) -> None:
+        """Screen, with the facts as they are (no reservation: refused), the requests that
+        waited longer than DEFER_LIMIT."""
+        rows = await uow.conn.fetch(
+            "SELECT request FROM deferred_screens WHERE deferred_at < $1 ORDER BY deferred_at LIMIT 100",
+            datetime.now(UTC) - DEFER_LIMIT,
+        )
+        for row in rows:
+            request = cpb.ScreenTransfer.FromString(row["request"])
+            decision = screen(request, await facts_for(uow.conn, request), self.policy)
+            sink = [(topics.COMPLIANCE_DECISIONS, request.trade_id)]
+            await uow.append(decision_stream(request.request_id), 0, [(decision, sink)], context)
 
     async def _audit(self, conn: asyncpg.Connection, topic: str, envelope: Envelope, event: Message) -> None:
         # Only well-formed ids can be in `accounts` (facts are checked before they are stored).

@@ -387,3 +387,28 @@ async def test_regulators_read_only_their_jurisdictions(stack: Stack, dev_issuer
     hidden = await stack.http.get("/decisions/T1", headers=readers["regulator:CN"])
     assert unknown.json()["code"] == hidden.json()["code"] == "DECISION_UNKNOWN"
     assert stack.service.feed.subscribers == 0
+
+
+async def test_a_screen_that_comes_before_its_reservation_waits_for_it(stack: Stack) -> None:
+    """registry.events and compliance.requests are not ordered: a request whose reservation
+    is not known yet is not refused on stale facts; it is screened when the reservation
+    arrives (and replay reproduces that)."""
+    events = topics.REGISTRY_EVENTS
+    await stack.deliver(events, rpb.AccountOpened(account_id="TH-GOV", jurisdiction="TH"))
+    await stack.deliver(events, rpb.AccountOpened(account_id="CH-BUYER", jurisdiction="CH"))
+    await stack.deliver(events, rpb.AuthorizationRecorded(authorization=loa(quantity=4000)))
+    early = request("T9", reservation_id="S9")
+    await stack.deliver(topics.COMPLIANCE_REQUESTS, early)
+    await stack.deliver(topics.COMPLIANCE_REQUESTS, early)  # asked again while waiting
+    assert await stack.pool.fetchval("SELECT count(*) FROM decisions") == 0
+    assert await stack.pool.fetchval("SELECT count(*) FROM deferred_screens") == 1
+
+    reserved = rpb.UnitsReserved(reservation_id="S9", account_id="TH-GOV", quantity=3000, blocks=[block()])
+    await stack.deliver(events, reserved)
+    decided = await stack.pool.fetchrow("SELECT verdict, decision FROM decisions WHERE request_id = 'T9'")
+    assert decided["verdict"] == "APPROVED"
+    assert decided["decision"] == screen(early, stack.pure, Policy.load()).SerializeToString(deterministic=True)
+    assert await stack.pool.fetchval("SELECT count(*) FROM deferred_screens") == 0
+    async with stack.pool.acquire() as conn:
+        live = await stack.service.state.hash(conn)
+    assert await replay(stack.settings, lambda kernel: Compliance(kernel, Policy.load(), 4), "zero") == live
