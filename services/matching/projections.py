@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from google.protobuf.message import Message
 
+from services.common import mandates
 from services.common.errors import DomainError
 from services.common.statehash import Projection
 from tonne.v1 import matching_pb2 as pb
@@ -55,7 +56,7 @@ PROJECTIONS = (
         ),
         ("instrument_id", "version"),
     ),
-    Projection("mandates", ("mandate_id", "account_id", "broker_id", "jurisdiction"), ("mandate_id",)),
+    mandates.PROJECTION,
 )
 
 _INSERT_ORDER = (
@@ -65,43 +66,34 @@ _INSERT_ORDER = (
 )
 
 
+async def _insert_order(
+    conn: asyncpg.Connection, o: pb.SubmitOrder, status: str, sequence: int, refused: tuple[str, str] | None = None
+) -> None:
+    code, reason = refused or (None, None)
+    await conn.execute(
+        _INSERT_ORDER + " ON CONFLICT (order_id) DO NOTHING",
+        o.order_id,
+        o.instrument_id,
+        o.broker_id,
+        o.account_id,
+        o.side,
+        o.price,
+        o.quantity,
+        status,
+        o.client_order_id,
+        sequence,
+        code,
+        reason,
+    )
+
+
 async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
     match event:
         case pb.OrderAccepted():
-            o = event.order
-            await conn.execute(
-                _INSERT_ORDER,
-                o.order_id,
-                o.instrument_id,
-                o.broker_id,
-                o.account_id,
-                o.side,
-                o.price,
-                o.quantity,
-                "resting",
-                o.client_order_id,
-                event.engine_sequence,
-                None,
-                None,
-            )
+            await _insert_order(conn, event.order, "resting", event.engine_sequence)
         case pb.OrderRejected() if event.HasField("order"):
             # A reused id is refused without touching the order that holds it.
-            o = event.order
-            await conn.execute(
-                _INSERT_ORDER + " ON CONFLICT (order_id) DO NOTHING",
-                o.order_id,
-                o.instrument_id,
-                o.broker_id,
-                o.account_id,
-                o.side,
-                o.price,
-                o.quantity,
-                "rejected",
-                o.client_order_id,
-                event.engine_sequence,
-                event.code,
-                event.reason,
-            )
+            await _insert_order(conn, event.order, "rejected", event.engine_sequence, (event.code, event.reason))
         case pb.TradeExecuted():
             await conn.execute(
                 "INSERT INTO trades (instrument_id, version, trade_id, engine_sequence, price, quantity, currency, "
@@ -131,27 +123,8 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
             )
         case pb.OrderCancelled():
             await conn.execute("UPDATE orders SET status = 'cancelled' WHERE order_id = $1", event.order_id)
-        case rpb.MandateGranted():
-            await conn.execute(
-                "INSERT INTO mandates (mandate_id, account_id, broker_id, jurisdiction) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT (mandate_id) DO UPDATE SET account_id = $2, broker_id = $3, jurisdiction = $4",
-                event.mandate_id,
-                event.account_id,
-                event.broker_id,
-                event.jurisdiction,
-            )
-        case rpb.MandateRevoked():
-            await conn.execute("DELETE FROM mandates WHERE mandate_id = $1", event.mandate_id)
-
-
-async def mandated(conn: asyncpg.Connection, broker_id: str, account_id: str) -> bool:
-    """Whether the broker holds a mandate for the account (the same answer for an account
-    that does not exist and one the broker has no mandate for)."""
-    return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM mandates WHERE broker_id = $1 AND account_id = $2)", broker_id, account_id
-        )
-    )
+        case rpb.MandateGranted() | rpb.MandateRevoked():
+            await mandates.fold(conn, event)
 
 
 async def open_orders(conn: asyncpg.Connection, broker_id: str, account_id: str) -> list[asyncpg.Record]:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from google.protobuf.message import Message
 
-from services.common import topics
+from services.common import mandates, topics
 from services.common.backlog import GroupLag
 from services.common.consumer import Handler
 from services.common.envelope import Context
@@ -77,7 +77,7 @@ class Matching:
             if first is not None:
                 return str(first), False
             # Both sides: a BUY for an account nobody holds a mandate for never rests.
-            if not await projections.mandated(uow.conn, broker_id, order.account_id):
+            if not await mandates.mandated(uow.conn, broker_id, order.account_id):
                 raise not_mandated(broker_id, order.account_id)
             placed = await uow.conn.fetchval(
                 "INSERT INTO intake_orders (order_id, broker_id, client_order_id, instrument_id, side, "
@@ -148,7 +148,7 @@ class Matching:
         reserved, error = True, None
         if isinstance(event, CommandRejected):
             reserved, error = False, DomainError(event.code, event.reason, list(event.evidence))
-        elif not await projections.mandated(uow.conn, pending["broker_id"], pending["account_id"]):
+        elif not await mandates.mandated(uow.conn, pending["broker_id"], pending["account_id"]):
             # The mandate was revoked while the units were being reserved.
             error = not_mandated(pending["broker_id"], pending["account_id"])
         row = await uow.conn.fetchrow(
@@ -185,7 +185,7 @@ class Matching:
         check_mandate(event)
         context = Context.following(envelope, "matching-intake")
         await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
-        if isinstance(event, registry_pb2.MandateRevoked) and not await projections.mandated(
+        if isinstance(event, registry_pb2.MandateRevoked) and not await mandates.mandated(
             uow.conn, event.broker_id, event.account_id
         ):
             # No mandate left: the broker's open orders for the account are cancelled.

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import asyncpg
 from google.protobuf.message import Message
 
+from services.common import mandates
 from services.common.inputs import INT64_MAX
 from services.common.statehash import Projection
 from services.settlement.domain.adjustments import Interval, absorb, authorized_blocks
@@ -36,7 +37,7 @@ PROJECTIONS = (
         ("trade_id",),
     ),
     Projection("accounts", ("account_id", "jurisdiction"), ("account_id",)),
-    Projection("mandates", ("mandate_id", "account_id", "broker_id", "jurisdiction"), ("mandate_id",)),
+    mandates.PROJECTION,
     Projection(
         "adjustments",
         ("trade_id", "adjustment_id", "party", "side", "vintage", "quantity", "authorization_id"),
@@ -120,17 +121,8 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 event.account_id,
                 event.jurisdiction,
             )
-        case rpb.MandateGranted():
-            await conn.execute(
-                "INSERT INTO mandates (mandate_id, account_id, broker_id, jurisdiction) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT (mandate_id) DO UPDATE SET account_id = $2, broker_id = $3, jurisdiction = $4",
-                event.mandate_id,
-                event.account_id,
-                event.broker_id,
-                event.jurisdiction,
-            )
-        case rpb.MandateRevoked():
-            await conn.execute("DELETE FROM mandates WHERE mandate_id = $1", event.mandate_id)
+        case rpb.MandateGranted() | rpb.MandateRevoked():
+            await mandates.fold(conn, event)
         case rpb.UnitsTransferred():
             blocks = authorized_blocks(event)
             for namespace in sorted({b.namespace for b in blocks}):

@@ -19,7 +19,7 @@ import asyncpg
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from services.common import topics
+from services.common import mandates, topics
 from services.common.auth import Identity
 from services.common.consumer import Handler
 from services.common.envelope import Context
@@ -221,11 +221,8 @@ class Settlement:
         """Balances per currency if `reader` is the operator or a broker with a mandate for
         the account; None otherwise (the same for an account that does not exist)."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            allowed = reader.operator or await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM mandates WHERE broker_id = $1::text AND account_id = $2)",
-                _broker(reader),
-                account_id,
-            )
+            broker = _broker(reader)
+            allowed = reader.operator or (broker is not None and await mandates.mandated(conn, broker, account_id))
             if not allowed:
                 return None
             rows = await conn.fetch(
