@@ -188,7 +188,7 @@ class Consumer:
             except _TRANSIENT as exc:
                 log.warning("infrastructure unavailable, retrying: %r", exc)
                 await asyncio.sleep(1.0)  # back-off between reconnects, not a readiness wait
-            except ConcurrencyError as exc:
+            except (ConcurrencyError, asyncpg.DeadlockDetectedError) as exc:
                 conflicts += 1
                 log.info("%s: %s; deciding again", self.name, exc)
                 if conflicts >= CONFLICT_ATTEMPTS:

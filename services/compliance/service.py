@@ -84,6 +84,10 @@ def deferral_stream(request_id: str) -> str:
     return f"deferred-{request_id}"
 
 
+async def hold_reservation(conn: asyncpg.Connection, reservation_id: str) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))", f"reservation:{reservation_id}")
+
+
 async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
     """Fold one of compliance's own recorded events into its tables (live and replay)."""
     match event:
@@ -200,6 +204,7 @@ class Compliance:
             check_fact(event)
             await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
             if isinstance(event, rpb.UnitsReserved):
+                await hold_reservation(uow.conn, event.reservation_id)
                 await self.resume(uow, event.reservation_id, context)
         elif isinstance(event, cpb.ScreenTransfer):
             await self.answer(uow, event, context)
@@ -221,6 +226,9 @@ class Compliance:
         if problems:
             decision = refuse(request, problems, self.policy.version)
         else:
+            # Serialised with the reservation's arrival: a screen deferred here is seen by
+            # the instance that folds the reservation, or the reservation is seen here.
+            await hold_reservation(uow.conn, request.reservation_id)
             facts = await facts_for(uow.conn, request)
             if request.reservation_id not in facts.reservations:
                 # Never decide on stale facts: the registry's reservation may still be on
