@@ -18,10 +18,10 @@ class GroupLag:
         self._bootstrap = bootstrap
         self._group = group
         self._topic = topic
-        self._every = every_seconds
+        self._every_ns = int(every_seconds * 1_000_000_000)
         self._partitions: list[TopicPartition] = []
         self._lag = 0
-        self._at = float("-inf")
+        self._at_ns: int | None = None  # when the lag was last measured
         self._started = asyncio.Lock()
         self._clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
 
@@ -51,7 +51,7 @@ class GroupLag:
 
     async def lag(self) -> int:
         """The lag last measured; a broker that cannot answer just now leaves it as it was."""
-        if time.monotonic() - self._at >= self._every:
+        if self._at_ns is None or time.monotonic_ns() - self._at_ns >= self._every_ns:
             try:
                 await self.start()
                 assert self._clients is not None
@@ -64,5 +64,5 @@ class GroupLag:
             for partition, end in ends.items():
                 done = committed.get(partition)
                 behind += end - (done.offset if done is not None and done.offset >= 0 else 0)
-            self._lag, self._at = behind, time.monotonic()
+            self._lag, self._at_ns = behind, time.monotonic_ns()
         return self._lag

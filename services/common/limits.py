@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -68,26 +67,30 @@ class BodyLimit:
 
 class RateLimiter:
     """A token bucket per caller: `rate` requests a second, bursts up to `burst`.
+    Integer arithmetic: time in nanoseconds, tokens in billionths (one token = TOKEN).
     Buckets of callers not seen for a while are forgotten (bounded memory)."""
 
+    TOKEN = 1_000_000_000
+
     def __init__(
-        self, rate: int, burst: int, clock: Callable[[], float] = time.monotonic, callers: int = 100_000
+        self, rate: int, burst: int, clock_ns: Callable[[], int] = time.monotonic_ns, callers: int = 100_000
     ) -> None:
         self._rate = rate
-        self._burst = burst
-        self._clock = clock
+        self._burst = burst * self.TOKEN
+        self._clock_ns = clock_ns
         self._callers = callers
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # caller -> (tokens, at)
+        self._buckets: OrderedDict[str, tuple[int, int]] = OrderedDict()  # caller -> (tokens, at ns)
 
     def take(self, caller: str) -> None:
         """Spend one token of `caller`'s bucket, or refuse with 429 and when to retry."""
-        now = self._clock()
-        tokens, at = self._buckets.pop(caller, (float(self._burst), now))
-        tokens = min(float(self._burst), tokens + (now - at) * self._rate)
-        if tokens < 1:
+        now = self._clock_ns()
+        tokens, at = self._buckets.pop(caller, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - at) * self._rate)  # ns x requests/s = billionths
+        if tokens < self.TOKEN:
             self._buckets[caller] = (tokens, now)
-            wait = math.ceil((1 - tokens) / self._rate)
-            raise TooBusy("RATE_LIMITED", f"more than {self._rate:g} requests a second from {caller}", wait)
-        self._buckets[caller] = (tokens - 1, now)
+            wait_ns = -(-(self.TOKEN - tokens) // self._rate)
+            wait = -(-wait_ns // 1_000_000_000)
+            raise TooBusy("RATE_LIMITED", f"more than {self._rate} requests a second from {caller}", wait)
+        self._buckets[caller] = (tokens - self.TOKEN, now)
         while len(self._buckets) > self._callers:
             self._buckets.popitem(last=False)

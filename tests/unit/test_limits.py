@@ -38,15 +38,15 @@ def test_a_streamed_oversize_body_without_length_is_refused() -> None:
 
 
 def test_a_caller_past_its_rate_is_told_when_to_come_back() -> None:
-    now = [0.0]
-    limiter = RateLimiter(rate=2, burst=3, clock=lambda: now[0])
+    now = [0]  # nanoseconds
+    limiter = RateLimiter(rate=2, burst=3, clock_ns=lambda: now[0])
     for _ in range(3):
         limiter.take("broker-a")  # the burst
     with pytest.raises(TooBusy) as refused:
         limiter.take("broker-a")
     assert (refused.value.code, refused.value.http_status, refused.value.retry_after) == ("RATE_LIMITED", 429, 1)
     limiter.take("broker-b")  # buckets are per caller
-    now[0] = 0.5  # one token back at 2 a second
+    now[0] = 500_000_000  # half a second: one token back at 2 a second
     limiter.take("broker-a")
     with pytest.raises(TooBusy):
         limiter.take("broker-a")
