@@ -235,11 +235,11 @@ class AuditFeed:
             conn.add_termination_listener(self._lost)
             self._listener = conn
 
-    async def wait(self, subscription: Subscription, within: float) -> bool:
-        """Until the subscription's chain may have grown (True) or `within` seconds passed."""
+    async def wait(self, subscription: Subscription, within_seconds: float) -> bool:
+        """Until the subscription's chain may have grown (True) or `within_seconds` passed."""
         await self.listen()
         try:
-            await asyncio.wait_for(subscription.woken.wait(), within)
+            await asyncio.wait_for(subscription.woken.wait(), within_seconds)
         except TimeoutError:
             return False
         return True
