@@ -61,12 +61,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from recovery import free_port, infrastructure  # bench/recovery.py, beside this script
 
 from deploy.kafka_broker import REPO_ROOT, run_sync
+from deploy.kafka_security import KafkaSecurity
 from deploy.postgres import create_database, drop_database
 from deploy.stack import ServiceProcesses, instance_names, prepare
 from services.common import topics
 from services.common.auth import DevIssuer
 from services.common.envelope import unwrap
-from services.common.kafka import idempotent_producer
+from services.common.kafka import KafkaAccess, idempotent_producer
 from tonne.v1 import matching_pb2 as mpb
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1 import settlement_pb2 as spb
@@ -123,14 +124,15 @@ def latency(values: Sequence[float]) -> dict[str, float | int | None]:
 async def raw_floor(bootstrap: str, prefix: str, count: int = 50_000, size: int = 300) -> dict[str, Any]:
     """Produce -> consume on one 3-partition topic with the services' producer settings."""
     topic = f"{prefix}raw"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    kafka = KafkaAccess.from_env(bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.options())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
     finally:
         await admin.close()
-    producer = idempotent_producer(bootstrap, "bench-raw")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    producer = idempotent_producer(kafka, "bench-raw")
+    consumer = AIOKafkaConsumer(**kafka.options(), enable_auto_commit=False, auto_offset_reset="earliest")
     await producer.start()
     await consumer.start()
     consumer.assign([TopicPartition(topic, p) for p in range(3)])
@@ -199,11 +201,20 @@ def services(bootstrap: str, admin_dsn: str, instances: int, run_dir: Path) -> I
     dsn = create_database(admin_dsn, name)
     prefix = f"pipe{uuid.uuid4().hex[:6]}."
     names = instance_names(instances)
+    # A SASL broker's super user may come from TONNE_KAFKA_*; bench/recovery.py's own is PLAINTEXT.
+    security = KafkaSecurity.from_env(bootstrap)
     processes = ServiceProcesses(
-        run_dir, bootstrap, dsn, prefix, {n: free_port() for n in names}, names=names, extra_env=SERVICE_ENV
+        run_dir,
+        bootstrap,
+        dsn,
+        prefix,
+        {n: free_port() for n in names},
+        names=names,
+        extra_env=SERVICE_ENV,
+        security=security,
     )
     try:
-        run_sync(prepare(bootstrap, dsn, prefix))
+        run_sync(prepare(bootstrap, dsn, prefix, security))
         processes.start(deadline_s=180)
         yield Stack(processes.urls, bootstrap, prefix, processes, instances, name, dsn)
     finally:
@@ -270,7 +281,7 @@ class Journal:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+            **KafkaAccess.from_env(self.bootstrap).options(), enable_auto_commit=False, auto_offset_reset="earliest"
         )
         await self._consumer.start()
         partitions = [

@@ -58,7 +58,7 @@ UNITS = Units.of(ATTRIBUTES)
 
 
 def account(k: int) -> str:
-    return f"BG-{k:04d}"
+    return f"TH-BG-{k:04d}"
 
 
 def namespace(j: int) -> str:
@@ -114,7 +114,7 @@ async def load(pool: asyncpg.Pool, registry: Registry, size: int) -> float:
         await execute(
             registry, pb.OpenAccount(account_id=account(k), holder=f"holder {k}", jurisdiction="TH", type=pb.HOLDING)
         )
-    for buyer in ("BUYER-A", "BUYER-B"):
+    for buyer in ("CH-BUYER-A", "CH-BUYER-B"):
         await execute(registry, pb.OpenAccount(account_id=buyer, holder=buyer, jurisdiction="CH", type=pb.HOLDING))
     async with pool.acquire() as conn:
         chunk: list[tuple[object, ...]] = []
@@ -169,7 +169,7 @@ async def measure(pool: asyncpg.Pool, registry: Registry, size: int, ops: int) -
         command = pb.TransferUnits(
             transfer_id=f"BENCH-T-{n}",
             reservation_id=f"BENCH-R-{n}",
-            to_account_id="BUYER-A" if n % 2 else "BUYER-B",
+            to_account_id="CH-BUYER-A" if n % 2 else "CH-BUYER-B",
             quantity=15,
         )
         await execute(registry, command)

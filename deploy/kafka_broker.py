@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -19,6 +20,11 @@ import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
+
+from pydantic import SecretStr
+
+from deploy.kafka_security import ADMIN_USER, CONTROLLER_USER, KafkaSecurity
+from services.common.kafka import KafkaAccess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAFKA_VERSION = "3.9.2"
@@ -38,6 +44,9 @@ JVM_OPTS = [
 TOOL_JVM_OPTS = ["-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
 
 T = TypeVar("T")
+ADMIN_SECRET_FILE = "kafka-admin.secret"
+SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
+PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
 
 
 def default_lib_dir(repo_root: Path = REPO_ROOT) -> Path:
@@ -118,6 +127,14 @@ def terminate_pid(pid: int, timeout: float, *, group: bool = True) -> None:
     raise RuntimeError(f"process {pid} survived SIGKILL")
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner may read (mode 0600 from its creation on)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file may have had wider permissions
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+
+
 def tail(path: Path, lines: int = 60) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -134,15 +151,21 @@ class KafkaBroker:
         port: int,
         controller_port: int,
         lib_dir: Path | None = None,
+        *,
+        sasl: bool = False,
     ) -> None:
         self.home = home.resolve()
         self.port = port
         self.controller_port = controller_port
         self.lib_dir = (lib_dir or default_lib_dir()).resolve()
+        # SASL/SCRAM and ACLs (deploy/kafka_security.py); `make up` and the test fixtures
+        # ask for it. Without it the listener is PLAINTEXT and every client may do anything.
+        self.sasl = sasl
         self.properties_file = self.home / "server.properties"
         self.pid_file = self.home / "kafka.pid"
         self.log_file = self.home / "kafka.log"
         self.cluster_id_file = self.home / "cluster.id"
+        self.secret_file = self.home / ADMIN_SECRET_FILE
         self._proc: subprocess.Popen[bytes] | None = None
 
     # ------------------------------------------------------------------ fetching
@@ -192,16 +215,73 @@ class KafkaBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def security(self) -> KafkaSecurity | None:
+        """The admin's access and every principal's password; None for a PLAINTEXT broker.
+
+        The admin secret is generated when the storage is first formatted."""
+        if not self.sasl:
+            return None
+        try:
+            secret = self.secret_file.read_text().strip()
+        except FileNotFoundError:
+            raise RuntimeError(
+                f"{self.secret_file} missing: this broker was not formatted with SASL here "
+                "(an older PLAINTEXT one? `make down && make clean-run` starts afresh)"
+            ) from None
+        return KafkaSecurity.for_admin(self.bootstrap, SecretStr(secret))
+
+    @property
+    def access(self) -> KafkaAccess:
+        """How a client with every right connects: the admin, or anyone on PLAINTEXT."""
+        security = self.security
+        return security.admin if security is not None else KafkaAccess(self.bootstrap)
+
+    def _listener_properties(self) -> dict[str, str]:
+        if not self.sasl:
+            return {
+                "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name": "PLAINTEXT",
+            }
+        security = self.security
+        assert security is not None
+        admin = security.admin.password.get_secret_value()
+        controller = security.password(CONTROLLER_USER).get_secret_value()
+        return {
+            # CLIENT: SCRAM-SHA-512, credentials kept in the cluster metadata (the admin's
+            # from format time, the others from provisioning). The broker talks to itself on
+            # it as the admin.
+            "listeners": f"CLIENT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"CLIENT://127.0.0.1:{self.port}",
+            "listener.security.protocol.map": "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            "inter.broker.listener.name": "CLIENT",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.client.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.client.scram-sha-512.sasl.jaas.config": (
+                f'{SCRAM_LOGIN} required username="{ADMIN_USER}" password="{admin}";'
+            ),
+            # CONTROLLER: the controller must answer before any SCRAM credential can be
+            # read from the metadata it serves, so it uses PLAIN with one static user.
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": (
+                f'{PLAIN_LOGIN} required username="{CONTROLLER_USER}" password="{controller}" '
+                f'user_{CONTROLLER_USER}="{controller}";'
+            ),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": f"User:{ADMIN_USER};User:{CONTROLLER_USER}",
+        }
+
     def _properties(self) -> dict[str, str]:
         return {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": (f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
+            **self._listener_properties(),
             "log.dirs": str(self.home / "data"),
             "num.partitions": "1",
             "default.replication.factor": "1",
@@ -221,7 +301,8 @@ class KafkaBroker:
 
     def _write_properties(self) -> None:
         body = "".join(f"{k}={v}\n" for k, v in self._properties().items())
-        self.properties_file.write_text("# Generated by deploy/kafka_broker.py; rewritten on every start.\n" + body)
+        # It holds the admin's and the controller's passwords: owner only.
+        write_private(self.properties_file, "# Generated by deploy/kafka_broker.py; rewritten on every start.\n" + body)
 
     # ------------------------------------------------------------------ lifecycle
     def _java(self, *args: str, jvm_opts: list[str]) -> list[str]:
@@ -256,10 +337,27 @@ class KafkaBroker:
         if not self.cluster_id_file.exists():
             cluster_id = self._run_tool("random-uuid").strip().splitlines()[-1].strip()
             self.cluster_id_file.write_text(cluster_id + "\n")
-        if (self.home / "data" / "meta.properties").exists():
+        formatted = (self.home / "data" / "meta.properties").exists()
+        if self.sasl and formatted and not self.secret_file.exists():
+            raise RuntimeError(
+                f"{self.home} was formatted without SASL credentials; remove it to start afresh "
+                "(`make down && make clean-run`)"
+            )
+        if formatted:
             return  # already formatted: skip a JVM start
         cluster_id = self.cluster_id_file.read_text().strip()
-        self._run_tool("format", "-t", cluster_id, "-c", str(self.properties_file), "--ignore-formatted")
+        scram: list[str] = []
+        if self.sasl:
+            # The admin exists before the first start (KIP-900); everyone else is created
+            # through it at provisioning (deploy/kafka_security.provision).
+            if not self.secret_file.exists():
+                write_private(self.secret_file, secrets.token_hex(32) + "\n")
+            security = self.security
+            assert security is not None
+            password = security.admin.password.get_secret_value()
+            scram = ["--add-scram", f"SCRAM-SHA-512=[name={ADMIN_USER},password={password}]"]
+        self._write_properties()
+        self._run_tool("format", "-t", cluster_id, "-c", str(self.properties_file), "--ignore-formatted", *scram)
 
     def read_pid(self) -> int | None:
         try:
@@ -282,8 +380,8 @@ class KafkaBroker:
         if not (self.lib_dir / MARKER_JAR).exists():
             raise RuntimeError(f"{self.lib_dir / MARKER_JAR} missing; call KafkaBroker.fetch() first")
         self.home.mkdir(parents=True, exist_ok=True)
-        self._write_properties()
         self._format_storage()
+        self._write_properties()
         with open(self.log_file, "ab") as log:
             # Own session: `make up` exits right after this and the broker must live on;
             # it also makes the broker a process-group leader for stop().
@@ -316,7 +414,7 @@ class KafkaBroker:
                 # error for every poll while the JVM is still booting.
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     pass
-                if run_sync(_metadata_ok(self.bootstrap, timeout_s=5)):
+                if run_sync(_metadata_ok(self.access, timeout_s=5)):
                     return
             except Exception as exc:  # connection refused, timeouts: keep polling
                 last_error = exc
@@ -337,7 +435,7 @@ class KafkaBroker:
         self.pid_file.unlink(missing_ok=True)
 
 
-async def _metadata_ok(bootstrap: str, timeout_s: float) -> bool:
+async def _metadata_ok(kafka: KafkaAccess, timeout_s: float) -> bool:
     """True once a metadata request succeeds and names at least one broker.
 
     In KRaft mode the PLAINTEXT port can accept connections before the broker is
@@ -347,7 +445,7 @@ async def _metadata_ok(bootstrap: str, timeout_s: float) -> bool:
     from aiokafka.client import AIOKafkaClient
 
     client = AIOKafkaClient(
-        bootstrap_servers=bootstrap,
+        **kafka.options(),
         request_timeout_ms=int(timeout_s * 1000),
         metadata_max_age_ms=1000,
     )

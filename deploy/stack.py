@@ -24,9 +24,21 @@ from typing import Any
 import httpx
 
 from deploy.kafka_broker import REPO_ROOT, KafkaBroker, pid_alive, run_sync, tail, terminate_pid
+from deploy.kafka_security import (
+    ADMIN_USER,
+    KafkaSecurity,
+    national_registry_user,
+    principals,
+    provision,
+    regulator_user,
+    service_user,
+)
 from deploy.postgres import is_postgres_running, mask_password, start_postgres, stop_postgres
+from services.common import topics
+from services.common.kafka import KafkaAccess
 
-SERVICES: tuple[str, ...] = ("registry", "matching", "settlement", "compliance")
+SERVICES: tuple[str, ...] = topics.SERVICES
+
 DEFAULT_PORTS: dict[str, int] = {
     "registry": 8101,
     "matching": 8102,
@@ -66,6 +78,9 @@ class ServiceProcesses:
 
     ``pids`` adopts processes started earlier (e.g. by a previous ``up``); ``start()``
     only spawns the ones that are not alive, then waits until every ``/readyz`` is 200.
+    With ``security`` each service connects to Kafka as its own principal
+    (``tonne-<service>``); without it, PLAINTEXT (this process's credentials are not
+    passed on).
     """
 
     def __init__(
@@ -81,6 +96,7 @@ class ServiceProcesses:
         extra_env: Mapping[str, str] | None = None,
         names: tuple[str, ...] = SERVICES,
         module_template: str = "services.{name}",
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.bootstrap = bootstrap
@@ -92,6 +108,7 @@ class ServiceProcesses:
         self.module_template = module_template
         self.extra_env = dict(extra_env or {})
         self.pids: dict[str, int] = dict(pids or {})
+        self.security = security
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     @property
@@ -119,12 +136,18 @@ class ServiceProcesses:
             return False
         return response.status_code == 200
 
+    def kafka_access(self, name: str) -> KafkaAccess:
+        """The Kafka principal instance `name` runs as."""
+        if self.security is None:
+            return KafkaAccess(self.bootstrap)
+        return self.security.access(service_user(name.split("-")[0]))
+
     def _spawn(self, name: str) -> None:
         log_path = self.log_path(name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            **self.kafka_access(name).env(),
             "DATABASE_URL": self.dsn,
             "TONNE_HTTP_PORT": str(self.ports[name]),
             "TONNE_TOPIC_PREFIX": self.topic_prefix,
@@ -186,12 +209,15 @@ class ServiceProcesses:
         return tail(self.log_path(name), lines)
 
 
-async def prepare(bootstrap: str, dsn: str, topic_prefix: str = "") -> None:
-    """Create the topics and run the migrations (both idempotent; lead-provided)."""
+async def prepare(bootstrap: str, dsn: str, topic_prefix: str = "", security: KafkaSecurity | None = None) -> None:
+    """Create the topics, with `security` the Kafka principals and their ACLs, and run the
+    migrations (all idempotent)."""
     from services.common.db import migrate_all
     from services.common.topics import ensure_topics
 
-    await ensure_topics(bootstrap, prefix=topic_prefix)
+    await ensure_topics(security.admin if security is not None else KafkaAccess(bootstrap), prefix=topic_prefix)
+    if security is not None:
+        await provision(security, topic_prefix)
     await migrate_all(dsn)
 
 
@@ -214,13 +240,23 @@ def save_state(state: dict[str, Any]) -> None:
 
 
 def local_broker() -> KafkaBroker:
-    return KafkaBroker(home=KAFKA_HOME, port=KAFKA_PORT, controller_port=KAFKA_CONTROLLER_PORT)
+    return KafkaBroker(home=KAFKA_HOME, port=KAFKA_PORT, controller_port=KAFKA_CONTROLLER_PORT, sasl=True)
+
+
+def kafka_security(state: dict[str, Any]) -> KafkaSecurity | None:
+    """The admin of the broker in use: the local one's, or (external broker) the super
+    user named by TONNE_KAFKA_USERNAME / TONNE_KAFKA_PASSWORD; None without SASL."""
+    local = local_broker()
+    if "kafka_home" in state["managed"] and state.get("bootstrap") == local.bootstrap:
+        return local.security
+    return KafkaSecurity.from_env(state.get("bootstrap") or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""))
 
 
 def _ensure_kafka(state: dict[str, Any]) -> str:
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
-        print(f"Kafka: using KAFKA_BOOTSTRAP_SERVERS={external} (not managed here)")
+        sasl = "SASL as $TONNE_KAFKA_USERNAME" if KafkaSecurity.from_env(external) else "PLAINTEXT"
+        print(f"Kafka: using KAFKA_BOOTSTRAP_SERVERS={external} ({sasl}; not managed here)")
         return external
     broker = local_broker()
     state["managed"]["kafka_home"] = str(broker.home)
@@ -257,8 +293,9 @@ def up(*, infra_only: bool = False, instances: int = 1) -> int:
     prefix = os.environ.get("TONNE_TOPIC_PREFIX", "")
     state.update(bootstrap=bootstrap, database_url=dsn, topic_prefix=prefix)
     save_state(state)
+    security = kafka_security(state)
     if not infra_only:
-        run_sync(prepare(bootstrap, dsn, prefix))
+        run_sync(prepare(bootstrap, dsn, prefix, security))
         config = {"bootstrap": bootstrap, "dsn": dsn, "topic_prefix": prefix}
         old = state["services"]
         procs = ServiceProcesses(
@@ -269,6 +306,7 @@ def up(*, infra_only: bool = False, instances: int = 1) -> int:
             instance_ports(instances),
             pids={n: e["pid"] for n, e in old.get("processes", {}).items()},
             names=instance_names(instances),
+            security=security,
         )
         if old.get("config") not in (None, config):
             print("Services were started against other infrastructure: restarting them")
@@ -300,6 +338,10 @@ def up(*, infra_only: bool = False, instances: int = 1) -> int:
     print("\n  A development token (never valid with TONNE_ENV=production), e.g. for a broker:")
     print("    .venv/bin/python -m services.common.auth mint broker-a --role broker --broker-id broker-a")
     print("  roles: broker, operator, regulator:<JUR>, registry-operator:<JUR>, national-registry:<JUR>")
+    if security is not None:
+        print("\n  Kafka credentials (SASL/SCRAM-SHA-512) of a national registry or a regulator, e.g. TH:")
+        print(f"    eval $(.venv/bin/python -m deploy.stack kafka-credentials {national_registry_user('TH')})")
+        print(f"    eval $(.venv/bin/python -m deploy.stack kafka-credentials {regulator_user('TH')})")
     print("\nstop with: make down")
     return 0
 
@@ -364,6 +406,21 @@ def status() -> int:
     return 0 if all_ready else 3
 
 
+def kafka_credentials(username: str) -> int:
+    """Print `export` lines with a principal's Kafka access to the stack's broker."""
+    if username not in (ADMIN_USER, *principals()):
+        print(f"ERROR: no Kafka principal {username!r}; one of: {', '.join(principals())}", file=sys.stderr)
+        return 2
+    security = kafka_security(load_state())
+    if security is None:
+        print("ERROR: the stack's Kafka broker has no SASL (is it up?)", file=sys.stderr)
+        return 1
+    access = security.admin if username == ADMIN_USER else security.access(username)
+    for name, value in access.env().items():
+        print(f"export {name}={value}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.stack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -372,12 +429,16 @@ def main(argv: list[str] | None = None) -> int:
     up_parser.add_argument("--instances", type=int, default=1, help="processes per service, in one consumer group")
     sub.add_parser("down", help="stop what `up` started")
     sub.add_parser("status", help="show what is running")
+    creds = sub.add_parser("kafka-credentials", help="print a Kafka principal's access as shell exports")
+    creds.add_argument("username", help="e.g. national-registry-TH, regulator-TH, tonne-matching")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
             return up(infra_only=args.infra_only, instances=args.instances)
         if args.command == "down":
             return down()
+        if args.command == "kafka-credentials":
+            return kafka_credentials(args.username)
         return status()
     except (RuntimeError, TimeoutError, OSError) as exc:
         # Startup failures carry the relevant log tail in their message.

@@ -27,14 +27,17 @@ from pathlib import Path
 import pytest
 
 from deploy.kafka_broker import MARKER_JAR, KafkaBroker, default_lib_dir, run_sync
+from deploy.kafka_security import KafkaSecurity
 from deploy.postgres import create_database, drop_database, start_postgres, stop_postgres
 from deploy.stack import ServiceProcesses, ServiceStartError, instance_names, prepare
 from services.common.auth import DevIssuer
+from services.common.kafka import MECHANISM_ENV, PASSWORD_ENV, USERNAME_ENV, KafkaAccess
 
 SNAPSHOT_EVERY = 2
 # Snapshots every few events, so the suite exercises restoring from them; a caller rate
 # above what the suites send (the limiter itself is unit tested).
 STACK_ENV = {"TONNE_SNAPSHOT_EVERY": str(SNAPSHOT_EVERY), "TONNE_RATE_PER_SECOND": "1000", "TONNE_RATE_BURST": "2000"}
+CREDENTIAL_ENV = (USERNAME_ENV, PASSWORD_ENV, MECHANISM_ENV)
 NO_INFRA_HINT = (
     "set {var}, or provide local prerequisites ({local}), or run a Docker engine "
     "(testcontainers). Tests never skip for missing infrastructure."
@@ -96,18 +99,19 @@ def dev_issuer() -> Iterator[DevIssuer]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """``host:port`` of a Kafka broker (3.9, single node, auto-create topics off)."""
+@contextlib.contextmanager
+def _kafka_broker() -> Iterator[KafkaAccess]:
+    """A Kafka broker (3.9, single node, auto-create topics off) and its super user's access."""
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
-        yield external
+        # Its super user's credentials, if it has SASL, come from TONNE_KAFKA_*.
+        yield KafkaAccess.from_env(external)
         return
     problem = local_kafka_problem()
     if problem is None:
         home = Path(tempfile.mkdtemp(prefix="tonne-kafka-"))
         port, controller_port = free_ports(2)
-        broker = KafkaBroker(home, port=port, controller_port=controller_port)
+        broker = KafkaBroker(home, port=port, controller_port=controller_port, sasl=True)
         try:
             KafkaBroker.fetch()
             broker.start()
@@ -115,7 +119,7 @@ def kafka_bootstrap() -> Iterator[str]:
             broker.stop()
             pytest.fail(f"local Kafka broker failed to start: {exc}", pytrace=False)
         try:
-            yield broker.bootstrap
+            yield broker.access
         finally:
             broker.stop()
             shutil.rmtree(home, ignore_errors=True)
@@ -123,14 +127,47 @@ def kafka_bootstrap() -> Iterator[str]:
     if docker_available():
         from testcontainers.community.kafka import KafkaContainer
 
+        # PLAINTEXT: the container's listeners are its module's; no principals, no ACLs.
         with KafkaContainer().with_kraft() as container:
-            yield container.get_bootstrap_server()
+            yield KafkaAccess(container.get_bootstrap_server())
         return
     pytest.fail(
         f"No Kafka broker ({problem}, no Docker engine): "
         + NO_INFRA_HINT.format(var="KAFKA_BOOTSTRAP_SERVERS", local="Java 17+ and Maven"),
         pytrace=False,
     )
+
+
+@pytest.fixture(scope="session")
+def kafka_access() -> Iterator[KafkaAccess]:
+    """The session's broker as its super user (SASL/SCRAM on the local broker).
+
+    The credentials are also in the session's environment (TONNE_KAFKA_*), so the raw
+    clients of tests/support.py and the services' Settings built in process use them;
+    ServiceProcesses gives each service process its own principal instead."""
+    with _kafka_broker() as access:
+        previous = {name: os.environ.get(name) for name in CREDENTIAL_ENV}
+        os.environ.update({name: access.env()[name] for name in CREDENTIAL_ENV})
+        try:
+            yield access
+        finally:
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_access: KafkaAccess) -> str:
+    """``host:port`` of the session's broker."""
+    return kafka_access.bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_security(kafka_access: KafkaAccess) -> KafkaSecurity | None:
+    """Every principal's access (deploy/kafka_security.py); None for a broker without SASL."""
+    return KafkaSecurity(kafka_access) if kafka_access.authenticated else None
 
 
 @pytest.fixture(scope="session")
@@ -193,20 +230,23 @@ class RunningStack:
     database_url: str
     topic_prefix: str
     processes: ServiceProcesses
+    security: KafkaSecurity | None  # the principals of the broker, None without SASL
 
 
 def _stack(
     request: pytest.FixtureRequest,
     kafka_bootstrap: str,
+    security: KafkaSecurity | None,
     database_url: str,
     topic_prefix: str,
     instances: int,
 ) -> Iterator[RunningStack]:
     """The services, `instances` processes each (one consumer group per service), on free
-    ports, own topics (prefixed) and own database."""
+    ports, own topics (prefixed) and own database; each connects to Kafka as its own
+    principal with the ACLs of deploy/kafka_security.py."""
     db_name = f"stack_{uuid.uuid4().hex[:12]}"
     dsn = create_database(database_url, db_name)
-    run_sync(prepare(kafka_bootstrap, dsn, topic_prefix))
+    run_sync(prepare(kafka_bootstrap, dsn, topic_prefix, security))
     run_dir = Path(tempfile.mkdtemp(prefix="tonne-stack-"))
     names = instance_names(instances)
     ports = dict(zip(names, free_ports(len(names)), strict=True))
@@ -218,6 +258,7 @@ def _stack(
         ports,
         extra_env=STACK_ENV,
         names=names,
+        security=security,
     )
     try:
         # Instance by instance of each service: two processes of one service starting at
@@ -233,7 +274,7 @@ def _stack(
             pytrace=False,
         )
     try:
-        yield RunningStack(processes.urls, kafka_bootstrap, dsn, topic_prefix, processes)
+        yield RunningStack(processes.urls, kafka_bootstrap, dsn, topic_prefix, processes, security)
     finally:
         processes.stop()
         if request.session.testsfailed:
@@ -253,20 +294,22 @@ def _stack(
 def running_stack(
     request: pytest.FixtureRequest,
     kafka_bootstrap: str,
+    kafka_security: KafkaSecurity | None,
     database_url: str,
     topic_prefix: str,
 ) -> Iterator[RunningStack]:
     """The four services on free ports, own topics (prefixed) and own database."""
-    yield from _stack(request, kafka_bootstrap, database_url, topic_prefix, instances=1)
+    yield from _stack(request, kafka_bootstrap, kafka_security, database_url, topic_prefix, instances=1)
 
 
 @pytest.fixture(scope="session")
 def two_instance_stack(
     request: pytest.FixtureRequest,
     kafka_bootstrap: str,
+    kafka_security: KafkaSecurity | None,
     database_url: str,
     topic_prefix: str,
 ) -> Iterator[RunningStack]:
     """Two processes of each service (`registry`, `registry-2`, ...), each pair in its
     service's consumer group; own topics, consumer groups and database."""
-    yield from _stack(request, kafka_bootstrap, database_url, f"{topic_prefix}n2.", instances=2)
+    yield from _stack(request, kafka_bootstrap, kafka_security, database_url, f"{topic_prefix}n2.", instances=2)

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 from services.common import topics
 from services.common.auth import DevIssuer
 from services.common.envelope import Context, wrap
+from services.common.kafka import KafkaAccess
 from tonne.v1 import registry_pb2 as rpb
 
 T = TypeVar("T")
@@ -41,8 +42,13 @@ async def publish(bootstrap: str, topic: str, key: str, message: Message, actor:
     return envelope.event_id
 
 
+def kafka(bootstrap: str) -> KafkaAccess:
+    """`bootstrap` as the session's Kafka super user (TONNE_KAFKA_*, set by tests/conftest.py)."""
+    return KafkaAccess.from_env(bootstrap)
+
+
 async def publish_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(**kafka(bootstrap).options(), enable_idempotence=True)
     await producer.start()
     try:
         await producer.send_and_wait(topic, value, key=key)
@@ -56,7 +62,7 @@ async def read_topic(
     """Read `topic` from the beginning until `until(records)` holds."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **kafka(bootstrap).options(),
         group_id=f"test-{uuid.uuid4()}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,

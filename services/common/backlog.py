@@ -9,13 +9,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from services.common.kafka import KafkaAccess
+
 
 class GroupLag:
     """Records of `topic` that `group` has not committed yet, summed over partitions;
     asked of the broker at most every `every_seconds` (callers share the answer)."""
 
-    def __init__(self, bootstrap: str, group: str, topic: str, every_seconds: float = 0.2) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, kafka: KafkaAccess, group: str, topic: str, every_seconds: float = 0.2) -> None:
+        self._kafka = kafka
         self._group = group
         self._topic = topic
         self._every_ns = int(every_seconds * 1_000_000_000)
@@ -29,8 +31,9 @@ class GroupLag:
         """Connect (once; `lag` calls it on first use)."""
         async with self._started:
             if self._clients is None:
-                admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
-                ends = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+                # Needs DESCRIBE on the topic and the group (implied by the READ its consumer has).
+                admin = AIOKafkaAdminClient(**self._kafka.options())
+                ends = AIOKafkaConsumer(**self._kafka.options(), enable_auto_commit=False)
                 await admin.start()
                 await ends.start()
                 [described] = await admin.describe_topics([self._topic])

@@ -17,20 +17,29 @@ from services.common.settings import Settings
 S = TypeVar("S", bound=Service)
 
 
-def main(service: str, default_port: int, build: Callable[[Kernel], S], router: Callable[[S], APIRouter]) -> None:
+def main(
+    service: str,
+    default_port: int,
+    build: Callable[[Kernel], S],
+    router: Callable[[S], APIRouter],
+    serving: Callable[[Kernel], S] | None = None,
+) -> None:
+    """`serving`: what serve builds when it is more than `build` (background work that
+    replay, which only rebuilds state, must never start)."""
     title = f"tonne {service}"
+    served = serving or build
     cli = typer.Typer(add_completion=False, help=title)
 
     @cli.callback(invoke_without_command=True)
     def default(context: typer.Context) -> None:
         """Without a command: serve."""
         if context.invoked_subcommand is None:
-            serve(service, default_port, build, router, title)
+            serve(service, default_port, served, router, title)
 
     @cli.command("serve")
     def serve_command() -> None:
         """Run the HTTP API, the consumer and the outbox relay."""
-        serve(service, default_port, build, router, title)
+        serve(service, default_port, served, router, title)
 
     @cli.command("replay")
     def replay_command(

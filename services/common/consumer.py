@@ -27,6 +27,7 @@ from services.common import metrics
 from services.common.deadletter import park
 from services.common.envelope import UndecodableRecord, unwrap
 from services.common.eventstore import ConcurrencyError
+from services.common.kafka import KafkaAccess
 from services.common.logs import correlation_id
 from services.common.tracking import Origin, first_deliveries
 from services.common.unit_of_work import UnitOfWork
@@ -72,7 +73,7 @@ class Consumer:
         self,
         *,
         name: str,
-        bootstrap: str,
+        kafka: KafkaAccess,
         topic_prefix: str,
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
@@ -82,7 +83,7 @@ class Consumer:
         max_batch: int = MAX_BATCH,
     ) -> None:
         self.name = name
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._prefix = topic_prefix
         self._pool = pool
         self._producer = producer
@@ -98,7 +99,7 @@ class Consumer:
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+            **self._kafka.options(),
             group_id=f"{self._prefix}tonne-{self.name}",
             client_id=f"tonne-{self.name}",
             enable_auto_commit=False,

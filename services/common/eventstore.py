@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
+from services.common import outbox
 from tonne.v1.envelope_pb2 import Envelope
 
 
@@ -22,21 +23,37 @@ class Snapshot:
     state: bytes
 
 
-async def append(conn: asyncpg.Connection, stream_id: str, expected_version: int, envelopes: list[Envelope]) -> int:
-    """Append after `expected_version`; returns the stream's new version."""
-    version = expected_version
-    rows = []
-    for envelope in envelopes:
-        version += 1
-        rows.append((stream_id, version, envelope.event_id, envelope.type, envelope.SerializeToString()))
+_APPEND = (
+    "appended AS (INSERT INTO events (stream_id, version, event_id, type, envelope) "
+    "SELECT $1, r.version, r.event_id, r.type, r.envelope "
+    "FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::bytea[]) "
+    "WITH ORDINALITY AS r(version, event_id, type, envelope, n) ORDER BY r.n)"
+)
+
+
+async def append(
+    conn: asyncpg.Connection,
+    stream_id: str,
+    expected_version: int,
+    envelopes: list[Envelope],
+    published: Sequence[tuple[str, str, Envelope]] = (),
+) -> int:
+    """Append after `expected_version` and queue `published` (topic, key, envelope) on the
+    outbox, in one statement; returns the stream's new version."""
+    versions = list(range(expected_version + 1, expected_version + 1 + len(envelopes)))
     try:
-        await conn.executemany(
-            "INSERT INTO events (stream_id, version, event_id, type, envelope) VALUES ($1, $2, $3::uuid, $4, $5)",
-            rows,
+        await conn.execute(
+            f"WITH {_APPEND}, {outbox.queue_sql(6)}",
+            stream_id,
+            versions,
+            [e.event_id for e in envelopes],
+            [e.type for e in envelopes],
+            [e.SerializeToString() for e in envelopes],
+            *outbox.queue_args(published),
         )
     except asyncpg.UniqueViolationError as exc:
         raise ConcurrencyError(f"stream {stream_id} moved past version {expected_version}") from exc
-    return version
+    return expected_version + len(envelopes)
 
 
 async def read_stream(conn: asyncpg.Connection, stream_id: str, after_version: int = 0) -> list[Envelope]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 import asyncpg
@@ -29,18 +30,31 @@ async def enqueue(conn: asyncpg.Connection, topic: str, key: str, envelope: Enve
     await enqueue_many(conn, [(topic, key, envelope)])
 
 
-async def enqueue_many(conn: asyncpg.Connection, records: list[tuple[str, str, Envelope]]) -> None:
-    """Queue records in order, in one round trip."""
+def queue_sql(first: int) -> str:
+    """SQL that queues the rows of three arrays (topics, keys, values: parameters `first`
+    to `first + 2`) in order and wakes the schema's relay when the transaction commits
+    (PostgreSQL sends one notification per transaction however often it is asked). It
+    follows the caller's own WITH clauses, e.g. an append to the event store."""
+    return (
+        "queued AS (INSERT INTO outbox (topic, key, value) SELECT r.topic, r.key, r.value "
+        f"FROM unnest(${first}::text[], ${first + 1}::bytea[], ${first + 2}::bytea[]) "
+        "WITH ORDINALITY AS r(topic, key, value, n) ORDER BY r.n RETURNING 1) "
+        "SELECT pg_notify('outbox_' || current_schema(), '') WHERE EXISTS (SELECT 1 FROM queued)"
+    )
+
+
+def queue_args(records: Sequence[tuple[str, str, Envelope]]) -> tuple[list[str], list[bytes], list[bytes]]:
+    return (
+        [topic for topic, _, _ in records],
+        [key.encode() for _, key, _ in records],
+        [envelope.SerializeToString() for _, _, envelope in records],
+    )
+
+
+async def enqueue_many(conn: asyncpg.Connection, records: Sequence[tuple[str, str, Envelope]]) -> None:
+    """Queue records in order and wake the relay at commit, in one round trip."""
     if records:
-        await conn.executemany(
-            "INSERT INTO outbox (topic, key, value) VALUES ($1, $2, $3)",
-            [(topic, key.encode(), envelope.SerializeToString()) for topic, key, envelope in records],
-        )
-
-
-async def wake_relay(conn: asyncpg.Connection) -> None:
-    """Wake the schema's relay when the transaction commits (once per transaction)."""
-    await conn.execute("SELECT pg_notify('outbox_' || current_schema(), '')")
+        await conn.execute("WITH " + queue_sql(1), *queue_args(records))
 
 
 class OutboxRelay:

@@ -43,9 +43,11 @@ class Repository(Generic[A]):
     def cached(self, stream_id: str) -> A | None:
         return self._cache.get(stream_id)
 
-    async def get(self, conn: asyncpg.Connection, stream_id: str) -> A:
+    async def get(self, conn: asyncpg.Connection, stream_id: str, version: int | None = None) -> A:
         """The committed aggregate: from memory brought up to date with any events another
-        instance appended since (one indexed read), or loaded and kept once it exists."""
+        instance appended since (one indexed read), or loaded and kept once it exists.
+        `version`: the stream's version as the caller's transaction just read it; a cached
+        copy at that version needs no read (a later append by anyone else fails ours)."""
         aggregate = self._cache.get(stream_id)
         if aggregate is None:
             aggregate = await self.load(conn, stream_id)
@@ -53,8 +55,9 @@ class Repository(Generic[A]):
                 self._keep(aggregate)
         else:
             self._cache.move_to_end(stream_id)
-            tail = await eventstore.read_stream(conn, stream_id, aggregate.version)
-            aggregate.mutate(payload_of(envelope) for envelope in tail)
+            if aggregate.version != version:
+                tail = await eventstore.read_stream(conn, stream_id, aggregate.version)
+                aggregate.mutate(payload_of(envelope) for envelope in tail)
         return aggregate
 
     def _keep(self, aggregate: A) -> None:

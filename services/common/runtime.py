@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from services.common import logs, outbox, tracking
+from services.common import logs, outbox, topics, tracking
 from services.common.auth import Auth, Identity
 from services.common.consumer import Consumer, Handler
 from services.common.db import connect_pool, migrate, service_role
@@ -115,10 +115,11 @@ def create_app(
         await migrate(settings.database_url, settings.service)
         role = await service_role(settings.database_url, settings.service)
         pool = await connect_pool(settings.database_url, settings.service, role=role)
-        producer = idempotent_producer(settings.kafka_bootstrap, f"tonne-{settings.service}")
+        producer = idempotent_producer(settings.kafka, f"tonne-{settings.service}")
         await producer.start()
         kernel = Kernel(settings, pool, auth)
         service = build(kernel)
+        topics.check_consumes(settings.service, service.handlers)
         app.include_router(router(service))
         app.include_router(state_router(service, pool, auth))
         relay = OutboxRelay(pool, producer, settings.topic_prefix, settings.service)
@@ -126,7 +127,7 @@ def create_app(
         retention_task = asyncio.create_task(retain(pool, timedelta(hours=settings.retention_hours)), name="retention")
         consumer = Consumer(
             name=settings.service,
-            bootstrap=settings.kafka_bootstrap,
+            kafka=settings.kafka,
             topic_prefix=settings.topic_prefix,
             pool=pool,
             producer=producer,

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.kafka import KafkaAccess, KafkaSettings
 
 
-class Settings(BaseSettings):
+class Settings(KafkaSettings):
+    """The Kafka credentials (TONNE_KAFKA_USERNAME, TONNE_KAFKA_PASSWORD,
+    TONNE_KAFKA_SASL_MECHANISM) come from `KafkaSettings`."""
+
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
     service: str
+    env: Literal["development", "production"] = Field("development", validation_alias="TONNE_ENV")
     kafka_bootstrap: str = Field(validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap"))
     database_url: str = Field(validation_alias=AliasChoices("DATABASE_URL", "database_url"))
     http_host: str = Field("127.0.0.1", validation_alias="TONNE_HTTP_HOST")
@@ -25,6 +33,18 @@ class Settings(BaseSettings):
 
     # Intake answers 429 while the engine is this many orders behind (matching).
     intake_max_backlog: int = Field(5_000, ge=1, validation_alias="TONNE_INTAKE_MAX_BACKLOG")
+
+    @model_validator(mode="after")
+    def _production_authenticates(self) -> Settings:
+        # A production service never talks to Kafka as nobody (PLAINTEXT, no principal).
+        if self.env == "production" and not (self.kafka_username and self.kafka_password.get_secret_value()):
+            raise ValueError("production needs Kafka credentials: TONNE_KAFKA_USERNAME and TONNE_KAFKA_PASSWORD")
+        return self
+
+    @property
+    def kafka(self) -> KafkaAccess:
+        """The broker and this service's principal on it."""
+        return self.access(self.kafka_bootstrap)
 
     @classmethod
     def from_env(cls, service: str, default_port: int) -> Settings:

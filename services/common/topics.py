@@ -1,16 +1,22 @@
-"""Every Kafka topic of tonne, with its partition count, in one place.
+"""Every Kafka topic of tonne, with its partition count and who reads and writes it, in
+one place.
 
 Keys: instrument for matching, account for registry, trade for settlement,
 jurisdiction for audit. Each consumed topic has a dead-letter twin "<topic>.dlq".
+The broker's ACLs (deploy/kafka_security.py) are derived from `consumed` and `produced`.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from services.common.kafka import KafkaAccess
+
+SERVICES = ("registry", "matching", "settlement", "compliance")
 # Jurisdictions with a national-registry channel and an audit stream.
 JURISDICTIONS = ("CN", "JP", "TH", "CH", "SG", "SE")
 
@@ -39,6 +45,39 @@ def dead_letter(topic: str) -> str:
     return f"{topic}.dlq"
 
 
+# What each service's consumer subscribes to (its `handlers`; the runtime refuses to start
+# a service whose handlers name a topic missing here) and what its outbox sends.
+_CONSUMES: dict[str, tuple[str, ...]] = {
+    "registry": (REGISTRY_COMMANDS, *(registry_inbound(j) for j in JURISDICTIONS)),
+    "matching": (MATCHING_ORDERS, REGISTRY_EVENTS),
+    "settlement": (MATCHING_EVENTS, COMPLIANCE_DECISIONS, REGISTRY_EVENTS),
+    "compliance": (REGISTRY_EVENTS, MATCHING_EVENTS, SETTLEMENT_EVENTS, COMPLIANCE_REQUESTS, COMPLIANCE_DECISIONS),
+}
+_SENDS: dict[str, tuple[str, ...]] = {
+    "registry": (REGISTRY_EVENTS, *(registry_outbound(j) for j in JURISDICTIONS)),
+    "matching": (MATCHING_ORDERS, MATCHING_EVENTS, REGISTRY_COMMANDS),
+    "settlement": (COMPLIANCE_REQUESTS, REGISTRY_COMMANDS, SETTLEMENT_EVENTS),
+    "compliance": (COMPLIANCE_DECISIONS, *(audit(j) for j in JURISDICTIONS)),
+}
+
+
+def consumed(service: str) -> tuple[str, ...]:
+    """Unprefixed topics `service` reads."""
+    return _CONSUMES[service]
+
+
+def produced(service: str) -> tuple[str, ...]:
+    """Unprefixed topics `service` writes: its outbox's and the dead letters of what it reads."""
+    return _SENDS[service] + tuple(dead_letter(topic) for topic in _CONSUMES[service])
+
+
+def check_consumes(service: str, handled: Iterable[str]) -> None:
+    """Refuse a service whose handlers read a topic its Kafka ACLs do not grant."""
+    missing = sorted(set(handled) - set(_CONSUMES.get(service, ())))
+    if missing:
+        raise RuntimeError(f"{service} handles {missing}, which services/common/topics.py does not list")
+
+
 def partition_counts() -> dict[str, int]:
     """Topic name (unprefixed) -> partitions. DLQs have one partition each."""
     counts = {
@@ -61,9 +100,9 @@ def partition_counts() -> dict[str, int]:
     return counts
 
 
-async def ensure_topics(bootstrap: str, prefix: str = "") -> None:
-    """Create every topic that does not exist yet; safe to run again."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def ensure_topics(kafka: KafkaAccess, prefix: str = "") -> None:
+    """Create every topic that does not exist yet; safe to run again (needs CREATE: the admin)."""
+    admin = AIOKafkaAdminClient(**kafka.options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())

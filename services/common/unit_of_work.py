@@ -81,7 +81,6 @@ class UnitOfWork:
     ) -> None:
         try:
             if error is None:
-                await outbox.wake_relay(self.conn)
                 await self._transaction.commit()
                 await self._after_commit()
             else:
@@ -107,8 +106,9 @@ class UnitOfWork:
                 # A snapshot only shortens the next load; the events are committed.
                 log.exception("snapshot of %s at %d not saved", snapshot.stream_id, snapshot.version)
 
-    async def load(self, repository: Repository[A], key: str) -> A:
-        """The aggregate `key` of `repository`, locked for this unit of work."""
+    async def load(self, repository: Repository[A], key: str, version: int | None = None) -> A:
+        """The aggregate `key` of `repository`, locked for this unit of work. `version`: its
+        stream's version if a query of this unit of work has just read it (spares a read)."""
         stream_id = repository.stream_id(key)
         if stream_id in self._loaded:
             loaded: A = self._loaded[stream_id][1]  # type: ignore[assignment]
@@ -116,7 +116,7 @@ class UnitOfWork:
         lock = self._locks(stream_id)
         await lock.acquire()
         self._held.append(lock)
-        aggregate = await repository.get(self.conn, stream_id)
+        aggregate = await repository.get(self.conn, stream_id, version)
         self._loaded[stream_id] = (repository, aggregate)
         return aggregate
 
@@ -143,13 +143,12 @@ class UnitOfWork:
             wrap(event, aggregate_id=stream_id, context=context, occurred_at=self._now, sequence=expected_version + i)
             for i, (event, _) in enumerate(events, start=1)
         ]
-        await eventstore.append(self.conn, stream_id, expected_version, envelopes)
         published = [
             (topic, key, envelope)
             for envelope, (_, destinations) in zip(envelopes, events, strict=True)
             for topic, key in destinations
         ]
-        await outbox.enqueue_many(self.conn, published)
+        await eventstore.append(self.conn, stream_id, expected_version, envelopes, published)
         for envelope, (event, _) in zip(envelopes, events, strict=True):
             await self._project(self.conn, envelope, event)
         return envelopes

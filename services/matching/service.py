@@ -43,7 +43,7 @@ class Matching:
         settings = kernel.settings
         # The engine's consumer group on the order journal: intake pushes back past a bound.
         self.backlog = GroupLag(
-            settings.kafka_bootstrap,
+            settings.kafka,
             f"{settings.topic_prefix}tonne-{settings.service}",
             settings.topic_prefix + topics.MATCHING_ORDERS,
         )

@@ -16,23 +16,19 @@ from typing import Annotated
 import asyncpg
 from fastapi import APIRouter, Path, Query, Security
 from google.protobuf.message import Message
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.common.auth import AUTH_RESPONSES, Identity, forbidden
-from services.common.envelope import Context
 from services.common.errors import DomainError, NotFound
-from services.common.eventstore import ConcurrencyError
-from services.common.inputs import INT64_MAX, Identifier, Limit, Party, Text
+from services.common.inputs import INT64_MAX, Identifier, Limit, Party, Positive64, Text
 from services.registry.domain.blocks import Status
-from services.registry.service import Registry
+from services.registry.service import Registry, signed
 from services.registry.sql_index import COLUMNS, block_of
 from tonne.v1 import registry_pb2 as pb
 from tonne.v1.envelope_pb2 import CommandRejected
 
 # Blocks shown inside an AccountView; the rest through /accounts/{id}/blocks.
 FIRST_PAGE = 100
-# A command whose stream another writer moved is decided again, this many times.
-ATTEMPTS = 5
 
 
 class AccountType(StrEnum):
@@ -61,6 +57,44 @@ class OpenAccountRequest(BaseModel):
 class GrantMandateRequest(BaseModel):
     mandate_id: Identifier
     broker_id: Identifier
+
+
+class UnitsWanted(BaseModel):
+    """Which held units a request takes: its quantity, of these attributes (any if unset)."""
+
+    quantity: Positive64
+    standard: StandardName | None = None
+    host_party: Party | None = None
+    vintage: Annotated[int | None, Field(ge=1, le=9999)] = None
+
+    def selector(self) -> pb.UnitSelector:
+        return pb.UnitSelector(
+            standard=pb.Standard.Value(self.standard.value) if self.standard else pb.STANDARD_UNSPECIFIED,
+            host_party=self.host_party or "",
+            vintage=self.vintage or 0,
+        )
+
+
+class RetirementRequest(UnitsWanted):
+    retirement_id: Identifier
+    beneficiary: Text | None = None  # whose claim the retirement backs; not for a cancellation
+    purpose: Text
+    cancel: bool = False
+
+
+class RetirementView(BaseModel):
+    retirement_id: str
+    account_id: str
+    quantity: int
+    cancelled: bool
+    beneficiary: str
+    purpose: str
+    requested_by: str
+
+
+class RetirementPage(BaseModel):
+    items: list[RetirementView]
+    next: str | None
 
 
 class MandateView(BaseModel):
@@ -115,6 +149,10 @@ class AccountView(BaseModel):
     holdings_next: str | None  # cursor of the next page of /accounts/{id}/blocks
     held: int
     reserved: int
+    retired: int
+    cancelled: int
+    frozen: bool  # no units leave a frozen account
+    transfer_limit: int  # the account's own limit on units per outgoing transfer; 0: none
 
 
 def http_status(code: str) -> int:
@@ -166,6 +204,15 @@ async def blocks_page(
     return BlockPage(items=items, next=cursor(items[-1]) if len(rows) > limit else None)
 
 
+async def keyset(
+    conn: asyncpg.Connection, query: str, account_id: str, after: str | None, limit: int
+) -> tuple[list[asyncpg.Record], bool]:
+    """A page of an account's rows in key order, and whether more follow: `query` takes
+    ($1 account id, $2 the key to start after, $3 rows to read)."""
+    rows = await conn.fetch(query, account_id, after or "", limit + 1)
+    return rows[:limit], len(rows) > limit
+
+
 def operates(identity: Identity, jurisdiction: str) -> bool:
     """Runs the registry of `jurisdiction`: its accounts and their mandates."""
     return identity.operator or jurisdiction in identity.jurisdictions("registry-operator")
@@ -190,19 +237,76 @@ def unknown(account_id: str) -> NotFound:
     return NotFound("ACCOUNT_UNKNOWN", f"no account {account_id!r}")
 
 
-def _responses(**codes: str) -> dict[int | str, dict[str, object]]:
+def documented(**codes: str) -> dict[int | str, dict[str, object]]:
     return {**AUTH_RESPONSES, **{int(k.removeprefix("_")): {"description": v} for k, v in codes.items()}}
 
 
-READ_RESPONSES = _responses(
+READ_RESPONSES = documented(
     _404="ACCOUNT_UNKNOWN: no account the caller may see (unknown, or outside its tenancy)",
     _422="REQUEST_INVALID",
 )
-KEEP_RESPONSES = _responses(
+KEEP_RESPONSES = documented(
     _404="ACCOUNT_UNKNOWN (no account the caller may keep) or MANDATE_UNKNOWN",
     _409="MANDATE_EXISTS: the mandate id names another broker or account",
     _422="REQUEST_INVALID or MANDATE_INVALID",
 )
+
+
+async def readable(conn: asyncpg.Connection, identity: Identity, account_id: str) -> asyncpg.Record:
+    """The account's row, if the caller may read it; else the answer of an unknown one."""
+    account = await conn.fetchrow(
+        "SELECT account_id, holder, jurisdiction, type, frozen, transfer_limit FROM accounts WHERE account_id = $1",
+        account_id,
+    )
+    if account is None or not await may_read(conn, identity, account):
+        raise unknown(account_id)
+    return account
+
+
+async def governed(registry: Registry, identity: Identity, account_id: str, *, regulators: bool = False) -> str:
+    """The account's jurisdiction, if the caller runs its registry (or, with `regulators`,
+    regulates it); else the answer of an unknown account."""
+    jurisdiction = await registry.pool.fetchval("SELECT jurisdiction FROM accounts WHERE account_id = $1", account_id)
+    if jurisdiction is None or not (
+        operates(identity, jurisdiction) or (regulators and jurisdiction in identity.jurisdictions("regulator"))
+    ):
+        raise unknown(account_id)
+    return str(jurisdiction)
+
+
+async def command(registry: Registry, command: Message, identity: Identity) -> list[Message]:
+    """Decide and record as the caller; a refusal is recorded (and audited) and the
+    caller gets its code."""
+    events = await registry.decide(signed(command, identity.subject), f"registry-api:{identity.subject}")
+    for event in events:
+        if isinstance(event, CommandRejected):
+            raise DomainError(event.code, event.reason, list(event.evidence), http_status(event.code))
+    return events
+
+
+async def account_view(registry: Registry, identity: Identity, account_id: str) -> AccountView:
+    async with registry.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        account = await readable(conn, identity, account_id)
+        totals = dict(
+            await conn.fetch(
+                "SELECT status, sum(quantity) FROM holdings WHERE account_id = $1 GROUP BY status", account_id
+            )
+        )
+        page = await blocks_page(conn, account_id, FIRST_PAGE)
+    return AccountView(
+        account_id=account["account_id"],
+        holder=account["holder"],
+        jurisdiction=account["jurisdiction"],
+        type=pb.AccountType.Name(account["type"]),
+        holdings=page.items,
+        holdings_next=page.next,
+        held=int(totals.get(Status.HELD.value, 0)),
+        reserved=int(totals.get(Status.RESERVED.value, 0)),
+        retired=int(totals.get(Status.RETIRED.value, 0)),
+        cancelled=int(totals.get(Status.CANCELLED.value, 0)),
+        frozen=account["frozen"],
+        transfer_limit=account["transfer_limit"],
+    )
 
 
 def router(registry: Registry) -> APIRouter:
@@ -211,71 +315,18 @@ def router(registry: Registry) -> APIRouter:
     reader = Security(registry.auth.authenticate, scopes=["operator", "registry-operator", "regulator", "broker"])
     keeper = Security(registry.auth.authenticate, scopes=["operator", "registry-operator"])
 
-    async def readable(conn: asyncpg.Connection, identity: Identity, account_id: str) -> asyncpg.Record:
-        """The account's row, if the caller may read it; else the answer of an unknown one."""
-        account = await conn.fetchrow(
-            "SELECT account_id, holder, jurisdiction, type FROM accounts WHERE account_id = $1", account_id
-        )
-        if account is None or not await may_read(conn, identity, account):
-            raise unknown(account_id)
-        return account
-
-    async def kept(identity: Identity, account_id: str) -> None:
-        """The account exists and the caller runs its registry; else the answer of an unknown one."""
-        jurisdiction = await registry.pool.fetchval(
-            "SELECT jurisdiction FROM accounts WHERE account_id = $1", account_id
-        )
-        if jurisdiction is None or not operates(identity, jurisdiction):
-            raise unknown(account_id)
-
-    async def command(command: Message, identity: Identity) -> list[Message]:
-        """Decide and record (again, when another writer moved the stream); a refusal is
-        recorded (and audited) and the caller gets its code."""
-        context = Context.new(actor=f"registry-api:{identity.subject}")
-        for attempt in range(ATTEMPTS):
-            try:
-                async with registry.unit_of_work() as uow:
-                    events = await registry.execute(uow, command, context)
-                break
-            except ConcurrencyError:
-                if attempt == ATTEMPTS - 1:
-                    raise
-        for event in events:
-            if isinstance(event, CommandRejected):
-                raise DomainError(event.code, event.reason, list(event.evidence), http_status(event.code))
-        return events
-
-    async def view(identity: Identity, account_id: str) -> AccountView:
-        async with registry.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            account = await readable(conn, identity, account_id)
-            totals = dict(
-                await conn.fetch(
-                    "SELECT status, sum(quantity) FROM holdings WHERE account_id = $1 GROUP BY status", account_id
-                )
-            )
-            page = await blocks_page(conn, account_id, FIRST_PAGE)
-        return AccountView(
-            account_id=account["account_id"],
-            holder=account["holder"],
-            jurisdiction=account["jurisdiction"],
-            type=pb.AccountType.Name(account["type"]),
-            holdings=page.items,
-            holdings_next=page.next,
-            held=int(totals.get(Status.HELD.value, 0)),
-            reserved=int(totals.get(Status.RESERVED.value, 0)),
-        )
-
     @api.post(
         "/accounts",
         status_code=201,
         response_model=AccountView,
-        responses=_responses(_409="ACCOUNT_EXISTS", _422="REQUEST_INVALID or ACCOUNT_INVALID"),
+        responses=documented(_409="ACCOUNT_EXISTS", _422="REQUEST_INVALID or ACCOUNT_INVALID"),
     )
     async def open_account(body: OpenAccountRequest, identity: Identity = keeper) -> AccountView:
         """Opens an account: the operator, or the registry operator of its jurisdiction."""
         if not operates(identity, body.jurisdiction):
             raise forbidden(f"only the operator and {body.jurisdiction}'s registry operator open its accounts")
         await command(
+            registry,
             pb.OpenAccount(
                 account_id=body.account_id,
                 holder=body.holder,
@@ -284,12 +335,12 @@ def router(registry: Registry) -> APIRouter:
             ),
             identity,
         )
-        return await view(identity, body.account_id)
+        return await account_view(registry, identity, body.account_id)
 
     @api.get("/accounts/{account_id}", response_model=AccountView, responses=READ_RESPONSES)
     async def get_account(account_id: Annotated[Identifier, Path()], identity: Identity = reader) -> AccountView:
         """The account, its totals and the first page of its blocks."""
-        return await view(identity, account_id)
+        return await account_view(registry, identity, account_id)
 
     @api.get("/accounts/{account_id}/blocks", response_model=BlockPage, responses=READ_RESPONSES)
     async def account_blocks(
@@ -319,9 +370,9 @@ def router(registry: Registry) -> APIRouter:
         account_id: Annotated[Identifier, Path()], body: GrantMandateRequest, identity: Identity = keeper
     ) -> MandateView:
         """Lets `broker_id` act for the account. Granting the same mandate again is a no-op."""
-        await kept(identity, account_id)
+        await governed(registry, identity, account_id)
         grant = pb.GrantMandate(mandate_id=body.mandate_id, account_id=account_id, broker_id=body.broker_id)
-        await command(grant, identity)
+        await command(registry, grant, identity)
         row = await registry.pool.fetchrow(
             "SELECT mandate_id, account_id, broker_id, jurisdiction FROM mandates WHERE mandate_id = $1",
             body.mandate_id,
@@ -337,8 +388,8 @@ def router(registry: Registry) -> APIRouter:
         identity: Identity = keeper,
     ) -> MandateView:
         """Ends the mandate: the broker may no longer act for the account."""
-        await kept(identity, account_id)
-        [revoked] = await command(pb.RevokeMandate(mandate_id=mandate_id, account_id=account_id), identity)
+        await governed(registry, identity, account_id)
+        [revoked] = await command(registry, pb.RevokeMandate(mandate_id=mandate_id, account_id=account_id), identity)
         assert isinstance(revoked, pb.MandateRevoked)
         return MandateView(
             mandate_id=revoked.mandate_id,
@@ -347,4 +398,69 @@ def router(registry: Registry) -> APIRouter:
             jurisdiction=revoked.jurisdiction,
         )
 
+    @api.post(
+        "/accounts/{account_id}/retirements",
+        status_code=201,
+        response_model=RetirementView,
+        responses=documented(
+            _404="ACCOUNT_UNKNOWN: no account the caller may keep",
+            _422=(
+                "REQUEST_INVALID, RETIREMENT_INVALID, SEQUENCE_DUPLICATE_ID, HOLDINGS_INSUFFICIENT, "
+                "ACCOUNT_FROZEN, PROJECT_FROZEN or TRANSFER_LIMIT_EXCEEDED"
+            ),
+        ),
+    )
+    async def retire(
+        account_id: Annotated[Identifier, Path()], body: RetirementRequest, identity: Identity = keeper
+    ) -> RetirementView:
+        """Retires held units for a beneficiary (or, with `cancel`, cancels them): they
+        stay in the account as retired or cancelled and never move again."""
+        await governed(registry, identity, account_id)
+        retirement = pb.RetireUnits(
+            retirement_id=body.retirement_id,
+            account_id=account_id,
+            selector=body.selector(),
+            quantity=body.quantity,
+            beneficiary=body.beneficiary or "",
+            purpose=body.purpose,
+            cancel=body.cancel,
+        )
+        events = await command(registry, retirement, identity)
+        retired = events[-1]
+        assert isinstance(retired, pb.UnitsRetired)
+        return RetirementView(
+            retirement_id=retired.retirement_id,
+            account_id=retired.account_id,
+            quantity=retired.quantity,
+            cancelled=retired.cancelled,
+            beneficiary=retired.beneficiary,
+            purpose=retired.purpose,
+            requested_by=retired.by,
+        )
+
+    @api.get("/accounts/{account_id}/retirements", response_model=RetirementPage, responses=READ_RESPONSES)
+    async def retirements(
+        account_id: Annotated[Identifier, Path()],
+        identity: Identity = reader,
+        limit: Annotated[Limit, Query()] = 100,
+        after: Annotated[Identifier | None, Query()] = None,
+    ) -> RetirementPage:
+        """A page of the account's retirements and cancellations, by id."""
+        async with registry.pool.acquire() as conn:
+            await readable(conn, identity, account_id)
+            rows, more = await keyset(
+                conn,
+                "SELECT retirement_id, account_id, quantity, cancelled, beneficiary, purpose, requested_by "
+                "FROM retirements WHERE account_id = $1 AND retirement_id > $2 ORDER BY retirement_id LIMIT $3",
+                account_id,
+                after,
+                limit,
+            )
+        items = [RetirementView(**dict(r)) for r in rows]
+        return RetirementPage(items=items, next=items[-1].retirement_id if more else None)
+
+    # The Union Registry's controls build on this module's helpers, hence imported here.
+    from services.registry import controls_api
+
+    api.include_router(controls_api.router(registry))
     return api

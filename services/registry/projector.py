@@ -3,6 +3,8 @@ transaction (and in replay, into a fresh schema). SQL only, parameterised."""
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import asyncpg
 from google.protobuf.message import Message
 
@@ -13,8 +15,29 @@ from services.registry.sql_index import SqlIndex
 from tonne.v1 import registry_pb2 as pb
 from tonne.v1.envelope_pb2 import Envelope
 
+# Instants as integer microseconds: the hash has no canonical form for timestamps.
+_MICROS = "(extract(epoch FROM {0}) * 1000000)::bigint"
+
 PROJECTIONS = (
-    Projection("accounts", ("account_id", "holder", "jurisdiction", "type"), ("account_id",)),
+    Projection(
+        "accounts", ("account_id", "holder", "jurisdiction", "type", "frozen", "transfer_limit"), ("account_id",)
+    ),
+    Projection("projects", ("project_id", "host_party", "frozen", "reason"), ("project_id",)),
+    Projection(
+        "retirements",
+        ("retirement_id", "account_id", "quantity", "cancelled", "beneficiary", "purpose", "requested_by"),
+        ("retirement_id",),
+    ),
+    Projection(
+        "trusted_accounts",
+        ("account_id", "trusted_account_id", "proposed_by", "approved_by", _MICROS.format("effective_at")),
+        ("account_id", "trusted_account_id"),
+    ),
+    Projection(
+        "scheduled_transfers",
+        ("transfer_id", "account_id", "to_account_id", "quantity", _MICROS.format("execute_at"), "requested_by"),
+        ("transfer_id",),
+    ),
     Projection(
         "authorizations",
         ("authorization_id", "host_party", "quantity", "use", "first_transfer", "vintage_from", "vintage_to"),
@@ -85,6 +108,80 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
             await index.moved("released", event.reservation_id, event.account_id, event.quantity, _moves(event))
         case pb.UnitsTransferred():
             await index.moved("transferred", event.reservation_id, event.from_account_id, event.quantity, _moves(event))
+            if event.transfer_id == event.reservation_id:  # a holder's transfer (domain/controls.py)
+                await conn.execute("DELETE FROM scheduled_transfers WHERE transfer_id = $1", event.transfer_id)
+        case pb.UnitsRetired():
+            # The reservation that picked the serials is spent whole ("transferred").
+            await index.moved("transferred", event.retirement_id, event.account_id, event.quantity, _moves(event))
+            await conn.execute(
+                "INSERT INTO retirements (retirement_id, account_id, quantity, cancelled, beneficiary, purpose, "
+                "requested_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                event.retirement_id,
+                event.account_id,
+                event.quantity,
+                event.cancelled,
+                event.beneficiary,
+                event.purpose,
+                event.by,
+            )
+        case _:
+            await _project_control(conn, event)
+
+
+async def _project_control(conn: asyncpg.Connection, event: Message) -> None:
+    """The Union Registry's controls (domain/controls.py)."""
+    match event:
+        case pb.AccountFrozen() | pb.AccountUnfrozen():
+            frozen = isinstance(event, pb.AccountFrozen)
+            await conn.execute("UPDATE accounts SET frozen = $2 WHERE account_id = $1", event.account_id, frozen)
+        case pb.TransferLimitSet():
+            await conn.execute(
+                "UPDATE accounts SET transfer_limit = $2 WHERE account_id = $1", event.account_id, event.per_transfer
+            )
+        case pb.ProjectFrozen() | pb.ProjectUnfrozen():
+            await conn.execute(
+                "INSERT INTO projects (project_id, host_party, frozen, reason) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (project_id) DO UPDATE SET frozen = excluded.frozen, reason = excluded.reason",
+                event.project_id,
+                event.host_party,
+                isinstance(event, pb.ProjectFrozen),
+                event.reason,
+            )
+        case pb.TrustedAccountProposed():
+            await conn.execute(
+                "INSERT INTO trusted_accounts (account_id, trusted_account_id, proposed_by) VALUES ($1, $2, $3)",
+                event.account_id,
+                event.trusted_account_id,
+                event.by,
+            )
+        case pb.TrustedAccountApproved():
+            await conn.execute(
+                "UPDATE trusted_accounts SET approved_by = $3, effective_at = $4 "
+                "WHERE account_id = $1 AND trusted_account_id = $2",
+                event.account_id,
+                event.trusted_account_id,
+                event.by,
+                event.effective_at.ToDatetime(tzinfo=UTC),
+            )
+        case pb.TrustedAccountRemoved():
+            await conn.execute(
+                "DELETE FROM trusted_accounts WHERE account_id = $1 AND trusted_account_id = $2",
+                event.account_id,
+                event.trusted_account_id,
+            )
+        case pb.TransferScheduled():
+            await conn.execute(
+                "INSERT INTO scheduled_transfers (transfer_id, account_id, to_account_id, quantity, execute_at, "
+                "requested_by) VALUES ($1, $2, $3, $4, $5, $6)",
+                event.transfer_id,
+                event.account_id,
+                event.to_account_id,
+                event.quantity,
+                event.execute_at.ToDatetime(tzinfo=UTC),
+                event.by,
+            )
+        case pb.TransferCancelled():
+            await conn.execute("DELETE FROM scheduled_transfers WHERE transfer_id = $1", event.transfer_id)
 
 
 def _moves(event: Message) -> list[Move]:

@@ -1,21 +1,27 @@
 """The registry's service layer: load the facts a decision needs, decide, record.
 
 Streams: `account-<id>` (AccountOpened, every event that changes the account's
-holdings (a transfer goes to the source account's stream) and its mandates),
-`authorization-<id>`, and one-event streams `rejected-<command event id>` for refusals.
-A command from a national registry's channel `registry.inbound.<JUR>` is bound to JUR
-(ledger.bind) before it is decided. The block index is
-PostgreSQL (sql_index.py), folded by the projector in the recording transaction.
+holdings (a transfer goes to the source account's stream), its mandates and its
+controls), `authorization-<id>`, `project-<id>`, and one-event streams
+`rejected-<command event id>` for refusals. A command from a national registry's
+channel `registry.inbound.<JUR>` is bound to JUR (ledger.bind), one from the venue's
+`registry.commands` to the venue's commands (ledger.bind_venue), before it is decided.
+The block index is PostgreSQL (sql_index.py), folded by the projector in the recording
+transaction. Scheduled transfers are completed by `Scheduler` when they come due.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import NamedTuple
 
 import asyncpg
 from google.protobuf.message import Message
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common import topics
 from services.common.aggregate import Aggregate
@@ -27,9 +33,19 @@ from services.common.repository import Repository
 from services.common.runtime import Kernel
 from services.common.statehash import ServiceState
 from services.common.unit_of_work import Destinations, UnitOfWork, UnitOfWorkFactory
-from services.registry.domain.accounts import Account, AccountRef, Authorization
+from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
 from services.registry.domain.blocks import Block, IndexConflict
-from services.registry.domain.ledger import EVIDENCE_LIMIT, INT64_MAX, Ledger, bind, check, command_id
+from services.registry.domain.controls import Controls, Policy
+from services.registry.domain.ledger import (
+    EVIDENCE_LIMIT,
+    INT64_MAX,
+    Ledger,
+    bind,
+    bind_venue,
+    check,
+    command_id,
+    picking,
+)
 from services.registry.projector import PROJECTIONS, project
 from services.registry.sql_index import SqlIndex
 from tonne.v1 import registry_pb2 as pb
@@ -37,15 +53,51 @@ from tonne.v1.envelope_pb2 import CommandRejected, Envelope
 
 # Blocks read per query while covering a reservation.
 PAGE = 100
+# A command whose stream another writer moved is decided again, this many times.
+ATTEMPTS = 5
 # What a decision's facts moving under it looks like: decide again (the consumer retries
 # a ConcurrencyError after reloading; so does the HTTP API).
 _MOVED = (IndexConflict, asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
 # Commands that name an account: bound to a channel once the account is loaded.
-_NAMES_ACCOUNT = (pb.OpenAccount, pb.RecordIssuance, pb.GrantMandate, pb.RevokeMandate)
+_NAMES_ACCOUNT = (
+    pb.OpenAccount,
+    pb.RecordIssuance,
+    pb.GrantMandate,
+    pb.RevokeMandate,
+    pb.FreezeAccount,
+    pb.UnfreezeAccount,
+    pb.RetireUnits,
+)
+
+
+class Held(NamedTuple):
+    """What a decision that picks held units knows of them (sql_index.reserve_facts)."""
+
+    used: bool  # the reservation id is taken
+    available: int  # held units the selector takes
+    eligible: list[Block]  # enough of their blocks to cover the quantity, when there are enough
+    frozen: frozenset[str]  # the frozen projects
+
+
+class ControlSettings(BaseSettings):
+    """The registry's Union Registry controls (domain/controls.py Policy)."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    trust_delay_seconds: int = Field(7 * 24 * 3600, ge=0, validation_alias="TONNE_TRUST_DELAY_SECONDS")
+    untrusted_delay_seconds: int = Field(26 * 3600, ge=0, validation_alias="TONNE_UNTRUSTED_DELAY_SECONDS")
+    untrusted_cap: int = Field(2_000_000, ge=1, le=INT64_MAX, validation_alias="TONNE_UNTRUSTED_CAP")
+
+    def policy(self) -> Policy:
+        return Policy(
+            trust_delay=timedelta(seconds=self.trust_delay_seconds),
+            untrusted_delay=timedelta(seconds=self.untrusted_delay_seconds),
+            untrusted_cap=self.untrusted_cap,
+        )
 
 
 class Registry:
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, policy: Policy | None = None) -> None:
         settings = kernel.settings
         self.pool = kernel.pool
         self.auth = kernel.auth
@@ -58,9 +110,13 @@ class Registry:
             snapshot_every=settings.snapshot_every,
             cache_size=settings.aggregate_cache,
         )
+        self.projects = Repository(
+            Project, "project-", snapshot_every=settings.snapshot_every, cache_size=settings.aggregate_cache
+        )
         self.ledger = Ledger()
+        self.controls = Controls(policy or ControlSettings().policy(), self.ledger)
         self.unit_of_work = UnitOfWorkFactory(kernel.pool, project)
-        self.state = ServiceState([self.accounts, self.authorizations], project, PROJECTIONS)
+        self.state = ServiceState([self.accounts, self.authorizations, self.projects], project, PROJECTIONS)
 
     @property
     def handlers(self) -> Mapping[str, Handler]:
@@ -70,36 +126,66 @@ class Registry:
 
     async def on_command(self, uow: UnitOfWork, envelope: Envelope, command: Message) -> None:
         """registry.commands: the venue's own services."""
-        await self.execute(uow, command, Context.following(envelope, "registry"), envelope.event_id)
+        await self.execute(uow, command, Context.following(envelope, "registry"), envelope.event_id, channel=VENUE)
 
     async def on_national(self, jurisdiction: str, uow: UnitOfWork, envelope: Envelope, command: Message) -> None:
         """registry.inbound.<jurisdiction>: that jurisdiction's national registry."""
-        context = Context.following(envelope, f"national-registry:{jurisdiction}")
-        await self.execute(uow, command, context, envelope.event_id, channel=jurisdiction)
+        actor = f"national-registry:{jurisdiction}"
+        context = Context.following(envelope, actor)
+        await self.execute(uow, signed(command, actor), context, envelope.event_id, channel=jurisdiction)
+
+    async def decide(self, command: Message, actor: str, now: datetime | None = None) -> list[Message]:
+        """Decide and record in a unit of work of its own (the API's and the scheduler's
+        path), again when another writer moved the stream under the decision."""
+        context = Context.new(actor=actor)
+        for attempt in range(ATTEMPTS):
+            try:
+                async with self.unit_of_work() as uow:
+                    return await self.execute(uow, command, context, now=now)
+            except ConcurrencyError:
+                if attempt == ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def execute(
-        self, uow: UnitOfWork, command: Message, context: Context, cause: str = "", channel: str = ""
+        self,
+        uow: UnitOfWork,
+        command: Message,
+        context: Context,
+        cause: str = "",
+        channel: str = "",
+        now: datetime | None = None,
     ) -> list[Message]:
         """Decide and record; a refused command is recorded as CommandRejected on a
         stream of its own (`cause`: the command's event id, if it came as one).
-        `channel`: the jurisdiction of the national registry's channel it came from."""
+        `channel`: the jurisdiction of the national registry's channel it came from, or
+        VENUE; "" for the API (which checks the caller's authority itself). `now`: the
+        registry's clock by default (never a time a message claims)."""
         try:
             try:
-                aggregate, events = await self._decide(uow, command, channel)
+                aggregate, events = await self._decide(uow, command, channel, now or datetime.now(UTC))
             except DomainError as error:
                 rejected = rejection(command, error)
                 await uow.append(f"rejected-{_uuid(cause)}", 0, [(rejected, destinations(rejected))], context)
                 return [rejected]
-            await uow.record(aggregate, [(e, destinations(e)) for e in events], context)
+            if events:
+                await uow.record(aggregate, [(e, destinations(e)) for e in events], context)
             return events
         except _MOVED as exc:
             raise ConcurrencyError(f"the registry's index moved under the decision: {exc!r}") from exc
 
-    async def _decide(self, uow: UnitOfWork, command: Message, channel: str) -> tuple[Aggregate, list[Message]]:
+    async def _decide(
+        self, uow: UnitOfWork, command: Message, channel: str, now: datetime
+    ) -> tuple[Aggregate, list[Message]]:
         check(command)  # before any id reaches a query
         index = SqlIndex(uow.conn)
-        if channel and not isinstance(command, _NAMES_ACCOUNT):
+        if channel == VENUE:
+            bind_venue(command)
+            channel = ""
+        elif channel and not isinstance(command, _NAMES_ACCOUNT):
             bind(channel, command, None)  # before anything is looked up or locked
+        if isinstance(command, CONTROLS):
+            return await self._control(uow, index, command, channel, now)
         match command:
             case pb.OpenAccount():
                 account = await self._account(uow, command.account_id, channel, command)
@@ -113,16 +199,18 @@ class Registry:
                 return await self._issue(uow, index, command, channel)
             case pb.ReserveUnits():
                 return await self._reserve(uow, index, command)
+            case pb.RetireUnits():
+                return await self._retire(uow, index, command, channel)
             case pb.ReleaseReservation():
-                owner, _, reserved = await self._reservation(uow, index, command.reservation_id)
+                owner, _, reserved, _ = await self._reservation(uow, index, command.reservation_id)
                 events = self.ledger.release(command, _opened(owner), reserved)
                 assert owner is not None  # the ledger refuses an unknown reservation
                 return owner, events
             case pb.TransferUnits():
-                owner, target, reserved = await self._reservation(
+                owner, target, reserved, frozen = await self._reservation(
                     uow, index, command.reservation_id, command.to_account_id
                 )
-                events = self.ledger.transfer(command, _opened(owner), target, reserved)
+                events = self.ledger.transfer(command, _opened(owner), target, reserved, frozen)
                 assert owner is not None  # the ledger refuses an unknown reservation
                 return owner, events
             case pb.GrantMandate():
@@ -134,6 +222,54 @@ class Registry:
             case pb.RevokeMandate():
                 account = await self._account(uow, command.account_id, channel, command)
                 return account, self.ledger.revoke_mandate(command, _opened(account))
+        raise DomainError("COMMAND_UNSUPPORTED", f"registry does not take {type(command).__name__}")
+
+    async def _control(
+        self, uow: UnitOfWork, index: SqlIndex, command: Message, channel: str, now: datetime
+    ) -> tuple[Aggregate, list[Message]]:
+        """The Union Registry's controls (domain/controls.py)."""
+        controls = self.controls
+        if isinstance(command, pb.FreezeProject | pb.UnfreezeProject):
+            project = await uow.load(self.projects, command.project_id)
+            return project, controls.freeze_project(command, project)
+        if isinstance(command, pb.RequestTransfer):
+            target = await account_ref(uow.conn, command.to_account_id)
+            account, held = await self._held(uow, index, picking(command))
+            events = controls.request_transfer(
+                command,
+                _opened(account),
+                target,
+                transfer_used=held.used,
+                eligible=held.eligible,
+                available=held.available,
+                frozen_projects=held.frozen,
+                now=now,
+            )
+            return account, events
+        assert isinstance(command, ACCOUNT_CONTROLS)
+        account = await self._account(uow, command.account_id, channel, command)
+        opened = _opened(account)
+        match command:
+            case pb.FreezeAccount() | pb.UnfreezeAccount():
+                return account, controls.freeze_account(command, opened)
+            case pb.ProposeTrustedAccount():
+                trusted = await account_ref(uow.conn, command.trusted_account_id)
+                return account, controls.propose_trusted(command, opened, trusted)
+            case pb.ApproveTrustedAccount():
+                return account, controls.approve_trusted(command, opened, now)
+            case pb.RemoveTrustedAccount():
+                return account, controls.remove_trusted(command, opened)
+            case pb.SetTransferLimit():
+                return account, controls.set_transfer_limit(command, opened)
+            case pb.ExecuteTransfer():
+                scheduled = account.scheduled.get(command.transfer_id)
+                target = await account_ref(uow.conn, scheduled.to_account_id) if scheduled else None
+                reserved = await index.reserved(command.transfer_id) if scheduled else []
+                frozen = await frozen_projects(uow.conn, reserved)
+                return account, controls.execute_transfer(command, opened, target, reserved, frozen, now)
+            case pb.CancelTransfer():
+                reserved = await index.reserved(command.transfer_id) if command.transfer_id in account.scheduled else []
+                return account, controls.cancel_transfer(command, opened, reserved)
         raise DomainError("COMMAND_UNSUPPORTED", f"registry does not take {type(command).__name__}")
 
     async def _issue(
@@ -164,17 +300,57 @@ class Registry:
     async def _reserve(
         self, uow: UnitOfWork, index: SqlIndex, command: pb.ReserveUnits
     ) -> tuple[Aggregate, list[Message]]:
-        # The account first (locked, its version fixed), then the facts its stream guards.
-        account = await self._account(uow, command.account_id)
-        used, available, eligible = await index.reserve_facts(
-            command.reservation_id, command.account_id, command.selector, command.quantity, PAGE
+        account, held = await self._held(uow, index, command)
+        events = self.ledger.reserve(
+            command,
+            _opened(account),
+            reservation_used=held.used,
+            eligible=held.eligible,
+            available=held.available,
+            frozen_projects=held.frozen,
+        )
+        return account, events
+
+    async def _retire(
+        self, uow: UnitOfWork, index: SqlIndex, command: pb.RetireUnits, channel: str
+    ) -> tuple[Aggregate, list[Message]]:
+        account, held = await self._held(uow, index, picking(command), channel, command)
+        events = self.ledger.retire(
+            command,
+            _opened(account),
+            retirement_used=held.used,
+            eligible=held.eligible,
+            available=held.available,
+            frozen_projects=held.frozen,
+        )
+        return account, events
+
+    async def _held(
+        self,
+        uow: UnitOfWork,
+        index: SqlIndex,
+        reserve: pb.ReserveUnits,
+        channel: str = "",
+        command: Message | None = None,
+    ) -> tuple[Account, Held]:
+        """The account (locked) and the facts of the held units `reserve` would pick: read
+        with the account stream's version first, so a cached account at that version needs
+        no read of its own; read again if a writer of this process moved it in between."""
+        held, version = await self._held_facts(index, reserve)
+        account = await self._account(uow, reserve.account_id, channel, command, version=version)
+        if account.version != version:
+            held, _ = await self._held_facts(index, reserve)
+        return account, held
+
+    async def _held_facts(self, index: SqlIndex, command: pb.ReserveUnits) -> tuple[Held, int]:
+        """The facts, and the account stream's version they were read at."""
+        stream_id = self.accounts.stream_id(command.account_id)
+        used, available, eligible, frozen, version = await index.reserve_facts(
+            command.reservation_id, command.account_id, command.selector, command.quantity, PAGE, stream_id
         )
         if available >= command.quantity and len(eligible) == PAGE:
             eligible = await self._cover(index, command, eligible)
-        events = self.ledger.reserve(
-            command, _opened(account), reservation_used=used, eligible=eligible, available=available
-        )
-        return account, events
+        return Held(used, available, eligible, frozen), version
 
     @staticmethod
     async def _cover(index: SqlIndex, command: pb.ReserveUnits, first: list[Block]) -> list[Block]:
@@ -190,34 +366,82 @@ class Registry:
 
     async def _reservation(
         self, uow: UnitOfWork, index: SqlIndex, reservation_id: str, target_id: str = ""
-    ) -> tuple[Account | None, AccountRef | None, list[Block]]:
+    ) -> tuple[Account | None, AccountRef | None, list[Block], frozenset[str]]:
         """The account holding the reservation (locked; None: no such reservation), the
         target account named (only read: its identity never changes once opened) and the
         reservation's blocks as of the holder's version. Read in one query with the
         stream's version; the blocks are read again if the account we hold is at another
-        version (a writer of this process committed in between)."""
-        owner_id, version, target, reserved = await index.reservation_facts(
+        version (a writer of this process committed in between). And the frozen projects."""
+        owner_id, version, target, reserved, frozen = await index.reservation_facts(
             reservation_id, self.accounts.prefix, target_id
         )
         if not owner_id:
-            return None, target, []
-        owner = await self._account(uow, owner_id)
+            return None, target, [], frozen
+        owner = await self._account(uow, owner_id, version=version)
         if owner.version != version:
             reserved = await index.reserved(reservation_id)
-        return owner, target, reserved
+        return owner, target, reserved, frozen
 
     async def _account(
-        self, uow: UnitOfWork, account_id: str, channel: str = "", command: Message | None = None
+        self,
+        uow: UnitOfWork,
+        account_id: str,
+        channel: str = "",
+        command: Message | None = None,
+        version: int | None = None,
     ) -> Account:
         """The account, locked for this unit of work (one not opened is not kept in the
         cache: another instance may open it, and no write of ours would notice). With a
-        national registry's `channel`, `command` must be bound to its jurisdiction."""
-        account = await uow.load(self.accounts, account_id)
+        national registry's `channel`, `command` must be bound to its jurisdiction.
+        `version`: the account stream's version as a facts query just read it."""
+        account = await uow.load(self.accounts, account_id, version)
         if not account.opened:
             self.accounts.evict(account.stream_id)
         if channel and command is not None:
             bind(channel, command, _opened(account))
         return account
+
+
+# The channel of the venue's own services (registry.commands).
+VENUE = "venue"
+# The Union Registry's controls: decided by `Registry._control`.
+ACCOUNT_CONTROLS = (
+    pb.FreezeAccount,
+    pb.UnfreezeAccount,
+    pb.ProposeTrustedAccount,
+    pb.ApproveTrustedAccount,
+    pb.RemoveTrustedAccount,
+    pb.SetTransferLimit,
+    pb.RequestTransfer,
+    pb.ExecuteTransfer,
+    pb.CancelTransfer,
+)
+CONTROLS = (*ACCOUNT_CONTROLS, pb.FreezeProject, pb.UnfreezeProject)
+
+
+def signed(command: Message, by: str) -> Message:
+    """The command with `by` set to who sent it, for the commands that record it."""
+    if "by" not in command.DESCRIPTOR.fields_by_name:
+        return command
+    copy = type(command)()
+    copy.CopyFrom(command)
+    copy.by = by  # type: ignore[attr-defined]
+    return copy
+
+
+async def account_ref(conn: asyncpg.Connection, account_id: str) -> AccountRef | None:
+    """An account a decision only names: its identity never changes once opened."""
+    row = await conn.fetchrow("SELECT account_id, jurisdiction FROM accounts WHERE account_id = $1", account_id)
+    return AccountRef(row["account_id"], row["jurisdiction"]) if row else None
+
+
+async def frozen_projects(conn: asyncpg.Connection, blocks: Sequence[Block]) -> frozenset[str]:
+    """Which of the blocks' projects are frozen now."""
+    projects = sorted({b.units.project_id for b in blocks})
+    if not projects:
+        return frozenset()
+    rows = await conn.fetch("SELECT project_id FROM projects WHERE frozen AND project_id = ANY($1::text[])", projects)
+    return frozenset(r["project_id"] for r in rows)
 
 
 def _opened(account: Account | None) -> Account | None:

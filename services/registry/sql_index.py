@@ -36,6 +36,9 @@ _SELECTS = (
     "($2::int = 0 OR standard = $2) AND ($3::text = '' OR host_party = $3) "
     "AND ($4::int = 0 OR vintage = $4) AND (NOT $5::bool OR authorization_id <> '')"
 )
+# Every frozen project, read with a decision's facts: freezes are few, and this spares
+# the decision a round trip of its own.
+_FROZEN = "(SELECT coalesce(array_agg(project_id), '{}') FROM projects WHERE frozen) AS frozen"
 INT64_MAX = 2**63 - 1
 # The index's conflict (migrations/0002): what the event moves is not where it says.
 INDEX_CONFLICT = "TN001"
@@ -130,14 +133,22 @@ class SqlIndex:
         return bool(first["used"]), authorization, _blocks(rows)
 
     async def reserve_facts(
-        self, reservation_id: str, account_id: str, selector: pb.UnitSelector, quantity: int, limit: int
-    ) -> tuple[bool, int, list[Block]]:
+        self,
+        reservation_id: str,
+        account_id: str,
+        selector: pb.UnitSelector,
+        quantity: int,
+        limit: int,
+        stream_id: str,
+    ) -> tuple[bool, int, list[Block], frozenset[str], int]:
         """(is the reservation id used, the account's held units the selector takes, the
         first of those blocks in (namespace, start) order: of the first `limit`, those
-        needed to cover `quantity`, so `limit` of them only when they do not)."""
+        needed to cover `quantity`, so `limit` of them only when they do not; the frozen
+        projects; the version of the account's stream `stream_id` when they were read)."""
         rows = await self.conn.fetch(
-            "SELECT f.used, f.available, p.* FROM (SELECT "
-            "EXISTS (SELECT 1 FROM reservations WHERE reservation_id = $6) AS used, "
+            "SELECT f.used, f.available, f.frozen, f.version, p.* FROM (SELECT "
+            f"EXISTS (SELECT 1 FROM reservations WHERE reservation_id = $6) AS used, {_FROZEN}, "
+            "(SELECT max(version) FROM events WHERE stream_id = $9) AS version, "
             "(SELECT coalesce(sum(quantity), 0) FROM holdings WHERE account_id = $1 AND status = 'held' "
             f"AND {_SELECTS}) AS available) f "
             f"LEFT JOIN LATERAL (SELECT * FROM (SELECT {COLUMNS}, sum(serial_end - serial_start + 1) OVER "
@@ -150,17 +161,20 @@ class SqlIndex:
             reservation_id,
             limit,
             min(quantity, INT64_MAX),
+            stream_id,
         )
-        return bool(rows[0]["used"]), int(rows[0]["available"]), _blocks(rows)
+        first = rows[0]
+        facts = bool(first["used"]), int(first["available"]), _blocks(rows), frozenset(first["frozen"])
+        return *facts, first["version"] or 0
 
     async def reservation_facts(
         self, reservation_id: str, stream_prefix: str, target_id: str = ""
-    ) -> tuple[str, int, AccountRef | None, list[Block]]:
+    ) -> tuple[str, int, AccountRef | None, list[Block], frozenset[str]]:
         """(the account holding the reservation, "" if none; the version of that account's
         stream when the blocks were read; the target account, if opened; the reservation's
-        blocks)."""
+        blocks; the frozen projects)."""
         rows = await self.conn.fetch(
-            "SELECT r.account_id AS owner, "
+            f"SELECT r.account_id AS owner, {_FROZEN}, "
             "(SELECT max(version) FROM events WHERE stream_id = $2 || r.account_id) AS version, "
             "t.account_id AS target_id, t.jurisdiction AS target_jurisdiction, p.* "
             "FROM (SELECT $1::text AS reservation_id) q "
@@ -176,7 +190,7 @@ class SqlIndex:
         )
         first = rows[0]
         target = AccountRef(first["target_id"], first["target_jurisdiction"]) if first["target_id"] else None
-        return first["owner"] or "", first["version"] or 0, target, _blocks(rows)
+        return first["owner"] or "", first["version"] or 0, target, _blocks(rows), frozenset(first["frozen"])
 
     # --- further pages ---
 

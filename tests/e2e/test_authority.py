@@ -106,7 +106,7 @@ async def judge(client: httpx.AsyncClient, action: Action, role: str, headers: d
 
 async def test_every_role_may_do_only_what_its_authority_allows(running_stack: Any, dev_issuer: DevIssuer) -> None:
     stack, run = running_stack, uuid.uuid4().hex[:6]
-    th_gov, ch_buyer, loa_id = f"AU-TH-{run}", f"AU-CH-{run}", f"AU-LOA-{run}"
+    th_gov, ch_buyer, loa_id = f"TH-AU-{run}", f"CH-AU-{run}", f"AU-LOA-{run}"
     async with httpx.AsyncClient(timeout=30) as client:
         venue = Venue(stack, client, dev_issuer)
         # A settled JCM trade from a Thai account (broker-a) to a Swiss one (broker-b).

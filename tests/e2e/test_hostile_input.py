@@ -96,8 +96,8 @@ async def test_hostile_input_gets_a_clear_refusal_and_the_stack_keeps_settling(
 ) -> None:
     stack, run = running_stack, uuid.uuid4().hex[:6]
     prefix = stack.topic_prefix
-    cn_seller, cn_buyer = f"HI-CN-S-{run}", f"HI-CN-B-{run}"
-    forged_cn, barrier = f"HI-CN-F-{run}", f"HI-TH-{run}"
+    cn_seller, cn_buyer = f"CN-HI-S-{run}", f"CN-HI-B-{run}"
+    forged_cn, barrier = f"CN-HI-F-{run}", f"TH-HI-{run}"
     async with httpx.AsyncClient(timeout=60) as client:
         venue = Venue(stack, client, dev_issuer)
 

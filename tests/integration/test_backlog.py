@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaConsumer
 
 from services.common import topics
 from services.common.backlog import GroupLag
+from services.common.kafka import KafkaAccess
 from services.common.topics import ensure_topics
 from tests.support import eventually, publish_raw
 
@@ -16,15 +17,16 @@ async def equals(measured: Awaitable[int], expected: int) -> bool:
     return await measured == expected
 
 
-async def test_lag_counts_what_the_group_has_not_committed(kafka_bootstrap: str, topic_prefix: str) -> None:
+async def test_lag_counts_what_the_group_has_not_committed(kafka_access: KafkaAccess, topic_prefix: str) -> None:
+    kafka_bootstrap = kafka_access.bootstrap
     prefix = topic_prefix + "backlog."
-    await ensure_topics(kafka_bootstrap, prefix)
+    await ensure_topics(kafka_access, prefix)
     topic, group = prefix + topics.MATCHING_ORDERS, prefix + "engine"
     for n in range(5):
         await publish_raw(kafka_bootstrap, topic, b"one-key-one-partition", f"order {n}".encode())
-    lag = GroupLag(kafka_bootstrap, group, topic, every_seconds=0)
+    lag = GroupLag(kafka_access, group, topic, every_seconds=0)
     await lag.start()
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_access.options(), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         # Nothing committed yet (a new broker may first need to elect the group's coordinator).

@@ -7,6 +7,7 @@ from collections.abc import Awaitable
 from services.common import topics
 from services.common.db import connect_pool, migrate
 from services.common.errors import DomainError, TooBusy
+from services.common.kafka import KafkaAccess
 from services.common.runtime import Kernel
 from services.common.settings import Settings
 from services.common.topics import ensure_topics
@@ -28,10 +29,11 @@ async def refused(placing: Awaitable[object]) -> TooBusy | None:
 
 
 async def test_intake_refuses_while_the_engine_is_behind(
-    kafka_bootstrap: str, topic_prefix: str, fresh_database_url: str
+    kafka_access: KafkaAccess, topic_prefix: str, fresh_database_url: str
 ) -> None:
+    kafka_bootstrap = kafka_access.bootstrap
     prefix = topic_prefix + "pressure."
-    await ensure_topics(kafka_bootstrap, prefix)
+    await ensure_topics(kafka_access, prefix)
     for n in range(3):  # three orders the engine has not taken yet
         await publish_raw(kafka_bootstrap, prefix + topics.MATCHING_ORDERS, b"JCM-TH-2024-NDC", f"{n}".encode())
     await migrate(fresh_database_url, "matching")

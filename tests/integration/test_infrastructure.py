@@ -10,14 +10,16 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from services.common.kafka import KafkaAccess
+
 DEADLINE_S = 30
 
 
-async def test_kafka_round_trip(kafka_bootstrap: str, topic_prefix: str) -> None:
+async def test_kafka_round_trip(kafka_access: KafkaAccess, topic_prefix: str) -> None:
     topic = f"{topic_prefix}infra-check-{uuid.uuid4().hex[:8]}"
     key, value = b"k-" + uuid.uuid4().bytes, b"v-" + uuid.uuid4().bytes
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_access.options())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
@@ -25,7 +27,7 @@ async def test_kafka_round_trip(kafka_bootstrap: str, topic_prefix: str) -> None
     finally:
         await admin.close()
 
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(**kafka_access.options(), enable_idempotence=True)
     await producer.start()
     try:
         sent = await asyncio.wait_for(producer.send_and_wait(topic, value=value, key=key), DEADLINE_S)
@@ -36,7 +38,7 @@ async def test_kafka_round_trip(kafka_bootstrap: str, topic_prefix: str) -> None
 
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=kafka_bootstrap,
+        **kafka_access.options(),
         group_id=f"{topic_prefix}infra-check",
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -13,7 +13,7 @@ from services.common import eventstore, outbox, topics
 from services.common.consumer import Consumer
 from services.common.db import connect_pool, migrate
 from services.common.envelope import Context, unwrap, wrap
-from services.common.kafka import idempotent_producer
+from services.common.kafka import KafkaAccess, idempotent_producer
 from services.common.outbox import OutboxRelay
 from services.common.topics import ensure_topics
 from services.common.unit_of_work import UnitOfWork, UnitOfWorkFactory
@@ -55,15 +55,15 @@ async def test_migrations_are_idempotent(fresh_database_url: str) -> None:
 
 
 async def test_outbox_relay_publishes_in_order_once(
-    pool: asyncpg.Pool, kafka_bootstrap: str, topic_prefix: str
+    pool: asyncpg.Pool, kafka_access: KafkaAccess, topic_prefix: str
 ) -> None:
     prefix = topic_prefix + "outbox."
-    await ensure_topics(kafka_bootstrap, prefix)
+    await ensure_topics(kafka_access, prefix)
     sent = [envelope(f"acct-{n}") for n in range(5)]
     async with pool.acquire() as conn, conn.transaction():
         for e in sent:
             await outbox.enqueue(conn, topics.REGISTRY_EVENTS, "same-key", e)
-    producer = idempotent_producer(kafka_bootstrap, "test-relay")
+    producer = idempotent_producer(kafka_access, "test-relay")
     await producer.start()
     try:
         relay = OutboxRelay(pool, producer, prefix, "registry")
@@ -71,15 +71,16 @@ async def test_outbox_relay_publishes_in_order_once(
         assert await relay.publish_pending() == 0  # marked published: never sent twice
     finally:
         await producer.stop()
-    records = await read_topic(kafka_bootstrap, prefix + topics.REGISTRY_EVENTS, lambda rs: len(rs) >= 5)
+    records = await read_topic(kafka_access.bootstrap, prefix + topics.REGISTRY_EVENTS, lambda rs: len(rs) >= 5)
     assert [unwrap(r.value)[0].event_id for r in records] == [e.event_id for e in sent]
 
 
 async def test_consumer_applies_once_and_parks_what_it_cannot_apply(
-    pool: asyncpg.Pool, kafka_bootstrap: str, topic_prefix: str
+    pool: asyncpg.Pool, kafka_access: KafkaAccess, topic_prefix: str
 ) -> None:
+    kafka_bootstrap = kafka_access.bootstrap
     prefix = topic_prefix + "consumer."
-    await ensure_topics(kafka_bootstrap, prefix)
+    await ensure_topics(kafka_access, prefix)
     async with pool.acquire() as conn:
         await conn.execute("CREATE TABLE applied (account_id text)")
 
@@ -93,11 +94,11 @@ async def test_consumer_applies_once_and_parks_what_it_cannot_apply(
             poisoned += 1
             raise ValueError("this record always fails")  # after a write: it must roll back
 
-    producer = idempotent_producer(kafka_bootstrap, "test-consumer")
+    producer = idempotent_producer(kafka_access, "test-consumer")
     await producer.start()
     consumer = Consumer(
         name="kernel-test",
-        bootstrap=kafka_bootstrap,
+        kafka=kafka_access,
         topic_prefix=prefix,
         pool=pool,
         producer=producer,

@@ -123,12 +123,12 @@ def decision(trade_id: str, approve: bool = True) -> cpb.ScreeningDecision:
 
 
 def moved(
-    transfer_id: str, *serials: tuple[int, int], to: str = "CH", namespace: str = "JCM-TH"
+    transfer_id: str, *serials: tuple[int, int], to: str = "CH", namespace: str = "JCM-TH", seller: str = "TH-GOV"
 ) -> rpb.UnitsTransferred:
     return rpb.UnitsTransferred(
         transfer_id=transfer_id,
         reservation_id=f"S-{transfer_id}",
-        from_account_id="TH-GOV",
+        from_account_id=seller,
         to_account_id="CH-BUYER",
         from_jurisdiction="TH",
         to_jurisdiction=to,
@@ -146,9 +146,11 @@ def moved(
 
 
 async def settle(rig: Rig, trade_id: str, *serials: tuple[int, int], **terms: Any) -> None:
+    """A trade of exactly the serials delivered (the registry moves what was traded)."""
+    terms.setdefault("quantity", sum(end - start + 1 for start, end in serials))
     await rig.deliver(topics.MATCHING_EVENTS, trade(trade_id, **terms))
     await rig.deliver(topics.COMPLIANCE_DECISIONS, decision(trade_id))
-    await rig.deliver(topics.REGISTRY_EVENTS, moved(trade_id, *serials))
+    await rig.deliver(topics.REGISTRY_EVENTS, moved(trade_id, *serials, seller=terms.get("seller", "TH-GOV")))
 
 
 async def hashes(rig: Rig) -> tuple[str, str, str]:

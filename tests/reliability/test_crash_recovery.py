@@ -26,7 +26,7 @@ async def test_settlement_killed_mid_flow_settles_each_trade_exactly_once(
     """Scenario 4's PHCER block (1.2 million metro rides) is sold locally in three trades
     while settlement is dead; after its restart every trade settles once."""
     stack, run = running_stack, uuid.uuid4().hex[:6]
-    seller, buyer = f"SZ-METRO-{run}", f"SZ-BUYER-{run}"
+    seller, buyer = f"CN-SZ-METRO-{run}", f"CN-SZ-BUYER-{run}"
     async with httpx.AsyncClient(timeout=10) as client:
         venue = Venue(stack, client, dev_issuer)
         await venue.open_national_account("CN", seller, "Shenzhen carbon inclusion platform")

@@ -21,6 +21,7 @@ def issuance(
     authorization_id: str = "",
     standard: pb.Standard.ValueType = pb.JCM,
     methodology: str = "JCM_TH_AM014",
+    project_id: str = "TH-FSOLAR-1",
 ) -> pb.RecordIssuance:
     return pb.RecordIssuance(
         issuance_id=issuance_id,
@@ -32,7 +33,7 @@ def issuance(
             attributes=pb.UnitAttributes(
                 standard=standard,
                 host_party=host,
-                project_id="TH-FSOLAR-1",
+                project_id=project_id,
                 methodology=methodology,
                 vintage=vintage,
                 authorization_id=authorization_id,

@@ -290,3 +290,60 @@ def test_a_national_channel_acts_only_for_its_jurisdiction(
         registry.decide(command)
     except DomainError as error:
         assert error.code not in (MISMATCH, NOT_ON_CHANNEL)
+
+
+def retire(retirement_id: str, quantity: int, *, cancel: bool = False, beneficiary: str = "Acme") -> pb.RetireUnits:
+    return pb.RetireUnits(
+        retirement_id=retirement_id,
+        account_id="TH-GOV",
+        quantity=quantity,
+        beneficiary=beneficiary,
+        purpose="NDC use" if not cancel else "voluntary cancellation",
+        cancel=cancel,
+    )
+
+
+def test_retired_and_cancelled_units_stay_and_never_move(registry: MemoryRegistry) -> None:
+    [reserved, retired] = registry.execute(retire("RT-1", 100))
+    assert isinstance(reserved, pb.UnitsReserved) and isinstance(retired, pb.UnitsRetired)
+    assert (retired.quantity, retired.jurisdiction, retired.cancelled) == (100, "TH", False)
+    registry.execute(retire("RT-2", 50, cancel=True, beneficiary=""))
+    assert holdings(registry, "TH-GOV") == [
+        ("JCM-TH", 1, 100, "TH-GOV", Status.RETIRED),
+        ("JCM-TH", 101, 150, "TH-GOV", Status.CANCELLED),
+        ("JCM-TH", 151, 5000, "TH-GOV", Status.HELD),
+    ]
+    assert registry.accounts["TH-GOV"].reservations == {}
+    # Only held units reserve: what is left, not the retired ones.
+    with pytest.raises(DomainError) as caught:
+        registry.decide(reserve("R-1", 4851))
+    assert caught.value.code == "HOLDINGS_INSUFFICIENT"
+    spent = pb.TransferUnits(transfer_id="T-1", reservation_id="RT-1", to_account_id="CH-BUYER", quantity=1)
+    with pytest.raises(DomainError) as caught:
+        registry.decide(spent)
+    assert caught.value.code == "RESERVATION_INSUFFICIENT"  # spent whole by the retirement
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        (retire("RT-1", 1, beneficiary=""), "RETIREMENT_INVALID"),
+        (retire("RT-1", 5001), "HOLDINGS_INSUFFICIENT"),
+        (retire("RT-1", 0), "QUANTITY_INVALID"),
+        (
+            pb.RetireUnits(retirement_id="RT-1", account_id="TH-GOV", quantity=1, beneficiary="a", purpose="\x00"),
+            "RETIREMENT_INVALID",
+        ),
+    ],
+)
+def test_a_retirement_is_refused_with_its_reason(registry: MemoryRegistry, command: pb.RetireUnits, code: str) -> None:
+    with pytest.raises(DomainError) as caught:
+        registry.decide(command)
+    assert caught.value.code == code
+
+
+def test_a_retirement_id_is_used_once(registry: MemoryRegistry) -> None:
+    registry.execute(retire("RT-1", 1))
+    with pytest.raises(DomainError) as caught:
+        registry.decide(retire("RT-1", 1))
+    assert caught.value.code == "SEQUENCE_DUPLICATE_ID"

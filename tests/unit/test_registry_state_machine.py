@@ -1,12 +1,15 @@
 """The registry's pure core and memory index under long random runs of commands,
 snapshots and restarts: units conserved, no serial in two places, no unmerged
-neighbours, mandate ids unique across accounts, foreign channels refused, aggregates
+neighbours, mandate ids unique across accounts, foreign channels refused, retired and
+cancelled units never moving again, no unit leaving a frozen account, no frozen
+project's units moving, every scheduled transfer holding exactly its units, aggregates
 from snapshot + tail identical to a fold from zero."""
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter, defaultdict
+from datetime import timedelta
 
 from google.protobuf.message import Message
 from hypothesis import settings
@@ -14,13 +17,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from services.common.errors import DomainError
-from services.registry.domain.accounts import Account, Authorization
+from services.registry.domain.accounts import Account, Authorization, Project
+from services.registry.domain.blocks import Holding, Move, Status
 from services.registry.domain.memory import MemoryRegistry, stream_of
 from tests.unit.factories import issuance, loa, open_account
 from tonne.v1 import registry_pb2 as pb
 
 ACCOUNTS = ("TH-GOV", "TH-CO", "CH-BUYER", "JP-BUYER")
 NAMESPACES = ("JCM-TH", "VCU-TH")
+PROJECTS = ("TH-FSOLAR-1", "TH-WIND-2")
 MANDATES = ("M-1", "M-2", "M-3")
 BROKERS = ("B-1", "B-2")
 
@@ -32,6 +37,7 @@ class RegistryMachine(RuleBasedStateMachine):
         self.streams: dict[str, list[Message]] = defaultdict(list)
         self.snapshots: dict[str, tuple[int, bytes]] = {}  # stream id -> (version, bytes)
         self.issued: Counter[str] = Counter()
+        self.terminal: list[tuple[str, int, int, str, Status]] = []  # retired or cancelled serials
         self.n = 0
         for command in (
             open_account("TH-GOV", "TH", pb.GOVERNMENT),
@@ -45,10 +51,12 @@ class RegistryMachine(RuleBasedStateMachine):
     def run(self, command: Message) -> list[Message]:
         self.n += 1
         try:
-            events = self.registry.execute(command)
+            events = self.registry.decide(command)
         except DomainError:
             return []
         for event in events:
+            self.moves_nothing_frozen(event)
+            self.registry.apply(event)
             self.streams[stream_of(event)].append(event)
             if isinstance(event, pb.UnitsIssued):
                 self.issued[event.block.namespace] += event.block.end - event.block.start + 1
@@ -64,8 +72,11 @@ class RegistryMachine(RuleBasedStateMachine):
         length=st.integers(1, 80),
         vintage=st.sampled_from([2023, 2024]),
         authorized=st.booleans(),
+        project=st.sampled_from(PROJECTS),
     )
-    def issue(self, account: str, namespace: str, start: int, length: int, vintage: int, authorized: bool) -> None:
+    def issue(
+        self, account: str, namespace: str, start: int, length: int, vintage: int, authorized: bool, project: str
+    ) -> None:
         self.run(
             issuance(
                 f"I-{self.n}",
@@ -75,6 +86,7 @@ class RegistryMachine(RuleBasedStateMachine):
                 namespace=namespace,
                 vintage=vintage,
                 authorization_id="LOA-TH-1" if authorized else "",
+                project_id=project,
             )
         )
 
@@ -138,6 +150,85 @@ class RegistryMachine(RuleBasedStateMachine):
             raise AssertionError(f"{channel} channel took {command}")
         assert before == {k: (a.version, a.snapshot()) for k, a in self.registry.accounts.items()}
 
+    @rule(
+        account=st.sampled_from(ACCOUNTS),
+        quantity=st.integers(1, 60),
+        cancel=st.booleans(),
+        vintage=st.sampled_from([0, 2023, 2024]),
+    )
+    def retire(self, account: str, quantity: int, cancel: bool, vintage: int) -> None:
+        selector = pb.UnitSelector(host_party="TH", vintage=vintage)
+        retirement = pb.RetireUnits(
+            retirement_id=f"RT-{self.n}",
+            account_id=account,
+            selector=selector,
+            quantity=quantity,
+            beneficiary="" if cancel else "Acme Airlines 2025 CORSIA claim",
+            purpose="voluntary cancellation" if cancel else "CORSIA offsetting",
+            cancel=cancel,
+        )
+        for event in self.run(retirement):
+            if isinstance(event, pb.UnitsRetired):
+                status = Status.CANCELLED if cancel else Status.RETIRED
+                self.terminal += [(b.namespace, b.start, b.end, account, status) for b in event.blocks]
+
+    # --- the Union Registry's controls ---
+
+    @rule(account=st.sampled_from(ACCOUNTS), freeze=st.booleans())
+    def freeze_account(self, account: str, freeze: bool) -> None:
+        kind = pb.FreezeAccount if freeze else pb.UnfreezeAccount
+        self.run(kind(account_id=account, reason="supervisory hold", by="regulator"))
+
+    @rule(project=st.sampled_from(PROJECTS), freeze=st.booleans())
+    def freeze_project(self, project: str, freeze: bool) -> None:
+        kind = pb.FreezeProject if freeze else pb.UnfreezeProject
+        self.run(kind(project_id=project, host_party="TH", reason="verification under review", by="regulator"))
+
+    @rule(
+        account=st.sampled_from(ACCOUNTS), trusted=st.sampled_from(ACCOUNTS), second=st.sampled_from(("alice", "bob"))
+    )
+    def trust(self, account: str, trusted: str, second: str) -> None:
+        """Alice proposes; the approval holds only when someone else gives it."""
+        self.run(pb.ProposeTrustedAccount(account_id=account, trusted_account_id=trusted, by="alice"))
+        entry = self.registry.accounts[account].trusted.get(trusted)
+        events = self.run(pb.ApproveTrustedAccount(account_id=account, trusted_account_id=trusted, by=second))
+        assert bool(events) == (entry is not None and entry.effective_at is None and second != "alice")
+
+    @rule(account=st.sampled_from(ACCOUNTS[:2]), to=st.sampled_from(ACCOUNTS), quantity=st.integers(1, 60))
+    def request_transfer(self, account: str, to: str, quantity: int) -> None:
+        self.run(pb.RequestTransfer(transfer_id=f"X-{self.n}", account_id=account, to_account_id=to, quantity=quantity))
+
+    @rule(hours=st.integers(1, 200))
+    def time_passes(self, hours: int) -> None:
+        self.registry.now += timedelta(hours=hours)
+
+    @rule()
+    def scheduler(self) -> None:
+        for account in list(self.registry.accounts.values()):
+            for transfer_id in sorted(account.scheduled):
+                self.run(pb.ExecuteTransfer(transfer_id=transfer_id, account_id=account.account_id))
+
+    @precondition(lambda self: any(a.scheduled for a in self.registry.accounts.values()))
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        scheduled = sorted((t, a.account_id) for a in self.registry.accounts.values() for t in a.scheduled)
+        transfer_id, account = data.draw(st.sampled_from(scheduled))
+        [cancelled, released] = self.run(
+            pb.CancelTransfer(transfer_id=transfer_id, account_id=account, reason="holder's request")
+        )
+        assert isinstance(cancelled, pb.TransferCancelled) and isinstance(released, pb.ReservationReleased)
+
+    def moves_nothing_frozen(self, event: Message) -> None:
+        """Units leave no frozen account (a release or cancellation gives them back), and
+        a frozen project's units neither reserve nor transfer."""
+        if isinstance(event, pb.UnitsReserved | pb.UnitsTransferred):
+            source = event.account_id if isinstance(event, pb.UnitsReserved) else event.from_account_id
+            assert not self.registry.accounts[source].frozen, event
+            frozen = {b.attributes.project_id for b in event.blocks} & {
+                p for p, project in self.registry.projects.items() if project.frozen
+            }
+            assert not frozen, event
+
     def draw_reservation(self, data: st.DataObject) -> tuple[str, int]:
         """An open reservation and a quantity, now and then more than it holds."""
         rid = data.draw(st.sampled_from(self.open_reservations()))
@@ -190,6 +281,20 @@ class RegistryMachine(RuleBasedStateMachine):
             assert reserved == account.reserved
 
     @invariant()
+    def terminal_units_never_move(self) -> None:
+        """Retired and cancelled serials stay where they ended, as they ended."""
+        for namespace, start, end, account, status in self.terminal:
+            covering = [b for b in self.registry.index.blocks(namespace) if b.start <= end and start <= b.end]
+            assert sum(min(b.end, end) - max(b.start, start) + 1 for b in covering) == end - start + 1
+            assert all((b.account_id, b.status) == (account, status) for b in covering), covering
+
+    @invariant()
+    def a_scheduled_transfer_holds_its_units(self) -> None:
+        for account in self.registry.accounts.values():
+            for transfer_id, scheduled in account.scheduled.items():
+                assert account.reservations[transfer_id] == scheduled.quantity
+
+    @invariant()
     def a_mandate_id_is_held_by_one_account(self) -> None:
         held = [(m, a.account_id) for a in self.registry.accounts.values() for m in a.mandates]
         assert len(held) == len(dict(held))
@@ -206,10 +311,13 @@ class RegistryMachine(RuleBasedStateMachine):
                 restored = self.load(stream_id)
                 assert (restored.version, restored.snapshot()) == (live.version, live.snapshot())
             else:
-                zero_loa = Authorization(stream_id)
-                zero_loa.mutate(events)
-                again = Authorization.restore(stream_id, zero_loa.snapshot())
-                assert again.snapshot() == zero_loa.snapshot()
+                kind = Project if stream_id.startswith("project-") else Authorization
+                zero_other = kind(stream_id)
+                zero_other.mutate(events)
+                again = kind.restore(stream_id, zero_other.snapshot())
+                assert again.snapshot() == zero_other.snapshot()
+                if isinstance(zero_other, Project):
+                    assert zero_other.frozen == self.registry.projects[zero_other.project_id].frozen
 
 
 RegistryMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=60, deadline=None)
@@ -219,7 +327,7 @@ TestRegistryMachine = RegistryMachine.TestCase
 def test_the_machine_can_fail() -> None:
     """A snapshot that drops the reservations is caught by the fold comparison."""
     machine = RegistryMachine()
-    machine.issue("TH-GOV", "JCM-TH", 1, 50, 2024, True)
+    machine.issue("TH-GOV", "JCM-TH", 1, 50, 2024, True, PROJECTS[0])
     machine.reserve("TH-GOV", 10, 0, False)
     account = machine.registry.accounts["TH-GOV"]
     broken = Account.restore(account.stream_id, account.snapshot())
@@ -231,3 +339,17 @@ def test_the_machine_can_fail() -> None:
     except AssertionError:
         return
     raise AssertionError("a wrong aggregate went unnoticed")
+
+
+def test_a_moved_retired_unit_is_caught() -> None:
+    machine = RegistryMachine()
+    machine.issue("TH-GOV", "JCM-TH", 1, 50, 2024, False, PROJECTS[0])
+    machine.retire("TH-GOV", 10, False, 0)
+    machine.terminal_units_never_move()
+    retired = Holding("TH-GOV", Status.RETIRED)
+    machine.registry.index.apply(Move("JCM-TH", 1, 10, retired, Holding("CH-BUYER")))
+    try:
+        machine.terminal_units_never_move()
+    except AssertionError:
+        return
+    raise AssertionError("a retired unit moved unnoticed")

@@ -114,12 +114,25 @@ class Settlements(RuleBasedStateMachine):
         )
         self._decide(aggregate, lambda: aggregate.screened(decision))
 
-    @rule(trade_id=st.sampled_from(TRADES), start=st.integers(1, 5000), size=st.integers(0, 3000))
-    def transferred(self, trade_id: str, start: int, size: int) -> None:
+    @rule(
+        trade_id=st.sampled_from(TRADES),
+        start=st.integers(1, 5000),
+        size=st.integers(0, 3000),
+        foreign=st.booleans(),
+    )
+    def transferred(self, trade_id: str, start: int, size: int, foreign: bool) -> None:
+        """The trade's delivery completes it; another transfer carrying its id (a holder's
+        own transfer, say) changes nothing."""
         aggregate = self._aggregate(trade_id)
         moved = transfer(start, start + size)
         moved.transfer_id = trade_id
-        waiting = aggregate.phase is Phase.TRANSFERRING
+        if aggregate.started is not None:
+            s = aggregate.started
+            moved.reservation_id, moved.quantity = s.reservation_id, s.quantity
+            moved.from_account_id, moved.to_account_id = s.seller_account_id, s.buyer_account_id
+        if foreign:
+            moved.reservation_id = "someone-else's"
+        waiting = aggregate.phase is Phase.TRANSFERRING and not foreign
         events = self._decide(aggregate, lambda: aggregate.transferred(moved, {"LOA-TH-1": loa()}, {}, self.cash))
         assert isinstance(events[-1], spb.SettlementCompleted | spb.SettlementFailed) if waiting else events == []
 
@@ -133,7 +146,7 @@ class Settlements(RuleBasedStateMachine):
         """A whole trade whose cash amount is near 2^63: two on one balance overflow it."""
         self.start(trade_id, seller, buyer, INT64_MAX // quantity, quantity)
         self.screened(trade_id, approve=True)
-        self.transferred(trade_id, 1, 0)
+        self.transferred(trade_id, 1, 0, foreign=False)
 
     @rule(trade_id=st.sampled_from(TRADES))
     def refused(self, trade_id: str) -> None:

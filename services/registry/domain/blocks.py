@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import cached_property
 
 from tonne.v1.registry_pb2 import SerialBlock, UnitAttributes
 
@@ -45,6 +46,11 @@ class Units:
 
     def message(self) -> UnitAttributes:
         return UnitAttributes.FromString(self.data)
+
+    @cached_property
+    def project_id(self) -> str:
+        # Decoded on demand: only freezes ask for it.
+        return self.message().project_id
 
 
 def digest(data: bytes) -> bytes:
@@ -101,6 +107,17 @@ class Block:
 
     def label(self) -> str:
         return f"{self.namespace}:{self.start}-{self.end}"
+
+    @classmethod
+    def reserved(cls, block: SerialBlock, account_id: str, reservation_id: str) -> Block:
+        """A block a UnitsReserved event names, as the index holds it after that event."""
+        return cls(
+            block.namespace,
+            block.start,
+            block.end,
+            Holding(account_id, Status.RESERVED, reservation_id),
+            Units.of(block.attributes),
+        )
 
     def to_message(self) -> SerialBlock:
         return SerialBlock(namespace=self.namespace, start=self.start, end=self.end, attributes=self.units.message())

@@ -11,7 +11,7 @@ does to the block index; both index adapters (memory, PostgreSQL) apply exactly 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
 from google.protobuf.message import Message
 
@@ -38,7 +38,7 @@ def is_party(value: str) -> bool:
     return _PARTY.fullmatch(value) is not None
 
 
-def _text_ok(value: str) -> bool:
+def text_ok(value: str) -> bool:
     return 0 < len(value) <= _TEXT_MAX and all(ch.isprintable() and not "\ud800" <= ch <= "\udfff" for ch in value)
 
 
@@ -75,6 +75,22 @@ def _identifiers(command: Message) -> list[tuple[str, str]]:
                 ("account_id", command.account_id),
                 ("broker_id", command.broker_id),
             ]
+        case pb.FreezeAccount() | pb.UnfreezeAccount() | pb.SetTransferLimit():
+            return [("account_id", command.account_id)]
+        case pb.FreezeProject() | pb.UnfreezeProject():
+            return [("project_id", command.project_id)]
+        case pb.ProposeTrustedAccount() | pb.ApproveTrustedAccount() | pb.RemoveTrustedAccount():
+            return [("account_id", command.account_id), ("trusted_account_id", command.trusted_account_id)]
+        case pb.RequestTransfer():
+            return [
+                ("transfer_id", command.transfer_id),
+                ("account_id", command.account_id),
+                ("to_account_id", command.to_account_id),
+            ]
+        case pb.ExecuteTransfer() | pb.CancelTransfer():
+            return [("transfer_id", command.transfer_id), ("account_id", command.account_id)]
+        case pb.RetireUnits():
+            return [("retirement_id", command.retirement_id), ("account_id", command.account_id)]
     return []
 
 
@@ -90,7 +106,7 @@ def check(command: Message) -> None:
                 [f"{name}: {len(value)} characters"],
             )
     if (
-        isinstance(command, pb.ReserveUnits)
+        isinstance(command, pb.ReserveUnits | pb.RequestTransfer | pb.RetireUnits)
         and command.selector.host_party
         and not is_party(command.selector.host_party)
     ):
@@ -115,12 +131,19 @@ class Ledger:
         if not command.account_id or not command.holder:
             raise DomainError("ACCOUNT_INVALID", "account id and holder are required")
         check(command)
-        if not _text_ok(command.holder):
+        if not text_ok(command.holder):
             raise DomainError("ACCOUNT_INVALID", "holder must be 1-200 printable characters")
         if not is_party(command.jurisdiction):
             raise DomainError("ACCOUNT_INVALID", f"jurisdiction {command.jurisdiction[:8]!r} is not ISO 3166 alpha-2")
         if command.type == pb.ACCOUNT_TYPE_UNSPECIFIED or command.type not in pb.AccountType.values():
             raise DomainError("ACCOUNT_INVALID", "account type is required")
+        if not command.account_id.startswith(f"{command.jurisdiction}-"):
+            # As in the Union Registry ("EU-100-..."): an id names its registry, so ids of
+            # different jurisdictions never collide and a refusal for an existing id only
+            # speaks of the caller's own registry.
+            raise DomainError(
+                "ACCOUNT_INVALID", f"an account id of {command.jurisdiction} starts with '{command.jurisdiction}-'"
+            )
         if existing is not None:
             raise DomainError("ACCOUNT_EXISTS", f"account {command.account_id!r} exists", [command.account_id])
         return [
@@ -205,15 +228,18 @@ class Ledger:
         reservation_used: bool,
         eligible: Sequence[Block],
         available: int,
+        frozen_projects: Set[str] = frozenset(),
     ) -> list[Message]:
         """`eligible`: the account's held blocks the selector takes, in (namespace, start)
-        order, enough to cover the quantity when `available` (their total) does."""
+        order, enough to cover the quantity when `available` (their total) does;
+        `frozen_projects`: those of their projects that are frozen."""
         check(command)
         if not command.reservation_id or reservation_used:
             raise DomainError("SEQUENCE_DUPLICATE_ID", f"reservation id {command.reservation_id!r} is missing or used")
         _quantity(command.quantity)
         if account is None:
             raise DomainError("ACCOUNT_UNKNOWN", f"no account {command.account_id!r}", [command.account_id])
+        outgoing(account, command.quantity)
         picked = _take(eligible, command.quantity) if available >= command.quantity else None
         if picked is None:
             raise DomainError(
@@ -221,6 +247,7 @@ class Ledger:
                 f"account holds {available} eligible units, {command.quantity} asked",
                 [b.label() for b in eligible[:EVIDENCE_LIMIT]],
             )
+        unfrozen(picked, frozen_projects)
         return [
             pb.UnitsReserved(
                 reservation_id=command.reservation_id,
@@ -228,6 +255,48 @@ class Ledger:
                 quantity=command.quantity,
                 blocks=[b.to_message() for b in picked],
             )
+        ]
+
+    def retire(
+        self,
+        command: pb.RetireUnits,
+        account: Account | None,
+        *,
+        retirement_used: bool,
+        eligible: Sequence[Block],
+        available: int,
+        frozen_projects: Set[str] = frozenset(),
+    ) -> list[Message]:
+        """Retire (or cancel) held units: they are picked as a reservation would pick them
+        (UnitsReserved under the retirement's id), then end in the account as retired or
+        cancelled (UnitsRetired), where nothing ever moves them again."""
+        check(command)
+        if not text_ok(command.purpose) or (not command.cancel and not text_ok(command.beneficiary)):
+            raise DomainError(
+                "RETIREMENT_INVALID", "a retirement names its beneficiary and purpose (a cancellation its purpose)"
+            )
+        [reserved] = self.reserve(
+            picking(command),
+            account,
+            reservation_used=retirement_used,
+            eligible=eligible,
+            available=available,
+            frozen_projects=frozen_projects,
+        )
+        assert isinstance(reserved, pb.UnitsReserved) and account is not None
+        return [
+            reserved,
+            pb.UnitsRetired(
+                retirement_id=command.retirement_id,
+                account_id=account.account_id,
+                jurisdiction=account.jurisdiction,
+                quantity=command.quantity,
+                blocks=reserved.blocks,
+                beneficiary=command.beneficiary,
+                purpose=command.purpose,
+                cancelled=command.cancel,
+                by=command.by,
+            ),
         ]
 
     def release(
@@ -240,6 +309,7 @@ class Ledger:
             raise DomainError(
                 "RESERVATION_UNKNOWN", f"no reservation {command.reservation_id!r}", [command.reservation_id]
             )
+        venue_reservation(owner, command.reservation_id)
         ordered = sorted(reserved, key=lambda b: (b.namespace, -b.start))
         # The highest serials go back first; transfers take the lowest.
         valid = 0 < command.quantity <= INT64_MAX
@@ -260,8 +330,15 @@ class Ledger:
         ]
 
     def transfer(
-        self, command: pb.TransferUnits, owner: Account | None, target: AccountRef | None, reserved: Sequence[Block]
+        self,
+        command: pb.TransferUnits,
+        owner: Account | None,
+        target: AccountRef | None,
+        reserved: Sequence[Block],
+        frozen_projects: Set[str] = frozenset(),
     ) -> list[Message]:
+        """The venue's delivery of reserved units (settlement). `frozen_projects`: the
+        reserved blocks' projects that are frozen."""
         check(command)
         if not command.transfer_id:
             raise DomainError("SEQUENCE_DUPLICATE_ID", "transfer id is required")
@@ -270,25 +347,13 @@ class Ledger:
             raise DomainError(
                 "RESERVATION_UNKNOWN", f"no reservation {command.reservation_id!r}", [command.reservation_id]
             )
+        venue_reservation(owner, command.reservation_id)
+        outgoing(owner)
         if target is None:
             raise DomainError("ACCOUNT_UNKNOWN", f"no account {command.to_account_id!r}", [command.to_account_id])
-        picked = _take(sorted(reserved, key=lambda b: (b.namespace, b.start)), command.quantity)
-        if picked is None:
-            raise DomainError(
-                "RESERVATION_INSUFFICIENT",
-                f"reservation holds {sum(b.quantity for b in reserved)} units, {command.quantity} asked",
-                [command.reservation_id],
-            )
         return [
-            pb.UnitsTransferred(
-                transfer_id=command.transfer_id,
-                reservation_id=command.reservation_id,
-                from_account_id=owner.account_id,
-                to_account_id=target.account_id,
-                from_jurisdiction=owner.jurisdiction,
-                to_jurisdiction=target.jurisdiction,
-                quantity=command.quantity,
-                blocks=[b.to_message() for b in picked],
+            transferred(
+                command.transfer_id, command.reservation_id, owner, target, command.quantity, reserved, frozen_projects
             )
         ]
 
@@ -343,28 +408,97 @@ class Ledger:
         ]
 
 
+def picking(command: pb.RetireUnits | pb.RequestTransfer) -> pb.ReserveUnits:
+    """The reservation that picks a retirement's or a holder transfer's serials (its id is
+    the command's own): the same selection as an order's."""
+    command_id = command.retirement_id if isinstance(command, pb.RetireUnits) else command.transfer_id
+    return pb.ReserveUnits(
+        reservation_id=command_id, account_id=command.account_id, selector=command.selector, quantity=command.quantity
+    )
+
+
+def transferred(
+    transfer_id: str,
+    reservation_id: str,
+    owner: Account,
+    target: AccountRef,
+    quantity: int,
+    reserved: Sequence[Block],
+    frozen_projects: Set[str],
+) -> pb.UnitsTransferred:
+    """The lowest `quantity` serials of the reservation, moved to `target`."""
+    picked = _take(sorted(reserved, key=lambda b: (b.namespace, b.start)), quantity)
+    if picked is None:
+        raise DomainError(
+            "RESERVATION_INSUFFICIENT",
+            f"reservation holds {sum(b.quantity for b in reserved)} units, {quantity} asked",
+            [reservation_id],
+        )
+    unfrozen(picked, frozen_projects)
+    return pb.UnitsTransferred(
+        transfer_id=transfer_id,
+        reservation_id=reservation_id,
+        from_account_id=owner.account_id,
+        to_account_id=target.account_id,
+        from_jurisdiction=owner.jurisdiction,
+        to_jurisdiction=target.jurisdiction,
+        quantity=quantity,
+        blocks=[b.to_message() for b in picked],
+    )
+
+
+def outgoing(account: Account, quantity: int = 0) -> None:
+    """Units may leave the account: it is not frozen and `quantity` is within its own
+    per-transfer limit."""
+    if account.frozen:
+        raise DomainError("ACCOUNT_FROZEN", f"account {account.account_id!r} is frozen", [account.account_id])
+    if account.transfer_limit and quantity > account.transfer_limit:
+        raise DomainError(
+            "TRANSFER_LIMIT_EXCEEDED",
+            f"the account's limit is {account.transfer_limit} units per transfer, {quantity} asked",
+            [account.account_id],
+        )
+
+
+def unfrozen(blocks: Sequence[Block], frozen_projects: Set[str]) -> None:
+    frozen = sorted({b.units.project_id for b in blocks} & frozen_projects)
+    if frozen:
+        raise DomainError("PROJECT_FROZEN", "units of a frozen project do not move", frozen[:EVIDENCE_LIMIT])
+
+
+def venue_reservation(owner: Account, reservation_id: str) -> None:
+    """The venue's release and delivery never touch the units of a holder's scheduled
+    transfer (those complete or are cancelled through the registry's controls)."""
+    if reservation_id in owner.scheduled:
+        raise DomainError(
+            "RESERVATION_HELD_FOR_TRANSFER", f"{reservation_id!r} holds a scheduled transfer's units", [reservation_id]
+        )
+
+
 def bind(channel: str, command: Message, account: Account | None) -> None:
     """A national registry's channel (`registry.inbound.<channel>`) may only touch the
     accounts, parties and issuances of its own jurisdiction, and never moves units
     (reserve, release and transfer come from the venue's services on registry.commands).
     `account`: the account the command names, if it exists. Raises DomainError."""
     match command:
-        case pb.ReserveUnits() | pb.ReleaseReservation() | pb.TransferUnits():
-            raise DomainError(
-                "COMMAND_NOT_ALLOWED_ON_CHANNEL",
-                f"{command.DESCRIPTOR.name} is not taken from a national registry's channel",
-                [channel],
-            )
         case pb.OpenAccount():
             parties = [command.jurisdiction]
         case pb.RecordAuthorization():
             parties = [command.host_party]
         case pb.RecordIssuance():
             parties = [command.block.attributes.host_party]
-        case pb.GrantMandate() | pb.RevokeMandate():
+        case pb.FreezeProject() | pb.UnfreezeProject():
+            parties = [command.host_party]
+        case pb.GrantMandate() | pb.RevokeMandate() | pb.FreezeAccount() | pb.UnfreezeAccount() | pb.RetireUnits():
             parties = []
         case _:
-            return
+            # Moving units and the holder's controls (four eyes need two people, not
+            # one channel) are not a national registry's messages.
+            raise DomainError(
+                "COMMAND_NOT_ALLOWED_ON_CHANNEL",
+                f"{command.DESCRIPTOR.name} is not taken from a national registry's channel",
+                [channel],
+            )
     if account is not None:
         parties.append(account.jurisdiction)
     if any(party != channel for party in parties):
@@ -372,6 +506,19 @@ def bind(channel: str, command: Message, account: Account | None) -> None:
             "CHANNEL_JURISDICTION_MISMATCH",
             f"the {channel} channel only acts for {channel}'s accounts, parties and issuances",
             [channel],
+        )
+
+
+# What the venue's own services send on registry.commands: nothing else is taken there.
+VENUE_COMMANDS = (pb.ReserveUnits, pb.ReleaseReservation, pb.TransferUnits)
+
+
+def bind_venue(command: Message) -> None:
+    if not isinstance(command, VENUE_COMMANDS):
+        raise DomainError(
+            "COMMAND_NOT_ALLOWED_ON_CHANNEL",
+            f"{command.DESCRIPTOR.name} is not taken from the venue's channel",
+            ["registry.commands"],
         )
 
 
@@ -413,6 +560,9 @@ def changes(event: Message) -> list[Change]:
         case pb.UnitsTransferred():
             source = Holding(event.from_account_id, Status.RESERVED, event.reservation_id)
             target = Holding(event.to_account_id)
+        case pb.UnitsRetired():
+            source = Holding(event.account_id, Status.RESERVED, event.retirement_id)
+            target = Holding(event.account_id, Status.CANCELLED if event.cancelled else Status.RETIRED)
         case _:
             return []
     return [Move(b.namespace, b.start, b.end, source, target) for b in event.blocks]

@@ -4,13 +4,17 @@ PostgreSQL. For unit tests, state machines and the memory-vs-SQL agreement test.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
 from google.protobuf.message import Message
 
 from services.common.errors import DomainError
-from services.registry.domain.accounts import Account, Authorization
+from services.registry.domain.accounts import Account, Authorization, Project
 from services.registry.domain.blocks import Block
+from services.registry.domain.controls import Controls, Policy
 from services.registry.domain.index import MemoryIndex
-from services.registry.domain.ledger import EVIDENCE_LIMIT, Ledger, bind, changes, check
+from services.registry.domain.ledger import EVIDENCE_LIMIT, Ledger, bind, changes, check, picking
 from tonne.v1 import registry_pb2 as pb
 
 PAGE = 100
@@ -23,13 +27,18 @@ def stream_of(event: Message) -> str:
             return f"authorization-{event.authorization.authorization_id}"
         case pb.UnitsTransferred():
             return f"account-{event.from_account_id}"
+        case pb.ProjectFrozen() | pb.ProjectUnfrozen():
+            return f"project-{event.project_id}"
         case _:
             return f"account-{getattr(event, 'account_id', '')}"
 
 
 class MemoryRegistry:
-    def __init__(self) -> None:
+    def __init__(self, policy: Policy | None = None) -> None:
         self.ledger = Ledger()
+        self.controls = Controls(policy or Policy(), self.ledger)
+        self.projects: dict[str, Project] = {}
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)  # the registry's clock: tests move it
         self.index = MemoryIndex()
         self.accounts: dict[str, Account] = {}
         self.authorizations: dict[str, Authorization] = {}
@@ -41,12 +50,21 @@ class MemoryRegistry:
         account = self.accounts.get(account_id)
         return account if account is not None and account.opened else None
 
+    def frozen(self, blocks: Sequence[Block]) -> frozenset[str]:
+        return frozenset(b.units.project_id for b in blocks if self._project(b.units.project_id).frozen)
+
+    def _project(self, project_id: str) -> Project:
+        return self.projects.get(project_id) or Project(f"project-{project_id}")
+
     def decide(self, command: Message, channel: str = "") -> list[Message]:
         """The events `command` causes (raises DomainError when refused); changes nothing.
         `channel`: the jurisdiction of the national registry's channel it came from."""
         if channel:
             check(command)
             bind(channel, command, self._named(command))
+        controlled = self._control(command)
+        if controlled is not None:
+            return controlled
         match command:
             case pb.OpenAccount():
                 return self.ledger.open_account(command, self.account(command.account_id))
@@ -75,6 +93,18 @@ class MemoryRegistry:
                     reservation_used=command.reservation_id in self.reservations,
                     eligible=eligible,
                     available=available,
+                    frozen_projects=self.frozen(eligible),
+                )
+            case pb.RetireUnits():
+                reserve = picking(command)
+                eligible = self._eligible(reserve)
+                return self.ledger.retire(
+                    command,
+                    self.account(command.account_id),
+                    retirement_used=command.retirement_id in self.reservations,
+                    eligible=eligible,
+                    available=self.index.available(command.account_id, command.selector),
+                    frozen_projects=self.frozen(eligible),
                 )
             case pb.ReleaseReservation():
                 owner = self.account(self.reservations.get(command.reservation_id, ""))
@@ -83,7 +113,9 @@ class MemoryRegistry:
                 owner = self.account(self.reservations.get(command.reservation_id, ""))
                 target = self.account(command.to_account_id)
                 reserved = self.index.reserved(command.reservation_id)
-                return self.ledger.transfer(command, owner, target.ref if target else None, reserved)
+                return self.ledger.transfer(
+                    command, owner, target.ref if target else None, reserved, self.frozen(reserved)
+                )
             case pb.GrantMandate():
                 account = self.account(command.account_id)
                 holder = self.mandates.get(command.mandate_id, "")
@@ -92,9 +124,66 @@ class MemoryRegistry:
                 return self.ledger.revoke_mandate(command, self.account(command.account_id))
         raise DomainError("COMMAND_UNSUPPORTED", f"registry does not take {type(command).__name__}")
 
+    def _control(self, command: Message) -> list[Message] | None:
+        """The events of a Union Registry control; None for other commands."""
+        controls = self.controls
+        match command:
+            case pb.FreezeProject() | pb.UnfreezeProject():
+                return controls.freeze_project(command, self._project(command.project_id))
+            case pb.FreezeAccount() | pb.UnfreezeAccount():
+                return controls.freeze_account(command, self.account(command.account_id))
+            case pb.ProposeTrustedAccount():
+                trusted = self.account(command.trusted_account_id)
+                return controls.propose_trusted(
+                    command, self.account(command.account_id), trusted.ref if trusted else None
+                )
+            case pb.ApproveTrustedAccount():
+                return controls.approve_trusted(command, self.account(command.account_id), self.now)
+            case pb.RemoveTrustedAccount():
+                return controls.remove_trusted(command, self.account(command.account_id))
+            case pb.SetTransferLimit():
+                return controls.set_transfer_limit(command, self.account(command.account_id))
+            case pb.RequestTransfer():
+                target = self.account(command.to_account_id)
+                reserve = picking(command)
+                eligible = self._eligible(reserve)
+                return controls.request_transfer(
+                    command,
+                    self.account(command.account_id),
+                    target.ref if target else None,
+                    transfer_used=command.transfer_id in self.reservations,
+                    eligible=eligible,
+                    available=self.index.available(command.account_id, command.selector),
+                    frozen_projects=self.frozen(eligible),
+                    now=self.now,
+                )
+            case pb.ExecuteTransfer():
+                account = self.account(command.account_id)
+                scheduled = account.scheduled.get(command.transfer_id) if account else None
+                target = self.account(scheduled.to_account_id) if scheduled else None
+                reserved = self.index.reserved(command.transfer_id) if scheduled else []
+                return controls.execute_transfer(
+                    command, account, target.ref if target else None, reserved, self.frozen(reserved), self.now
+                )
+            case pb.CancelTransfer():
+                account = self.account(command.account_id)
+                pending = account is not None and command.transfer_id in account.scheduled
+                reserved = self.index.reserved(command.transfer_id) if pending else []
+                return controls.cancel_transfer(command, account, reserved)
+        return None
+
     def _named(self, command: Message) -> Account | None:
         """The existing account a channel's command names (the service loads the same)."""
-        if isinstance(command, pb.OpenAccount | pb.RecordIssuance | pb.GrantMandate | pb.RevokeMandate):
+        named = (
+            pb.OpenAccount,
+            pb.RecordIssuance,
+            pb.GrantMandate,
+            pb.RevokeMandate,
+            pb.FreezeAccount,
+            pb.UnfreezeAccount,
+            pb.RetireUnits,
+        )
+        if isinstance(command, named):
             return self.account(command.account_id)
         return None
 
@@ -118,6 +207,8 @@ class MemoryRegistry:
         if isinstance(event, pb.AuthorizationRecorded):
             key = event.authorization.authorization_id
             self.authorizations.setdefault(key, Authorization(stream_id)).mutate([event])
+        elif isinstance(event, pb.ProjectFrozen | pb.ProjectUnfrozen):
+            self.projects.setdefault(event.project_id, Project(stream_id)).mutate([event])
         else:
             key = stream_id.removeprefix("account-")
             self.accounts.setdefault(key, Account(stream_id)).mutate([event])

@@ -124,6 +124,9 @@ class TradeSettlement(Aggregate):
         s = self.started
         if s is None or self.phase is not Phase.TRANSFERRING:
             return []
+        delivery = (transfer.reservation_id, transfer.from_account_id, transfer.to_account_id, transfer.quantity)
+        if delivery != (s.reservation_id, s.seller_account_id, s.buyer_account_id, s.quantity):
+            return []  # another transfer that happens to carry this trade's id: not its delivery
         events: list[Message] = list(
             first_transfer_adjustments(s.trade_id, transfer, authorizations, first_transferred)
         )

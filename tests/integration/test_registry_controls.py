@@ -1,0 +1,202 @@
+"""The Union Registry's controls and retirement through the registry's HTTP API on a
+real PostgreSQL: freezes by the registry operator and the regulator, the trusted list
+with four eyes and a delay, a transfer outside the list scheduled and then completed once
+by two racing schedulers, or cancelled; retirements; who may do which."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from services.common.auth import DevIssuer
+from services.common.runtime import Kernel
+from services.registry.domain.controls import Policy
+from services.registry.scheduler import Scheduler
+from services.registry.service import Registry
+from tests.integration.test_registry_state import app_for, kernel, run  # noqa: F401 (fixture)
+from tests.unit.factories import issuance
+from tonne.v1 import registry_pb2 as pb
+from tonne.v1.envelope_pb2 import Envelope
+
+DELAY = timedelta(hours=26)
+POLICY = Policy(trust_delay=timedelta(days=7), untrusted_delay=DELAY, untrusted_cap=1000)
+
+
+class Caller:
+    def __init__(self, client: httpx.AsyncClient, issuer: DevIssuer, subject: str, roles: list[str]) -> None:
+        self.client = client
+        self.headers = {"authorization": f"Bearer {issuer.mint(subject, roles)}"}
+
+    async def post(self, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        return await self.client.post(path, json=body or {}, headers=self.headers)
+
+    async def get(self, path: str) -> httpx.Response:
+        return await self.client.get(path, headers=self.headers)
+
+    async def put(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return await self.client.put(path, json=body, headers=self.headers)
+
+    async def delete(self, path: str) -> httpx.Response:
+        return await self.client.delete(path, headers=self.headers)
+
+
+@pytest.fixture
+async def world(kernel: Kernel, dev_issuer: DevIssuer) -> AsyncIterator[tuple[Registry, dict[str, Caller]]]:  # noqa: F811
+    registry = Registry(kernel, POLICY)
+    transport = httpx.ASGITransport(app=app_for(registry))
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
+        callers = {
+            "alice": Caller(client, dev_issuer, "alice", ["registry-operator:TH"]),
+            "bob": Caller(client, dev_issuer, "bob", ["registry-operator:TH"]),
+            "regulator": Caller(client, dev_issuer, "th-regulator", ["regulator:TH"]),
+            "ch": Caller(client, dev_issuer, "carol", ["registry-operator:CH"]),
+            "broker": Caller(client, dev_issuer, "broker-a", ["broker"]),
+        }
+        for account, party in (("TH-CO", "TH"), ("CH-BUYER", "CH")):
+            opener = callers["alice"] if party == "TH" else callers["ch"]
+            opened = await opener.post("/accounts", {"account_id": account, "holder": account, "jurisdiction": party})
+            assert opened.status_code == 201, opened.text
+        await run(registry, issuance("I-1", "TH-CO", 1, 5000))
+        yield registry, callers
+
+
+async def held(registry: Registry, account_id: str) -> int:
+    total = await registry.pool.fetchval(
+        "SELECT coalesce(sum(quantity), 0) FROM holdings WHERE account_id = $1 AND status = 'held'", account_id
+    )
+    return int(total)
+
+
+async def test_freezes_stop_units_and_are_audited(world: tuple[Registry, dict[str, Caller]]) -> None:
+    registry, callers = world
+    frozen = await callers["regulator"].post("/accounts/TH-CO/freeze", {"reason": "suspected account takeover"})
+    assert frozen.status_code == 200, frozen.text
+    assert frozen.json()["frozen"] is True
+    refused = await run(registry, pb.ReserveUnits(reservation_id="R-1", account_id="TH-CO", quantity=10))
+    assert [r.code for r in refused] == ["ACCOUNT_FROZEN"]  # type: ignore[attr-defined]
+    # The freeze is an event on the account's stream with who and why: what compliance chains.
+    row = await registry.pool.fetchrow(
+        "SELECT envelope FROM events WHERE stream_id = 'account-TH-CO' AND type = $1", "tonne.v1.AccountFrozen"
+    )
+    assert row is not None
+    queued = [Envelope.FromString(v).type for v in await registry.pool.fetchval("SELECT array_agg(value) FROM outbox")]
+    assert queued.count("tonne.v1.AccountFrozen") == 1
+    thawed = await callers["alice"].post("/accounts/TH-CO/unfreeze", {"reason": "cleared"})
+    assert thawed.json()["frozen"] is False
+    # Outside one's jurisdiction, and for a broker, the account does not exist / may not act.
+    assert (await callers["ch"].post("/accounts/TH-CO/freeze", {"reason": "x"})).status_code == 404
+    assert (await callers["broker"].post("/accounts/TH-CO/freeze", {"reason": "x"})).status_code == 403
+    assert (await callers["regulator"].post("/accounts/TH-CO/freeze", {"reason": ""})).status_code == 422
+
+    project = await callers["regulator"].post(
+        "/projects/TH-FSOLAR-1/freeze", {"host_party": "TH", "reason": "verification withdrawn"}
+    )
+    assert project.json() == {
+        "project_id": "TH-FSOLAR-1",
+        "host_party": "TH",
+        "frozen": True,
+        "reason": "verification withdrawn",
+    }
+    refused = await run(registry, pb.ReserveUnits(reservation_id="R-2", account_id="TH-CO", quantity=10))
+    assert [r.code for r in refused] == ["PROJECT_FROZEN"]  # type: ignore[attr-defined]
+    other = await callers["ch"].post("/projects/TH-FSOLAR-1/freeze", {"host_party": "TH", "reason": "x"})
+    assert other.status_code == 403
+
+
+async def test_trusted_list_four_eyes_and_scheduled_transfers(world: tuple[Registry, dict[str, Caller]]) -> None:
+    registry, callers = world
+    alice, bob = callers["alice"], callers["bob"]
+    proposed = await alice.post("/accounts/TH-CO/trusted", {"account_id": "CH-BUYER"})
+    assert proposed.status_code == 201 and proposed.json()["effective_at"] is None
+    same = await alice.post("/accounts/TH-CO/trusted/CH-BUYER/approval")
+    assert (same.status_code, same.json()["code"]) == (422, "FOUR_EYES_REQUIRED")
+    before = datetime.now(UTC)
+    approved = await bob.post("/accounts/TH-CO/trusted/CH-BUYER/approval")
+    assert approved.status_code == 200, approved.text
+    effective = datetime.fromisoformat(approved.json()["effective_at"])
+    assert effective >= before + POLICY.trust_delay
+    listed = await callers["regulator"].get("/accounts/TH-CO/trusted")
+    assert [e["trusted_account_id"] for e in listed.json()["items"]] == ["CH-BUYER"]
+
+    # Not effective for 7 days: capped and scheduled after the delay.
+    over = await alice.post(
+        "/accounts/TH-CO/transfers", {"transfer_id": "X-0", "to_account_id": "CH-BUYER", "quantity": 1001}
+    )
+    assert over.json()["code"] == "TRANSFER_LIMIT_EXCEEDED"
+    sent = await alice.post(
+        "/accounts/TH-CO/transfers", {"transfer_id": "X-1", "to_account_id": "CH-BUYER", "quantity": 300}
+    )
+    assert sent.status_code == 201, sent.text
+    assert sent.json()["state"] == "scheduled"
+    due = datetime.fromisoformat(sent.json()["execute_at"])
+    assert await held(registry, "TH-CO") == 4700 and await held(registry, "CH-BUYER") == 0
+    await alice.post("/accounts/TH-CO/transfers", {"transfer_id": "X-2", "to_account_id": "CH-BUYER", "quantity": 200})
+    pending = await callers["regulator"].get("/accounts/TH-CO/transfers")
+    assert [t["transfer_id"] for t in pending.json()["items"]] == ["X-1", "X-2"]
+
+    # Nothing is due yet; then two schedulers (two instances) race for the due transfers.
+    assert await Scheduler(registry).run_once(due - timedelta(seconds=1)) == 0
+    cancelled = await bob.post("/accounts/TH-CO/transfers/X-2/cancellation", {"reason": "not requested by holder"})
+    assert cancelled.json()["state"] == "cancelled"
+    await asyncio.gather(Scheduler(registry).run_once(due), Scheduler(registry).run_once(due))
+    assert await held(registry, "CH-BUYER") == 300 and await held(registry, "TH-CO") == 4700
+    transferred = await registry.pool.fetchval(
+        "SELECT count(*) FROM events WHERE type = 'tonne.v1.UnitsTransferred' AND stream_id = 'account-TH-CO'"
+    )
+    assert transferred == 1
+    assert (await callers["regulator"].get("/accounts/TH-CO/transfers")).json()["items"] == []
+
+    # Removal is immediate; the account's own limit applies to the venue's reservations too.
+    removed = await bob.delete("/accounts/TH-CO/trusted/CH-BUYER")
+    assert removed.json()["trusted_account_id"] == "CH-BUYER"
+    limited = await alice.put("/accounts/TH-CO/transfer-limit", {"per_transfer": 50})
+    assert limited.json()["transfer_limit"] == 50
+    refused = await run(registry, pb.ReserveUnits(reservation_id="R-1", account_id="TH-CO", quantity=51))
+    assert [r.code for r in refused] == ["TRANSFER_LIMIT_EXCEEDED"]  # type: ignore[attr-defined]
+
+
+async def test_controls_belong_to_the_account_s_registry(world: tuple[Registry, dict[str, Caller]]) -> None:
+    registry, callers = world
+    ch, broker, regulator = callers["ch"], callers["broker"], callers["regulator"]
+    body = {"transfer_id": "X-9", "to_account_id": "CH-BUYER", "quantity": 1}
+    assert (await ch.post("/accounts/TH-CO/transfers", body)).status_code == 404
+    assert (await ch.post("/accounts/TH-CO/trusted", {"account_id": "CH-BUYER"})).status_code == 404
+    assert (await broker.post("/accounts/TH-CO/transfers", body)).status_code == 403
+    assert (await regulator.post("/accounts/TH-CO/transfers", body)).status_code == 403
+    assert (await ch.get("/accounts/TH-CO/trusted")).status_code == 404
+    assert await held(registry, "TH-CO") == 5000
+
+
+async def test_retirement_through_the_api(world: tuple[Registry, dict[str, Caller]]) -> None:
+    registry, callers = world
+    alice, regulator, ch = callers["alice"], callers["regulator"], callers["ch"]
+    body = {"retirement_id": "RT-1", "quantity": 400, "beneficiary": "Acme Airlines", "purpose": "CORSIA 2025"}
+    retired = await alice.post("/accounts/TH-CO/retirements", body)
+    assert retired.status_code == 201, retired.text
+    assert retired.json() == {
+        "retirement_id": "RT-1",
+        "account_id": "TH-CO",
+        "quantity": 400,
+        "cancelled": False,
+        "beneficiary": "Acme Airlines",
+        "purpose": "CORSIA 2025",
+        "requested_by": "alice",
+    }
+    cancel = {"retirement_id": "RT-2", "quantity": 100, "purpose": "voluntary cancellation", "cancel": True}
+    assert (await alice.post("/accounts/TH-CO/retirements", cancel)).status_code == 201
+    again = await alice.post("/accounts/TH-CO/retirements", body)
+    assert (again.status_code, again.json()["code"]) == (422, "SEQUENCE_DUPLICATE_ID")
+    account = (await regulator.get("/accounts/TH-CO")).json()
+    assert (account["held"], account["retired"], account["cancelled"], account["reserved"]) == (4500, 400, 100, 0)
+    listed = await regulator.get("/accounts/TH-CO/retirements")
+    assert [r["retirement_id"] for r in listed.json()["items"]] == ["RT-1", "RT-2"]
+    # The retired serials are the account's lowest, and no reservation can take them.
+    refused = await run(registry, pb.ReserveUnits(reservation_id="R-1", account_id="TH-CO", quantity=4501))
+    assert [r.code for r in refused] == ["HOLDINGS_INSUFFICIENT"]  # type: ignore[attr-defined]
+    assert (await ch.post("/accounts/TH-CO/retirements", body | {"retirement_id": "RT-3"})).status_code == 404
+    assert (await regulator.post("/accounts/TH-CO/retirements", body | {"retirement_id": "RT-3"})).status_code == 403
