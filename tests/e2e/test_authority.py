@@ -1,11 +1,14 @@
-"""Who may do what (docs/trust.md), against the running stack: for every role, every HTTP
-operation of matching, settlement and compliance is tried; what the role may do succeeds,
-what it may not is refused (401 without a token, else 403 or 404) and the refusal carries
-none of the object's data. The suite prints the counts: attempts, successes = 0.
+"""Who may do what (docs/trust.md), against the running stack: for every role, the HTTP
+operations of matching, settlement, compliance and the registry's reads and controls are
+tried on the objects of one settled trade; what the role may do succeeds, what it may not
+is refused (401 without a token, else 403 or 404) and the refusal carries none of the
+object's data. The suite prints the counts: attempts, successes = 0.
 
-The registry's API (accounts, holdings, mandates) and the Kafka ACLs of the topics are
-covered by their own suites (services/registry, deploy); the national-registry channel's
-binding to its jurisdiction is attempted in tests/e2e/test_hostile_input.py.
+Opening accounts and the registry's one-shot commands (proposals, approvals, transfers,
+retirements) are tabled in tests/integration/test_registry_trust.py and
+test_registry_controls.py, the Kafka ACLs in tests/e2e/test_kafka_acl.py; the
+national-registry channel's binding to its jurisdiction is attempted in
+tests/e2e/test_hostile_input.py.
 """
 
 from __future__ import annotations
@@ -147,9 +150,27 @@ async def test_every_role_may_do_only_what_its_authority_allows(running_stack: A
         rest_id = await venue.place(venue.seller, JCM, "SELL", 100000, 1, th_gov, f"au-rest-{run}")
         await venue.wait_order(rest_id, venue.seller, "resting")
 
+        # The registry's controls leave traces to read: a transfer scheduled outside the
+        # trusted list, a proposal to trust the Swiss account, a retirement.
+        r = venue.registry
+        th_operator = bearer(dev_issuer, "th-rep-1", ["registry-operator:TH"])
+        scheduled = f"au-x-{run}"
+        for path, body in (
+            ("transfers", {"transfer_id": scheduled, "to_account_id": ch_buyer, "quantity": 1}),
+            ("trusted", {"account_id": ch_buyer}),
+            ("retirements", {"retirement_id": f"au-rt-{run}", "quantity": 1, "beneficiary": "b", "purpose": "p"}),
+        ):
+            answer = await client.post(f"{r}/accounts/{th_gov}/{path}", json=body, headers=th_operator)
+            assert answer.status_code == 201, answer.text
+
         m, s, c = venue.matching, venue.settlement, venue.compliance
         order = {"instrument_id": JCM, "price": 100000, "quantity": 1}
         everyone = AUTHENTICATED
+        # The account's readers: its jurisdiction's registry operator and regulator, the
+        # broker it mandates, the operator.
+        th_readers = frozenset({"operator", "registry-operator:TH", "regulator:TH", "broker-a"})
+        th_keepers = frozenset({"operator", "registry-operator:TH"})
+        th_freezers = frozenset({"operator", "registry-operator:TH", "regulator:TH"})
         actions = [
             # matching: orders are the broker's own; the account needs the broker's mandate
             Action(
@@ -254,6 +275,52 @@ async def test_every_role_may_do_only_what_its_authority_allows(running_stack: A
             Action(
                 "page China's audit chain", "GET", f"{c}/audit/CN", frozenset({"operator", "regulator:CN"}), '"items"'
             ),
+            # registry: reads by the account's readers, controls by its keepers
+            Action("read the Thai account", "GET", f"{r}/accounts/{th_gov}", th_readers, "Government of Thailand"),
+            Action("page its blocks", "GET", f"{r}/accounts/{th_gov}/blocks", th_readers, "TH-SOLAR-AU"),
+            Action("page its trusted list", "GET", f"{r}/accounts/{th_gov}/trusted", th_readers, ch_buyer),
+            Action("page its scheduled transfers", "GET", f"{r}/accounts/{th_gov}/transfers", th_readers, scheduled),
+            Action("page its retirements", "GET", f"{r}/accounts/{th_gov}/retirements", th_readers, f"au-rt-{run}"),
+            Action(
+                "set its transfer limit",
+                "PUT",
+                f"{r}/accounts/{th_gov}/transfer-limit",
+                th_keepers,
+                "Government of Thailand",
+                json={"per_transfer": 0},
+            ),
+            Action(
+                "freeze it",
+                "POST",
+                f"{r}/accounts/{th_gov}/freeze",
+                th_freezers,
+                "Government of Thailand",
+                json={"reason": "authority test"},
+            ),
+            Action(
+                "unfreeze it",
+                "POST",
+                f"{r}/accounts/{th_gov}/unfreeze",
+                th_freezers,
+                "Government of Thailand",
+                json={"reason": "authority test"},
+            ),
+            Action(
+                "freeze its project",
+                "POST",
+                f"{r}/projects/TH-SOLAR-AU/freeze",
+                th_freezers,
+                '"frozen"',
+                json={"host_party": "TH", "reason": "authority test"},
+            ),
+            Action(
+                "unfreeze its project",
+                "POST",
+                f"{r}/projects/TH-SOLAR-AU/unfreeze",
+                th_freezers,
+                '"frozen"',
+                json={"host_party": "TH", "reason": "authority test"},
+            ),
             # last: the allowed cancel takes the resting order away
             Action("cancel broker-a's order", "DELETE", f"{m}/orders/{rest_id}", frozenset({"broker-a"}), th_gov),
         ]
@@ -274,4 +341,4 @@ async def test_every_role_may_do_only_what_its_authority_allows(running_stack: A
         f"successes: {tally.successes}; allowed actions that succeeded: {tally.allowed}"
     )
     assert tally.successes == 0, tally.breaches
-    assert tally.attempts >= 90
+    assert tally.attempts >= 130
