@@ -113,6 +113,12 @@ class Consumer:
         await consumer.start()
         self._consumer = consumer
         self._task = asyncio.create_task(self._run(), name=f"{self.name}-consumer")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """Say so at once when consuming stops for good (/readyz turns 503 with it)."""
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.critical("%s: consuming stopped: %r", self.name, error, exc_info=error)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -145,8 +151,9 @@ class Consumer:
                         # A rebalance took the partition: its effects and tracking rows are
                         # committed in PostgreSQL, so the next owner skips these records.
                         log.warning("%s: offset %d of %s not committed: %r", self.name, position, partition, exc)
-                end = consumer.highwater(partition)
-                if end is not None:
+                # A rebalance during the batch may have taken the partition: no lag to tell
+                # (asking would raise and end this loop, and with it all consuming).
+                if partition in consumer.assignment() and (end := consumer.highwater(partition)) is not None:
                     topic = partition.topic.removeprefix(self._prefix)
                     metrics.LAG.labels(self.name, topic, str(partition.partition)).set(max(0, end - position))
 

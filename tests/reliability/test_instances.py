@@ -1,6 +1,5 @@
 """Readiness follows the infrastructure: /readyz fails while Kafka is down and passes once
-it is back (waits on conditions with deadlines). The kill-an-instance scenario lives in
-scenario_kill_instances.py."""
+it is back (waits on conditions with deadlines). Killing instances: test_kill_instances.py."""
 
 from __future__ import annotations
 
