@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
@@ -38,6 +38,15 @@ Destinations = Sequence[tuple[str, str]]
 Projector = Callable[[asyncpg.Connection, Envelope, Message], Awaitable[None]]
 
 A = TypeVar("A", bound=Aggregate)
+
+
+class Gathered(Protocol):
+    """Writes gathered across the records of a unit of work, made in one go before commit."""
+
+    async def flush(self, conn: asyncpg.Connection) -> None: ...
+
+
+G = TypeVar("G", bound=Gathered)
 
 
 class StreamLocks:
@@ -61,6 +70,7 @@ class UnitOfWork:
         self._held: list[asyncio.Lock] = []
         self._loaded: dict[str, tuple[Repository[Any], Aggregate]] = {}  # by stream id
         self._changed: set[str] = set()
+        self._gathered: dict[str, Gathered] = {}
         self._conn: asyncpg.Connection | None = None
         self._transaction: Any = None
         self._now = datetime.now(UTC)
@@ -81,17 +91,26 @@ class UnitOfWork:
     ) -> None:
         try:
             if error is None:
+                try:
+                    for gathered in self._gathered.values():
+                        await gathered.flush(self.conn)
+                except BaseException:
+                    await self._roll_back()
+                    raise
                 await self._transaction.commit()
                 await self._after_commit()
             else:
-                await self._transaction.rollback()
-                for repository, aggregate in self._loaded.values():
-                    repository.evict(aggregate.stream_id)
+                await self._roll_back()
         finally:
             for lock in reversed(self._held):
                 lock.release()
             await self._pool.release(self.conn)
             self._conn = None
+
+    async def _roll_back(self) -> None:
+        await self._transaction.rollback()
+        for repository, aggregate in self._loaded.values():
+            repository.evict(aggregate.stream_id)
 
     async def _after_commit(self) -> None:
         snapshots = []
@@ -105,6 +124,15 @@ class UnitOfWork:
             except (OSError, asyncpg.PostgresError):
                 # A snapshot only shortens the next load; the events are committed.
                 log.exception("snapshot of %s at %d not saved", snapshot.stream_id, snapshot.version)
+
+    def gathered(self, key: str, make: Callable[[], G]) -> G:
+        """This unit of work's gatherer `key` (made on first use); it flushes once, after
+        every record of the batch and before commit, so a batch writes in one go what its
+        records each add (an audit chain's links, say)."""
+        found = self._gathered.get(key)
+        if found is None:
+            found = self._gathered[key] = make()
+        return found  # type: ignore[return-value]
 
     async def load(self, repository: Repository[A], key: str, version: int | None = None) -> A:
         """The aggregate `key` of `repository`, locked for this unit of work. `version`: its

@@ -1,10 +1,11 @@
 """The audit chains' storage, and the feed that wakes regulators' streams.
 
 `audit_chain` is a log, not a projection (docs/decisions/0006): a record is chained in
-the unit of work of the event it audits, under a per-jurisdiction advisory lock, so
-instances never fork a chain. Readers borrow a pooled connection for one page at a time
-through a gate that leaves the rest of the pool to the writers; live streams wait on
-one LISTEN connection per process (`AuditFeed`), never on a pooled one.
+the unit of work of the event it audits (gathered over the batch, written before it
+commits), under a per-jurisdiction advisory lock, so instances never fork a chain.
+Readers borrow a pooled connection for one page at a time through a gate that leaves the
+rest of the pool to the writers; live streams wait on one LISTEN connection per process
+(`AuditFeed`), never on a pooled one.
 """
 
 from __future__ import annotations
@@ -38,8 +39,31 @@ def audit_event_id(jurisdiction: str, sequence: int) -> str:
     return str(uuid.uuid5(_AUDIT_IDS, f"{jurisdiction}:{sequence}"))
 
 
-async def append(conn: asyncpg.Connection, jurisdiction: str, source_topic: str, envelope: Envelope) -> AuditRecord:
-    """Chain `envelope` onto `jurisdiction`'s chain inside the caller's transaction."""
+class Links:
+    """The links a unit of work adds to the chains, written in one go before it commits
+    (`UnitOfWork.gathered`): per chain, in jurisdiction order (one lock order across
+    instances), one lock, one head read, one insert of every link, one outbox write and
+    one notification, instead of all of them for each event."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[str, str, Envelope]] = []  # (jurisdiction, source topic, envelope)
+
+    def add(self, jurisdiction: str, source_topic: str, envelope: Envelope) -> None:
+        self._pending.append((jurisdiction, source_topic, envelope))
+
+    def reached(self, correlation_id: str) -> set[str]:
+        """Chains this unit of work links steps of the flow `correlation_id` into."""
+        return {j for j, _, envelope in self._pending if envelope.correlation_id == correlation_id}
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        for jurisdiction in sorted({j for j, _, _ in self._pending}):
+            links = [(topic, envelope) for j, topic, envelope in self._pending if j == jurisdiction]
+            await _append(conn, jurisdiction, links)
+        self._pending.clear()
+
+
+async def _append(conn: asyncpg.Connection, jurisdiction: str, links: list[tuple[str, Envelope]]) -> None:
+    """Chain `links` (source topic, envelope) onto `jurisdiction`'s chain, in order."""
     # One writer per chain across instances until commit; the head is then an index probe.
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"audit:{jurisdiction}")
     row = await conn.fetchrow(
@@ -47,40 +71,45 @@ async def append(conn: asyncpg.Connection, jurisdiction: str, source_topic: str,
         jurisdiction,
     )
     previous = AuditRecord(sequence=row["sequence"], hash=row["hash"]) if row else None
-    record = audit.link(
-        previous,
-        jurisdiction=jurisdiction,
-        source_topic=source_topic,
-        event_id=envelope.event_id,
-        event_type=envelope.type,
-        envelope=envelope.SerializeToString(),
-    )
-    await conn.execute(
+    records = []
+    for source_topic, envelope in links:
+        previous = audit.link(
+            previous,
+            jurisdiction=jurisdiction,
+            source_topic=source_topic,
+            event_id=envelope.event_id,
+            event_type=envelope.type,
+            envelope=envelope.SerializeToString(),
+        )
+        records.append((previous, envelope))
+    await conn.executemany(
         "INSERT INTO audit_chain (jurisdiction, sequence, previous_hash, hash, source_topic, "
         "event_id, event_type, envelope, correlation_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        record.jurisdiction,
-        record.sequence,
-        record.previous_hash,
-        record.hash,
-        record.source_topic,
-        record.event_id,
-        record.event_type,
-        record.envelope,
-        envelope.correlation_id,
-    )
+        [
+            (r.jurisdiction, r.sequence, r.previous_hash, r.hash, r.source_topic, r.event_id, r.event_type,
+             r.envelope, envelope.correlation_id)
+            for r, envelope in records
+        ],
+    )  # fmt: skip
     if jurisdiction in topics.JURISDICTIONS:
-        wrapped = wrap(
-            record,
-            aggregate_id=jurisdiction,
-            context=Context(envelope.correlation_id, envelope.event_id, "compliance"),
-            occurred_at=envelope.occurred_at.ToDatetime(tzinfo=UTC),
-            sequence=record.sequence,
-            event_id=audit_event_id(jurisdiction, record.sequence),
-        )
-        await outbox.enqueue(conn, topics.audit(jurisdiction), jurisdiction, wrapped)
+        published = [
+            (topics.audit(jurisdiction), jurisdiction, _published(record, envelope)) for record, envelope in records
+        ]
+        await outbox.enqueue_many(conn, published)
     # Parameterised: the jurisdiction came from event data. Delivered on commit.
     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, jurisdiction)
-    return record
+
+
+def _published(record: AuditRecord, envelope: Envelope) -> Envelope:
+    """The record as regulators receive it on audit.<JUR>, under an id of its own place."""
+    return wrap(
+        record,
+        aggregate_id=record.jurisdiction,
+        context=Context(envelope.correlation_id, envelope.event_id, "compliance"),
+        occurred_at=envelope.occurred_at.ToDatetime(tzinfo=UTC),
+        sequence=record.sequence,
+        event_id=audit_event_id(record.jurisdiction, record.sequence),
+    )
 
 
 async def flow_jurisdictions(conn: asyncpg.Connection, correlation_id: str) -> set[str]:

@@ -209,7 +209,7 @@ class Compliance:
         elif isinstance(event, cpb.ScreenTransfer):
             await self.answer(uow, event, context)
             await self.expire(uow, context)
-        await self._audit(uow.conn, topic, envelope, event)
+        await self._audit(uow, topic, envelope, event)
 
     async def answer(self, uow: UnitOfWork, request: cpb.ScreenTransfer, context: Context) -> None:
         check_request_keys(request)
@@ -260,16 +260,18 @@ class Compliance:
             sink = [(topics.COMPLIANCE_DECISIONS, request.trade_id)]
             await uow.append(decision_stream(request.request_id), 0, [(decision, sink)], context)
 
-    async def _audit(self, conn: asyncpg.Connection, topic: str, envelope: Envelope, event: Message) -> None:
+    async def _audit(self, uow: UnitOfWork, topic: str, envelope: Envelope, event: Message) -> None:
+        links = uow.gathered("audit-links", chain.Links)
         # Only well-formed ids can be in `accounts` (facts are checked before they are stored).
         named = [a for a in account_ids(event) if is_identifier(a)]
-        jurisdictions = concerned(event, Facts(accounts=await accounts_of(conn, named)))
+        jurisdictions = concerned(event, Facts(accounts=await accounts_of(uow.conn, named)))
         if envelope.correlation_id:
             # Steps that name no account (a decision, an instruction) follow their flow.
-            jurisdictions |= await chain.flow_jurisdictions(conn, envelope.correlation_id)
-        for jurisdiction in sorted(jurisdictions):  # sorted: chain locks always taken in one order
+            jurisdictions |= await chain.flow_jurisdictions(uow.conn, envelope.correlation_id)
+            jurisdictions |= links.reached(envelope.correlation_id)
+        for jurisdiction in sorted(jurisdictions):
             if is_party(jurisdiction):
-                await chain.append(conn, jurisdiction, topic, envelope)
+                links.add(jurisdiction, topic, envelope)
             else:
                 log.warning("%s %s names a malformed jurisdiction; not chained", envelope.type, envelope.event_id)
 

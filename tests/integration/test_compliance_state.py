@@ -214,13 +214,14 @@ async def test_an_injected_jurisdiction_is_stored_harmlessly(stack: Stack) -> No
     await stack.deliver(topics.MATCHING_EVENTS, trade, "c-trade")
     assert await stack.pool.fetchval("SELECT jurisdiction FROM accounts WHERE account_id = 'EVIL'") == INJECTION
     # The chain store itself takes the hostile key as data (pg_notify is parameterised).
+    links = chain.Links()
+    links.add(
+        INJECTION,
+        topics.REGISTRY_EVENTS,
+        wrap(trade, aggregate_id="k", context=Context("c"), occurred_at=datetime.now(UTC)),
+    )
     async with stack.pool.acquire() as conn, conn.transaction():
-        await chain.append(
-            conn,
-            INJECTION,
-            topics.REGISTRY_EVENTS,
-            wrap(trade, aggregate_id="k", context=Context("c"), occurred_at=datetime.now(UTC)),
-        )
+        await links.flush(conn)
     rows = await stack.pool.fetch("SELECT jurisdiction, count(*) AS n FROM audit_chain GROUP BY 1 ORDER BY 1")
     assert [(r["jurisdiction"], r["n"]) for r in rows] == [("TH", 2), (INJECTION, 1)]
     assert (await stack.http.get(f"/audit/{quote(INJECTION, safe='')}")).status_code == 422
