@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from google.protobuf.message import Message
 
 from services.common import mandates, topics
 from services.common.backlog import GroupLag
 from services.common.consumer import Handler
-from services.common.envelope import Context
+from services.common.envelope import Context, wrap
 from services.common.errors import DomainError, TooBusy
 from services.common.repository import Repository
 from services.common.runtime import Kernel
@@ -25,6 +26,25 @@ from services.matching.domain.mandates import check_mandate, not_mandated
 from tonne.v1 import matching_pb2 as pb
 from tonne.v1 import registry_pb2
 from tonne.v1.envelope_pb2 import CommandRejected, Envelope
+
+# Placing an order is one statement (atomic on its own: no transaction to open): a repeated
+# client order id answers the first order; a broker without a mandate for the account
+# places nothing (the same answer whether the account exists or not); otherwise the order
+# is recorded and its next step queued on the outbox, whose relay wakes on commit.
+_PLACE = (
+    "WITH existing AS (SELECT order_id FROM intake_orders WHERE broker_id = $2 AND client_order_id = $3), "
+    "mandate AS (SELECT EXISTS (SELECT 1 FROM mandates WHERE broker_id = $2 AND account_id = $8) AS ok), "
+    "placed AS (INSERT INTO intake_orders (order_id, broker_id, client_order_id, instrument_id, side, price, "
+    "quantity, account_id, status, correlation_id) "
+    "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 "
+    "WHERE (SELECT ok FROM mandate) AND NOT EXISTS (SELECT 1 FROM existing) "
+    "ON CONFLICT (broker_id, client_order_id) DO NOTHING RETURNING order_id), "
+    "queued AS (INSERT INTO outbox (topic, key, value) SELECT $11, $12, $13 "
+    "WHERE EXISTS (SELECT 1 FROM placed) RETURNING 1) "
+    "SELECT (SELECT order_id FROM existing) AS existing, (SELECT ok FROM mandate) AS mandated, "
+    "(SELECT order_id FROM placed) AS placed, "
+    "(SELECT pg_notify('outbox_' || current_schema(), '') FROM queued) AS woken"
+)
 
 
 class Matching:
@@ -68,51 +88,45 @@ class Matching:
         order.order_id = str(uuid.uuid4())
         order.broker_id = broker_id
         context = Context.new(actor=broker_id)
-        async with self.unit_of_work() as uow:
-            first = await uow.conn.fetchval(
+        if order.side == pb.SELL:
+            # Covered selling: the units are reserved before the order may rest.
+            sent: Message = registry_pb2.ReserveUnits(
+                reservation_id=order.order_id,
+                account_id=order.account_id,
+                selector=instrument.selector(),
+                quantity=order.quantity,
+            )
+            topic, key = topics.REGISTRY_COMMANDS, order.account_id
+        else:
+            sent, topic, key = order, topics.MATCHING_ORDERS, order.instrument_id
+        envelope = wrap(sent, aggregate_id=key, context=context, occurred_at=datetime.now(UTC))
+        row = await self.pool.fetchrow(
+            _PLACE,
+            order.order_id,
+            broker_id,
+            order.client_order_id,
+            order.instrument_id,
+            order.side,
+            order.price,
+            order.quantity,
+            order.account_id,
+            "reserving" if order.side == pb.SELL else "submitted",
+            context.correlation_id,
+            topic,
+            key.encode(),
+            envelope.SerializeToString(),
+        )
+        if row["existing"] is not None:
+            return str(row["existing"]), False
+        if not row["mandated"]:
+            raise not_mandated(broker_id, order.account_id)
+        if row["placed"] is None:  # the same client order id, placed concurrently
+            first = await self.pool.fetchval(
                 "SELECT order_id FROM intake_orders WHERE broker_id = $1 AND client_order_id = $2",
                 broker_id,
                 order.client_order_id,
             )
-            if first is not None:
-                return str(first), False
-            # Both sides: a BUY for an account nobody holds a mandate for never rests.
-            if not await mandates.mandated(uow.conn, broker_id, order.account_id):
-                raise not_mandated(broker_id, order.account_id)
-            placed = await uow.conn.fetchval(
-                "INSERT INTO intake_orders (order_id, broker_id, client_order_id, instrument_id, side, "
-                "price, quantity, account_id, status, correlation_id) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
-                "ON CONFLICT (broker_id, client_order_id) DO NOTHING RETURNING order_id",
-                order.order_id,
-                broker_id,
-                order.client_order_id,
-                order.instrument_id,
-                order.side,
-                order.price,
-                order.quantity,
-                order.account_id,
-                "reserving" if order.side == pb.SELL else "submitted",
-                context.correlation_id,
-            )
-            if placed is None:  # the same client order id, placed concurrently
-                first = await uow.conn.fetchval(
-                    "SELECT order_id FROM intake_orders WHERE broker_id = $1 AND client_order_id = $2",
-                    broker_id,
-                    order.client_order_id,
-                )
-                return str(first), False
-            if order.side == pb.SELL:
-                # Covered selling: the units are reserved before the order may rest.
-                reserve = registry_pb2.ReserveUnits(
-                    reservation_id=order.order_id,
-                    account_id=order.account_id,
-                    selector=instrument.selector(),
-                    quantity=order.quantity,
-                )
-                await uow.send(reserve, topics.REGISTRY_COMMANDS, order.account_id, context)
-            else:
-                await uow.send(order, topics.MATCHING_ORDERS, order.instrument_id, context)
+            return str(first), False
         return order.order_id, True
 
     async def cancel(self, broker_id: str, order_id: str) -> None:
