@@ -153,26 +153,33 @@ class Matching:
                 order_id = event.command_id
             case _:
                 return
-        pending = await uow.conn.fetchrow(
-            "SELECT broker_id, account_id FROM intake_orders WHERE order_id = $1 AND status = 'reserving' FOR UPDATE",
-            order_id,
+        reserved = not isinstance(event, CommandRejected)
+        registry_refusal = (
+            DomainError(event.code, event.reason, list(event.evidence)) if isinstance(event, CommandRejected) else None
         )
-        if pending is None:
-            return  # not an order of ours, or already answered
-        reserved, error = True, None
-        if isinstance(event, CommandRejected):
-            reserved, error = False, DomainError(event.code, event.reason, list(event.evidence))
-        elif not await mandates.mandated(uow.conn, pending["broker_id"], pending["account_id"]):
-            # The mandate was revoked while the units were being reserved.
-            error = not_mandated(pending["broker_id"], pending["account_id"])
+        # One statement: the order answered once (its status moves off 'reserving'),
+        # submitted only while its broker still holds the mandate.
         row = await uow.conn.fetchrow(
-            "UPDATE intake_orders SET status = $2, reject_code = $3, reject_reason = $4 "
-            "WHERE order_id = $1 RETURNING *",
+            "UPDATE intake_orders i SET status = CASE WHEN $2 AND EXISTS (SELECT 1 FROM mandates m "
+            "WHERE m.broker_id = i.broker_id AND m.account_id = i.account_id) THEN 'submitted' ELSE 'rejected' END, "
+            "reject_code = $3, reject_reason = $4 WHERE order_id = $1 AND status = 'reserving' RETURNING *",
             order_id,
-            "submitted" if error is None else "rejected",
-            None if error is None else error.code,
-            None if error is None else error.reason,
+            reserved,
+            None if registry_refusal is None else registry_refusal.code,
+            None if registry_refusal is None else registry_refusal.reason,
         )
+        if row is None:
+            return  # not an order of ours, or already answered
+        error = registry_refusal
+        if error is None and row["status"] == "rejected":
+            # The mandate was revoked while the units were being reserved.
+            error = not_mandated(row["broker_id"], row["account_id"])
+            await uow.conn.execute(
+                "UPDATE intake_orders SET reject_code = $2, reject_reason = $3 WHERE order_id = $1",
+                order_id,
+                error.code,
+                error.reason,
+            )
         context = Context.following(envelope, "matching-intake", row["correlation_id"])
         if error is None:
             order = pb.SubmitOrder(
