@@ -172,6 +172,7 @@ def router(matching: Matching) -> APIRouter:
                 _403="AUTH_FORBIDDEN, or BROKER_NOT_MANDATED: the caller holds no mandate for the account "
                 "(the same answer whether or not the account exists)",
                 _404="INSTRUMENT_UNKNOWN",
+                _409="CLIENT_ORDER_ID_REUSED: this client order id names another order of the caller's",
                 _413="REQUEST_TOO_LARGE",
                 _422="REQUEST_INVALID, or the instrument refuses the order (ORDER_*)",
             ),

@@ -28,11 +28,13 @@ from tonne.v1 import registry_pb2
 from tonne.v1.envelope_pb2 import CommandRejected, Envelope
 
 # Placing an order is one statement (atomic on its own: no transaction to open): a repeated
-# client order id answers the first order; a broker without a mandate for the account
-# places nothing (the same answer whether the account exists or not); otherwise the order
-# is recorded and its next step queued on the outbox, whose relay wakes on commit.
+# client order id answers the first order (a conflict if the order differs); a broker
+# without a mandate for the account places nothing (the same answer whether the account
+# exists or not); otherwise the order is recorded and its next step queued on the outbox,
+# whose relay wakes on commit.
 _PLACE = (
-    "WITH existing AS (SELECT order_id FROM intake_orders WHERE broker_id = $2 AND client_order_id = $3), "
+    "WITH existing AS (SELECT order_id, instrument_id, side, price, quantity, account_id FROM intake_orders "
+    "WHERE broker_id = $2 AND client_order_id = $3), "
     "mandate AS (SELECT EXISTS (SELECT 1 FROM mandates WHERE broker_id = $2 AND account_id = $8) AS ok), "
     "placed AS (INSERT INTO intake_orders (order_id, broker_id, client_order_id, instrument_id, side, price, "
     "quantity, account_id, status, correlation_id) "
@@ -41,10 +43,22 @@ _PLACE = (
     "ON CONFLICT (broker_id, client_order_id) DO NOTHING RETURNING order_id), "
     "queued AS (INSERT INTO outbox (topic, key, value) SELECT $11, $12, $13 "
     "WHERE EXISTS (SELECT 1 FROM placed) RETURNING 1) "
-    "SELECT (SELECT order_id FROM existing) AS existing, (SELECT ok FROM mandate) AS mandated, "
+    "SELECT (SELECT order_id FROM existing) AS existing, "
+    "(SELECT (instrument_id, side, price, quantity, account_id) = ($4, $5, $6, $7, $8) FROM existing) AS same, "
+    "(SELECT ok FROM mandate) AS mandated, "
     "(SELECT order_id FROM placed) AS placed, "
     "(SELECT pg_notify('outbox_' || current_schema(), '') FROM queued) AS woken"
 )
+
+
+def client_order_id_reused(client_order_id: str) -> DomainError:
+    """Placing is idempotent per client order id: the same id for another order is a
+    mistake to report, not an order to drop silently."""
+    return DomainError(
+        "CLIENT_ORDER_ID_REUSED",
+        f"client order id {shown(client_order_id)} names another order of this broker",
+        http_status=409,
+    )
 
 
 class Matching:
@@ -78,7 +92,8 @@ class Matching:
 
     async def place(self, broker_id: str, order: pb.SubmitOrder) -> tuple[str, bool]:
         """Check an order and start it on its way; returns (order id, newly placed).
-        A repeated client order id returns the first order: placing is idempotent."""
+        The same order again under its client order id returns the first (placing is
+        idempotent); another order under that id is refused (CLIENT_ORDER_ID_REUSED)."""
         instrument = self.instruments.get(order.instrument_id)
         if instrument is None:
             raise DomainError("INSTRUMENT_UNKNOWN", f"no instrument {shown(order.instrument_id)}", http_status=404)
@@ -117,6 +132,8 @@ class Matching:
             envelope.SerializeToString(),
         )
         if row["existing"] is not None:
+            if not row["same"]:
+                raise client_order_id_reused(order.client_order_id)
             return str(row["existing"]), False
         if not row["mandated"]:
             raise not_mandated(broker_id, order.account_id)

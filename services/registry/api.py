@@ -18,9 +18,10 @@ from fastapi import APIRouter, Path, Query, Security
 from google.protobuf.message import Message
 from pydantic import BaseModel, Field
 
-from services.common.auth import AUTH_RESPONSES, Identity, forbidden
+from services.common.auth import Identity, forbidden
 from services.common.errors import DomainError, NotFound
 from services.common.inputs import INT64_MAX, Identifier, Limit, Party, Positive64, Text
+from services.common.problems import refusals
 from services.registry.domain.blocks import Status
 from services.registry.service import Registry, signed
 from services.registry.sql_index import COLUMNS, block_of
@@ -237,15 +238,11 @@ def unknown(account_id: str) -> NotFound:
     return NotFound("ACCOUNT_UNKNOWN", f"no account {account_id!r}")
 
 
-def documented(**codes: str) -> dict[int | str, dict[str, object]]:
-    return {**AUTH_RESPONSES, **{int(k.removeprefix("_")): {"description": v} for k, v in codes.items()}}
-
-
-READ_RESPONSES = documented(
+READ_RESPONSES = refusals(
     _404="ACCOUNT_UNKNOWN: no account the caller may see (unknown, or outside its tenancy)",
     _422="REQUEST_INVALID",
 )
-KEEP_RESPONSES = documented(
+KEEP_RESPONSES = refusals(
     _404="ACCOUNT_UNKNOWN (no account the caller may keep) or MANDATE_UNKNOWN",
     _409="MANDATE_EXISTS: the mandate id names another broker or account",
     _422="REQUEST_INVALID or MANDATE_INVALID",
@@ -319,7 +316,7 @@ def router(registry: Registry) -> APIRouter:
         "/accounts",
         status_code=201,
         response_model=AccountView,
-        responses=documented(_409="ACCOUNT_EXISTS", _422="REQUEST_INVALID or ACCOUNT_INVALID"),
+        responses=refusals(_409="ACCOUNT_EXISTS", _422="REQUEST_INVALID or ACCOUNT_INVALID"),
     )
     async def open_account(body: OpenAccountRequest, identity: Identity = keeper) -> AccountView:
         """Opens an account: the operator, or the registry operator of its jurisdiction."""
@@ -402,7 +399,7 @@ def router(registry: Registry) -> APIRouter:
         "/accounts/{account_id}/retirements",
         status_code=201,
         response_model=RetirementView,
-        responses=documented(
+        responses=refusals(
             _404="ACCOUNT_UNKNOWN: no account the caller may keep",
             _422=(
                 "REQUEST_INVALID, RETIREMENT_INVALID, SEQUENCE_DUPLICATE_ID, HOLDINGS_INSUFFICIENT, "

@@ -20,12 +20,12 @@ from pydantic import BaseModel, Field
 from services.common.auth import Identity, forbidden
 from services.common.errors import DomainError
 from services.common.inputs import INT64_MAX, Identifier, Limit, Party, Text
+from services.common.problems import refusals
 from services.registry.api import (
     AccountView,
     UnitsWanted,
     account_view,
     command,
-    documented,
     governed,
     keyset,
     operates,
@@ -91,23 +91,23 @@ class TransferPage(BaseModel):
     next: str | None
 
 
-GOVERN_RESPONSES = documented(
+GOVERN_RESPONSES = refusals(
     _404="ACCOUNT_UNKNOWN: no account the caller governs (unknown, or outside its tenancy)",
     _422="REQUEST_INVALID or REASON_REQUIRED",
 )
-TRUST_RESPONSES = documented(
+TRUST_RESPONSES = refusals(
     _404="ACCOUNT_UNKNOWN or TRUSTED_ACCOUNT_UNKNOWN",
     _409="TRUSTED_ACCOUNT_EXISTS",
     _422="REQUEST_INVALID, TRUSTED_ACCOUNT_INVALID or FOUR_EYES_REQUIRED",
 )
-TRANSFER_RESPONSES = documented(
+TRANSFER_RESPONSES = refusals(
     _404="ACCOUNT_UNKNOWN or TRANSFER_UNKNOWN",
     _422=(
         "REQUEST_INVALID, SEQUENCE_DUPLICATE_ID, ACCOUNT_FROZEN, PROJECT_FROZEN, TRANSFER_INVALID, "
         "TRANSFER_LIMIT_EXCEEDED, HOLDINGS_INSUFFICIENT or REASON_REQUIRED"
     ),
 )
-PROJECT_RESPONSES = documented(_422="REQUEST_INVALID, PROJECT_INVALID, PROJECT_PARTY_MISMATCH or REASON_REQUIRED")
+PROJECT_RESPONSES = refusals(_422="REQUEST_INVALID, PROJECT_INVALID, PROJECT_PARTY_MISMATCH or REASON_REQUIRED")
 
 
 def trusted_view(row: asyncpg.Record) -> TrustedView:
@@ -188,7 +188,7 @@ def router(registry: Registry) -> APIRouter:
     @api.get(
         "/accounts/{account_id}/trusted",
         response_model=TrustedPage,
-        responses=documented(_404="ACCOUNT_UNKNOWN", _422="REQUEST_INVALID"),
+        responses=refusals(_404="ACCOUNT_UNKNOWN", _422="REQUEST_INVALID"),
     )
     async def trusted_list(
         account_id: Annotated[Identifier, Path()],
@@ -296,7 +296,7 @@ def router(registry: Registry) -> APIRouter:
     @api.get(
         "/accounts/{account_id}/transfers",
         response_model=TransferPage,
-        responses=documented(_404="ACCOUNT_UNKNOWN", _422="REQUEST_INVALID"),
+        responses=refusals(_404="ACCOUNT_UNKNOWN", _422="REQUEST_INVALID"),
     )
     async def scheduled_transfers(
         account_id: Annotated[Identifier, Path()],

@@ -271,6 +271,14 @@ async def test_the_broker_api_reads_projections_and_refuses_hostile_input(venue:
 
         sells = [await place(A, "SELL", 1000 + n, 10, f"s{n}") for n in range(3)]
         assert [s["status"] for s in sells] == ["reserving"] * 3
+        # Placing is idempotent per client order id: the same order again is the first one
+        # (200); the same id for another order is a conflict, and places nothing.
+        first = {"instrument_id": JCM, "side": "SELL", "price": 1000, "quantity": 10, "account_id": "acct-1"}
+        again = await http.post("/orders", headers=A, json=first | {"client_order_id": "s0"})
+        assert (again.status_code, again.json()["order_id"]) == (200, sells[0]["order_id"])
+        other = await http.post("/orders", headers=A, json=first | {"client_order_id": "s0", "price": 999})
+        assert (other.status_code, other.json()["code"]) == (409, "CLIENT_ORDER_ID_REUSED")
+        assert await venue.pool.fetchval("SELECT count(*) FROM intake_orders") == 3
         for sell in sells:
             await venue.reserved(sell["order_id"], 10)
         assert await venue.pump() == 3
