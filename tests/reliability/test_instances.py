@@ -32,16 +32,16 @@ async def test_readyz_fails_while_kafka_is_down_and_passes_once_it_is_back(datab
     home = Path(tempfile.mkdtemp(prefix="tonne-outage-kafka-"))
     run_dir = Path(tempfile.mkdtemp(prefix="tonne-outage-"))
     port, controller_port = free_ports(2)
-    broker = KafkaBroker(home, port=port, controller_port=controller_port)
+    # SASL and ACLs as everywhere else: readiness must come back with authentication too.
+    broker = KafkaBroker(home, port=port, controller_port=controller_port, sasl=True)
     db_name = f"outage_{uuid.uuid4().hex[:12]}"
     dsn = create_database(database_url, db_name)
-    processes = ServiceProcesses(
-        run_dir, broker.bootstrap, dsn, "", dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True)),
-        extra_env=STACK_ENV,
-    )  # fmt: skip
+    ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
+    processes = ServiceProcesses(run_dir, broker.bootstrap, dsn, "", ports, extra_env=STACK_ENV)
     try:
         await asyncio.to_thread(broker.start)
-        await prepare(broker.bootstrap, dsn)
+        processes.security = broker.security  # known once the broker's storage is formatted
+        await prepare(broker.bootstrap, dsn, security=broker.security)
         await asyncio.to_thread(processes.start)
 
         async def all_are(status: int) -> bool:
