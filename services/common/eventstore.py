@@ -43,7 +43,7 @@ async def append(
     versions = list(range(expected_version + 1, expected_version + 1 + len(envelopes)))
     try:
         await conn.execute(
-            f"WITH {_APPEND}, {outbox.queue_sql(6)}",
+            f"WITH {_APPEND}, {outbox.queued(6)} SELECT {outbox.WAKE}",
             stream_id,
             versions,
             [e.event_id for e in envelopes],

@@ -30,17 +30,21 @@ async def enqueue(conn: asyncpg.Connection, topic: str, key: str, envelope: Enve
     await enqueue_many(conn, [(topic, key, envelope)])
 
 
-def queue_sql(first: int) -> str:
-    """SQL that queues the rows of three arrays (topics, keys, values: parameters `first`
-    to `first + 2`) in order and wakes the schema's relay when the transaction commits
-    (PostgreSQL sends one notification per transaction however often it is asked). It
-    follows the caller's own WITH clauses, e.g. an append to the event store."""
+def queued(first: int, when: str = "true") -> str:
+    """A WITH item `queued` that queues the rows of three arrays (topics, keys, values:
+    parameters `first` to `first + 2`) in order, if `when` holds. Written inside the
+    statement that makes the effect (an append, an order placed), with WAKE in its
+    result, so effect, records and the relay's wake-up cost one round trip."""
     return (
         "queued AS (INSERT INTO outbox (topic, key, value) SELECT r.topic, r.key, r.value "
         f"FROM unnest(${first}::text[], ${first + 1}::bytea[], ${first + 2}::bytea[]) "
-        "WITH ORDINALITY AS r(topic, key, value, n) ORDER BY r.n RETURNING 1) "
-        "SELECT pg_notify('outbox_' || current_schema(), '') WHERE EXISTS (SELECT 1 FROM queued)"
+        f"WITH ORDINALITY AS r(topic, key, value, n) WHERE {when} ORDER BY r.n RETURNING 1)"
     )
+
+
+# Wakes the schema's relay when the transaction commits, if `queued` queued anything
+# (PostgreSQL sends one notification per transaction however often it is asked).
+WAKE = "(SELECT pg_notify('outbox_' || current_schema(), '') FROM queued LIMIT 1)"
 
 
 def queue_args(records: Sequence[tuple[str, str, Envelope]]) -> tuple[list[str], list[bytes], list[bytes]]:
@@ -54,7 +58,7 @@ def queue_args(records: Sequence[tuple[str, str, Envelope]]) -> tuple[list[str],
 async def enqueue_many(conn: asyncpg.Connection, records: Sequence[tuple[str, str, Envelope]]) -> None:
     """Queue records in order and wake the relay at commit, in one round trip."""
     if records:
-        await conn.execute("WITH " + queue_sql(1), *queue_args(records))
+        await conn.execute(f"WITH {queued(1)} SELECT {WAKE}", *queue_args(records))
 
 
 class OutboxRelay:

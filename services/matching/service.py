@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from google.protobuf.message import Message
 
-from services.common import mandates, topics
+from services.common import mandates, outbox, topics
 from services.common.backlog import GroupLag
 from services.common.consumer import Handler
 from services.common.envelope import Context, wrap
@@ -41,13 +41,12 @@ _PLACE = (
     "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 "
     "WHERE (SELECT ok FROM mandate) AND NOT EXISTS (SELECT 1 FROM existing) "
     "ON CONFLICT (broker_id, client_order_id) DO NOTHING RETURNING order_id), "
-    "queued AS (INSERT INTO outbox (topic, key, value) SELECT $11, $12, $13 "
-    "WHERE EXISTS (SELECT 1 FROM placed) RETURNING 1) "
+    f"{outbox.queued(11, when='EXISTS (SELECT 1 FROM placed)')} "
     "SELECT (SELECT order_id FROM existing) AS existing, "
     "(SELECT (instrument_id, side, price, quantity, account_id) = ($4, $5, $6, $7, $8) FROM existing) AS same, "
     "(SELECT ok FROM mandate) AS mandated, "
     "(SELECT order_id FROM placed) AS placed, "
-    "(SELECT pg_notify('outbox_' || current_schema(), '') FROM queued) AS woken"
+    f"{outbox.WAKE} AS woken"
 )
 
 
@@ -127,9 +126,7 @@ class Matching:
             order.account_id,
             "reserving" if order.side == pb.SELL else "submitted",
             context.correlation_id,
-            topic,
-            key.encode(),
-            envelope.SerializeToString(),
+            *outbox.queue_args([(topic, key, envelope)]),
         )
         if row["existing"] is not None:
             if not row["same"]:
