@@ -3,12 +3,12 @@
 For each size (stored blocks): a fresh database from the registry's own migrations;
 accounts opened through the service; blocks (and the holdings view) bulk-loaded with
 COPY, rows exactly as the projector writes them (sql_index.row_of); then issuance,
-reserve and transfer decisions through the real service path (UnitOfWork, event store,
-outbox, projector), one at a time, each alternating with the floor (BEGIN; one INSERT;
-one UPDATE; COMMIT) on the same client, so the ratio to the floor compares like with like
-on a shared machine.
+reserve and transfer decisions through the path the HTTP API takes (Registry.decide: unit
+of work, event store, outbox, projector), one at a time, each alternating with the floor
+(BEGIN; one INSERT; one UPDATE; COMMIT) on the same client, so the ratio to the floor
+compares like with like on a shared machine.
 
-    .venv/bin/python bench/registry.py [--sizes 1000000 10000000] [--ops 2000]
+    .venv/bin/python bench/registry.py [--sizes 1000000 10000000] [--ops 2000] [--loop asyncio]
 
 Uses DATABASE_URL (an admin DSN) or starts its own pgserver under a temporary directory.
 Writes bench/results/registry.json.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -25,14 +26,21 @@ import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import uvloop
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 from google.protobuf.message import Message
 
 from deploy.postgres import create_database_async, drop_database_async, start_postgres, stop_postgres
+from services.common import topics
+from services.common.consumer import Consumer
 from services.common.db import connect_pool, migrate
-from services.common.envelope import Context
+from services.common.envelope import Context, wrap
+from services.common.kafka import KafkaAccess
 from services.common.runtime import Kernel
 from services.common.settings import Settings
 from services.registry.domain.blocks import Block, Holding, Units
@@ -55,6 +63,8 @@ ATTRIBUTES = pb.UnitAttributes(
     mitigation_type=pb.REDUCTION,
 )
 UNITS = Units.of(ATTRIBUTES)
+# Records per unit of work on the consumer's path (its batches are up to MAX_BATCH).
+BATCH = 50
 
 
 def account(k: int) -> str:
@@ -98,6 +108,68 @@ async def timed(
     return {**_figures(latencies), **{f"floor_{k}": v for k, v in _figures(floors).items()}}
 
 
+async def consumed(
+    registry: Registry, floor: Callable[[int], Awaitable[None]], ops: int, selector: pb.UnitSelector
+) -> dict[str, float]:
+    """Reserves and transfers as the venue sends them (registry.commands), through the
+    kernel's consumer: BATCH records of a partition per unit of work (group commit), each
+    batch alternating with BATCH floor transactions. A record's latency is its batch's."""
+    # No broker: the records are made here; the producer only parks dead letters (none here).
+    consumer = Consumer(
+        name="registry",
+        kafka=KafkaAccess("127.0.0.1:1"),
+        topic_prefix="",
+        pool=registry.pool,
+        producer=AIOKafkaProducer(bootstrap_servers="127.0.0.1:1"),
+        handlers=registry.handlers,
+        unit_of_work=registry.unit_of_work,
+    )
+    offsets = itertools.count()
+
+    def reserve(n: int) -> Message:
+        account_id = account((n * 53) % ACCOUNTS)
+        return pb.ReserveUnits(reservation_id=f"BENCH-RC-{n}", account_id=account_id, quantity=15, selector=selector)
+
+    def transfer(n: int) -> Message:
+        return pb.TransferUnits(
+            transfer_id=f"BENCH-TC-{n}", reservation_id=f"BENCH-RC-{n}", to_account_id="CH-BUYER-A", quantity=15
+        )
+
+    async def floors(b: int) -> None:
+        for n in range(BATCH):
+            await floor(b * BATCH + n)
+
+    figures: dict[str, float] = {}
+    for name, make in (("reserve", reserve), ("transfer", transfer)):
+
+        async def batch(b: int, make: Callable[[int], Message] = make) -> None:
+            context = Context.new("settlement")
+            records = [
+                ConsumerRecord(topics.REGISTRY_COMMANDS, 0, next(offsets), 0, 0, b"k", value, None, 1, 1, [])
+                for n in range(b * BATCH, (b + 1) * BATCH)
+                for value in [
+                    wrap(
+                        make(n), aggregate_id="bench", context=context, occurred_at=datetime.now(UTC)
+                    ).SerializeToString()
+                ]
+            ]
+            if set(await consumer.process(records)) != {"applied"}:
+                raise RuntimeError(f"a batch of {make.__name__} was not applied whole")
+
+        result = await timed(batch, floors, ops // BATCH)
+        figures |= {
+            f"consumed_{name}_per_s": round(result["per_s"] * BATCH, 1),
+            f"consumed_{name}_floor_per_s": round(result["floor_per_s"] * BATCH, 1),
+            f"consumed_{name}_vs_floor": round(result["per_s"] / result["floor_per_s"], 3),
+            f"consumed_{name}_batch_p99_ms": result["p99_ms"],
+        }
+    refused = await registry.pool.fetchval("SELECT count(*) FROM events WHERE stream_id LIKE 'rejected-%'")
+    if refused:
+        raise RuntimeError(f"{refused} consumed commands were refused")
+    figures["consumed_batch"] = BATCH
+    return figures
+
+
 def _figures(latencies: list[float]) -> dict[str, float]:
     latencies = sorted(latencies)
     return {
@@ -138,8 +210,8 @@ async def load(pool: asyncpg.Pool, registry: Registry, size: int) -> float:
 
 
 async def execute(registry: Registry, command: Message) -> Message:
-    async with registry.unit_of_work() as uow:
-        [event] = await registry.execute(uow, command, Context.new("bench"))
+    """Through `Registry.decide`: the path of the HTTP API and the scheduler."""
+    [event] = await registry.decide(command, "bench")
     if isinstance(event, CommandRejected):
         raise RuntimeError(f"{type(command).__name__} refused: {event.code} {event.reason}")
     return event
@@ -191,6 +263,7 @@ async def measure(pool: asyncpg.Pool, registry: Registry, size: int, ops: int) -
     for name, op in (("issuance", issue), ("reserve", reserve), ("transfer", transfer)):
         result = await timed(op, floor, ops)
         figures |= {f"{name}_{key}": value for key, value in result.items()}
+    figures |= await consumed(registry, floor, ops, selector)
     rows = await pool.fetchval("SELECT count(*) FROM blocks")
     total = await pool.fetchval("SELECT pg_total_relation_size('blocks')")
     return {
@@ -238,6 +311,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--ops", type=int, default=2000)
+    # The services run on uvloop (uvicorn picks it when installed); asyncio for comparison.
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args()
     admin = os.environ.get("DATABASE_URL")
     root = None if admin else Path(tempfile.mkdtemp(prefix="tonne-bench-pg-", dir="/tmp"))
@@ -245,13 +320,14 @@ def main() -> None:
         if root is not None:
             admin = start_postgres(root / "pg")
         assert admin is not None
-        results = asyncio.run(run(admin, args.sizes, args.ops))
+        results = (uvloop.run if args.loop == "uvloop" else asyncio.run)(run(admin, args.sizes, args.ops))
     finally:
         if root is not None:
             stop_postgres(root / "pg")
             shutil.rmtree(root, ignore_errors=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    labelled = {size: {**figures, "loop": args.loop} for size, figures in results.items()}
+    RESULTS.write_text(json.dumps(labelled, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 
 

@@ -23,6 +23,18 @@ class Snapshot:
     state: bytes
 
 
+@dataclass(frozen=True)
+class Call:
+    """A server-side function called with `args`, inside another statement."""
+
+    function: str
+    args: tuple[object, ...]
+
+    def sql(self, first: int) -> str:
+        """The call, its arguments as parameters `first`, `first + 1`, …"""
+        return f"{self.function}({', '.join(f'${n}' for n in range(first, first + len(self.args)))})"
+
+
 _APPEND = (
     "appended AS (INSERT INTO events (stream_id, version, event_id, type, envelope) "
     "SELECT $1, r.version, r.event_id, r.type, r.envelope "
@@ -37,19 +49,23 @@ async def append(
     expected_version: int,
     envelopes: list[Envelope],
     published: Sequence[tuple[str, str, Envelope]] = (),
+    then: Call | None = None,
 ) -> int:
-    """Append after `expected_version` and queue `published` (topic, key, envelope) on the
-    outbox, in one statement; returns the stream's new version."""
+    """Append after `expected_version`, queue `published` (topic, key, envelope) on the
+    outbox and make the call `then` (the events' projection), in one statement; returns
+    the stream's new version."""
     versions = list(range(expected_version + 1, expected_version + 1 + len(envelopes)))
+    also = f", {then.sql(9)}" if then else ""
     try:
         await conn.execute(
-            f"WITH {_APPEND}, {outbox.queued(6)} SELECT {outbox.WAKE}",
+            f"WITH {_APPEND}, {outbox.queued(6)} SELECT {outbox.WAKE}{also}",
             stream_id,
             versions,
             [e.event_id for e in envelopes],
             [e.type for e in envelopes],
             [e.SerializeToString() for e in envelopes],
             *outbox.queue_args(published),
+            *(then.args if then else ()),
         )
     except asyncpg.UniqueViolationError as exc:
         raise ConcurrencyError(f"stream {stream_id} moved past version {expected_version}") from exc

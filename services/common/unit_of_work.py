@@ -9,6 +9,12 @@ aggregate goes through `load`, so nobody sees its uncommitted state; recording f
 events into it at once, so a batch can decide on one aggregate many times (group
 commit). A failed unit of work drops the aggregates it loaded: the next use reloads them
 from the store, so memory only ever keeps what committed.
+
+A deferred unit of work (one decision: reads first, then its writes) holds its writes
+until it ends. A single write then runs as a transaction of its own: one statement, with
+no BEGIN and COMMIT round trips; several run in one transaction. Under READ COMMITTED
+every read takes its own snapshot in either mode, and the stream's version check (and
+any check the projection makes) fails a write whose facts moved.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -36,6 +43,11 @@ log = logging.getLogger(__name__)
 Destinations = Sequence[tuple[str, str]]
 # Folds a recorded event into the service's projection tables, in the recording transaction.
 Projector = Callable[[asyncpg.Connection, Envelope, Message], Awaitable[None]]
+# An event's whole projection as one server-side call, made inside the append's statement;
+# None when it takes more (then the Projector runs).
+Inline = Callable[[Envelope, Message], eventstore.Call | None]
+# A write to the database: (run it on a connection, whether it is one statement).
+_Write = tuple[Callable[[asyncpg.Connection], Awaitable[object]], bool]
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -63,10 +75,20 @@ class StreamLocks:
 
 
 class UnitOfWork:
-    def __init__(self, pool: asyncpg.Pool, project: Projector, locks: StreamLocks) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        project: Projector,
+        locks: StreamLocks,
+        inline: Inline | None = None,
+        deferred: bool = False,
+    ) -> None:
         self._pool = pool
         self._project = project
+        self._inline = inline
         self._locks = locks
+        self._deferred = deferred
+        self._pending: list[_Write] = []
         self._held: list[asyncio.Lock] = []
         self._loaded: dict[str, tuple[Repository[Any], Aggregate]] = {}  # by stream id
         self._changed: set[str] = set()
@@ -82,9 +104,13 @@ class UnitOfWork:
 
     async def __aenter__(self) -> UnitOfWork:
         self._conn = await self._pool.acquire()
-        self._transaction = self._conn.transaction()
-        await self._transaction.start()
+        if not self._deferred:
+            await self._begin()
         return self
+
+    async def _begin(self) -> None:
+        self._transaction = self.conn.transaction()
+        await self._transaction.start()
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
@@ -92,12 +118,12 @@ class UnitOfWork:
         try:
             if error is None:
                 try:
-                    for gathered in self._gathered.values():
-                        await gathered.flush(self.conn)
+                    await self._flush()
                 except BaseException:
                     await self._roll_back()
                     raise
-                await self._transaction.commit()
+                if self._transaction is not None:
+                    await self._transaction.commit()
                 await self._after_commit()
             else:
                 await self._roll_back()
@@ -107,8 +133,25 @@ class UnitOfWork:
             await self._pool.release(self.conn)
             self._conn = None
 
+    async def _flush(self) -> None:
+        """The deferred writes (a lone statement without a transaction), then the gathered ones."""
+        pending, self._pending = self._pending, []
+        if self._transaction is None and (len(pending) > 1 or self._gathered or not all(one for _, one in pending)):
+            await self._begin()
+        for run, _ in pending:
+            await run(self.conn)
+        for gathered in self._gathered.values():
+            await gathered.flush(self.conn)
+
+    async def _write(self, run: Callable[[asyncpg.Connection], Awaitable[object]], one_statement: bool) -> None:
+        if self._deferred:
+            self._pending.append((run, one_statement))
+        else:
+            await run(self.conn)
+
     async def _roll_back(self) -> None:
-        await self._transaction.rollback()
+        if self._transaction is not None:
+            await self._transaction.rollback()
         for repository, aggregate in self._loaded.values():
             repository.evict(aggregate.stream_id)
 
@@ -176,23 +219,39 @@ class UnitOfWork:
             for envelope, (_, destinations) in zip(envelopes, events, strict=True)
             for topic, key in destinations
         ]
-        await eventstore.append(self.conn, stream_id, expected_version, envelopes, published)
-        for envelope, (event, _) in zip(envelopes, events, strict=True):
-            await self._project(self.conn, envelope, event)
+        inline = self._inline(envelopes[0], events[0][0]) if self._inline and len(events) == 1 else None
+        await self._write(
+            partial(
+                eventstore.append,
+                stream_id=stream_id,
+                expected_version=expected_version,
+                envelopes=envelopes,
+                published=published,
+                then=inline,
+            ),
+            one_statement=True,
+        )
+        if inline is None:
+            for envelope, (event, _) in zip(envelopes, events, strict=True):
+                await self._write(self._projecting(envelope, event), one_statement=False)
         return envelopes
+
+    def _projecting(self, envelope: Envelope, event: Message) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+        return lambda conn: self._project(conn, envelope, event)
 
     async def send(self, message: Message, topic: str, key: str, context: Context) -> Envelope:
         """Queue a command for another service without recording it as our event."""
         envelope = wrap(message, aggregate_id=key, context=context, occurred_at=self._now)
-        await outbox.enqueue(self.conn, topic, key, envelope)
+        await self._write(partial(outbox.enqueue, topic=topic, key=key, envelope=envelope), one_statement=True)
         return envelope
 
 
 class UnitOfWorkFactory:
-    def __init__(self, pool: asyncpg.Pool, project: Projector) -> None:
+    def __init__(self, pool: asyncpg.Pool, project: Projector, inline: Inline | None = None) -> None:
         self.pool = pool
         self._project = project
+        self._inline = inline
         self.locks = StreamLocks()
 
-    def __call__(self) -> UnitOfWork:
-        return UnitOfWork(self.pool, self._project, self.locks)
+    def __call__(self, deferred: bool = False) -> UnitOfWork:
+        return UnitOfWork(self.pool, self._project, self.locks, self._inline, deferred)

@@ -8,10 +8,11 @@ from datetime import UTC
 import asyncpg
 from google.protobuf.message import Message
 
+from services.common.eventstore import Call
 from services.common.statehash import Projection
+from services.registry import sql_index
 from services.registry.domain.blocks import Move, Put
 from services.registry.domain.ledger import changes
-from services.registry.sql_index import SqlIndex
 from tonne.v1 import registry_pb2 as pb
 from tonne.v1.envelope_pb2 import Envelope
 
@@ -62,10 +63,40 @@ PROJECTIONS = (
 )
 
 
+def index_call(event: Message) -> Call | None:
+    """The index function that applies an event's serials (migrations/0002), if it has any."""
+    match event:
+        case pb.UnitsIssued():
+            [put] = changes(event)
+            assert isinstance(put, Put)
+            return sql_index.issued(event.issuance_id, put)
+        case pb.UnitsReserved():
+            return sql_index.moved("reserved", event.reservation_id, event.account_id, event.quantity, _moves(event))
+        case pb.ReservationReleased():
+            return sql_index.moved("released", event.reservation_id, event.account_id, event.quantity, _moves(event))
+        case pb.UnitsTransferred():
+            kind = "transferred"
+            return sql_index.moved(kind, event.reservation_id, event.from_account_id, event.quantity, _moves(event))
+        case pb.UnitsRetired():
+            # The reservation that picked the serials is spent whole ("transferred").
+            kind = "transferred"
+            return sql_index.moved(kind, event.retirement_id, event.account_id, event.quantity, _moves(event))
+    return None
+
+
+def inline(envelope: Envelope, event: Message) -> Call | None:
+    """The event's whole projection when that is its index call alone: the unit of work
+    makes it inside the append's statement (a reserve or a transfer is one round trip)."""
+    if isinstance(event, pb.UnitsRetired) or _holders_transfer(event):
+        return None
+    return index_call(event)
+
+
 async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
-    """One statement per event: the index's changes and the rows beside them go in one
-    call to a server-side function (migrations/0002)."""
-    index = SqlIndex(conn)
+    """The index's changes in one call to a server-side function (migrations/0002), and
+    the rows beside them."""
+    if (call := index_call(event)) is not None:
+        await sql_index.run(conn, call)
     match event:
         case pb.AccountOpened():
             await conn.execute(
@@ -98,21 +129,9 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
             )
         case pb.MandateRevoked():
             await conn.execute("DELETE FROM mandates WHERE mandate_id = $1", event.mandate_id)
-        case pb.UnitsIssued():
-            [put] = changes(event)
-            assert isinstance(put, Put)
-            await index.issued(event.issuance_id, put)
-        case pb.UnitsReserved():
-            await index.moved("reserved", event.reservation_id, event.account_id, event.quantity, _moves(event))
-        case pb.ReservationReleased():
-            await index.moved("released", event.reservation_id, event.account_id, event.quantity, _moves(event))
-        case pb.UnitsTransferred():
-            await index.moved("transferred", event.reservation_id, event.from_account_id, event.quantity, _moves(event))
-            if event.transfer_id == event.reservation_id:  # a holder's transfer (domain/controls.py)
-                await conn.execute("DELETE FROM scheduled_transfers WHERE transfer_id = $1", event.transfer_id)
+        case pb.UnitsTransferred() if _holders_transfer(event):
+            await conn.execute("DELETE FROM scheduled_transfers WHERE transfer_id = $1", event.transfer_id)
         case pb.UnitsRetired():
-            # The reservation that picked the serials is spent whole ("transferred").
-            await index.moved("transferred", event.retirement_id, event.account_id, event.quantity, _moves(event))
             await conn.execute(
                 "INSERT INTO retirements (retirement_id, account_id, quantity, cancelled, beneficiary, purpose, "
                 "requested_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -126,6 +145,11 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
             )
         case _:
             await _project_control(conn, event)
+
+
+def _holders_transfer(event: Message) -> bool:
+    """A transfer its holder asked for (domain/controls.py), scheduled or not."""
+    return isinstance(event, pb.UnitsTransferred) and event.transfer_id == event.reservation_id
 
 
 async def _project_control(conn: asyncpg.Connection, event: Message) -> None:

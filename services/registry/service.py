@@ -33,8 +33,9 @@ from services.common.repository import Repository
 from services.common.runtime import Kernel
 from services.common.statehash import ServiceState
 from services.common.unit_of_work import Destinations, UnitOfWork, UnitOfWorkFactory
+from services.registry import sql_index
 from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
-from services.registry.domain.blocks import Block, IndexConflict
+from services.registry.domain.blocks import Block
 from services.registry.domain.controls import Controls, Policy
 from services.registry.domain.ledger import (
     EVIDENCE_LIMIT,
@@ -46,7 +47,7 @@ from services.registry.domain.ledger import (
     command_id,
     picking,
 )
-from services.registry.projector import PROJECTIONS, project
+from services.registry.projector import PROJECTIONS, inline, project
 from services.registry.sql_index import SqlIndex
 from tonne.v1 import registry_pb2 as pb
 from tonne.v1.envelope_pb2 import CommandRejected, Envelope
@@ -55,9 +56,16 @@ from tonne.v1.envelope_pb2 import CommandRejected, Envelope
 PAGE = 100
 # A command whose stream another writer moved is decided again, this many times.
 ATTEMPTS = 5
-# What a decision's facts moving under it looks like: decide again (the consumer retries
-# a ConcurrencyError after reloading; so does the HTTP API).
-_MOVED = (IndexConflict, asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
+
+
+def _moved(exc: BaseException) -> bool:
+    """Whether a decision's facts moved under it: decide again (the consumer retries a
+    ConcurrencyError after reloading; so does `decide`)."""
+    return isinstance(exc, ConcurrencyError | asyncpg.UniqueViolationError | asyncpg.DeadlockDetectedError) or (
+        sql_index.conflicted(exc)
+    )
+
+
 # Commands that name an account: bound to a channel once the account is loaded.
 _NAMES_ACCOUNT = (
     pb.OpenAccount,
@@ -115,7 +123,7 @@ class Registry:
         )
         self.ledger = Ledger()
         self.controls = Controls(policy or ControlSettings().policy(), self.ledger)
-        self.unit_of_work = UnitOfWorkFactory(kernel.pool, project)
+        self.unit_of_work = UnitOfWorkFactory(kernel.pool, project, inline)
         self.state = ServiceState([self.accounts, self.authorizations, self.projects], project, PROJECTIONS)
 
     @property
@@ -136,14 +144,15 @@ class Registry:
 
     async def decide(self, command: Message, actor: str, now: datetime | None = None) -> list[Message]:
         """Decide and record in a unit of work of its own (the API's and the scheduler's
-        path), again when another writer moved the stream under the decision."""
+        path), again when another writer moved the stream under the decision. The unit of
+        work is deferred: a decision that writes one statement needs no transaction."""
         context = Context.new(actor=actor)
         for attempt in range(ATTEMPTS):
             try:
-                async with self.unit_of_work() as uow:
+                async with self.unit_of_work(deferred=True) as uow:
                     return await self.execute(uow, command, context, now=now)
-            except ConcurrencyError:
-                if attempt == ATTEMPTS - 1:
+            except Exception as exc:
+                if not _moved(exc) or attempt == ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
 
@@ -171,8 +180,10 @@ class Registry:
             if events:
                 await uow.record(aggregate, [(e, destinations(e)) for e in events], context)
             return events
-        except _MOVED as exc:
-            raise ConcurrencyError(f"the registry's index moved under the decision: {exc!r}") from exc
+        except Exception as exc:
+            if _moved(exc) and not isinstance(exc, ConcurrencyError):
+                raise ConcurrencyError(f"the registry's index moved under the decision: {exc!r}") from exc
+            raise
 
     async def _decide(
         self, uow: UnitOfWork, command: Message, channel: str, now: datetime

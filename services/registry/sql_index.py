@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from services.common.eventstore import Call
 from services.registry.domain.accounts import AccountRef
 from services.registry.domain.blocks import Block, Holding, IndexConflict, Move, Put, Status, Units
 from tonne.v1 import registry_pb2 as pb
@@ -220,14 +221,17 @@ class SqlIndex:
         )
         return [block_of(r) for r in rows]
 
-    # --- changes: one call per event ---
 
-    async def issued(self, issuance_id: str, put: Put) -> None:
-        """An issuance's row, its block and the holder's holdings."""
-        block = put.block
-        u = block.units
-        await self._call(
-            "SELECT registry_units_issued($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+# --- changes: one call per event ---
+
+
+def issued(issuance_id: str, put: Put) -> Call:
+    """An issuance's row, its block and the holder's holdings."""
+    block = put.block
+    u = block.units
+    return Call(
+        "registry_units_issued",
+        (
             issuance_id,
             block.account_id,
             block.namespace,
@@ -239,17 +243,20 @@ class SqlIndex:
             u.authorization_id,
             u.data,
             u.key,
-        )
+        ),
+    )
 
-    async def moved(self, kind: str, reservation_id: str, account_id: str, quantity: int, moves: list[Move]) -> None:
-        """A reservation's row changed as `kind` says (reserved: created; released or
-        transferred: that total grows by `quantity`), and its serials moved."""
-        source = moves[0].source if moves else Holding("")
-        target = moves[0].target if moves else Holding("")
-        if any((m.source, m.target) != (source, target) for m in moves):
-            raise ValueError("one event moves serials from one holding to one other")
-        await self._call(
-            "SELECT registry_units_moved($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+
+def moved(kind: str, reservation_id: str, account_id: str, quantity: int, moves: list[Move]) -> Call:
+    """A reservation's row changed as `kind` says (reserved: created; released or
+    transferred: that total grows by `quantity`), and its serials moved."""
+    source = moves[0].source if moves else Holding("")
+    target = moves[0].target if moves else Holding("")
+    if any((m.source, m.target) != (source, target) for m in moves):
+        raise ValueError("one event moves serials from one holding to one other")
+    return Call(
+        "registry_units_moved",
+        (
             kind,
             reservation_id,
             account_id,
@@ -263,12 +270,19 @@ class SqlIndex:
             [m.namespace for m in moves],
             [m.start for m in moves],
             [m.end for m in moves],
-        )
+        ),
+    )
 
-    async def _call(self, query: str, *args: object) -> None:
-        try:
-            await self.conn.execute(query, *args)
-        except asyncpg.PostgresError as exc:
-            if exc.sqlstate == INDEX_CONFLICT:
-                raise IndexConflict(str(exc)) from exc
-            raise
+
+def conflicted(exc: BaseException) -> bool:
+    """Whether the index refused a change: what it moves is not where the event says."""
+    return isinstance(exc, IndexConflict) or getattr(exc, "sqlstate", None) == INDEX_CONFLICT
+
+
+async def run(conn: asyncpg.Connection, call: Call) -> None:
+    try:
+        await conn.execute(f"SELECT {call.sql(1)}", *call.args)
+    except asyncpg.PostgresError as exc:
+        if conflicted(exc):
+            raise IndexConflict(str(exc)) from exc
+        raise

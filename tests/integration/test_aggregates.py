@@ -196,3 +196,55 @@ async def test_a_unit_of_work_decides_many_times_on_one_aggregate(pool: asyncpg.
     async with pool.acquire() as conn:
         stored = await repository.load(conn, "roster-g", from_snapshot=False)
     assert (stored.accounts, stored.version) == (["g1", "g2", "g3"], 3)
+
+
+async def test_a_deferred_unit_of_work_writes_at_its_end_in_one_statement_or_one_transaction(
+    pool: asyncpg.Pool,
+) -> None:
+    """One decision's writes wait for the end: a lone append, its projection made inside
+    its statement (the inline call), needs no transaction; several writes commit together
+    or not at all, and a failure drops what the unit of work loaded."""
+    await pool.execute(
+        "CREATE FUNCTION opened_by(account text, stream text) RETURNS void LANGUAGE plpgsql AS $$ BEGIN "
+        "IF account LIKE 'bad%' THEN RAISE EXCEPTION 'refused %', account; END IF; "
+        "INSERT INTO opened (account_id, stream_id) VALUES (account, stream); END $$"
+    )
+
+    def inline(envelope: Envelope, event: Message) -> eventstore.Call | None:
+        assert isinstance(event, rpb.AccountOpened)
+        return eventstore.Call("opened_by", (event.account_id, envelope.aggregate_id))
+
+    repository, unit_of_work = rosters(snapshot_every=100), UnitOfWorkFactory(pool, project, inline)
+    statements: list[str] = []
+
+    def logged(query: asyncpg.connection.LoggedQuery) -> None:
+        statements.append(query.query.strip().upper())
+
+    async with unit_of_work(deferred=True) as uow:
+        uow.conn.add_query_logger(logged)  # stays on the pool's connection: the test's own pool
+        roster = await uow.load(repository, "d")
+        await uow.record(roster, [(e, []) for e in roster.open("d1")], CONTEXT)
+        assert await pool.fetchval("SELECT count(*) FROM events WHERE stream_id = 'roster-d'") == 0  # pending
+    writes = [s for s in statements if "INSERT INTO" in s or s.startswith(("BEGIN", "COMMIT"))]
+    assert len(writes) == 1 and "OPENED_BY(" in writes[0]  # the append alone, its projection inside
+    assert await pool.fetchval("SELECT stream_id FROM opened WHERE account_id = 'd1'") == "roster-d"
+
+    # The inline call fails: the append in its statement is not written either.
+    with pytest.raises(asyncpg.RaiseError):
+        async with unit_of_work(deferred=True) as uow:
+            roster = await uow.load(repository, "d")
+            await uow.record(roster, [(e, []) for e in roster.open("bad1")], CONTEXT)
+    assert repository.cached("roster-d") is None
+    assert await pool.fetchval("SELECT max(version) FROM events WHERE stream_id = 'roster-d'") == 1
+
+    # Two writes, the second on a stream another instance moves meanwhile: neither lands.
+    elsewhere = (rosters(), UnitOfWorkFactory(pool, project, inline))
+    with pytest.raises(ConcurrencyError):
+        async with unit_of_work(deferred=True) as uow:
+            first = await uow.load(repository, "f")
+            await uow.record(first, [(e, []) for e in first.open("f1")], CONTEXT)
+            second = await uow.load(repository, "e")
+            await open_accounts(elsewhere[1], elsewhere[0], "e", "e1")
+            await uow.record(second, [(e, []) for e in second.open("e2")], CONTEXT)
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE stream_id = 'roster-f'") == 0
+    assert repository.cached("roster-f") is None and repository.cached("roster-e") is None

@@ -23,9 +23,10 @@ from services.common.db import connect_pool, migrate
 from services.common.envelope import Context, wrap
 from services.common.kafka import KafkaAccess
 from services.common.runtime import Kernel
+from services.registry import sql_index
 from services.registry.domain.blocks import Holding, IndexConflict, Move, Status
 from services.registry.service import Registry
-from services.registry.sql_index import SqlIndex
+from services.registry.sql_index import moved
 from tests.integration.test_registry_state import app_for, run, settings_for
 from tests.unit.factories import issuance, loa, open_account
 from tonne.v1 import registry_pb2 as pb
@@ -169,14 +170,15 @@ async def test_the_index_refuses_an_event_that_does_not_match_it(kernel: Kernel)
         await run(registry, command)
     reserved = Holding("TH-GOV", Status.RESERVED, "R-X")
     async with kernel.pool.acquire() as conn:
-        index = SqlIndex(conn)
         with pytest.raises(IndexConflict):  # not held as the event says
             async with conn.transaction():
-                await index.moved("released", "R-X", "TH-GOV", 10, [Move("JCM-TH", 1, 10, reserved, Holding("TH-GOV"))])
+                await sql_index.run(
+                    conn, moved("released", "R-X", "TH-GOV", 10, [Move("JCM-TH", 1, 10, reserved, Holding("TH-GOV"))])
+                )
         with pytest.raises(IndexConflict):  # beyond the container
             async with conn.transaction():
-                await index.moved(
-                    "reserved", "R-X", "TH-GOV", 10, [Move("JCM-TH", 95, 104, Holding("TH-GOV"), reserved)]
+                await sql_index.run(
+                    conn, moved("reserved", "R-X", "TH-GOV", 10, [Move("JCM-TH", 95, 104, Holding("TH-GOV"), reserved)])
                 )
     blocks = await kernel.pool.fetch("SELECT serial_start, serial_end, status FROM blocks")
     assert [tuple(r) for r in blocks] == [(1, 100, "held")]
