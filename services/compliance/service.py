@@ -23,14 +23,16 @@ from services.common import eventstore, outbox, topics
 from services.common.auth import Identity
 from services.common.consumer import Handler
 from services.common.envelope import Context, payload_of
+from services.common.repository import Repository
 from services.common.runtime import Kernel
 from services.common.statehash import Projection, ServiceState
 from services.common.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from services.compliance import chain
 from services.compliance.chain import AuditFeed, AuditLog
+from services.compliance.domain.authorizations import PREFIX, AuthorizationUsage, by_authorization
 from services.compliance.domain.facts import Facts, needed, spent
 from services.compliance.domain.jurisdictions import account_ids, concerned, is_party
-from services.compliance.domain.screening import Policy, screen
+from services.compliance.domain.screening import Policy, claims, screen
 from services.compliance.domain.validation import (
     check_fact,
     check_request_keys,
@@ -40,6 +42,7 @@ from services.compliance.domain.validation import (
 )
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as rpb
+from tonne.v1 import settlement_pb2 as spb
 from tonne.v1.envelope_pb2 import Envelope
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,11 @@ PROJECTIONS = (
     Projection("accounts", ("account_id", "jurisdiction"), ("account_id",)),
     Projection("authorizations", ("authorization_id", "host_party", "quantity", "loa"), ("authorization_id",)),
     Projection("reservations", ("reservation_id", "account_id", "quantity", "blocks"), ("reservation_id",)),
-    Projection("authorization_used", ("authorization_id", "quantity"), ("authorization_id",)),
+    # numeric has no canonical form in the hash: its text has.
+    Projection("authorization_usage", ("authorization_id", "used::text", "claimed::text"), ("authorization_id",)),
+    Projection(
+        "authorization_claims", ("request_id", "authorization_id", "quantity"), ("request_id", "authorization_id")
+    ),
     Projection(
         "decisions",
         ("request_id", "trade_id", "verdict", "decision", "from_account_id", "to_account_id"),
@@ -120,14 +127,20 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 event.quantity,
                 blocks,
             )
-        case rpb.UnitsTransferred():
-            for loa_id, quantity in sorted(spent(event).items()):
-                await conn.execute(
-                    "INSERT INTO authorization_used (authorization_id, quantity) VALUES ($1, $2) "
-                    "ON CONFLICT (authorization_id) DO UPDATE SET quantity = authorization_used.quantity + $2",
-                    loa_id,
-                    quantity,
-                )
+        case cpb.AuthorizationClaimed():
+            await conn.execute(
+                "INSERT INTO authorization_claims (request_id, authorization_id, quantity) VALUES ($1, $2, $3)",
+                event.request_id,
+                event.authorization_id,
+                event.quantity,
+            )
+            await _usage(conn, event.authorization_id, claimed=event.quantity)
+        case cpb.AuthorizationClaimReleased():
+            await _unclaim(conn, event.request_id, event.authorization_id)
+            await _usage(conn, event.authorization_id, claimed=-event.quantity)
+        case cpb.AuthorizationFirstTransferred():
+            await _unclaim(conn, event.transfer_id, event.authorization_id)
+            await _usage(conn, event.authorization_id, used=event.quantity, claimed=-event.claim_settled)
         case cpb.ScreenTransfer():  # deferred until its reservation is known
             await conn.execute(
                 "INSERT INTO deferred_screens (request_id, reservation_id, request, deferred_at) "
@@ -151,6 +164,22 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
             )
 
 
+async def _usage(conn: asyncpg.Connection, authorization_id: str, used: int = 0, claimed: int = 0) -> None:
+    await conn.execute(
+        "INSERT INTO authorization_usage AS u (authorization_id, used, claimed) VALUES ($1, $2, $3) "
+        "ON CONFLICT (authorization_id) DO UPDATE SET used = u.used + $2, claimed = u.claimed + $3",
+        authorization_id,
+        used,
+        claimed,
+    )
+
+
+async def _unclaim(conn: asyncpg.Connection, request_id: str, authorization_id: str) -> None:
+    await conn.execute(
+        "DELETE FROM authorization_claims WHERE request_id = $1 AND authorization_id = $2", request_id, authorization_id
+    )
+
+
 async def accounts_of(conn: asyncpg.Connection, ids: Iterable[str]) -> dict[str, str]:
     """Account id -> jurisdiction, for the given accounts only."""
     rows = await conn.fetch(
@@ -160,8 +189,9 @@ async def accounts_of(conn: asyncpg.Connection, ids: Iterable[str]) -> dict[str,
 
 
 async def facts_for(conn: asyncpg.Connection, request: cpb.ScreenTransfer) -> Facts:
-    """What screening `request` needs: its two accounts, its reservation, and the
-    authorizations its blocks name with their usage. Nothing else is read."""
+    """What screening `request` needs from the tables: its two accounts, its reservation
+    and the authorizations its blocks name (their usage is aggregates: `Compliance.facts`).
+    Nothing else is read."""
     facts = Facts(accounts=await accounts_of(conn, (request.from_account_id, request.to_account_id)))
     row = await conn.fetchrow(
         "SELECT account_id, quantity, blocks FROM reservations WHERE reservation_id = $1", request.reservation_id
@@ -177,10 +207,6 @@ async def facts_for(conn: asyncpg.Connection, request: cpb.ScreenTransfer) -> Fa
         for row in await conn.fetch("SELECT loa FROM authorizations WHERE authorization_id = ANY($1::text[])", loas):
             loa = rpb.RecordAuthorization.FromString(row["loa"])
             facts.authorizations[loa.authorization_id] = loa
-        rows = await conn.fetch(
-            "SELECT authorization_id, quantity FROM authorization_used WHERE authorization_id = ANY($1::text[])", loas
-        )
-        facts.authorization_used = {row["authorization_id"]: row["quantity"] for row in rows}
     return facts
 
 
@@ -189,7 +215,11 @@ class Compliance:
         self.policy = policy
         self.pool = kernel.pool
         self.auth = kernel.auth
-        self.state = ServiceState(repositories=(), project=project, projections=PROJECTIONS)
+        settings = kernel.settings
+        self.usages = Repository(
+            AuthorizationUsage, PREFIX, snapshot_every=settings.snapshot_every, cache_size=settings.aggregate_cache
+        )
+        self.state = ServiceState(repositories=(self.usages,), project=project, projections=PROJECTIONS)
         self.unit_of_work = UnitOfWorkFactory(kernel.pool, project)
         self.audit = AuditLog(kernel.pool, readers=max(1, kernel.pool.get_max_size() // 2))
         self.feed = AuditFeed(kernel.settings.database_url, audit_streams)
@@ -200,7 +230,14 @@ class Compliance:
 
     async def on_record(self, topic: str, uow: UnitOfWork, envelope: Envelope, event: Message) -> None:
         context = Context.following(envelope, "compliance")
-        if needed(event):
+        if isinstance(event, rpb.UnitsTransferred) and needed(event):
+            check_fact(event)
+            for loa_id in sorted(spent(event)):  # one lock order: no deadlock between instances
+                usage = await uow.load(self.usages, loa_id)
+                await uow.record(usage, [(e, []) for e in usage.transferred(event)], context)
+        elif isinstance(event, spb.SettlementFailed):
+            await self.release(uow, event.trade_id, f"settlement failed: {event.code}", context)
+        elif needed(event):
             check_fact(event)
             await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
             if isinstance(event, rpb.UnitsReserved):
@@ -224,20 +261,51 @@ class Compliance:
             return
         problems = request_problems(request)
         if problems:
-            decision = refuse(request, problems, self.policy.version)
-        else:
-            # Serialised with the reservation's arrival: a screen deferred here is seen by
-            # the instance that folds the reservation, or the reservation is seen here.
-            await hold_reservation(uow.conn, request.reservation_id)
-            facts = await facts_for(uow.conn, request)
-            if request.reservation_id not in facts.reservations:
-                # Never decide on stale facts: the registry's reservation may still be on
-                # its way (registry.events and compliance.requests are not ordered).
-                if not await eventstore.read_stream(uow.conn, deferral_stream(request.request_id)):
-                    await uow.append(deferral_stream(request.request_id), 0, [(request, [])], context)
-                return
-            decision = screen(request, facts, self.policy)
-        await uow.append(stream, 0, [(decision, [(topics.COMPLIANCE_DECISIONS, request.trade_id)])], context)
+            refused = refuse(request, problems, self.policy.version)
+            await uow.append(stream, 0, [(refused, [(topics.COMPLIANCE_DECISIONS, request.trade_id)])], context)
+            return
+        # Serialised with the reservation's arrival: a screen deferred here is seen by the
+        # instance that folds the reservation, or the reservation is seen here.
+        await hold_reservation(uow.conn, request.reservation_id)
+        facts = await self.facts(uow, request)
+        if request.reservation_id not in facts.reservations:
+            # Never decide on stale facts: the registry's reservation may still be on its
+            # way (registry.events and compliance.requests are not ordered).
+            if not await eventstore.read_stream(uow.conn, deferral_stream(request.request_id)):
+                await uow.append(deferral_stream(request.request_id), 0, [(request, [])], context)
+            return
+        await self.decide(uow, request, facts, context)
+
+    async def facts(self, uow: UnitOfWork, request: cpb.ScreenTransfer) -> Facts:
+        """The request's facts, with the usage of each LoA its blocks name loaded (and so
+        locked) for this unit of work: deliveries spending one LoA are decided one at a
+        time, here and against other instances (the stream's version)."""
+        facts = await facts_for(uow.conn, request)
+        blocks = (b for r in facts.reservations.values() for b in r.blocks)
+        for loa_id in sorted(by_authorization(blocks)):
+            facts.usage[loa_id] = await uow.load(self.usages, loa_id)
+        return facts
+
+    async def decide(self, uow: UnitOfWork, request: cpb.ScreenTransfer, facts: Facts, context: Context) -> None:
+        """Screen and record the decision; an approval claims, in the same transaction,
+        what the delivery may spend of each LoA."""
+        decision = screen(request, facts, self.policy)
+        if decision.verdict == cpb.APPROVED:
+            for loa_id, quantity in claims(request, facts).items():
+                usage = facts.usage[loa_id]
+                await uow.record(usage, [(e, []) for e in usage.claim(request.request_id, quantity)], context)
+        sink = [(topics.COMPLIANCE_DECISIONS, request.trade_id)]
+        await uow.append(decision_stream(request.request_id), 0, [(decision, sink)], context)
+
+    async def release(self, uow: UnitOfWork, request_id: str, reason: str, context: Context) -> None:
+        """A delivery that will not happen gives back what it claimed."""
+        rows = await uow.conn.fetch(
+            "SELECT authorization_id FROM authorization_claims WHERE request_id = $1 ORDER BY authorization_id",
+            request_id,
+        )
+        for row in rows:
+            usage = await uow.load(self.usages, row["authorization_id"])
+            await uow.record(usage, [(e, []) for e in usage.release(request_id, reason)], context)
 
     async def resume(self, uow: UnitOfWork, reservation_id: str, context: Context) -> None:
         """Screen the requests that were waiting for this reservation."""
@@ -256,9 +324,7 @@ class Compliance:
         )
         for row in rows:
             request = cpb.ScreenTransfer.FromString(row["request"])
-            decision = screen(request, await facts_for(uow.conn, request), self.policy)
-            sink = [(topics.COMPLIANCE_DECISIONS, request.trade_id)]
-            await uow.append(decision_stream(request.request_id), 0, [(decision, sink)], context)
+            await self.decide(uow, request, await self.facts(uow, request), context)
 
     async def _audit(self, uow: UnitOfWork, topic: str, envelope: Envelope, event: Message) -> None:
         links = uow.gathered("audit-links", chain.Links)

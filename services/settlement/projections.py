@@ -10,8 +10,9 @@ from google.protobuf.message import Message
 
 from services.common import mandates
 from services.common.inputs import INT64_MAX
+from services.common.serials import Interval, absorb
 from services.common.statehash import Projection
-from services.settlement.domain.adjustments import Interval, absorb, authorized_blocks
+from services.settlement.domain.adjustments import authorized_blocks
 from services.settlement.domain.settlement import Phase, cash_legs
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1 import settlement_pb2 as spb

@@ -26,9 +26,10 @@ from services.common.envelope import Context
 from services.common.errors import DomainError
 from services.common.repository import Repository
 from services.common.runtime import Kernel
+from services.common.serials import Interval
 from services.common.statehash import ServiceState
 from services.common.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from services.settlement.domain.adjustments import Interval, authorized_blocks
+from services.settlement.domain.adjustments import authorized_blocks
 from services.settlement.domain.checks import (
     check_account,
     check_authorization,

@@ -23,19 +23,22 @@ from services.common.auth import DevIssuer
 from services.common.db import connect_pool, migrate
 from services.common.envelope import Context, unwrap, wrap
 from services.common.errors import DomainError
+from services.common.eventstore import ConcurrencyError
 from services.common.replay import replay
 from services.common.runtime import Kernel
 from services.common.settings import Settings
 from services.compliance import chain
 from services.compliance.api import audit_lines, router
 from services.compliance.chain import StreamsFull, Subscription
+from services.compliance.domain.authorizations import AuthorizationUsage
 from services.compliance.domain.facts import Facts
-from services.compliance.domain.screening import Policy, screen
+from services.compliance.domain.screening import Policy, claims, screen
 from services.compliance.service import Compliance
 from tests.unit.factories import issuance, loa
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import matching_pb2 as mpb
 from tonne.v1 import registry_pb2 as rpb
+from tonne.v1 import settlement_pb2 as spb
 from tonne.v1.envelope_pb2 import Envelope
 
 INJECTION = "x'); DROP TABLE audit_chain; --"
@@ -158,10 +161,14 @@ async def test_screening_through_the_handlers_decides_as_the_pure_core(stack: St
     policy = Policy.load()
     approved, starved = request("T1"), request("T2", quantity=3600)
     for screened in (approved, starved):
+        expected = screen(screened, stack.pure, policy)
         await stack.deliver(topics.COMPLIANCE_REQUESTS, screened)
         stored = await stack.pool.fetchrow("SELECT * FROM decisions WHERE request_id = $1", screened.request_id)
-        expected = screen(screened, stack.pure, policy)
         assert stored["decision"] == expected.SerializeToString(deterministic=True)
+        if expected.verdict == cpb.APPROVED:  # the approval's claims, as the service records them
+            for loa_id, quantity in claims(screened, stack.pure).items():
+                usage = stack.pure.usage.setdefault(loa_id, AuthorizationUsage.of(loa_id))
+                usage.mutate(usage.claim(screened.request_id, quantity))
         assert (stored["trade_id"], stored["verdict"]) == (screened.trade_id, cpb.Verdict.Name(expected.verdict))
     assert (await stack.http.get("/decisions/T1")).json()["verdict"] == "APPROVED"
     rejected = (await stack.http.get("/decisions/T2")).json()
@@ -170,7 +177,10 @@ async def test_screening_through_the_handlers_decides_as_the_pure_core(stack: St
         "HOLDINGS_RESERVED",
         "DOUBLE_CLAIMING_AUTHORIZATION",
     ]
-    assert "LOA-TH-1 has 3500 left" in rejected["results"][-1]["evidence"]
+    # 4000 authorized, 500 first-transferred, 3000 claimed by T1: T2's serials would spend 3000.
+    assert "LOA-TH-1 has 500 left, transfer would first-transfer 3000" in rejected["results"][-1]["evidence"]
+    usage = await stack.pool.fetchrow("SELECT used, claimed FROM authorization_usage")
+    assert (usage["used"], usage["claimed"]) == (500, 3000)
     sent = await decisions_sent(stack)
     assert [(e.aggregate_id, cpb.ScreeningDecision.FromString(e.payload).request_id) for e in sent] == [
         ("decision-T1", "T1"),
@@ -413,3 +423,72 @@ async def test_a_screen_that_comes_before_its_reservation_waits_for_it(stack: St
     async with stack.pool.acquire() as conn:
         live = await stack.service.state.hash(conn)
     assert await replay(stack.settings, lambda kernel: Compliance(kernel, Policy.load(), 4), "zero") == live
+
+
+async def test_two_instances_screening_at_once_cannot_both_spend_one_authorization(stack: Stack) -> None:
+    """Issue 10's double claim: two deliveries whose sum exceeds what the LoA has left,
+    screened at the same moment by two instances; one is approved, the other refused after
+    the consumer's retry. The registry's transfer then spends the claim; a failed
+    settlement gives its claim back."""
+    from services.compliance.service import build
+
+    events = topics.REGISTRY_EVENTS
+    await stack.deliver(events, rpb.AccountOpened(account_id="TH-GOV", jurisdiction="TH"))
+    await stack.deliver(events, rpb.AccountOpened(account_id="CH-BUYER", jurisdiction="CH"))
+    await stack.deliver(events, rpb.AuthorizationRecorded(authorization=loa(quantity=4000)))
+    for reservation_id, start in (("S1", 1), ("S2", 2501)):
+        blocks = [block(start=start, end=start + 2499)]
+        reserved = rpb.UnitsReserved(reservation_id=reservation_id, account_id="TH-GOV", quantity=2500, blocks=blocks)
+        await stack.deliver(events, reserved)
+    other = build(Kernel(stack.settings, stack.pool))  # its own caches and stream locks
+    both_loaded = asyncio.Barrier(2)
+
+    async def screen_on(service: Compliance, screened: cpb.ScreenTransfer) -> int:
+        """As the consumer does: a unit of work, retried when a stream moved under it."""
+        envelope = wrap(screened, aggregate_id="k", context=Context("flow"), occurred_at=datetime.now(UTC))
+        for attempt in range(1, 4):
+            try:
+                async with service.unit_of_work() as uow:
+                    facts = await service.facts(uow, screened)  # loads (locks) the LoA's usage
+                    if attempt == 1:
+                        await asyncio.wait_for(both_loaded.wait(), HANG_GUARD)  # both read the same version
+                    await service.decide(uow, screened, facts, Context.following(envelope, "compliance"))
+                return attempt
+            except ConcurrencyError:
+                continue
+        raise AssertionError("never decided")
+
+    attempts = await asyncio.gather(
+        screen_on(stack.service, request("T1", 2500, "S1")), screen_on(other, request("T2", 2500, "S2"))
+    )
+    assert sorted(attempts) == [1, 2]  # the second writer's version check failed once
+    verdicts = await stack.pool.fetch("SELECT request_id, verdict FROM decisions ORDER BY request_id")
+    assert sorted(r["verdict"] for r in verdicts) == ["APPROVED", "REJECTED"]
+    [winner] = [r["request_id"] for r in verdicts if r["verdict"] == "APPROVED"]
+    usage = await stack.pool.fetchrow("SELECT used, claimed FROM authorization_usage")
+    assert (usage["used"], usage["claimed"]) == (0, 2500)
+
+    # The registry moves the winner's units abroad: the claim becomes use.
+    start = 1 if winner == "T1" else 2501
+    abroad = rpb.UnitsTransferred(
+        transfer_id=winner, from_jurisdiction="TH", to_jurisdiction="CH", blocks=[block(start=start, end=start + 2499)]
+    )
+    await stack.deliver(events, abroad)
+    usage = await stack.pool.fetchrow("SELECT used, claimed FROM authorization_usage")
+    assert (usage["used"], usage["claimed"]) == (2500, 0)
+
+    # A third delivery within what is left is approved, then its settlement fails: released.
+    await stack.deliver(
+        events,
+        rpb.UnitsReserved(
+            reservation_id="S3", account_id="TH-GOV", quantity=1500, blocks=[block(start=6001, end=7500)]
+        ),
+    )
+    await stack.deliver(topics.COMPLIANCE_REQUESTS, request("T3", 1500, "S3"))
+    assert await stack.pool.fetchval("SELECT claimed FROM authorization_usage") == 1500
+    await stack.deliver(topics.SETTLEMENT_EVENTS, spb.SettlementFailed(trade_id="T3", code="CASH_INSUFFICIENT"))
+    assert await stack.pool.fetchval("SELECT claimed FROM authorization_usage") == 0
+    assert await stack.pool.fetchval("SELECT count(*) FROM authorization_claims") == 0
+    async with stack.pool.acquire() as conn:
+        live = await stack.service.state.hash(conn)
+    assert await replay(stack.settings, build, "zero") == live

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from services.common.errors import DomainError
 from services.common.inputs import INT64_MAX
-from services.settlement.domain.adjustments import first_transfer_adjustments, subtract
+from services.common.serials import subtract
+from services.settlement.domain.adjustments import first_transfer_adjustments
 from services.settlement.domain.settlement import Phase, TradeSettlement, cash_legs
 from tests.unit.factories import loa
 from tonne.v1 import compliance_pb2 as cpb

@@ -12,7 +12,8 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.settlement.domain.adjustments import Interval, absorb, authorized_blocks, first_transfer_adjustments
+from services.common.serials import Interval, absorb
+from services.settlement.domain.adjustments import authorized_blocks, first_transfer_adjustments
 from tests.unit.factories import loa
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1 import settlement_pb2 as spb

@@ -204,3 +204,179 @@ class ReservationBlocks(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReservationBlocks: _TypeAlias = ReservationBlocks  # noqa: Y015
+
+@_typing.final
+class SerialRange(_message.Message):
+    """--- an authorization's usage (stream `authorization-<id>`, compliance's own; never on a
+    topic). Its quantity is spent by the first international transfer of each of its
+    units: claimed in the transaction that approves a delivery, so two deliveries can
+    never both spend one remainder, and settled when the registry moves the units.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    start: _builtins.int
+    end: _builtins.int
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "namespace", b"namespace", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SerialRange: _TypeAlias = SerialRange  # noqa: Y015
+
+@_typing.final
+class AuthorizationClaimed(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    authorization_id: _builtins.str
+    request_id: _builtins.str
+    """the screening request (the trade's transfer id)"""
+    quantity: _builtins.int
+    """units it may first-transfer at most"""
+    def __init__(
+        self,
+        *,
+        authorization_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_id", b"authorization_id", "quantity", b"quantity", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizationClaimed: _TypeAlias = AuthorizationClaimed  # noqa: Y015
+
+@_typing.final
+class AuthorizationClaimReleased(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    authorization_id: _builtins.str
+    request_id: _builtins.str
+    quantity: _builtins.int
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        authorization_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_id", b"authorization_id", "quantity", b"quantity", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizationClaimReleased: _TypeAlias = AuthorizationClaimReleased  # noqa: Y015
+
+@_typing.final
+class AuthorizationFirstTransferred(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    RANGES_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    CLAIM_SETTLED_FIELD_NUMBER: _builtins.int
+    authorization_id: _builtins.str
+    transfer_id: _builtins.str
+    quantity: _builtins.int
+    """their units: what the authorization spends"""
+    claim_settled: _builtins.int
+    """the claim of `transfer_id` this replaces (0: none)"""
+    @_builtins.property
+    def ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___SerialRange]:
+        """newly first-transferred, in serial order"""
+
+    def __init__(
+        self,
+        *,
+        authorization_id: _builtins.str = ...,
+        transfer_id: _builtins.str = ...,
+        ranges: _abc.Iterable[Global___SerialRange] | None = ...,
+        quantity: _builtins.int = ...,
+        claim_settled: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_id", b"authorization_id", "claim_settled", b"claim_settled", "quantity", b"quantity", "ranges", b"ranges", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizationFirstTransferred: _TypeAlias = AuthorizationFirstTransferred  # noqa: Y015
+
+@_typing.final
+class AuthorizationUsageSnapshot(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Claim(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        REQUEST_ID_FIELD_NUMBER: _builtins.int
+        QUANTITY_FIELD_NUMBER: _builtins.int
+        request_id: _builtins.str
+        quantity: _builtins.int
+        def __init__(
+            self,
+            *,
+            request_id: _builtins.str = ...,
+            quantity: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["quantity", b"quantity", "request_id", b"request_id"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    FIRST_TRANSFERRED_FIELD_NUMBER: _builtins.int
+    CLAIMS_FIELD_NUMBER: _builtins.int
+    authorization_id: _builtins.str
+    used: _builtins.int
+    @_builtins.property
+    def first_transferred(self) -> _containers.RepeatedCompositeFieldContainer[Global___SerialRange]:
+        """maximal runs, by namespace then start"""
+
+    @_builtins.property
+    def claims(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuthorizationUsageSnapshot.Claim]:
+        """by request id"""
+
+    def __init__(
+        self,
+        *,
+        authorization_id: _builtins.str = ...,
+        used: _builtins.int = ...,
+        first_transferred: _abc.Iterable[Global___SerialRange] | None = ...,
+        claims: _abc.Iterable[Global___AuthorizationUsageSnapshot.Claim] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_id", b"authorization_id", "claims", b"claims", "first_transferred", b"first_transferred", "used", b"used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizationUsageSnapshot: _TypeAlias = AuthorizationUsageSnapshot  # noqa: Y015

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
+from services.compliance.domain.authorizations import AuthorizationUsage
 from tonne.v1 import registry_pb2 as pb
 
 # Observed registry events that screening may need later.
@@ -18,7 +19,8 @@ OBSERVED = (pb.AccountOpened, pb.AuthorizationRecorded, pb.UnitsReserved, pb.Uni
 
 
 def spent(event: pb.UnitsTransferred) -> dict[str, int]:
-    """Authorized quantity a transfer first-transfers abroad, per LoA (none when domestic)."""
+    """Authorized units a transfer moves abroad, per LoA (none when domestic); what the LoA
+    spends of them is what its usage has not seen move abroad before."""
     used: dict[str, int] = {}
     if event.from_jurisdiction == event.to_jurisdiction:
         return used
@@ -42,8 +44,11 @@ class Facts:
     accounts: dict[str, str] = field(default_factory=dict)  # account id -> jurisdiction
     authorizations: dict[str, pb.RecordAuthorization] = field(default_factory=dict)
     reservations: dict[str, pb.UnitsReserved] = field(default_factory=dict)
-    # Authorized quantity already first-transferred abroad, per LoA.
-    authorization_used: dict[str, int] = field(default_factory=dict)
+    # How each LoA the request names has been spent and claimed (domain/authorizations.py).
+    usage: dict[str, AuthorizationUsage] = field(default_factory=dict)
+
+    def usage_of(self, authorization_id: str) -> AuthorizationUsage:
+        return self.usage.get(authorization_id) or AuthorizationUsage.of(authorization_id)
 
     def apply(self, event: Message) -> None:
         match event:
@@ -54,5 +59,6 @@ class Facts:
             case pb.UnitsReserved():
                 self.reservations[event.reservation_id] = event
             case pb.UnitsTransferred():
-                for loa, quantity in spent(event).items():
-                    self.authorization_used[loa] = self.authorization_used.get(loa, 0) + quantity
+                for loa in spent(event):
+                    usage = self.usage.setdefault(loa, AuthorizationUsage.of(loa))
+                    usage.mutate(usage.transferred(event))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.compliance.domain.authorizations import by_authorization
 from services.compliance.domain.facts import Facts
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as rpb
@@ -97,16 +98,35 @@ def quality_methodology(request: cpb.ScreenTransfer, facts: Facts, policy: Polic
     return _result("QUALITY_METHODOLOGY", problems, "methodologies allowed")
 
 
-def authorized_abroad(request: cpb.ScreenTransfer, facts: Facts, policy: Policy) -> cpb.RuleResult:
-    """Double claiming: units crossing a border need the host party's authorization
-    for the acquirer's purpose, in its vintage range, with quantity left."""
-    code = "DOUBLE_CLAIMING_AUTHORIZATION"
+def _abroad(request: cpb.ScreenTransfer, facts: Facts) -> tuple[str, str] | None:
+    """(source, target) jurisdictions when the transfer crosses a border."""
     source = facts.accounts.get(request.from_account_id)
     target = facts.accounts.get(request.to_account_id)
-    if source is None or target is None or source == target:
+    return None if source is None or target is None or source == target else (source, target)
+
+
+def claims(request: cpb.ScreenTransfer, facts: Facts) -> dict[str, int]:
+    """What delivering `request` may spend of each LoA its blocks name: their units not yet
+    first-transferred, at most the quantity delivered (the registry picks which reserved
+    serials move, so the claim covers any pick). None for a domestic transfer."""
+    if _abroad(request, facts) is None:
+        return {}
+    claimed = {
+        loa_id: min(request.quantity, facts.usage_of(loa_id).fresh(blocks))
+        for loa_id, blocks in sorted(by_authorization(_blocks(request, facts)).items())
+    }
+    return {loa_id: quantity for loa_id, quantity in claimed.items() if quantity}
+
+
+def authorized_abroad(request: cpb.ScreenTransfer, facts: Facts, policy: Policy) -> cpb.RuleResult:
+    """Double claiming: units crossing a border need the host party's authorization for
+    the acquirer's purpose, in its vintage range, with quantity left for those crossing
+    for the first time (resales spend nothing)."""
+    code = "DOUBLE_CLAIMING_AUTHORIZATION"
+    abroad = _abroad(request, facts)
+    if abroad is None:
         return _result(code, [], "domestic transfer: no authorization needed")
     problems = []
-    wanted: dict[str, int] = {}
     for b in _blocks(request, facts):
         a = b.attributes
         loa = facts.authorizations.get(a.authorization_id)
@@ -120,13 +140,12 @@ def authorized_abroad(request: cpb.ScreenTransfer, facts: Facts, policy: Policy)
             problems.append(f"{where} authorization does not cover {rpb.AuthorizedUse.Name(policy.cross_border_use)}")
         if not loa.vintage_from <= a.vintage <= loa.vintage_to:
             problems.append(f"{where} vintage {a.vintage} outside {loa.vintage_from}-{loa.vintage_to}")
-        wanted[loa.authorization_id] = wanted.get(loa.authorization_id, 0)
-    # The transfer takes `quantity` units; charge them against the LoAs of its blocks.
-    for loa_id in wanted:
-        left = facts.authorizations[loa_id].quantity - facts.authorization_used.get(loa_id, 0)
-        if left < request.quantity:
-            problems.append(f"authorization {loa_id} has {left} left, transfer asks {request.quantity}")
-    return _result(code, problems, f"authorized for transfer {source} -> {target}")
+    for loa_id, wanted in claims(request, facts).items():
+        if loa_id in facts.authorizations:
+            left = facts.usage_of(loa_id).left(facts.authorizations[loa_id].quantity)
+            if left < wanted:
+                problems.append(f"authorization {loa_id} has {left} left, transfer would first-transfer {wanted}")
+    return _result(code, problems, "authorized for transfer {} -> {}".format(*abroad))
 
 
 RULES: tuple[Rule, ...] = (

@@ -3,40 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
+from services.common.serials import Interval, subtract
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1 import settlement_pb2 as spb
-
-Interval = tuple[int, int]  # serials [start, end], inclusive
-
-
-def subtract(interval: Interval, taken: Iterable[Interval]) -> list[Interval]:
-    """The parts of `interval` that no interval in `taken` covers, in serial order.
-
-    One sweep over `taken` sorted by start: O(k log k) for k intervals, whether or not
-    they overlap each other."""
-    start, end = interval
-    pieces: list[Interval] = []
-    for t_start, t_end in sorted(taken):
-        if t_end < start or end < t_start:
-            continue
-        if start < t_start:
-            pieces.append((start, t_start - 1))
-        start = t_end + 1
-        if start > end:
-            return pieces
-    pieces.append((start, end))
-    return pieces
-
-
-def absorb(interval: Interval, touching: Iterable[Interval]) -> Interval:
-    """`interval` merged with the index intervals that overlap or adjoin it: the index
-    keeps maximal runs, so it is disjoint and the same whatever order transfers came in."""
-    start, end = interval
-    for t_start, t_end in touching:
-        start, end = min(start, t_start), max(end, t_end)
-    return start, end
 
 
 def owes_first_transfer(transfer: rpb.UnitsTransferred) -> bool:

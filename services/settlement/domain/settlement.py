@@ -18,7 +18,8 @@ from google.protobuf.message import Message
 
 from services.common.aggregate import Aggregate
 from services.common.inputs import INT64_MAX
-from services.settlement.domain.adjustments import Interval, first_transfer_adjustments
+from services.common.serials import Interval
+from services.settlement.domain.adjustments import first_transfer_adjustments
 from services.settlement.domain.checks import check_trade
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import matching_pb2 as mpb
