@@ -249,6 +249,7 @@ async def open_market(venue: Venue, run: str) -> Market:
         await venue.grant_mandate("CN", account, "broker-a")
     for account in buyers:
         await venue.grant_mandate("CN", account, "broker-b")
+        await venue.fund(account, "CNY", 10**15)  # buys are paid from deposited cash
     return Market(sellers, buyers)
 
 

@@ -52,6 +52,8 @@ from services.compliance.domain.screening import Policy, screen
 from services.matching.domain.engine import Book
 from services.matching.domain.instruments import load as load_instruments
 from services.registry.domain.memory import MemoryRegistry, stream_of
+from services.settlement.domain import dvp
+from services.settlement.domain.cash import CashAccount
 from services.settlement.domain.settlement import TradeSettlement
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import matching_pb2 as mpb
@@ -123,9 +125,20 @@ def matching_history(n: int) -> Seeded:
 
 
 def settlement_history(n: int) -> Seeded:
-    """Trades started, approved and settled (three events each)."""
+    """Trades started, approved and settled, each with its cash held, paid and received
+    (the buyer funded once): what the live path records, stream by stream."""
     rows: list[Row] = []
-    for i in range(1, n // 3 + 2):
+    buyer, seller = CashAccount.of("CN-BUY", "CNY"), CashAccount.of("CN-SELL", "CNY")
+
+    def record(aggregate: Aggregate, events: list[Message]) -> None:
+        for event in events:
+            aggregate.mutate([event])
+            rows.append((aggregate.stream_id, aggregate.version, event))
+
+    record(buyer, buyer.deposit("fund", 10**15, "bench"))
+    i = 0
+    while len(rows) < n:
+        i += 1
         trade = mpb.TradeExecuted(
             trade_id=f"T:{i}:1", instrument_id="CCER-2025", price=8000, quantity=10, currency="CNY",
             buy_order_id=f"b{i}", sell_order_id=f"s{i}", buyer_account_id="CN-BUY", seller_account_id="CN-SELL",
@@ -133,16 +146,16 @@ def settlement_history(n: int) -> Seeded:
         )  # fmt: skip
         saga = TradeSettlement(f"settlement-{trade.trade_id}")
         approved = cpb.ScreeningDecision(request_id=trade.trade_id, trade_id=trade.trade_id, verdict=cpb.APPROVED)
-        for step in ("start", "screened", "transferred"):
-            if step == "start":
-                events = saga.start(trade)
+        for step in ("opened", "screened", "delivered"):
+            if step == "opened":
+                steps = dvp.opened(saga, trade, buyer)
             elif step == "screened":
-                events = saga.screened(approved)
+                steps = dvp.screened(saga, approved, buyer, seller)
             else:
-                events = saga.transferred(_transfer(trade), {}, {}, {})
-            for event in events:
-                saga.mutate([event])
-                rows.append((saga.stream_id, saga.version, event))
+                steps = dvp.delivered(saga, _transfer(trade), {}, {}, buyer, seller)
+            record(saga, steps.settlement)
+            record(buyer, steps.buyer)
+            record(seller, steps.seller)
     return rows[:n], {}, None
 
 

@@ -141,6 +141,27 @@ class Venue:
 
         await eventually(listed, f"{broker_id}'s mandate for {account_id} to reach matching")
 
+    async def fund(self, account_id: str, currency: str, amount: int) -> Any:
+        """The operator deposits cash for the account (buys are paid from it); waits until
+        settlement knows the registry's account. The reference makes a retry idempotent."""
+        body: dict[str, Any] = {"movement_id": f"fund-{account_id}-{currency}-{amount}", "account_id": account_id}
+        body |= {"currency": currency, "amount": amount}
+
+        async def deposited() -> Any:
+            response = await self.client.post(f"{self.settlement}/cash/deposits", json=body, headers=self.operator)
+            if response.status_code == 404:  # the registry's AccountOpened is still on its way
+                return None
+            assert response.status_code in (200, 201), response.text
+            return response.json()
+
+        return await eventually(deposited, f"a deposit for {account_id}")
+
+    async def cash(self, account_id: str, currency: str) -> tuple[int, int] | None:
+        """(available, held) as the operator reads it."""
+        balances = await self.get(f"{self.settlement}/cash/{account_id}")
+        found = (balances or {}).get(currency)
+        return (found["available"], found["held"]) if found else None
+
     async def get(self, url: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
         """The JSON of a 200, else None; as the operator unless `headers` say otherwise."""
         response = await self.client.get(url, headers=self.operator if headers is None else headers, **kwargs)

@@ -21,6 +21,8 @@ def _printable(value: str) -> str:
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")]
 # ISO 3166-1 alpha-2 party or jurisdiction.
 Party = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+# ISO 4217 alphabetic code.
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 # Free text such as a holder's name or a reason.
 Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
 # Quantities and prices: positive and within int64 (the database's bigint).

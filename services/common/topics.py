@@ -1,8 +1,8 @@
 """Every Kafka topic of tonne, with its partition count and who reads and writes it, in
 one place.
 
-Keys: instrument for matching, account for registry, trade for settlement,
-jurisdiction for audit. Each consumed topic has a dead-letter twin "<topic>.dlq".
+Keys: instrument for matching, account for registry, trade for settlement (account for its
+commands and cash), jurisdiction for audit. Each consumed topic has a dead-letter twin "<topic>.dlq".
 The broker's ACLs (deploy/kafka_security.py) are derived from `consumed` and `produced`.
 """
 
@@ -24,6 +24,7 @@ REGISTRY_COMMANDS = "registry.commands"
 REGISTRY_EVENTS = "registry.events"
 MATCHING_ORDERS = "matching.orders"
 MATCHING_EVENTS = "matching.events"
+SETTLEMENT_COMMANDS = "settlement.commands"
 SETTLEMENT_EVENTS = "settlement.events"
 COMPLIANCE_REQUESTS = "compliance.requests"
 COMPLIANCE_DECISIONS = "compliance.decisions"
@@ -50,7 +51,7 @@ def dead_letter(topic: str) -> str:
 _CONSUMES: dict[str, tuple[str, ...]] = {
     "registry": (REGISTRY_COMMANDS, *(registry_inbound(j) for j in JURISDICTIONS)),
     "matching": (MATCHING_ORDERS, REGISTRY_EVENTS),
-    "settlement": (MATCHING_EVENTS, COMPLIANCE_DECISIONS, REGISTRY_EVENTS),
+    "settlement": (SETTLEMENT_COMMANDS, MATCHING_EVENTS, COMPLIANCE_DECISIONS, REGISTRY_EVENTS),
     "compliance": (REGISTRY_EVENTS, MATCHING_EVENTS, SETTLEMENT_EVENTS, COMPLIANCE_REQUESTS, COMPLIANCE_DECISIONS),
 }
 _SENDS: dict[str, tuple[str, ...]] = {
@@ -85,6 +86,7 @@ def partition_counts() -> dict[str, int]:
         REGISTRY_EVENTS: 3,
         MATCHING_ORDERS: 3,
         MATCHING_EVENTS: 3,
+        SETTLEMENT_COMMANDS: 3,
         SETTLEMENT_EVENTS: 3,
         COMPLIANCE_REQUESTS: 3,
         COMPLIANCE_DECISIONS: 3,

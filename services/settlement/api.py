@@ -5,20 +5,23 @@ Authority (docs/trust.md): a settlement is seen by the operator, a broker of eit
 and a regulator of either account's jurisdiction; adjustments by the operator and the
 regulator, registry operator or national registry of the party; cash by the operator and
 a broker with a mandate for the account. Anyone else gets the answer an unknown object gets.
+Deposits and withdrawals are recorded by the operator only (it confirms the bank's side).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Security
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.auth import Identity, forbidden
 from services.common.errors import NotFound
-from services.common.inputs import Identifier, Limit, Party
+from services.common.inputs import INT64_MAX, Currency, Identifier, Limit, Party, Positive64
 from services.common.problems import refusals
-from services.settlement.service import Settlement
+from services.settlement.service import Movement, Settlement
 
 # An opaque cursor from a previous page's `next`.
 Cursor = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -43,6 +46,64 @@ class SettlementView(BaseModel):
 class AdjustmentsPage(BaseModel):
     items: list[dict[str, object]]
     next: str | None
+
+
+MOVEMENTS: tuple[tuple[Literal["deposit", "withdrawal"], str], ...] = (
+    ("deposit", "/cash/deposits"),
+    ("withdrawal", "/cash/withdrawals"),
+)
+
+
+class Balance(BaseModel):
+    available: int
+    reserved: int = Field(description="set aside for the account's resting buy orders")
+    held: int = Field(description="held for trades being settled")
+
+
+class Leg(BaseModel):
+    posting_id: str
+    bucket: str
+    amount: int
+    trade_id: str
+
+
+class StatementPage(BaseModel):
+    items: list[Leg]
+    next: int | None
+
+
+class MovementRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # money: a misspelt field is an error, not a default
+
+    movement_id: Identifier = Field(description="the operator's reference (bank confirmation); unique per kind")
+    account_id: Identifier
+    currency: Currency
+    amount: Positive64 = Field(description="minor units")
+
+
+class MovementDone(BaseModel):
+    movement_id: str
+    account_id: str
+    currency: str
+    amount: int
+    available: int
+    reserved: int
+    held: int
+
+
+def _mover(
+    settlement: Settlement, kind: Literal["deposit", "withdrawal"]
+) -> Callable[..., Awaitable[MovementDone | JSONResponse]]:
+    async def move(
+        body: MovementRequest, operator: Identity = Security(settlement.auth.authenticate, scopes=["operator"])
+    ) -> MovementDone | JSONResponse:
+        movement = Movement(kind, body.movement_id, body.account_id, body.currency, body.amount)
+        done, recorded = await settlement.move_cash(movement, operator)
+        if not recorded:  # the same request again: the answer, not a second movement
+            return JSONResponse(status_code=200, content=MovementDone(**done).model_dump())
+        return MovementDone(**done)
+
+    return move
 
 
 def router(settlement: Settlement) -> APIRouter:
@@ -84,16 +145,57 @@ def router(settlement: Settlement) -> APIRouter:
 
     @api.get(
         "/cash/{account_id}",
+        response_model=dict[str, Balance],
         responses=refusals(_404="ACCOUNT_UNKNOWN: no account the caller may see", _422="REQUEST_INVALID"),
     )
     async def cash(
         account_id: Identifier,
         reader: Identity = Security(authenticate, scopes=["operator", "broker"]),
-    ) -> dict[str, int]:
-        """Balances of the account per currency, in minor units."""
+    ) -> dict[str, Balance]:
+        """The account's cash per currency, in minor units: `available`, `reserved` for its
+        resting buy orders (a buy is covered before it rests) and `held` for trades being
+        settled."""
         balances = await settlement.cash(account_id, reader)
         if balances is None:
             raise NotFound("ACCOUNT_UNKNOWN", f"no account {account_id!r}")
-        return balances
+        return {currency: Balance(**balance) for currency, balance in balances.items()}
+
+    @api.get(
+        "/cash/{account_id}/statement",
+        response_model=StatementPage,
+        responses=refusals(_404="ACCOUNT_UNKNOWN: no account the caller may see", _422="REQUEST_INVALID"),
+    )
+    async def statement(
+        account_id: Identifier,
+        currency: Currency,
+        reader: Identity = Security(authenticate, scopes=["operator", "broker"]),
+        limit: Limit = 100,
+        after: Annotated[int, Field(ge=0, le=INT64_MAX)] = 0,
+    ) -> StatementPage:
+        """The account's ledger legs in one currency, oldest first; pass `next` as `after`.
+        Every posting's legs sum to zero across accounts (deposits against EXTERNAL)."""
+        page = await settlement.statement(account_id, currency, reader, limit, after)
+        if page is None:
+            raise NotFound("ACCOUNT_UNKNOWN", f"no account {account_id!r}")
+        return StatementPage(**page)
+
+    for kind, path in MOVEMENTS:
+        api.add_api_route(
+            path,
+            _mover(settlement, kind),
+            methods=["POST"],
+            status_code=201,
+            response_model=MovementDone,
+            responses={
+                200: {"model": MovementDone, "description": "already recorded with these terms: nothing changed"},
+                **refusals(
+                    _404="ACCOUNT_UNKNOWN: the registry has no such account",
+                    _409="CASH_MOVEMENT_ID_REUSED: the reference was recorded with other terms",
+                    _422="REQUEST_INVALID, CASH_INSUFFICIENT (a withdrawal beyond what is available), "
+                    "CASH_BALANCE_OVERFLOW",
+                ),
+            },
+            summary=f"Record a {kind} the operator confirms",
+        )
 
     return api

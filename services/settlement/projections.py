@@ -13,7 +13,8 @@ from services.common.inputs import INT64_MAX
 from services.common.serials import Interval, absorb
 from services.common.statehash import Projection
 from services.settlement.domain.adjustments import authorized_blocks
-from services.settlement.domain.settlement import Phase, cash_legs
+from services.settlement.domain.cash import Leg, legs
+from services.settlement.domain.settlement import Phase
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1 import settlement_pb2 as spb
 from tonne.v1.envelope_pb2 import Envelope
@@ -44,7 +45,16 @@ PROJECTIONS = (
         ("trade_id", "adjustment_id", "party", "side", "vintage", "quantity", "authorization_id"),
         ("trade_id", "adjustment_id"),
     ),
-    Projection("cash_balances", ("account_id", "currency", "balance"), ("account_id", "currency")),
+    # numeric has no canonical form in the hash: its text has.
+    Projection(
+        "cash_accounts", ("account_id", "currency", "available::text", "held::text"), ("account_id", "currency")
+    ),
+    Projection("cash_covers", ("order_id", "account_id", "currency"), ("order_id",)),
+    Projection(
+        "cash_legs",
+        ("posting_id", "account_id", "currency", "bucket", "amount::text", "trade_id"),
+        ("posting_id", "account_id", "currency", "bucket"),
+    ),
     Projection(
         "authorizations",
         ("authorization_id", "host_party", "quantity", "use", "first_transfer", "vintage_from", "vintage_to"),
@@ -89,13 +99,24 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
             )
         case spb.SettlementCompleted():
             await _set_phase(conn, event.trade_id, Phase.SETTLED)
-            for (account_id, currency), amount in cash_legs(event):
+        case (
+            spb.CashDeposited()
+            | spb.CashWithdrawn()
+            | spb.CashReserved()
+            | spb.CashReservationReleased()
+            | spb.CashHeld()
+            | spb.CashHoldReleased()
+            | spb.CashPaid()
+            | spb.CashReceived()
+        ):
+            await _post(conn, legs(event), getattr(event, "trade_id", ""))
+            if isinstance(event, spb.CashReserved):
+                # Which account covers a buy order: what its cancellation must find.
                 await conn.execute(
-                    "INSERT INTO cash_balances (account_id, currency, balance) VALUES ($1, $2, $3) "
-                    "ON CONFLICT (account_id, currency) DO UPDATE SET balance = cash_balances.balance + $3",
-                    account_id,
-                    currency,
-                    amount,
+                    "INSERT INTO cash_covers (order_id, account_id, currency) VALUES ($1, $2, $3)",
+                    event.order_id,
+                    event.account_id,
+                    event.currency,
                 )
         case spb.SettlementFailed():
             await _set_phase(conn, event.trade_id, Phase.FAILED, f"{event.code}: {event.reason}")
@@ -130,6 +151,27 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 await lock_namespace(conn, namespace)
             for block in blocks:
                 await mark_first_transferred(conn, block.namespace, (block.start, block.end))
+
+
+async def _post(conn: asyncpg.Connection, posted: list[Leg], trade_id: str) -> None:
+    """A posting's legs and the balances they change, in one statement."""
+    await conn.execute(
+        "WITH legs AS (INSERT INTO cash_legs (posting_id, account_id, currency, bucket, amount, trade_id) "
+        "SELECT p, a, c, b, m, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[]) "
+        "AS l(p, a, c, b, m) RETURNING account_id, currency, bucket, amount) "
+        "INSERT INTO cash_accounts AS t (account_id, currency, available, reserved, held) "
+        "SELECT account_id, currency, coalesce(sum(amount) FILTER (WHERE bucket = 'available'), 0), "
+        "coalesce(sum(amount) FILTER (WHERE bucket = 'reserved'), 0), "
+        "coalesce(sum(amount) FILTER (WHERE bucket = 'held'), 0) FROM legs GROUP BY account_id, currency "
+        "ON CONFLICT (account_id, currency) DO UPDATE SET available = t.available + EXCLUDED.available, "
+        "reserved = t.reserved + EXCLUDED.reserved, held = t.held + EXCLUDED.held",
+        [leg.posting_id for leg in posted],
+        [leg.account_id for leg in posted],
+        [leg.currency for leg in posted],
+        [leg.bucket for leg in posted],
+        [leg.amount for leg in posted],
+        trade_id,
+    )
 
 
 async def _set_phase(conn: asyncpg.Connection, trade_id: str, phase: Phase, failure: str = "") -> None:

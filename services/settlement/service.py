@@ -13,7 +13,8 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import asyncpg
 from google.protobuf.json_format import MessageToDict
@@ -23,22 +24,26 @@ from services.common import mandates, topics
 from services.common.auth import Identity
 from services.common.consumer import Handler
 from services.common.envelope import Context
-from services.common.errors import DomainError
+from services.common.errors import DomainError, NotFound
+from services.common.eventstore import ConcurrencyError
 from services.common.repository import Repository
 from services.common.runtime import Kernel
 from services.common.serials import Interval
 from services.common.statehash import ServiceState
 from services.common.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from services.settlement.domain import cash, dvp
 from services.settlement.domain.adjustments import authorized_blocks
+from services.settlement.domain.cash import CashAccount
 from services.settlement.domain.checks import (
     check_account,
     check_authorization,
     check_blocks,
+    check_cover,
     check_mandate,
     check_trade,
     is_identifier,
 )
-from services.settlement.domain.settlement import Balances, Phase, TradeSettlement
+from services.settlement.domain.settlement import Phase, TradeSettlement
 from services.settlement.projections import PROJECTIONS, lock_namespace, overlapping, project
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import matching_pb2 as mpb
@@ -60,30 +65,73 @@ class Settlement:
             snapshot_every=settings.snapshot_every,
             cache_size=settings.aggregate_cache,
         )
+        self.cash_accounts: Repository[CashAccount] = Repository(
+            CashAccount, cash.PREFIX, snapshot_every=settings.snapshot_every, cache_size=settings.aggregate_cache
+        )
         self.unit_of_work = UnitOfWorkFactory(kernel.pool, project)
-        self.state = ServiceState([self.settlements], project, PROJECTIONS)
+        self.state = ServiceState([self.settlements, self.cash_accounts], project, PROJECTIONS)
 
     @property
     def handlers(self) -> Mapping[str, Handler]:
         return {
-            topics.MATCHING_EVENTS: self.on_trade,
+            topics.SETTLEMENT_COMMANDS: self.on_command,
+            topics.MATCHING_EVENTS: self.on_matching,
             topics.COMPLIANCE_DECISIONS: self.on_decision,
             topics.REGISTRY_EVENTS: self.on_registry,
         }
 
     # --- handlers ---
 
-    async def on_trade(self, uow: UnitOfWork, envelope: Envelope, trade: Message) -> None:
-        if not isinstance(trade, mpb.TradeExecuted):
+    async def on_command(self, uow: UnitOfWork, envelope: Envelope, command: Message) -> None:
+        """settlement.commands: matching's intake covers a buy order before it may rest."""
+        if not isinstance(command, spb.ReserveCash | spb.ReleaseCash):
+            raise DomainError("COMMAND_UNSUPPORTED", f"settlement does not take {envelope.type}")
+        check_cover(command)  # before its ids name a stream
+        context = Context.following(envelope, ACTOR)
+        account = await uow.load(self.cash_accounts, cash.key(command.account_id, command.currency))
+        if isinstance(command, spb.ReleaseCash):
+            await self._book(uow, account, account.uncover(command.order_id, command.reason), context)
             return
-        check_trade(trade)  # before its id names a stream
+        try:
+            events = account.reserve(command.order_id, command.amount, command.quantity)
+        except DomainError as error:
+            # Answered as the registry answers a refused command: matching rejects the order.
+            refused = CommandRejected(
+                command_id=command.order_id,
+                command_type=command.DESCRIPTOR.full_name,
+                code=error.code,
+                reason=error.reason,
+                evidence=error.evidence,
+            )
+            sink = [(topics.SETTLEMENT_EVENTS, command.account_id)]
+            await uow.append(f"rejected-{envelope.event_id}", 0, [(refused, sink)], context)
+            return
+        await self._book(uow, account, events, context)
+
+    async def on_matching(self, uow: UnitOfWork, envelope: Envelope, event: Message) -> None:
+        """A trade to settle; a buy order that ended with units unfilled gives back its cover."""
+        match event:
+            case mpb.TradeExecuted():
+                await self.on_trade(uow, envelope, event)
+            case mpb.OrderCancelled(side=mpb.BUY) | mpb.OrderRejected() if is_identifier(event.order_id):
+                await self._uncover(uow, event.order_id, type(event).__name__, Context.following(envelope, ACTOR))
+
+    async def _uncover(self, uow: UnitOfWork, order_id: str, reason: str, context: Context) -> None:
+        row = await uow.conn.fetchrow("SELECT account_id, currency FROM cash_covers WHERE order_id = $1", order_id)
+        if row is not None:
+            account = await uow.load(self.cash_accounts, cash.key(row["account_id"], row["currency"]))
+            await self._book(uow, account, account.uncover(order_id, reason), context)
+
+    async def on_trade(self, uow: UnitOfWork, envelope: Envelope, trade: mpb.TradeExecuted) -> None:
+        check_trade(trade)  # before its ids name streams
         context = Context.following(envelope, ACTOR)
         settlement = await uow.load(self.settlements, trade.trade_id)
-        events = settlement.start(trade)
-        await self._record(uow, settlement, events, context)
-        if not events:
+        buyer = await uow.load(self.cash_accounts, cash.key(trade.buyer_account_id, trade.currency))
+        steps = dvp.opened(settlement, trade, buyer)
+        await self._record(uow, settlement, steps, context, buyer)
+        if not steps.settlement:
             return
-        if isinstance(events[-1], spb.SettlementFailed):
+        if steps.failed is not None:
             await self._release(uow, trade.sell_order_id, trade.quantity, trade.seller_account_id, context)
             return
         screen = cpb.ScreenTransfer(
@@ -101,12 +149,15 @@ class Settlement:
             return  # no settlement has an id that is not an identifier
         context = Context.following(envelope, ACTOR)
         settlement = await uow.load(self.settlements, decision.trade_id)
-        events = settlement.screened(decision)
-        await self._record(uow, settlement, events, context)
         started = settlement.started
-        if not events or started is None:
+        if started is None:
             return
-        if isinstance(events[0], spb.TransferInstructed):
+        buyer, seller = await self._parties(uow, started)
+        steps = dvp.screened(settlement, decision, buyer, seller)
+        await self._record(uow, settlement, steps, context, buyer, seller)
+        if not steps.settlement:
+            return
+        if steps.failed is None:
             command = rpb.TransferUnits(
                 transfer_id=started.trade_id,
                 reservation_id=started.reservation_id,
@@ -139,7 +190,9 @@ class Settlement:
                     await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
             case CommandRejected(command_type="tonne.v1.TransferUnits") if is_identifier(event.command_id):
                 settlement = await uow.load(self.settlements, event.command_id)
-                await self._record(uow, settlement, settlement.refused(event), context)
+                if settlement.started is not None:
+                    buyer, _ = await self._parties(uow, settlement.started)
+                    await self._record(uow, settlement, dvp.refused(settlement, event, buyer), context, buyer)
 
     async def _transferred(self, uow: UnitOfWork, transfer: rpb.UnitsTransferred, context: Context) -> None:
         settlement = await uow.load(self.settlements, transfer.transfer_id)
@@ -149,15 +202,37 @@ class Settlement:
         blocks = authorized_blocks(transfer)
         authorizations = await _authorizations(uow.conn, sorted({b.attributes.authorization_id for b in blocks}))
         first_transferred = await _first_transferred(uow.conn, blocks)
-        balances = await _balances(uow.conn, started.currency, (started.buyer_account_id, started.seller_account_id))
-        events = settlement.transferred(transfer, authorizations, first_transferred, balances)
-        await self._record(uow, settlement, events, context)
+        buyer, seller = await self._parties(uow, started)
+        steps = dvp.delivered(settlement, transfer, authorizations, first_transferred, buyer, seller)
+        await self._record(uow, settlement, steps, context, buyer, seller)
+
+    async def _parties(self, uow: UnitOfWork, started: spb.SettlementStarted) -> tuple[CashAccount, CashAccount]:
+        """The buyer's and the seller's cash accounts in the trade's currency (one lock order)."""
+        keys = {
+            side: cash.key(account, started.currency)
+            for side, account in (("buyer", started.buyer_account_id), ("seller", started.seller_account_id))
+        }
+        loaded = {k: await uow.load(self.cash_accounts, k) for k in sorted(set(keys.values()))}
+        return loaded[keys["buyer"]], loaded[keys["seller"]]
 
     async def _record(
-        self, uow: UnitOfWork, settlement: TradeSettlement, events: list[Message], context: Context
+        self,
+        uow: UnitOfWork,
+        settlement: TradeSettlement,
+        steps: dvp.Steps,
+        context: Context,
+        buyer: CashAccount | None = None,
+        seller: CashAccount | None = None,
     ) -> None:
         destinations = [(topics.SETTLEMENT_EVENTS, self.settlements.key(settlement.stream_id))]
-        await uow.record(settlement, [(event, destinations) for event in events], context)
+        await uow.record(settlement, [(event, destinations) for event in steps.settlement], context)
+        for account, events in ((buyer, steps.buyer), (seller, steps.seller)):
+            if events:
+                assert account is not None
+                await self._book(uow, account, events, context)
+
+    async def _book(self, uow: UnitOfWork, account: CashAccount, events: list[Message], context: Context) -> None:
+        await uow.record(account, [(e, [(topics.SETTLEMENT_EVENTS, account.account_id)]) for e in events], context)
 
     async def _release(
         self, uow: UnitOfWork, reservation_id: str, quantity: int, seller_account_id: str, context: Context
@@ -218,18 +293,129 @@ class Settlement:
             "next": _encode_cursor(page[-1]["trade_id"], page[-1]["adjustment_id"]) if more else None,
         }
 
-    async def cash(self, account_id: str, reader: Identity) -> dict[str, int] | None:
-        """Balances per currency if `reader` is the operator or a broker with a mandate for
-        the account; None otherwise (the same for an account that does not exist)."""
+    async def move_cash(self, movement: Movement, by: Identity) -> tuple[dict[str, object], bool]:
+        """Record a deposit or withdrawal the operator confirms. Returns the account's
+        balances after it and whether this call recorded it: the same reference with the
+        same terms again changes nothing; with other terms it is refused (409)."""
+        for attempt in range(3):
+            try:
+                async with self.unit_of_work() as uow:
+                    if await _recorded(uow.conn, movement):
+                        return await _after(uow.conn, movement), False
+                    if not await uow.conn.fetchval(
+                        "SELECT true FROM accounts WHERE account_id = $1", movement.account_id
+                    ):
+                        raise NotFound("ACCOUNT_UNKNOWN", f"no account {movement.account_id!r}")
+                    account = await uow.load(self.cash_accounts, cash.key(movement.account_id, movement.currency))
+                    decide = account.deposit if movement.kind == "deposit" else account.withdraw
+                    events = decide(movement.movement_id, movement.amount, by.subject)
+                    await self._book(uow, account, events, Context.new(actor=f"settlement-api:{by.subject}"))
+                    return await _after(uow.conn, movement), True
+            except (ConcurrencyError, asyncpg.UniqueViolationError):
+                if attempt == 2:  # another request with this reference or on this account: look again
+                    raise
+        raise AssertionError("unreachable")
+
+    async def cash(self, account_id: str, reader: Identity) -> dict[str, dict[str, int]] | None:
+        """Balances per currency (available, reserved for resting buy orders, held for trades
+        being settled) if `reader`
+        is the operator or a broker with a mandate for the account; None otherwise (the
+        same for an account that does not exist)."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            broker = _broker(reader)
-            allowed = reader.operator or (broker is not None and await mandates.mandated(conn, broker, account_id))
-            if not allowed:
+            if not await self._may_see_cash(conn, account_id, reader):
                 return None
             rows = await conn.fetch(
-                "SELECT currency, balance FROM cash_balances WHERE account_id = $1 ORDER BY currency", account_id
+                "SELECT currency, available, reserved, held FROM cash_accounts WHERE account_id = $1 ORDER BY currency",
+                account_id,
             )
-        return {row["currency"]: row["balance"] for row in rows}
+        return {row["currency"]: {b: int(row[b]) for b in (cash.AVAILABLE, cash.RESERVED, cash.HELD)} for row in rows}
+
+    async def statement(
+        self, account_id: str, currency: str, reader: Identity, limit: int, after: int
+    ) -> dict[str, Any] | None:
+        """A page of the account's ledger legs in one currency, oldest first; None as `cash`."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            if not await self._may_see_cash(conn, account_id, reader):
+                return None
+            rows = await conn.fetch(
+                "SELECT seq, posting_id, bucket, amount, trade_id FROM cash_legs "
+                "WHERE account_id = $1 AND currency = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+                account_id,
+                currency,
+                after,
+                limit + 1,
+            )
+        page = rows[:limit]
+        items = [
+            {
+                "posting_id": r["posting_id"],
+                "bucket": r["bucket"],
+                "amount": int(r["amount"]),
+                "trade_id": r["trade_id"],
+            }
+            for r in page
+        ]
+        return {"items": items, "next": page[-1]["seq"] if len(rows) > limit else None}
+
+    @staticmethod
+    async def _may_see_cash(conn: asyncpg.Connection, account_id: str, reader: Identity) -> bool:
+        broker = _broker(reader)
+        return reader.operator or (broker is not None and await mandates.mandated(conn, broker, account_id))
+
+
+@dataclass(frozen=True)
+class Movement:
+    """A deposit or withdrawal as the operator confirms it (`movement_id`: its reference)."""
+
+    kind: Literal["deposit", "withdrawal"]
+    movement_id: str
+    account_id: str
+    currency: str
+    amount: int
+
+    def leg(self) -> cash.Leg:
+        """Its leg on the participant's account."""
+        event_kind = spb.CashDeposited if self.kind == "deposit" else spb.CashWithdrawn
+        event = event_kind(
+            movement_id=self.movement_id, account_id=self.account_id, currency=self.currency, amount=self.amount
+        )
+        [leg] = [leg for leg in cash.legs(event) if leg.account_id != cash.EXTERNAL]
+        return leg
+
+
+async def _recorded(conn: asyncpg.Connection, movement: Movement) -> bool:
+    """Whether the movement's reference is recorded; refused when with other terms."""
+    leg = movement.leg()
+    rows = await conn.fetch(
+        "SELECT account_id, currency, bucket, amount FROM cash_legs WHERE posting_id = $1 AND account_id <> $2",
+        leg.posting_id,
+        cash.EXTERNAL,
+    )
+    if rows and [(r["account_id"], r["currency"], r["bucket"], int(r["amount"])) for r in rows] != [leg[1:]]:
+        raise DomainError(
+            "CASH_MOVEMENT_ID_REUSED",
+            f"{movement.kind} {movement.movement_id!r} was recorded with other terms",
+            [],
+            409,
+        )
+    return bool(rows)
+
+
+async def _after(conn: asyncpg.Connection, movement: Movement) -> dict[str, object]:
+    row = await conn.fetchrow(
+        "SELECT available, reserved, held FROM cash_accounts WHERE account_id = $1 AND currency = $2",
+        movement.account_id,
+        movement.currency,
+    )
+    return {
+        "movement_id": movement.movement_id,
+        "account_id": movement.account_id,
+        "currency": movement.currency,
+        "amount": movement.amount,
+        "available": int(row["available"]) if row else 0,
+        "reserved": int(row["reserved"]) if row else 0,
+        "held": int(row["held"]) if row else 0,
+    }
 
 
 def _broker(reader: Identity) -> str | None:
@@ -305,14 +491,3 @@ async def _first_transferred(conn: asyncpg.Connection, blocks: Sequence[rpb.Seri
         runs = await overlapping(conn, block.namespace, (block.start, block.end))
         found.setdefault(block.namespace, set()).update(runs)
     return {namespace: sorted(runs) for namespace, runs in found.items()}
-
-
-async def _balances(conn: asyncpg.Connection, currency: str, accounts: Sequence[str]) -> Balances:
-    """Current balances, row-locked so a concurrent booking cannot pass the range check too."""
-    rows = await conn.fetch(
-        "SELECT account_id, balance FROM cash_balances WHERE currency = $1 AND account_id = ANY($2::text[]) "
-        "ORDER BY account_id FOR UPDATE",
-        currency,
-        sorted(set(accounts)),
-    )
-    return {(row["account_id"], currency): row["balance"] for row in rows}

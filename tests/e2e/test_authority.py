@@ -198,6 +198,7 @@ async def test_every_role_may_do_only_what_its_authority_allows(running_stack: A
         await venue.wait_held(th_gov, 1000)
         await venue.grant_mandate("TH", th_gov, "broker-a")
         await venue.grant_mandate("CH", ch_buyer, "broker-b")
+        await venue.fund(ch_buyer, "USD", 432100)
         sell_id = await venue.place(venue.seller, JCM, "SELL", 4321, 100, th_gov, f"au-sell-{run}")
         await venue.wait_order(sell_id, venue.seller, "resting")
         buy_id = await venue.place(venue.buyer, JCM, "BUY", 4321, 100, ch_buyer, f"au-buy-{run}")
@@ -297,7 +298,32 @@ async def test_every_role_may_do_only_what_its_authority_allows(running_stack: A
                 "GET",
                 f"{s}/cash/{ch_buyer}",
                 frozenset({"operator", "broker-b"}),
+                "available",
+            ),
+            Action(
+                "read the Thai account's cash statement",
+                "GET",
+                f"{s}/cash/{th_gov}/statement",
+                frozenset({"operator", "broker-a"}),
                 "432100",
+                params={"currency": "USD"},
+            ),
+            # The venue's bank side is the operator's to confirm.
+            Action(
+                "deposit cash for the Swiss account",
+                "POST",
+                f"{s}/cash/deposits",
+                frozenset({"operator"}),
+                "available",
+                json={"movement_id": f"au-dep-{run}", "account_id": ch_buyer, "currency": "USD", "amount": 1},
+            ),
+            Action(
+                "withdraw cash from the Thai account",
+                "POST",
+                f"{s}/cash/withdrawals",
+                frozenset({"operator"}),
+                "available",
+                json={"movement_id": f"au-wd-{run}", "account_id": th_gov, "currency": "USD", "amount": 1},
             ),
             # compliance: the operator and the regulators of the jurisdictions concerned
             Action(

@@ -77,6 +77,7 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any, dev_iss
         await venue.wait_held(th_gov, 5000)
         await venue.grant_mandate("TH", th_gov, "broker-a")
         await venue.grant_mandate("CH", ch_buyer, "broker-b")
+        await venue.fund(ch_buyer, "USD", 5_000_000)
 
         sell_id = await venue.place(venue.seller, JCM, "SELL", 1500, 3000, th_gov, f"sell-{run}")
         await venue.wait_order(sell_id, venue.seller, "resting")
@@ -101,7 +102,9 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any, dev_iss
         buyer_account = await venue.wait_held(ch_buyer, 3000)
         assert [(b["start"], b["end"]) for b in buyer_account["holdings"]] == [(1, 3000)]
         await venue.wait_held(th_gov, 2000)
-        assert await venue.get(f"{venue.settlement}/cash/{ch_buyer}", venue.buyer) == {"USD": -4_500_000}
+        cash = await venue.get(f"{venue.settlement}/cash/{ch_buyer}", venue.buyer)
+        assert cash == {"USD": {"available": 500_000, "reserved": 0, "held": 0}}  # paid for what it received
+        assert await venue.cash(th_gov, "USD") == (4_500_000, 0)
 
         # Regulators: the Thai chain over HTTP streaming, then both chains verified.
         seen: set[str] = set()
@@ -177,6 +180,7 @@ async def test_unauthorized_ccer_export_is_refused(running_stack: Any, dev_issue
         await venue.wait_held(cn_seller, 1000)
         await venue.grant_mandate("CN", cn_seller, "broker-a")
         await venue.grant_mandate("JP", jp_buyer, "broker-b")
+        await venue.fund(jp_buyer, "CNY", 8000 * 400)
 
         short_id = await venue.place(venue.seller, "CCER-2025", "SELL", 8000, 5000, cn_seller, f"short-{run}")
         refused = await venue.wait_order(short_id, venue.seller, "rejected")
@@ -192,3 +196,4 @@ async def test_unauthorized_ccer_export_is_refused(running_stack: Any, dev_issue
         assert outcome["failure"] == "COMPLIANCE_REJECTED: DOUBLE_CLAIMING_AUTHORIZATION"
         await venue.wait_held(cn_seller, 1000)  # the refused trade's units are back, unreserved
         assert (await venue.account(jp_buyer))["held"] == 0
+        assert await venue.cash(jp_buyer, "CNY") == (8000 * 400, 0)  # its payment given back

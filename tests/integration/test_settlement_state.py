@@ -33,6 +33,7 @@ from tests.unit.test_settlement_index import Index
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import matching_pb2 as mpb
 from tonne.v1 import registry_pb2 as rpb
+from tonne.v1 import settlement_pb2 as spb
 from tonne.v1.envelope_pb2 import CommandRejected, Envelope
 
 OCCURRED = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
@@ -43,6 +44,7 @@ class Rig:
     service: Settlement
     settings: Settings
     api: httpx.AsyncClient
+    deposits: int = 0
 
     async def deliver(self, topic: str, message: Message, key: str = "k") -> Envelope:
         """Hand one record to the service's handler in its own unit of work, as the consumer does."""
@@ -69,6 +71,22 @@ class Rig:
         response = await self.api.get(path, params=params)
         assert response.status_code == 200, response.text
         return response.json()
+
+    async def fund(self, account_id: str, amount: int, currency: str = "USD") -> Any:
+        """The registry's account (as settlement observes it) and the operator's deposit."""
+        opened = rpb.AccountOpened(account_id=account_id, jurisdiction=account_id[:2])
+        await self.deliver(topics.REGISTRY_EVENTS, opened)
+        self.deposits += 1
+        body = {"movement_id": f"D{self.deposits}", "account_id": account_id, "currency": currency, "amount": amount}
+        response = await self.api.post("/cash/deposits", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def cash(self, account_id: str) -> tuple[int, int]:
+        """(available, held) in USD."""
+        balance = (await self.get(f"/cash/{account_id}")).get("USD", {"available": 0, "held": 0})
+        assert balance.get("reserved", 0) == 0  # no resting buy orders in these tests
+        return balance["available"], balance["held"]
 
 
 @pytest.fixture
@@ -146,8 +164,10 @@ def moved(
 
 
 async def settle(rig: Rig, trade_id: str, *serials: tuple[int, int], **terms: Any) -> None:
-    """A trade of exactly the serials delivered (the registry moves what was traded)."""
+    """A trade of exactly the serials delivered (the registry moves what was traded), its
+    buyer funded first."""
     terms.setdefault("quantity", sum(end - start + 1 for start, end in serials))
+    await rig.fund("CH-BUYER", terms.get("price", 1500) * terms["quantity"])
     await rig.deliver(topics.MATCHING_EVENTS, trade(trade_id, **terms))
     await rig.deliver(topics.COMPLIANCE_DECISIONS, decision(trade_id))
     await rig.deliver(topics.REGISTRY_EVENTS, moved(trade_id, *serials, seller=terms.get("seller", "TH-GOV")))
@@ -167,8 +187,10 @@ async def test_a_cross_border_trade_settles_through_the_real_handlers(rig: Rig) 
     await rig.deliver(topics.REGISTRY_EVENTS, moved("EARLIER", (1, 1000)))
     assert [tuple(r) for r in await rig.fetch('SELECT start, "end" FROM first_transferred')] == [(1, 1000)]
 
+    await rig.fund("CH-BUYER", 5_000_000)
     await rig.deliver(topics.MATCHING_EVENTS, trade("T1"))
     assert (await rig.get("/settlements/T1"))["phase"] == "screening"
+    assert await rig.cash("CH-BUYER") == (500_000, 4_500_000)  # the payment is held
     [(topic, key, screen)] = await rig.commands()
     assert (topic, key) == (topics.COMPLIANCE_REQUESTS, "T1") and isinstance(screen, cpb.ScreenTransfer)
 
@@ -191,7 +213,8 @@ async def test_a_cross_border_trade_settles_through_the_real_handlers(rig: Rig) 
             await rig.service.on_registry(uow, envelope, moved("T1", (1, 3000)))
             raise RuntimeError("connection lost mid-transaction")
     after = (await rig.get("/settlements/T1"), await rig.get("/cash/CH-BUYER"), await rig.get("/adjustments"))
-    assert after == before and after[0]["phase"] == "transferring" and after[1] == {}
+    assert after == before and after[0]["phase"] == "transferring"
+    assert after[1] == {"USD": {"available": 500_000, "reserved": 0, "held": 4_500_000}}
     assert await rig.events() == events
     assert [tuple(r) for r in await rig.fetch('SELECT start, "end" FROM first_transferred')] == [(1, 1000)]
 
@@ -210,8 +233,11 @@ async def test_a_cross_border_trade_settles_through_the_real_handlers(rig: Rig) 
         "quantity": "2000",
         "authorization_id": "LOA-TH-1",
     }
-    assert await rig.get("/cash/CH-BUYER") == {"USD": -4_500_000}
-    assert await rig.get("/cash/TH-GOV") == {"USD": 4_500_000}
+    assert await rig.cash("CH-BUYER") == (500_000, 0)
+    assert await rig.cash("TH-GOV") == (4_500_000, 0)
+    # Every posting's legs sum to zero; the venue's bank owes what was deposited.
+    assert await rig.fetch("SELECT posting_id FROM cash_legs GROUP BY posting_id HAVING sum(amount) <> 0") == []
+    assert await rig.service.pool.fetchval("SELECT sum(available) FROM cash_accounts") == 0
     assert [tuple(r) for r in await rig.fetch('SELECT start, "end" FROM first_transferred')] == [(1, 3000)]
     assert await rig.get("/adjustments", party="TH") == {"items": [adjustment], "next": None}
     assert await rig.get("/adjustments", party="CH") == {"items": [], "next": None}
@@ -221,14 +247,24 @@ async def test_a_cross_border_trade_settles_through_the_real_handlers(rig: Rig) 
     assert await rig.service.pool.fetchval("SELECT count(*) FROM snapshots WHERE stream_id = 'settlement-T1'") == 1
 
 
-async def test_refusals_release_the_sellers_units(rig: Rig) -> None:
+async def test_refusals_release_the_sellers_units_and_the_buyers_cash(rig: Rig) -> None:
+    # No cash for the payment: failed before screening, units released.
+    await rig.deliver(topics.MATCHING_EVENTS, trade("T1"))
+    failed = await rig.get("/settlements/T1")
+    assert (failed["phase"], failed["failure"].split(":")[0]) == ("failed", "CASH_INSUFFICIENT")
+    [(_, _, release)] = await rig.commands()
+    assert release == rpb.ReleaseReservation(reservation_id="S-T1", quantity=3000)
+
     # Screening rejected.
+    await rig.fund("CH-BUYER", 4_500_000)
     await rig.deliver(topics.MATCHING_EVENTS, trade("T2"))
+    assert await rig.cash("CH-BUYER") == (0, 4_500_000)
     await rig.deliver(topics.COMPLIANCE_DECISIONS, decision("T2", approve=False))
     failed = await rig.get("/settlements/T2")
     assert (failed["phase"], failed["failure"]) == ("failed", "COMPLIANCE_REJECTED: DOUBLE_CLAIMING_AUTHORIZATION")
     *_, (_, _, release) = await rig.commands()
     assert release == rpb.ReleaseReservation(reservation_id="S-T2", quantity=3000)
+    assert await rig.cash("CH-BUYER") == (4_500_000, 0)  # given back
 
     # price * quantity beyond int64: failed at start, never screened, units released.
     await rig.deliver(topics.MATCHING_EVENTS, trade("T3", price=2**62, quantity=4))
@@ -245,21 +281,23 @@ async def test_refusals_release_the_sellers_units(rig: Rig) -> None:
     refused = CommandRejected(command_id="T4", command_type="tonne.v1.TransferUnits", code="RESERVATION_UNKNOWN")
     await rig.deliver(topics.REGISTRY_EVENTS, refused)
     assert (await rig.get("/settlements/T4"))["failure"] == "RESERVATION_UNKNOWN: "
+    assert await rig.cash("CH-BUYER") == (4_500_000, 0)
 
     live, zero, from_snapshot = await hashes(rig)
     assert live == zero == from_snapshot
 
 
-async def test_a_balance_that_would_leave_int64_fails_the_settlement_with_a_code(rig: Rig) -> None:
+async def test_a_balance_that_would_leave_int64_fails_the_settlement_before_the_units_move(rig: Rig) -> None:
     await rig.deliver(topics.REGISTRY_EVENTS, rpb.AuthorizationRecorded(authorization=loa()))
     await settle(rig, "BIG", (1, 1), price=INT64_MAX, quantity=1, seller="SELLER")
-    assert await rig.get("/cash/SELLER") == {"USD": INT64_MAX}
+    assert await rig.cash("SELLER") == (INT64_MAX, 0)
     await settle(rig, "ONE-MORE", (2, 2), price=1, quantity=1, seller="SELLER")
     failed = await rig.get("/settlements/ONE-MORE")
     assert (failed["phase"], failed["failure"].split(":")[0]) == ("failed", "CASH_BALANCE_OVERFLOW")
-    assert len(failed["corresponding_adjustments"]) == 1  # the units crossed the border all the same
-    assert await rig.get("/cash/SELLER") == {"USD": INT64_MAX}
-    assert await rig.get("/cash/CH-BUYER") == {"USD": -INT64_MAX}
+    assert failed["corresponding_adjustments"] == []  # never instructed: no unit crossed
+    assert not any(isinstance(m, rpb.TransferUnits) and m.transfer_id == "ONE-MORE" for _, _, m in await rig.commands())
+    assert await rig.cash("SELLER") == (INT64_MAX, 0)
+    assert await rig.cash("CH-BUYER") == (1, 0)
 
 
 async def test_hostile_records_and_requests_are_refused_with_a_code(rig: Rig) -> None:
@@ -332,10 +370,12 @@ async def test_live_and_replay_agree_after_many_trades_with_snapshots_and_a_cold
     await rig.deliver(topics.REGISTRY_EVENTS, rpb.AuthorizationRecorded(authorization=loa()))
     for n in range(12):
         await settle(rig, f"H{n}", (n * 7 + 1, n * 7 + 9), price=100 + n, quantity=9)
+    await rig.fund("CH-BUYER", 1500 * 3000)
     await rig.deliver(topics.MATCHING_EVENTS, trade("PENDING"))  # one still screening
     live, zero, from_snapshot = await hashes(rig)
     assert live == zero == from_snapshot
     rig.service.settlements._cache.clear()  # a restart: aggregates come back from snapshot + tail
+    rig.service.cash_accounts._cache.clear()
     async with rig.service.pool.acquire() as conn:
         assert (await rig.service.state.hash(conn)).state == live
     await rig.deliver(topics.COMPLIANCE_DECISIONS, decision("PENDING"))
@@ -408,3 +448,88 @@ async def test_each_reader_sees_only_its_tenancy(rig: Rig, dev_issuer: DevIssuer
     ):
         with pytest.raises(DomainError):
             await rig.deliver(topics.REGISTRY_EVENTS, forged)
+
+
+async def test_deposits_and_withdrawals_by_the_operator(rig: Rig, dev_issuer: DevIssuer) -> None:
+    """Idempotent by the operator's reference, refused with codes, and every posting nets
+    to zero; a statement pages the account's legs."""
+    done = await rig.fund("CH-BUYER", 1_000)
+    assert done == {
+        "movement_id": "D1",
+        "account_id": "CH-BUYER",
+        "currency": "USD",
+        "amount": 1_000,
+        "available": 1_000,
+        "reserved": 0,
+        "held": 0,
+    }
+    again = await rig.api.post("/cash/deposits", json={**done, "available": None} | {"amount": 1_000})
+    assert again.status_code == 422  # unknown fields are refused, not ignored
+    body = {"movement_id": "D1", "account_id": "CH-BUYER", "currency": "USD", "amount": 1_000}
+    same = await rig.api.post("/cash/deposits", json=body)
+    assert (same.status_code, same.json()) == (200, done)  # the same request again: nothing changes
+    other = await rig.api.post("/cash/deposits", json=body | {"amount": 999})
+    assert (other.status_code, other.json()["code"]) == (409, "CASH_MOVEMENT_ID_REUSED")
+    unknown = await rig.api.post("/cash/deposits", json=body | {"movement_id": "D9", "account_id": "NOBODY"})
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "ACCOUNT_UNKNOWN")
+    for bad in ({"amount": 0}, {"amount": 2**63}, {"currency": "usd"}, {"account_id": "x" * 65}):
+        assert (await rig.api.post("/cash/deposits", json=body | {"movement_id": "D8"} | bad)).status_code == 422
+    broker = {"authorization": f"Bearer {dev_issuer.mint('b', ['broker'], 'broker-b')}"}
+    assert (await rig.api.post("/cash/deposits", json=body | {"movement_id": "D7"}, headers=broker)).status_code == 403
+
+    withdrawal = {"movement_id": "W1", "account_id": "CH-BUYER", "currency": "USD", "amount": 1_001}
+    short = await rig.api.post("/cash/withdrawals", json=withdrawal)
+    assert (short.status_code, short.json()["code"]) == (422, "CASH_INSUFFICIENT")
+    taken = await rig.api.post("/cash/withdrawals", json=withdrawal | {"amount": 400})
+    assert (taken.status_code, taken.json()["available"]) == (201, 600)
+    assert await rig.cash("CH-BUYER") == (600, 0)
+
+    legs, after = [], 0
+    while True:
+        page = await rig.get("/cash/CH-BUYER/statement", currency="USD", limit=1, after=after)
+        legs += [(leg["posting_id"], leg["amount"]) for leg in page["items"]]
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert legs == [("deposit:D1", 1_000), ("withdrawal:W1", -400)]
+    assert await rig.fetch("SELECT posting_id FROM cash_legs GROUP BY posting_id HAVING sum(amount) <> 0") == []
+    live, zero, from_snapshot = await hashes(rig)
+    assert live == zero == from_snapshot
+
+
+async def test_a_buy_order_is_covered_before_it_rests_and_its_trades_are_paid_from_the_cover(rig: Rig) -> None:
+    """Matching's intake asks settlement.commands to cover a buy; the answer goes out on
+    settlement.events; the order's trades hold their payment from the cover; a cancelled
+    order gives back what is left; an uncovered buy is refused with a code."""
+    await rig.fund("CH-BUYER", 5_000_000)
+    cover = spb.ReserveCash(order_id="B-T1", account_id="CH-BUYER", currency="USD", amount=1600 * 3000, quantity=3000)
+    await rig.deliver(topics.SETTLEMENT_COMMANDS, cover)
+    [(topic, key, reserved)] = [row for row in await rig.outbox() if isinstance(row[2], spb.CashReserved)]
+    assert (topic, key, reserved.amount) == (topics.SETTLEMENT_EVENTS, "CH-BUYER", 4_800_000)
+    assert await rig.get("/cash/CH-BUYER") == {"USD": {"available": 200_000, "reserved": 4_800_000, "held": 0}}
+
+    too_much = spb.ReserveCash(order_id="B-T9", account_id="CH-BUYER", currency="USD", amount=200_001, quantity=1)
+    await rig.deliver(topics.SETTLEMENT_COMMANDS, too_much)
+    [refused] = [m for _, _, m in await rig.outbox() if isinstance(m, CommandRejected)]
+    assert (refused.command_id, refused.command_type, refused.code) == (
+        "B-T9",
+        "tonne.v1.ReserveCash",
+        "CASH_INSUFFICIENT",
+    )
+
+    await rig.deliver(topics.MATCHING_EVENTS, trade("T1", quantity=1000))  # 1,000 of the 3,000 at 1,500
+    # 1,500,000 of the cover is now held for T1.
+    assert await rig.get("/cash/CH-BUYER") == {"USD": {"available": 200_000, "reserved": 3_300_000, "held": 1_500_000}}
+    await rig.deliver(
+        topics.MATCHING_EVENTS, mpb.OrderCancelled(order_id="B-T1", side=mpb.BUY, remaining_quantity=2000)
+    )
+    assert await rig.cash("CH-BUYER") == (3_500_000, 1_500_000)  # the rest of the cover is back
+    await rig.deliver(topics.COMPLIANCE_DECISIONS, decision("T1"))
+    await rig.deliver(topics.REGISTRY_EVENTS, moved("T1", (1, 1000)))
+    assert await rig.cash("CH-BUYER") == (3_500_000, 0) and await rig.cash("TH-GOV") == (1_500_000, 0)
+    with pytest.raises(DomainError, match="COVER_INVALID"):
+        hostile = spb.ReserveCash(order_id="x" * 100, account_id="CH-BUYER", currency="usd", amount=1, quantity=1)
+        await rig.deliver(topics.SETTLEMENT_COMMANDS, hostile)
+    assert await rig.fetch("SELECT posting_id FROM cash_legs GROUP BY posting_id HAVING sum(amount) <> 0") == []
+    live, zero, from_snapshot = await hashes(rig)
+    assert live == zero == from_snapshot

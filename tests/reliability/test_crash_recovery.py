@@ -51,6 +51,7 @@ async def test_settlement_killed_mid_flow_settles_each_trade_exactly_once(
         await venue.wait_held(seller, 900)
         await venue.grant_mandate("CN", seller, "broker-a")
         await venue.grant_mandate("CN", buyer, "broker-b")
+        await venue.fund(buyer, "CNY", TRADES * 100 * 50)
 
         # Settlement dies without a chance to commit or say goodbye.
         os.kill(stack.processes.pids["settlement"], signal.SIGKILL)
@@ -69,7 +70,7 @@ async def test_settlement_killed_mid_flow_settles_each_trade_exactly_once(
 
         async def paid() -> Any:
             cash = await venue.get(f"{venue.settlement}/cash/{buyer}", venue.buyer)
-            return cash == {"CNY": -TRADES * 100 * 50} or None
+            return cash == {"CNY": {"available": 0, "reserved": 0, "held": 0}} or None
 
         await eventually(paid, "every trade's cash leg to settle")
 

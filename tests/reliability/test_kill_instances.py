@@ -34,6 +34,7 @@ INSTRUMENTS = {"CCER-2025": rpb.CCER, "PHCER-SZ-2025": rpb.PHCER}  # on two part
 SELLERS = BUYERS = 4
 UNITS = 10_000  # per seller and instrument
 PRICE = 500
+FUNDS = 10**12  # each buyer's deposit: more than any run can spend
 LANES = 3  # brokers' connections placing pairs side by side
 AFTER_KILL = 6  # pairs placed after a kill that must trade and settle before the restart
 
@@ -70,6 +71,7 @@ class Flow:
             await venue.grant_mandate("CN", account, "broker-a")
         for account in self.buyers:
             await venue.grant_mandate("CN", account, "broker-b")
+            await venue.fund(account, "CNY", FUNDS)
 
     async def _call(self, n: int, method: str, path: str, headers: dict[str, str], body: Any = None) -> Any:
         """The JSON answer of whichever matching instance answers first, starting at the n-th."""
@@ -225,10 +227,10 @@ async def test_killing_an_instance_of_each_service_loses_and_doubles_nothing(
         bought = collections.Counter(t.buyer_account_id for t in settled)
         for account in flow.sellers:
             await venue.wait_held(account, UNITS * len(INSTRUMENTS) - sold[account])
-            assert await venue.get(f"{venue.settlement}/cash/{account}") == {"CNY": PRICE * sold[account]}
+            assert await venue.cash(account, "CNY") == (PRICE * sold[account], 0)
         for account in flow.buyers:
             await venue.wait_held(account, bought[account])
-            assert await venue.get(f"{venue.settlement}/cash/{account}") == {"CNY": -PRICE * bought[account]}
+            assert await venue.cash(account, "CNY") == (FUNDS - PRICE * bought[account], 0)
         assert sum(sold.values()) == sum(bought.values()) == len(completed)
 
         intact, checked = await venue.verify_chain("CN")

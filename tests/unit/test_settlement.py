@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 from services.common.errors import DomainError
 from services.common.inputs import INT64_MAX
 from services.common.serials import subtract
+from services.settlement.domain import cash, dvp
 from services.settlement.domain.adjustments import first_transfer_adjustments
-from services.settlement.domain.settlement import Phase, TradeSettlement, cash_legs
+from services.settlement.domain.cash import CashAccount
+from services.settlement.domain.settlement import Phase, TradeSettlement
 from tests.unit.factories import loa
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import matching_pb2 as mpb
@@ -85,17 +87,43 @@ def trade(price: int = 1500, quantity: int = 3000, **fields: str) -> mpb.TradeEx
     return executed
 
 
-Cash = defaultdict[tuple[str, str], int]
+class Books:
+    """One trade's settlement and the cash accounts it touches, committed as the unit of
+    work does: each aggregate folds its events; the ledger keeps every leg posted."""
 
+    def __init__(self, **deposits: int) -> None:
+        self.settlement = TradeSettlement("settlement-T1")
+        self.accounts = {a: CashAccount.of(a, "USD") for a in ("CH-BUYER", "TH-GOV")}
+        self.ledger: list[cash.Leg] = []
+        for account_id, amount in deposits.items():
+            self.post(self.accounts[account_id], self.accounts[account_id].deposit(f"D-{account_id}", amount, "ops"))
 
-def step(settlement: TradeSettlement, events: list[Message], cash: Cash | None = None) -> list[Message]:
-    """Commit `events`: fold them into the aggregate, and book cash as the projection does."""
-    settlement.mutate(events)
-    for event in events:
-        if cash is not None and isinstance(event, spb.SettlementCompleted):
-            for account, amount in cash_legs(event):
-                cash[account] += amount
-    return events
+    @property
+    def buyer(self) -> CashAccount:
+        return self.accounts["CH-BUYER"]
+
+    @property
+    def seller(self) -> CashAccount:
+        return self.accounts["TH-GOV"]
+
+    def post(self, account: CashAccount, events: list[Message]) -> None:
+        account.mutate(events)
+        self.ledger += [leg for e in events for leg in cash.legs(e)]
+
+    def commit(self, steps: dvp.Steps) -> list[Message]:
+        self.settlement.mutate(steps.settlement)
+        self.post(self.buyer, steps.buyer)
+        self.post(self.seller, steps.seller)
+        return steps.settlement
+
+    def balances(self) -> dict[str, tuple[int, int]]:
+        return {a: (account.available, account.held) for a, account in self.accounts.items()}
+
+    def nets_to_zero(self) -> bool:
+        postings: defaultdict[str, int] = defaultdict(int)
+        for leg in self.ledger:
+            postings[leg.posting_id] += leg.amount
+        return all(total == 0 for total in postings.values())
 
 
 def approved() -> cpb.ScreeningDecision:
@@ -103,72 +131,105 @@ def approved() -> cpb.ScreeningDecision:
 
 
 def test_delivery_versus_payment_happy_path() -> None:
-    settlement, cash = TradeSettlement("settlement-T1"), Cash(int)
+    books = Books(**{"CH-BUYER": 5_000_000})
     authorizations = {"LOA-TH-1": loa()}
-    started = settlement.start(trade())
-    assert settlement.started is None and settlement.version == 0  # deciding changes nothing
-    step(settlement, started)
-    assert settlement.start(trade()) == []  # the same trade twice starts once
-    [instructed] = step(settlement, settlement.screened(approved()))
+    steps = dvp.opened(books.settlement, trade(), books.buyer)
+    assert books.settlement.started is None and books.buyer.held == 0  # deciding changes nothing
+    books.commit(steps)
+    assert books.balances() == {"CH-BUYER": (500_000, 4_500_000), "TH-GOV": (0, 0)}  # the payment is held
+    assert dvp.opened(books.settlement, trade(), books.buyer).settlement == []  # the same trade twice starts once
+    [instructed] = books.commit(dvp.screened(books.settlement, approved(), books.buyer, books.seller))
     assert isinstance(instructed, spb.TransferInstructed)
-    assert settlement.screened(approved()) == []  # a duplicate decision does nothing
-    events = step(settlement, settlement.transferred(transfer(1, 3000), authorizations, {}, cash), cash)
+    assert books.settlement.screened(approved()) == []  # a duplicate decision does nothing
+    delivered = dvp.delivered(books.settlement, transfer(1, 3000), authorizations, {}, books.buyer, books.seller)
+    events = books.commit(delivered)
     assert [type(e).__name__ for e in events] == ["CorrespondingAdjustmentApplied", "SettlementCompleted"]
-    assert settlement.phase is Phase.SETTLED
-    assert cash[("CH-BUYER", "USD")] == -4_500_000 and cash[("TH-GOV", "USD")] == 4_500_000
+    assert [type(e).__name__ for e in delivered.buyer + delivered.seller] == ["CashPaid", "CashReceived"]
+    assert books.settlement.phase is Phase.SETTLED
+    assert books.balances() == {"CH-BUYER": (500_000, 0), "TH-GOV": (4_500_000, 0)}
+    assert books.nets_to_zero()
 
 
-def test_rejected_screening_fails_the_settlement() -> None:
-    settlement = TradeSettlement("settlement-T1")
-    step(settlement, settlement.start(trade()))
+def test_a_buyer_without_the_cash_fails_before_anything_moves() -> None:
+    books = Books(**{"CH-BUYER": 4_499_999})
+    steps = dvp.opened(books.settlement, trade(), books.buyer)
+    started, failed = books.commit(steps)
+    assert isinstance(started, spb.SettlementStarted) and steps.buyer == []
+    assert isinstance(failed, spb.SettlementFailed) and failed.code == "CASH_INSUFFICIENT"
+    assert books.balances()["CH-BUYER"] == (4_499_999, 0)
+
+
+def test_rejected_screening_fails_the_settlement_and_gives_the_cash_back() -> None:
+    books = Books(**{"CH-BUYER": 4_500_000})
+    books.commit(dvp.opened(books.settlement, trade(), books.buyer))
     decision = cpb.ScreeningDecision(
         request_id="T1",
         trade_id="T1",
         verdict=cpb.REJECTED,
         results=[cpb.RuleResult(code="DOUBLE_CLAIMING_AUTHORIZATION", passed=False)],
     )
-    [failed] = step(settlement, settlement.screened(decision))
+    [failed] = books.commit(dvp.screened(books.settlement, decision, books.buyer, books.seller))
     assert isinstance(failed, spb.SettlementFailed) and failed.reason == "DOUBLE_CLAIMING_AUTHORIZATION"
-    assert settlement.phase is Phase.FAILED
-    assert settlement.failure == "COMPLIANCE_REJECTED: DOUBLE_CLAIMING_AUTHORIZATION"
-    assert settlement.transferred(transfer(1, 3000), {"LOA-TH-1": loa()}, {}, {}) == []
+    assert books.settlement.phase is Phase.FAILED
+    assert books.settlement.failure == "COMPLIANCE_REJECTED: DOUBLE_CLAIMING_AUTHORIZATION"
+    assert books.balances()["CH-BUYER"] == (4_500_000, 0)
+    assert books.settlement.transferred(transfer(1, 3000), {"LOA-TH-1": loa()}, {}) == []
+    assert books.nets_to_zero()
 
 
-def test_registry_refusal_fails_a_transferring_settlement() -> None:
-    settlement = TradeSettlement("settlement-T1")
-    step(settlement, settlement.start(trade()))
+def test_registry_refusal_fails_a_transferring_settlement_and_gives_the_cash_back() -> None:
+    books = Books(**{"CH-BUYER": 4_500_000})
+    books.commit(dvp.opened(books.settlement, trade(), books.buyer))
     refusal = CommandRejected(command_id="T1", command_type="tonne.v1.TransferUnits", code="HOLDINGS_INSUFFICIENT")
-    assert settlement.refused(refusal) == []  # not transferring yet
-    step(settlement, settlement.screened(approved()))
-    [failed] = step(settlement, settlement.refused(refusal))
+    assert dvp.refused(books.settlement, refusal, books.buyer).settlement == []  # not transferring yet
+    books.commit(dvp.screened(books.settlement, approved(), books.buyer, books.seller))
+    [failed] = books.commit(dvp.refused(books.settlement, refusal, books.buyer))
     assert isinstance(failed, spb.SettlementFailed) and failed.code == "HOLDINGS_INSUFFICIENT"
-    assert settlement.phase is Phase.FAILED
+    assert books.settlement.phase is Phase.FAILED
+    assert books.balances()["CH-BUYER"] == (4_500_000, 0)
 
 
 def test_cash_amount_beyond_int64_fails_at_start() -> None:
-    settlement = TradeSettlement("settlement-T1")
-    started, failed = step(settlement, settlement.start(trade(price=2**62, quantity=2)))
+    books = Books(**{"CH-BUYER": INT64_MAX})
+    started, failed = books.commit(dvp.opened(books.settlement, trade(price=2**62, quantity=2), books.buyer))
     assert isinstance(started, spb.SettlementStarted)
     assert isinstance(failed, spb.SettlementFailed) and failed.code == "CASH_AMOUNT_OVERFLOW"
-    assert settlement.phase is Phase.FAILED
-    assert settlement.screened(approved()) == []  # never screened, never transferred
+    assert books.settlement.phase is Phase.FAILED and books.buyer.held == 0
+    assert books.settlement.screened(approved()) == []  # never screened, never transferred
     # The largest product that fits still settles.
-    fits = TradeSettlement("settlement-T1")
-    assert [type(e) for e in fits.start(trade(price=INT64_MAX, quantity=1))] == [spb.SettlementStarted]
+    fits = Books(**{"CH-BUYER": INT64_MAX})
+    assert [
+        type(e) for e in fits.commit(dvp.opened(fits.settlement, trade(price=INT64_MAX, quantity=1), fits.buyer))
+    ] == [spb.SettlementStarted]
 
 
-def test_cash_balance_beyond_int64_fails_with_a_code_and_keeps_the_adjustments() -> None:
-    settlement = TradeSettlement("settlement-T1")
-    step(settlement, settlement.start(trade()))
-    step(settlement, settlement.screened(approved()))
-    balances = {("TH-GOV", "USD"): INT64_MAX - 4_499_999}
-    *adjustments, failed = settlement.transferred(transfer(1, 3000), {"LOA-TH-1": loa()}, {}, balances)
-    assert [type(a) for a in adjustments] == [spb.CorrespondingAdjustmentApplied]
+def test_a_seller_balance_beyond_int64_fails_before_the_units_move() -> None:
+    books = Books(**{"CH-BUYER": 4_500_000, "TH-GOV": INT64_MAX - 4_499_999})
+    books.commit(dvp.opened(books.settlement, trade(), books.buyer))
+    [failed] = books.commit(dvp.screened(books.settlement, approved(), books.buyer, books.seller))
     assert isinstance(failed, spb.SettlementFailed) and failed.code == "CASH_BALANCE_OVERFLOW"
-    low = {("CH-BUYER", "USD"): -(2**63) + 4_499_999}
-    assert isinstance(settlement.transferred(transfer(1, 3000), {}, {}, low)[-1], spb.SettlementFailed)
-    edge = {("TH-GOV", "USD"): INT64_MAX - 4_500_000}
-    assert isinstance(settlement.transferred(transfer(1, 3000), {}, {}, edge)[-1], spb.SettlementCompleted)
+    assert books.balances()["CH-BUYER"] == (4_500_000, 0)
+    # At the edge it still settles.
+    edge = Books(**{"CH-BUYER": 4_500_000, "TH-GOV": INT64_MAX - 4_500_000})
+    edge.commit(dvp.opened(edge.settlement, trade(), edge.buyer))
+    edge.commit(dvp.screened(edge.settlement, approved(), edge.buyer, edge.seller))
+    edge.commit(dvp.delivered(edge.settlement, transfer(1, 3000), {}, {}, edge.buyer, edge.seller))
+    assert edge.settlement.phase is Phase.SETTLED and edge.balances()["TH-GOV"] == (INT64_MAX, 0)
+
+
+def test_withdrawals_and_deposits_are_refused_with_codes_and_change_nothing() -> None:
+    books = Books(**{"CH-BUYER": 100})
+    for kind, amount, code in (
+        ("withdraw", 101, "CASH_INSUFFICIENT"),
+        ("withdraw", 0, "CASH_AMOUNT_INVALID"),
+        ("deposit", INT64_MAX, "CASH_BALANCE_OVERFLOW"),
+    ):
+        with pytest.raises(DomainError) as refused:
+            getattr(books.buyer, kind)("M1", amount, "ops")
+        assert refused.value.code == code
+    assert books.balances()["CH-BUYER"] == (100, 0)
+    books.post(books.buyer, books.buyer.withdraw("W1", 100, "ops"))
+    assert books.balances()["CH-BUYER"] == (0, 0) and books.nets_to_zero()
 
 
 @pytest.mark.parametrize(
@@ -193,8 +254,52 @@ def test_a_trade_that_cannot_be_stored_is_refused_with_a_code(bad: mpb.TradeExec
 def test_snapshot_restores_the_same_state() -> None:
     settlement = TradeSettlement("settlement-T1")
     assert TradeSettlement.restore("settlement-T1", settlement.snapshot()).snapshot() == settlement.snapshot()
-    step(settlement, settlement.start(trade()))
-    step(settlement, settlement.screened(approved()))
+    settlement.mutate(settlement.start(trade()))
+    settlement.mutate(settlement.screened(approved()))
     restored = TradeSettlement.restore("settlement-T1", settlement.snapshot())
     assert (restored.started, restored.phase, restored.failure) == (settlement.started, Phase.TRANSFERRING, "")
     assert restored.snapshot() == settlement.snapshot()
+    account = CashAccount.of("CH-BUYER", "USD")
+    account.mutate(account.deposit("D1", 10, "ops"))
+    account.mutate(account.hold("T1", 7))
+    again = CashAccount.restore(account.stream_id, account.snapshot())
+    assert (again.available, again.holds, again.snapshot()) == (3, {"T1": 7}, account.snapshot())
+
+
+def test_a_covered_buy_order_pays_its_trades_from_its_cover_and_gives_back_the_rest() -> None:
+    """A buy of 3,000 at a limit of 1,600 covers 4,800,000; two fills at 1,500 take
+    4,500,000 from the cover and the 300,000 left goes back when the order is filled."""
+    books = Books(**{"CH-BUYER": 5_000_000})
+    books.post(books.buyer, books.buyer.reserve("B1", 1600 * 3000, 3000))
+    assert books.balances()["CH-BUYER"] == (200_000, 4_800_000)
+    with pytest.raises(DomainError) as short:
+        books.buyer.reserve("B2", 200_001, 1)
+    assert short.value.code == "CASH_INSUFFICIENT"
+
+    first = dvp.opened(books.settlement, trade(quantity=1000, buy_order_id="B1"), books.buyer)
+    books.commit(first)
+    assert [e.DESCRIPTOR.name for e in first.buyer] == ["CashHeld"]
+    assert books.buyer.covers["B1"] == (3_300_000, 2000) and books.buyer.holds == {"T1": 1_500_000}
+    books.commit(dvp.screened(books.settlement, approved(), books.buyer, books.seller))
+    books.commit(dvp.delivered(books.settlement, transfer(1, 1000), {}, {}, books.buyer, books.seller))
+
+    last = TradeSettlement("settlement-T2")
+    steps = dvp.opened(last, trade(quantity=2000, trade_id="T2", buy_order_id="B1"), books.buyer)
+    last.mutate(steps.settlement)
+    books.post(books.buyer, steps.buyer)
+    assert [e.DESCRIPTOR.name for e in steps.buyer] == ["CashHeld", "CashReservationReleased"]
+    assert books.buyer.covers == {} and books.buyer.holds == {"T2": 3_000_000}
+    assert books.balances()["CH-BUYER"] == (500_000, 3_000_000)
+    assert books.nets_to_zero()
+
+
+def test_a_cancelled_buy_order_gives_its_cover_back_and_a_trade_cannot_overdraw_it() -> None:
+    books = Books(**{"CH-BUYER": 1_000})
+    books.post(books.buyer, books.buyer.reserve("B1", 1_000, 10))
+    with pytest.raises(DomainError) as over:
+        books.buyer.hold("T9", 1_001, "B1", 10)
+    assert over.value.code == "CASH_COVER_EXCEEDED"
+    assert books.buyer.reserve("B1", 1_000, 10) == []  # the same cover twice sets aside once
+    books.post(books.buyer, books.buyer.uncover("B1", "cancelled"))
+    assert books.balances()["CH-BUYER"] == (1_000, 0) and books.buyer.uncover("B1", "again") == []
+    assert books.nets_to_zero()

@@ -3,8 +3,10 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -233,6 +235,348 @@ class CorrespondingAdjustmentApplied(_message.Message):
 Global___CorrespondingAdjustmentApplied: _TypeAlias = CorrespondingAdjustmentApplied  # noqa: Y015
 
 @_typing.final
+class CashDeposited(_message.Message):
+    """--- cash: a double-entry ledger per participant account and currency (stream
+    `cash-<account id>/<currency>`, services/settlement/domain/cash.py). Each event is a
+    posting whose legs sum to zero: the legs are (account, bucket, amount), bucket
+    "available" or "held"; the venue's bank side of deposits and withdrawals is the
+    account "EXTERNAL". A trade's payment is two events with one leg each, CashPaid on
+    the buyer's stream and CashReceived on the seller's, recorded in one transaction.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVEMENT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    movement_id: _builtins.str
+    """the operator's reference: unique across movements"""
+    account_id: _builtins.str
+    currency: _builtins.str
+    amount: _builtins.int
+    """minor units, > 0"""
+    by: _builtins.str
+    """the authenticated subject that recorded it"""
+    def __init__(
+        self,
+        *,
+        movement_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "by", b"by", "currency", b"currency", "movement_id", b"movement_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CashDeposited: _TypeAlias = CashDeposited  # noqa: Y015
+
+@_typing.final
+class CashWithdrawn(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVEMENT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    movement_id: _builtins.str
+    account_id: _builtins.str
+    currency: _builtins.str
+    amount: _builtins.int
+    by: _builtins.str
+    def __init__(
+        self,
+        *,
+        movement_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "by", b"by", "currency", b"currency", "movement_id", b"movement_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CashWithdrawn: _TypeAlias = CashWithdrawn  # noqa: Y015
+
+@_typing.final
+class ReserveCash(_message.Message):
+    """--- settlement.commands: a buy order's cover, asked by matching's intake ---
+
+    Set aside what a buy order may pay (limit price x quantity) before it may rest.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    account_id: _builtins.str
+    currency: _builtins.str
+    amount: _builtins.int
+    quantity: _builtins.int
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "currency", b"currency", "order_id", b"order_id", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReserveCash: _TypeAlias = ReserveCash  # noqa: Y015
+
+@_typing.final
+class ReleaseCash(_message.Message):
+    """Give back what is left of a buy order's cover (the order will not go on)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    account_id: _builtins.str
+    currency: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "currency", b"currency", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseCash: _TypeAlias = ReleaseCash  # noqa: Y015
+
+@_typing.final
+class CashReserved(_message.Message):
+    """A buy order's cover set aside (available -> held), answered to matching."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    account_id: _builtins.str
+    currency: _builtins.str
+    amount: _builtins.int
+    quantity: _builtins.int
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "currency", b"currency", "order_id", b"order_id", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CashReserved: _TypeAlias = CashReserved  # noqa: Y015
+
+@_typing.final
+class CashReservationReleased(_message.Message):
+    """What was left of a buy order's cover, given back (held -> available)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    account_id: _builtins.str
+    currency: _builtins.str
+    amount: _builtins.int
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "currency", b"currency", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CashReservationReleased: _TypeAlias = CashReservationReleased  # noqa: Y015
+
+@_typing.final
+class CashHeld(_message.Message):
+    """The buyer's cash set aside for a trade's payment: from its order's cover when it has
+    one (held -> held, `order_id` set, `quantity` the trade's), else from available.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    trade_id: _builtins.str
+    account_id: _builtins.str
+    currency: _builtins.str
+    amount: _builtins.int
+    order_id: _builtins.str
+    quantity: _builtins.int
+    def __init__(
+        self,
+        *,
+        trade_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        order_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "currency", b"currency", "order_id", b"order_id", "quantity", b"quantity", "trade_id", b"trade_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CashHeld: _TypeAlias = CashHeld  # noqa: Y015
+
+@_typing.final
+class CashHoldReleased(_message.Message):
+    """A trade that will not settle gives its buyer's cash back (held -> available)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    trade_id: _builtins.str
+    account_id: _builtins.str
+    currency: _builtins.str
+    amount: _builtins.int
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        trade_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "currency", b"currency", "reason", b"reason", "trade_id", b"trade_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CashHoldReleased: _TypeAlias = CashHoldReleased  # noqa: Y015
+
+@_typing.final
+class CashPaid(_message.Message):
+    """Delivery versus payment: the units moved, so the held cash goes to the seller."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    TO_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    trade_id: _builtins.str
+    account_id: _builtins.str
+    """the buyer"""
+    currency: _builtins.str
+    amount: _builtins.int
+    to_account_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        trade_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        to_account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "currency", b"currency", "to_account_id", b"to_account_id", "trade_id", b"trade_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CashPaid: _TypeAlias = CashPaid  # noqa: Y015
+
+@_typing.final
+class CashReceived(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    FROM_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    trade_id: _builtins.str
+    account_id: _builtins.str
+    """the seller"""
+    currency: _builtins.str
+    amount: _builtins.int
+    from_account_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        trade_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        from_account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "currency", b"currency", "from_account_id", b"from_account_id", "trade_id", b"trade_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CashReceived: _TypeAlias = CashReceived  # noqa: Y015
+
+@_typing.final
 class TradeSettlementSnapshot(_message.Message):
     """Snapshot of one trade's settlement, the aggregate of stream settlement-<trade_id>."""
 
@@ -260,3 +604,85 @@ class TradeSettlementSnapshot(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TradeSettlementSnapshot: _TypeAlias = TradeSettlementSnapshot  # noqa: Y015
+
+@_typing.final
+class CashAccountSnapshot(_message.Message):
+    """Snapshot of one cash account (stream cash-<account id>/<currency>)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Hold(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        TRADE_ID_FIELD_NUMBER: _builtins.int
+        AMOUNT_FIELD_NUMBER: _builtins.int
+        trade_id: _builtins.str
+        amount: _builtins.int
+        def __init__(
+            self,
+            *,
+            trade_id: _builtins.str = ...,
+            amount: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "trade_id", b"trade_id"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class Cover(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        ORDER_ID_FIELD_NUMBER: _builtins.int
+        AMOUNT_FIELD_NUMBER: _builtins.int
+        QUANTITY_FIELD_NUMBER: _builtins.int
+        order_id: _builtins.str
+        amount: _builtins.int
+        quantity: _builtins.int
+        def __init__(
+            self,
+            *,
+            order_id: _builtins.str = ...,
+            amount: _builtins.int = ...,
+            quantity: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "order_id", b"order_id", "quantity", b"quantity"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    HOLDS_FIELD_NUMBER: _builtins.int
+    COVERS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    currency: _builtins.str
+    available: _builtins.int
+    @_builtins.property
+    def holds(self) -> _containers.RepeatedCompositeFieldContainer[Global___CashAccountSnapshot.Hold]:
+        """by trade id"""
+
+    @_builtins.property
+    def covers(self) -> _containers.RepeatedCompositeFieldContainer[Global___CashAccountSnapshot.Cover]:
+        """by order id"""
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        available: _builtins.int = ...,
+        holds: _abc.Iterable[Global___CashAccountSnapshot.Hold] | None = ...,
+        covers: _abc.Iterable[Global___CashAccountSnapshot.Cover] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "available", b"available", "covers", b"covers", "currency", b"currency", "holds", b"holds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CashAccountSnapshot: _TypeAlias = CashAccountSnapshot  # noqa: Y015

@@ -5,15 +5,19 @@ record on the dead-letter topic with that code) and changes nothing."""
 
 from __future__ import annotations
 
+import re
+
 from pydantic import TypeAdapter, ValidationError
 
 from services.common.errors import DomainError
 from services.common.inputs import INT64_MAX, Identifier, Party
 from tonne.v1 import matching_pb2 as mpb
 from tonne.v1 import registry_pb2 as rpb
+from tonne.v1 import settlement_pb2 as spb
 
 _IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
 _PARTY: TypeAdapter[str] = TypeAdapter(Party)
+_CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 def is_identifier(value: str) -> bool:
@@ -55,6 +59,20 @@ def check_trade(trade: mpb.TradeExecuted) -> None:
     if trade.price <= 0:
         problems.append("price must be positive")
     _refuse("TRADE_INVALID", problems, "the trade")
+
+
+def check_cover(command: spb.ReserveCash | spb.ReleaseCash) -> None:
+    """A buy order's cover as matching asks for it: ids, a currency code, amounts in range."""
+    problems = [
+        f"{name} is not an identifier"
+        for name in ("order_id", "account_id")
+        if not is_identifier(getattr(command, name))
+    ]
+    if not _CURRENCY.fullmatch(command.currency):
+        problems.append("currency is not an ISO 4217 code")
+    if isinstance(command, spb.ReserveCash) and not (command.amount > 0 and 0 < command.quantity <= INT64_MAX):
+        problems.append("amount and quantity must be positive and within 2^63-1")
+    _refuse("COVER_INVALID", problems, "the cover")
 
 
 def check_authorization(authorization: rpb.RecordAuthorization) -> None:

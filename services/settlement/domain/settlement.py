@@ -2,10 +2,10 @@
 
     started --screen--> screening --approved--> transferring --units moved--> settled
        \\                          \\-rejected--> failed            \\-refused--> failed
-        \\-cash amount beyond int64--> failed                       \\-cash balance beyond int64--> failed
+        \\-cash amount beyond int64 or not available--> failed
 
 Pure: each step returns the events it causes without changing the aggregate; `apply`
-folds them once they are committed.
+folds them once they are committed. The buyer's cash moves with it (domain/dvp.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Self
 from google.protobuf.message import Message
 
 from services.common.aggregate import Aggregate
+from services.common.errors import DomainError
 from services.common.inputs import INT64_MAX
 from services.common.serials import Interval
 from services.settlement.domain.adjustments import first_transfer_adjustments
@@ -26,11 +27,6 @@ from tonne.v1 import matching_pb2 as mpb
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1 import settlement_pb2 as spb
 from tonne.v1.envelope_pb2 import CommandRejected
-
-INT64_MIN = -INT64_MAX - 1
-
-# (account id, currency) -> balance in minor units
-Balances = Mapping[tuple[str, str], int]
 
 
 class Phase(StrEnum):
@@ -47,24 +43,6 @@ _PHASE_TO_PB = {
     Phase.FAILED: spb.SETTLEMENT_PHASE_FAILED,
 }
 _PHASE_FROM_PB = {value: phase for phase, value in _PHASE_TO_PB.items()}
-
-
-def cash_legs(completed: spb.SettlementCompleted) -> list[tuple[tuple[str, str], int]]:
-    """The balance changes of a completed trade, in the order they are booked."""
-    return [
-        ((completed.buyer_account_id, completed.currency), -completed.cash_amount),
-        ((completed.seller_account_id, completed.currency), completed.cash_amount),
-    ]
-
-
-def _books(balances: Balances, legs: Sequence[tuple[tuple[str, str], int]]) -> bool:
-    """Whether every balance stays within bigint after each leg in turn."""
-    after = dict(balances)
-    for account, amount in legs:
-        after[account] = after.get(account, 0) + amount
-        if not INT64_MIN <= after[account] <= INT64_MAX:
-            return False
-    return True
 
 
 class TradeSettlement(Aggregate):
@@ -118,10 +96,9 @@ class TradeSettlement(Aggregate):
         transfer: rpb.UnitsTransferred,
         authorizations: Mapping[str, rpb.RecordAuthorization],
         first_transferred: Mapping[str, Sequence[Interval]],
-        balances: Balances,
     ) -> list[Message]:
-        """The units moved: the adjustments they owe, then the cash leg. `balances` holds
-        the current balances of the buyer and seller in the trade's currency."""
+        """The units moved: the adjustments they owe, then the settlement's completion
+        (its cash is paid beside it: dvp.delivered)."""
         s = self.started
         if s is None or self.phase is not Phase.TRANSFERRING:
             return []
@@ -140,13 +117,11 @@ class TradeSettlement(Aggregate):
             buyer_account_id=s.buyer_account_id,
             seller_account_id=s.seller_account_id,
         )
-        if _books(balances, cash_legs(completed)):
-            events.append(completed)
-        else:
-            # The units have moved (and their adjustments are owed): only the cash leg fails.
-            reason = f"booking {completed.cash_amount} {s.currency} takes a balance beyond the 64-bit range"
-            events.append(spb.SettlementFailed(trade_id=s.trade_id, code="CASH_BALANCE_OVERFLOW", reason=reason))
-        return events
+        return [*events, completed]
+
+    def fail(self, error: DomainError) -> spb.SettlementFailed:
+        assert self.started is not None
+        return spb.SettlementFailed(trade_id=self.started.trade_id, code=error.code, reason=error.reason)
 
     def refused(self, rejection: CommandRejected) -> list[Message]:
         s = self.started
