@@ -505,6 +505,7 @@ async def test_a_buy_order_is_covered_before_it_rests_and_its_trades_are_paid_fr
     cover = spb.ReserveCash(order_id="B-T1", account_id="CH-BUYER", currency="USD", amount=1600 * 3000, quantity=3000)
     await rig.deliver(topics.SETTLEMENT_COMMANDS, cover)
     [(topic, key, reserved)] = [row for row in await rig.outbox() if isinstance(row[2], spb.CashReserved)]
+    assert isinstance(reserved, spb.CashReserved)
     assert (topic, key, reserved.amount) == (topics.SETTLEMENT_EVENTS, "CH-BUYER", 4_800_000)
     assert await rig.get("/cash/CH-BUYER") == {"USD": {"available": 200_000, "reserved": 4_800_000, "held": 0}}
 
