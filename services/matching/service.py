@@ -234,7 +234,8 @@ class Matching:
 
     async def on_sequenced(self, uow: UnitOfWork, envelope: Envelope, command: Message) -> None:
         """One input of an instrument's engine: decide on its book, record the journal."""
-        if not isinstance(command, pb.SubmitOrder | pb.CancelOrder):
+        inputs = pb.SubmitOrder | pb.CancelOrder | pb.ReplaceOrder | pb.ExpireOrders | pb.CloseSession | pb.OpenSession
+        if not isinstance(command, inputs):
             raise DomainError("COMMAND_UNSUPPORTED", f"the engine does not take {envelope.type}")
         context = Context.following(envelope, "matching-engine")
         instrument = self.instruments.get(command.instrument_id)
@@ -247,23 +248,37 @@ class Matching:
             await uow.append(f"refused-{envelope.event_id}", 0, [(refused, destination)], context)
             return
         book = await uow.load(self.books, instrument.instrument_id)
-        if isinstance(command, pb.CancelOrder):
-            events = book.cancel(command)
-        elif is_identifier(command.order_id) and await projections.order_id_used(uow.conn, command.order_id):
+        if (
+            isinstance(command, pb.SubmitOrder)
+            and is_identifier(command.order_id)
+            and await projections.order_id_used(uow.conn, command.order_id)
+        ):
             # Order ids are unique across all history and instruments: the projection's key.
             duplicate = DomainError("SEQUENCE_DUPLICATE_ID", f"order id {shown(command.order_id)} was used")
             events = book.refuse(command, duplicate)
         else:
-            events = book.submit(command, instrument)
+            events = book.decide(command, instrument)
         destination = [(topics.MATCHING_EVENTS, instrument.instrument_id)]
         await uow.record(book, [(event, destination) for event in events], context)
         for event in events:
+            # What a sell order no longer offers (cancelled, reduced without a trade, or
+            # refused by the engine after intake reserved it) goes back to its holder. A
+            # reused order id is not released: the reservation is the first order's.
             if isinstance(event, pb.OrderCancelled) and event.side == pb.SELL and event.remaining_quantity:
-                # The unfilled rest of a cancelled sell order goes back to its holder.
-                release = registry_pb2.ReleaseReservation(
-                    reservation_id=event.order_id, quantity=event.remaining_quantity
-                )
-                await uow.send(release, topics.REGISTRY_COMMANDS, event.account_id, context)
+                order_id, account_id, released = event.order_id, event.account_id, event.remaining_quantity
+            elif isinstance(event, pb.OrderReduced) and event.side == pb.SELL and event.quantity:
+                order_id, account_id, released = event.order_id, event.account_id, event.quantity
+            elif (
+                isinstance(event, pb.OrderRejected)
+                and event.order.side == pb.SELL
+                and event.code != "SEQUENCE_DUPLICATE_ID"
+                and event.order.quantity
+            ):
+                order_id, account_id, released = event.order.order_id, event.order.account_id, event.order.quantity
+            else:
+                continue
+            release = registry_pb2.ReleaseReservation(reservation_id=order_id, quantity=released)
+            await uow.send(release, topics.REGISTRY_COMMANDS, account_id, context)
 
 
 def build(kernel: Kernel) -> Matching:

@@ -251,18 +251,21 @@ async def test_the_broker_api_reads_projections_and_refuses_hostile_input(venue:
     B = bearer(dev_issuer, "broker-b", ["broker"], "broker-b")
     await venue.mandate("broker-a", "acct-1")
     await venue.mandate("broker-b", "acct-1")
+    await venue.mandate("broker-b", "acct-2")
     await venue.mandate("broker-a", "a")
     app = create_app(venue.settings, build, router, "matching under test")
     app.include_router(router(venue.service))  # the lifespan (Kafka, consumer) is not needed here
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://matching") as http:
 
-        async def place(headers: dict[str, str], side: str, price: int, quantity: int, client: str) -> dict[str, Any]:
+        async def place(
+            headers: dict[str, str], side: str, price: int, quantity: int, client: str, account: str = "acct-1"
+        ) -> dict[str, Any]:
             body = {
                 "instrument_id": JCM,
                 "side": side,
                 "price": price,
                 "quantity": quantity,
-                "account_id": "acct-1",
+                "account_id": account,
                 "client_order_id": client,
             }
             response = await http.post("/orders", headers=headers, json=body)
@@ -282,7 +285,8 @@ async def test_the_broker_api_reads_projections_and_refuses_hostile_input(venue:
         for sell in sells:
             await venue.reserved(sell["order_id"], 10)
         assert await venue.pump() == 3
-        buy = await place(B, "BUY", 1001, 15, "b1")
+        # Another account: the same account on both sides is a self-trade, prevented.
+        buy = await place(B, "BUY", 1001, 15, "b1", account="acct-2")
         assert buy["status"] == "pending" and buy["fills"] == []
         assert await venue.pump() == 1
 

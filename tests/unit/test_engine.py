@@ -101,9 +101,13 @@ def test_replaying_the_journal_rebuilds_the_same_book(flow: list[tuple[pb.Side.V
     assert traded * 2 + resting == sum(q for _, _, q in flow)
 
 
-def test_order_book_submit_matches_and_rests() -> None:
+def test_order_book_removes_from_the_middle_of_a_level_and_keeps_time_order() -> None:
     book = OrderBook()
-    assert book.submit(Order("a", SELL, 100, 5)) == []
-    fills = book.submit(Order("b", BUY, 101, 7))
-    assert [(f.maker.order_id, f.price, f.quantity) for f in fills] == [("a", 100, 5)]
-    assert book.depth() == {"bids": [(101, 2)], "asks": []}
+    for order_id, side, price in [("a", SELL, 100), ("b", SELL, 100), ("c", SELL, 100), ("d", BUY, 90)]:
+        book.rest(Order(order_id, side, price, 5))
+    assert book.cancel("b") is not None and book.cancel("b") is None
+    book.reduce("a", 5)  # filled: the dead "b" behind it is skipped too
+    assert [o.order_id for o in book.resting()] == ["d", "c"]
+    assert book.depth() == {"bids": [(90, 5)], "asks": [(100, 5)]}
+    book.cancel("c")
+    assert book.best_ask() is None and book.best_bid() == 90 and len(book) == 1

@@ -83,9 +83,11 @@ class BookMachine(RuleBasedStateMachine):
     def cancel(self, data: st.DataObject, same_broker: bool) -> None:
         target = data.draw(st.sampled_from(list(self.book.orders.resting())))
         broker = target.broker_id if same_broker else next(b for b in BROKERS if b != target.broker_id)
+        remaining = target.remaining  # the fold marks the order object when it leaves
         [event] = self.run(pb.CancelOrder(order_id=target.order_id, instrument_id=INSTRUMENT, broker_id=broker))
         if same_broker:
-            assert isinstance(event, pb.OrderCancelled) and event.remaining_quantity == target.remaining
+            assert isinstance(event, pb.OrderCancelled) and event.remaining_quantity == remaining
+            assert event.reason == pb.CANCEL_REASON_BROKER
         else:
             assert isinstance(event, pb.OrderRejected) and event.code == "ORDER_NOT_OWNED"
 

@@ -22,31 +22,60 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tonne/v1/matching.proto\x12\x08tonne.v1\"\xb5\x01\n\x0bSubmitOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\t\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x1c\n\x04side\x18\x05 \x01(\x0e\x32\x0e.tonne.v1.Side\x12\r\n\x05price\x18\x06 \x01(\x03\x12\x10\n\x08quantity\x18\x07 \x01(\x04\x12\x17\n\x0f\x63lient_order_id\x18\x08 \x01(\t\"I\n\x0b\x43\x61ncelOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\t\"N\n\rOrderAccepted\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.tonne.v1.SubmitOrder\x12\x17\n\x0f\x65ngine_sequence\x18\x02 \x01(\x04\"\xba\x01\n\rOrderRejected\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08\x65vidence\x18\x05 \x03(\t\x12\x11\n\tbroker_id\x18\x06 \x01(\t\x12\x17\n\x0f\x65ngine_sequence\x18\x07 \x01(\x04\x12$\n\x05order\x18\x08 \x01(\x0b\x32\x15.tonne.v1.SubmitOrder\"\xa0\x01\n\x0eOrderCancelled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x1a\n\x12remaining_quantity\x18\x03 \x01(\x04\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x1c\n\x04side\x18\x05 \x01(\x0e\x32\x0e.tonne.v1.Side\x12\x17\n\x0f\x65ngine_sequence\x18\x06 \x01(\x04\"\xbc\x02\n\rTradeExecuted\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\r\n\x05price\x18\x03 \x01(\x03\x12\x10\n\x08quantity\x18\x04 \x01(\x04\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x14\n\x0c\x62uy_order_id\x18\x06 \x01(\t\x12\x15\n\rsell_order_id\x18\x07 \x01(\t\x12\x18\n\x10\x62uyer_account_id\x18\x08 \x01(\t\x12\x19\n\x11seller_account_id\x18\t \x01(\t\x12\x17\n\x0f\x62uyer_broker_id\x18\n \x01(\t\x12\x18\n\x10seller_broker_id\x18\x0b \x01(\t\x12!\n\taggressor\x18\x0c \x01(\x0e\x32\x0e.tonne.v1.Side\x12\x17\n\x0f\x65ngine_sequence\x18\r \x01(\x04\"\xff\x01\n\x0c\x42ookSnapshot\x12\x15\n\rinstrument_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x33\n\x06orders\x18\x03 \x03(\x0b\x32#.tonne.v1.BookSnapshot.RestingOrder\x1a\x90\x01\n\x0cRestingOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x1c\n\x04side\x18\x02 \x01(\x0e\x32\x0e.tonne.v1.Side\x12\r\n\x05price\x18\x03 \x01(\x03\x12\x1a\n\x12remaining_quantity\x18\x04 \x01(\x04\x12\x12\n\naccount_id\x18\x05 \x01(\t\x12\x11\n\tbroker_id\x18\x06 \x01(\t*/\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x07\n\x03\x42UY\x10\x01\x12\x08\n\x04SELL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tonne/v1/matching.proto\x12\x08tonne.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x03\n\x0bSubmitOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\t\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x1c\n\x04side\x18\x05 \x01(\x0e\x32\x0e.tonne.v1.Side\x12\r\n\x05price\x18\x06 \x01(\x03\x12\x10\n\x08quantity\x18\x07 \x01(\x04\x12\x17\n\x0f\x63lient_order_id\x18\x08 \x01(\t\x12\'\n\norder_type\x18\t \x01(\x0e\x32\x13.tonne.v1.OrderType\x12,\n\rtime_in_force\x18\n \x01(\x0e\x32\x15.tonne.v1.TimeInForce\x12\x11\n\tpost_only\x18\x0b \x01(\x08\x12-\n\texpire_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x15self_trade_prevention\x18\r \x01(\x0e\x32\x1d.tonne.v1.SelfTradePrevention\x12%\n\tstp_scope\x18\x0e \x01(\x0e\x32\x12.tonne.v1.StpScope\"I\n\x0b\x43\x61ncelOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\t\"k\n\x0cReplaceOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\t\x12\r\n\x05price\x18\x04 \x01(\x03\x12\x10\n\x08quantity\x18\x05 \x01(\x04\"P\n\x0c\x45xpireOrders\x12\x15\n\rinstrument_id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"%\n\x0c\x43loseSession\x12\x15\n\rinstrument_id\x18\x01 \x01(\t\"$\n\x0bOpenSession\x12\x15\n\rinstrument_id\x18\x01 \x01(\t\"\x82\x01\n\rOrderAccepted\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.tonne.v1.SubmitOrder\x12\x17\n\x0f\x65ngine_sequence\x18\x02 \x01(\x04\x12\x1d\n\x10resting_quantity\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x13\n\x11_resting_quantity\"\xba\x01\n\rOrderRejected\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08\x65vidence\x18\x05 \x03(\t\x12\x11\n\tbroker_id\x18\x06 \x01(\t\x12\x17\n\x0f\x65ngine_sequence\x18\x07 \x01(\x04\x12$\n\x05order\x18\x08 \x01(\x0b\x32\x15.tonne.v1.SubmitOrder\"\xc8\x01\n\x0eOrderCancelled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x1a\n\x12remaining_quantity\x18\x03 \x01(\x04\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x1c\n\x04side\x18\x05 \x01(\x0e\x32\x0e.tonne.v1.Side\x12\x17\n\x0f\x65ngine_sequence\x18\x06 \x01(\x04\x12&\n\x06reason\x18\x07 \x01(\x0e\x32\x16.tonne.v1.CancelReason\"\xd8\x01\n\x0cOrderReduced\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x1c\n\x04side\x18\x04 \x01(\x0e\x32\x0e.tonne.v1.Side\x12\x10\n\x08quantity\x18\x05 \x01(\x04\x12\x1a\n\x12remaining_quantity\x18\x06 \x01(\x04\x12&\n\x06reason\x18\x07 \x01(\x0e\x32\x16.tonne.v1.CancelReason\x12\x17\n\x0f\x65ngine_sequence\x18\x08 \x01(\x04\"\xd1\x01\n\rOrderReplaced\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\t\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x1c\n\x04side\x18\x05 \x01(\x0e\x32\x0e.tonne.v1.Side\x12\r\n\x05price\x18\x06 \x01(\x03\x12\x10\n\x08quantity\x18\x07 \x01(\x04\x12\x18\n\x10resting_quantity\x18\x08 \x01(\x04\x12\x17\n\x0f\x65ngine_sequence\x18\t \x01(\x04\"?\n\rSessionOpened\x12\x15\n\rinstrument_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65ngine_sequence\x18\x02 \x01(\x04\"?\n\rSessionClosed\x12\x15\n\rinstrument_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65ngine_sequence\x18\x02 \x01(\x04\"j\n\rOrdersExpired\x12\x15\n\rinstrument_id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x65ngine_sequence\x18\x03 \x01(\x04\"\xd4\x02\n\rTradeExecuted\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\r\n\x05price\x18\x03 \x01(\x03\x12\x10\n\x08quantity\x18\x04 \x01(\x04\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x14\n\x0c\x62uy_order_id\x18\x06 \x01(\t\x12\x15\n\rsell_order_id\x18\x07 \x01(\t\x12\x18\n\x10\x62uyer_account_id\x18\x08 \x01(\t\x12\x19\n\x11seller_account_id\x18\t \x01(\t\x12\x17\n\x0f\x62uyer_broker_id\x18\n \x01(\t\x12\x18\n\x10seller_broker_id\x18\x0b \x01(\t\x12!\n\taggressor\x18\x0c \x01(\x0e\x32\x0e.tonne.v1.Side\x12\x17\n\x0f\x65ngine_sequence\x18\r \x01(\x04\x12\x16\n\x0emaker_order_id\x18\x0e \x01(\t\"\x8f\x04\n\x0c\x42ookSnapshot\x12\x15\n\rinstrument_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x33\n\x06orders\x18\x03 \x03(\x0b\x32#.tonne.v1.BookSnapshot.RestingOrder\x12\x0e\n\x06\x63losed\x18\x04 \x01(\x08\x12)\n\x05\x61s_of\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\xe5\x02\n\x0cRestingOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x1c\n\x04side\x18\x02 \x01(\x0e\x32\x0e.tonne.v1.Side\x12\r\n\x05price\x18\x03 \x01(\x03\x12\x1a\n\x12remaining_quantity\x18\x04 \x01(\x04\x12\x12\n\naccount_id\x18\x05 \x01(\t\x12\x11\n\tbroker_id\x18\x06 \x01(\t\x12,\n\rtime_in_force\x18\x07 \x01(\x0e\x32\x15.tonne.v1.TimeInForce\x12-\n\texpire_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpost_only\x18\t \x01(\x08\x12<\n\x15self_trade_prevention\x18\n \x01(\x0e\x32\x1d.tonne.v1.SelfTradePrevention\x12%\n\tstp_scope\x18\x0b \x01(\x0e\x32\x12.tonne.v1.StpScope*/\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x07\n\x03\x42UY\x10\x01\x12\x08\n\x04SELL\x10\x02*T\n\tOrderType\x12\x1a\n\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10ORDER_TYPE_LIMIT\x10\x01\x12\x15\n\x11ORDER_TYPE_MARKET\x10\x02*\x9f\x01\n\x0bTimeInForce\x12\x1d\n\x19TIME_IN_FORCE_UNSPECIFIED\x10\x00\x12\x15\n\x11TIME_IN_FORCE_GTC\x10\x01\x12\x15\n\x11TIME_IN_FORCE_IOC\x10\x02\x12\x15\n\x11TIME_IN_FORCE_FOK\x10\x03\x12\x15\n\x11TIME_IN_FORCE_GTD\x10\x04\x12\x15\n\x11TIME_IN_FORCE_DAY\x10\x05*\x80\x01\n\x13SelfTradePrevention\x12\x13\n\x0fSTP_UNSPECIFIED\x10\x00\x12\x15\n\x11STP_CANCEL_NEWEST\x10\x01\x12\x15\n\x11STP_CANCEL_OLDEST\x10\x02\x12\x13\n\x0fSTP_CANCEL_BOTH\x10\x03\x12\x11\n\rSTP_DECREMENT\x10\x04*R\n\x08StpScope\x12\x19\n\x15STP_SCOPE_UNSPECIFIED\x10\x00\x12\x15\n\x11STP_SCOPE_ACCOUNT\x10\x01\x12\x14\n\x10STP_SCOPE_BROKER\x10\x02*\xcb\x02\n\x0c\x43\x61ncelReason\x12\x1d\n\x19\x43\x41NCEL_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43\x41NCEL_REASON_BROKER\x10\x01\x12\x1f\n\x1b\x43\x41NCEL_REASON_IOC_REMAINDER\x10\x02\x12\x1e\n\x1a\x43\x41NCEL_REASON_FOK_UNFILLED\x10\x03\x12\"\n\x1e\x43\x41NCEL_REASON_MARKET_REMAINDER\x10\x04\x12&\n\"CANCEL_REASON_POST_ONLY_WOULD_TAKE\x10\x05\x12\x1c\n\x18\x43\x41NCEL_REASON_SELF_TRADE\x10\x06\x12\x19\n\x15\x43\x41NCEL_REASON_EXPIRED\x10\x07\x12 \n\x1c\x43\x41NCEL_REASON_SESSION_CLOSED\x10\x08\x12\x1a\n\x16\x43\x41NCEL_REASON_REPLACED\x10\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tonne.v1.matching_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SIDE']._serialized_start=1305
-  _globals['_SIDE']._serialized_end=1352
-  _globals['_SUBMITORDER']._serialized_start=38
-  _globals['_SUBMITORDER']._serialized_end=219
-  _globals['_CANCELORDER']._serialized_start=221
-  _globals['_CANCELORDER']._serialized_end=294
-  _globals['_ORDERACCEPTED']._serialized_start=296
-  _globals['_ORDERACCEPTED']._serialized_end=374
-  _globals['_ORDERREJECTED']._serialized_start=377
-  _globals['_ORDERREJECTED']._serialized_end=563
-  _globals['_ORDERCANCELLED']._serialized_start=566
-  _globals['_ORDERCANCELLED']._serialized_end=726
-  _globals['_TRADEEXECUTED']._serialized_start=729
-  _globals['_TRADEEXECUTED']._serialized_end=1045
-  _globals['_BOOKSNAPSHOT']._serialized_start=1048
-  _globals['_BOOKSNAPSHOT']._serialized_end=1303
-  _globals['_BOOKSNAPSHOT_RESTINGORDER']._serialized_start=1159
-  _globals['_BOOKSNAPSHOT_RESTINGORDER']._serialized_end=1303
+  _globals['_SIDE']._serialized_start=2918
+  _globals['_SIDE']._serialized_end=2965
+  _globals['_ORDERTYPE']._serialized_start=2967
+  _globals['_ORDERTYPE']._serialized_end=3051
+  _globals['_TIMEINFORCE']._serialized_start=3054
+  _globals['_TIMEINFORCE']._serialized_end=3213
+  _globals['_SELFTRADEPREVENTION']._serialized_start=3216
+  _globals['_SELFTRADEPREVENTION']._serialized_end=3344
+  _globals['_STPSCOPE']._serialized_start=3346
+  _globals['_STPSCOPE']._serialized_end=3428
+  _globals['_CANCELREASON']._serialized_start=3431
+  _globals['_CANCELREASON']._serialized_end=3762
+  _globals['_SUBMITORDER']._serialized_start=71
+  _globals['_SUBMITORDER']._serialized_end=506
+  _globals['_CANCELORDER']._serialized_start=508
+  _globals['_CANCELORDER']._serialized_end=581
+  _globals['_REPLACEORDER']._serialized_start=583
+  _globals['_REPLACEORDER']._serialized_end=690
+  _globals['_EXPIREORDERS']._serialized_start=692
+  _globals['_EXPIREORDERS']._serialized_end=772
+  _globals['_CLOSESESSION']._serialized_start=774
+  _globals['_CLOSESESSION']._serialized_end=811
+  _globals['_OPENSESSION']._serialized_start=813
+  _globals['_OPENSESSION']._serialized_end=849
+  _globals['_ORDERACCEPTED']._serialized_start=852
+  _globals['_ORDERACCEPTED']._serialized_end=982
+  _globals['_ORDERREJECTED']._serialized_start=985
+  _globals['_ORDERREJECTED']._serialized_end=1171
+  _globals['_ORDERCANCELLED']._serialized_start=1174
+  _globals['_ORDERCANCELLED']._serialized_end=1374
+  _globals['_ORDERREDUCED']._serialized_start=1377
+  _globals['_ORDERREDUCED']._serialized_end=1593
+  _globals['_ORDERREPLACED']._serialized_start=1596
+  _globals['_ORDERREPLACED']._serialized_end=1805
+  _globals['_SESSIONOPENED']._serialized_start=1807
+  _globals['_SESSIONOPENED']._serialized_end=1870
+  _globals['_SESSIONCLOSED']._serialized_start=1872
+  _globals['_SESSIONCLOSED']._serialized_end=1935
+  _globals['_ORDERSEXPIRED']._serialized_start=1937
+  _globals['_ORDERSEXPIRED']._serialized_end=2043
+  _globals['_TRADEEXECUTED']._serialized_start=2046
+  _globals['_TRADEEXECUTED']._serialized_end=2386
+  _globals['_BOOKSNAPSHOT']._serialized_start=2389
+  _globals['_BOOKSNAPSHOT']._serialized_end=2916
+  _globals['_BOOKSNAPSHOT_RESTINGORDER']._serialized_start=2559
+  _globals['_BOOKSNAPSHOT_RESTINGORDER']._serialized_end=2916
 # @@protoc_insertion_point(module_scope)

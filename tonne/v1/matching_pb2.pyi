@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -36,6 +37,152 @@ BUY: Side.ValueType  # 1
 SELL: Side.ValueType  # 2
 Global___Side: _TypeAlias = Side  # noqa: Y015
 
+class _OrderType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OrderTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ORDER_TYPE_UNSPECIFIED: _OrderType.ValueType  # 0
+    """LIMIT"""
+    ORDER_TYPE_LIMIT: _OrderType.ValueType  # 1
+    ORDER_TYPE_MARKET: _OrderType.ValueType  # 2
+    """Never rests: a limit at the best opposite price +/- the instrument's protection_ticks."""
+
+class OrderType(_OrderType, metaclass=_OrderTypeEnumTypeWrapper):
+    """Enum values are prefixed: proto3 enum values share the package's scope."""
+
+ORDER_TYPE_UNSPECIFIED: OrderType.ValueType  # 0
+"""LIMIT"""
+ORDER_TYPE_LIMIT: OrderType.ValueType  # 1
+ORDER_TYPE_MARKET: OrderType.ValueType  # 2
+"""Never rests: a limit at the best opposite price +/- the instrument's protection_ticks."""
+Global___OrderType: _TypeAlias = OrderType  # noqa: Y015
+
+class _TimeInForce:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TimeInForceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimeInForce.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TIME_IN_FORCE_UNSPECIFIED: _TimeInForce.ValueType  # 0
+    """GTC for a limit, IOC for a market order"""
+    TIME_IN_FORCE_GTC: _TimeInForce.ValueType  # 1
+    """rests until filled or cancelled"""
+    TIME_IN_FORCE_IOC: _TimeInForce.ValueType  # 2
+    """fills what it can now; the rest is cancelled"""
+    TIME_IN_FORCE_FOK: _TimeInForce.ValueType  # 3
+    """fills whole now, or nothing"""
+    TIME_IN_FORCE_GTD: _TimeInForce.ValueType  # 4
+    """rests until `expire_at` (ExpireOrders)"""
+    TIME_IN_FORCE_DAY: _TimeInForce.ValueType  # 5
+    """rests until the session closes (CloseSession)"""
+
+class TimeInForce(_TimeInForce, metaclass=_TimeInForceEnumTypeWrapper): ...
+
+TIME_IN_FORCE_UNSPECIFIED: TimeInForce.ValueType  # 0
+"""GTC for a limit, IOC for a market order"""
+TIME_IN_FORCE_GTC: TimeInForce.ValueType  # 1
+"""rests until filled or cancelled"""
+TIME_IN_FORCE_IOC: TimeInForce.ValueType  # 2
+"""fills what it can now; the rest is cancelled"""
+TIME_IN_FORCE_FOK: TimeInForce.ValueType  # 3
+"""fills whole now, or nothing"""
+TIME_IN_FORCE_GTD: TimeInForce.ValueType  # 4
+"""rests until `expire_at` (ExpireOrders)"""
+TIME_IN_FORCE_DAY: TimeInForce.ValueType  # 5
+"""rests until the session closes (CloseSession)"""
+Global___TimeInForce: _TypeAlias = TimeInForce  # noqa: Y015
+
+class _SelfTradePrevention:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SelfTradePreventionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SelfTradePrevention.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STP_UNSPECIFIED: _SelfTradePrevention.ValueType  # 0
+    """CANCEL_NEWEST: a self-trade is never allowed"""
+    STP_CANCEL_NEWEST: _SelfTradePrevention.ValueType  # 1
+    """the taker's rest is cancelled"""
+    STP_CANCEL_OLDEST: _SelfTradePrevention.ValueType  # 2
+    """the resting order is cancelled; matching goes on"""
+    STP_CANCEL_BOTH: _SelfTradePrevention.ValueType  # 3
+    STP_DECREMENT: _SelfTradePrevention.ValueType  # 4
+    """both reduced by the smaller quantity, no trade"""
+
+class SelfTradePrevention(_SelfTradePrevention, metaclass=_SelfTradePreventionEnumTypeWrapper):
+    """What happens when a taker meets a resting order of the same account (or broker)."""
+
+STP_UNSPECIFIED: SelfTradePrevention.ValueType  # 0
+"""CANCEL_NEWEST: a self-trade is never allowed"""
+STP_CANCEL_NEWEST: SelfTradePrevention.ValueType  # 1
+"""the taker's rest is cancelled"""
+STP_CANCEL_OLDEST: SelfTradePrevention.ValueType  # 2
+"""the resting order is cancelled; matching goes on"""
+STP_CANCEL_BOTH: SelfTradePrevention.ValueType  # 3
+STP_DECREMENT: SelfTradePrevention.ValueType  # 4
+"""both reduced by the smaller quantity, no trade"""
+Global___SelfTradePrevention: _TypeAlias = SelfTradePrevention  # noqa: Y015
+
+class _StpScope:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StpScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StpScope.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STP_SCOPE_UNSPECIFIED: _StpScope.ValueType  # 0
+    """ACCOUNT"""
+    STP_SCOPE_ACCOUNT: _StpScope.ValueType  # 1
+    STP_SCOPE_BROKER: _StpScope.ValueType  # 2
+    """the same broker, as well as the same account"""
+
+class StpScope(_StpScope, metaclass=_StpScopeEnumTypeWrapper): ...
+
+STP_SCOPE_UNSPECIFIED: StpScope.ValueType  # 0
+"""ACCOUNT"""
+STP_SCOPE_ACCOUNT: StpScope.ValueType  # 1
+STP_SCOPE_BROKER: StpScope.ValueType  # 2
+"""the same broker, as well as the same account"""
+Global___StpScope: _TypeAlias = StpScope  # noqa: Y015
+
+class _CancelReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CancelReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CancelReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CANCEL_REASON_UNSPECIFIED: _CancelReason.ValueType  # 0
+    """journals before reasons: a broker's cancel"""
+    CANCEL_REASON_BROKER: _CancelReason.ValueType  # 1
+    """CancelOrder (also sent when a mandate is revoked)"""
+    CANCEL_REASON_IOC_REMAINDER: _CancelReason.ValueType  # 2
+    CANCEL_REASON_FOK_UNFILLED: _CancelReason.ValueType  # 3
+    CANCEL_REASON_MARKET_REMAINDER: _CancelReason.ValueType  # 4
+    CANCEL_REASON_POST_ONLY_WOULD_TAKE: _CancelReason.ValueType  # 5
+    CANCEL_REASON_SELF_TRADE: _CancelReason.ValueType  # 6
+    CANCEL_REASON_EXPIRED: _CancelReason.ValueType  # 7
+    CANCEL_REASON_SESSION_CLOSED: _CancelReason.ValueType  # 8
+    CANCEL_REASON_REPLACED: _CancelReason.ValueType  # 9
+    """OrderReduced by a ReplaceOrder"""
+
+class CancelReason(_CancelReason, metaclass=_CancelReasonEnumTypeWrapper):
+    """Why an accepted order lost quantity without trading (OrderCancelled, OrderReduced)."""
+
+CANCEL_REASON_UNSPECIFIED: CancelReason.ValueType  # 0
+"""journals before reasons: a broker's cancel"""
+CANCEL_REASON_BROKER: CancelReason.ValueType  # 1
+"""CancelOrder (also sent when a mandate is revoked)"""
+CANCEL_REASON_IOC_REMAINDER: CancelReason.ValueType  # 2
+CANCEL_REASON_FOK_UNFILLED: CancelReason.ValueType  # 3
+CANCEL_REASON_MARKET_REMAINDER: CancelReason.ValueType  # 4
+CANCEL_REASON_POST_ONLY_WOULD_TAKE: CancelReason.ValueType  # 5
+CANCEL_REASON_SELF_TRADE: CancelReason.ValueType  # 6
+CANCEL_REASON_EXPIRED: CancelReason.ValueType  # 7
+CANCEL_REASON_SESSION_CLOSED: CancelReason.ValueType  # 8
+CANCEL_REASON_REPLACED: CancelReason.ValueType  # 9
+"""OrderReduced by a ReplaceOrder"""
+Global___CancelReason: _TypeAlias = CancelReason  # noqa: Y015
+
 @_typing.final
 class SubmitOrder(_message.Message):
     """--- matching.orders: the engine's only input, in sequence ---"""
@@ -50,16 +197,32 @@ class SubmitOrder(_message.Message):
     PRICE_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     CLIENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    ORDER_TYPE_FIELD_NUMBER: _builtins.int
+    TIME_IN_FORCE_FIELD_NUMBER: _builtins.int
+    POST_ONLY_FIELD_NUMBER: _builtins.int
+    EXPIRE_AT_FIELD_NUMBER: _builtins.int
+    SELF_TRADE_PREVENTION_FIELD_NUMBER: _builtins.int
+    STP_SCOPE_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     instrument_id: _builtins.str
     broker_id: _builtins.str
     account_id: _builtins.str
     side: Global___Side.ValueType
     price: _builtins.int
-    """minor units of the instrument's currency"""
+    """minor units of the instrument's currency; 0 for MARKET"""
     quantity: _builtins.int
     """tonnes"""
     client_order_id: _builtins.str
+    order_type: Global___OrderType.ValueType
+    time_in_force: Global___TimeInForce.ValueType
+    post_only: _builtins.bool
+    """never takes: cancelled instead of trading"""
+    self_trade_prevention: Global___SelfTradePrevention.ValueType
+    stp_scope: Global___StpScope.ValueType
+    @_builtins.property
+    def expire_at(self) -> _timestamp_pb2.Timestamp:
+        """GTD only"""
+
     def __init__(
         self,
         *,
@@ -71,10 +234,16 @@ class SubmitOrder(_message.Message):
         price: _builtins.int = ...,
         quantity: _builtins.int = ...,
         client_order_id: _builtins.str = ...,
+        order_type: Global___OrderType.ValueType = ...,
+        time_in_force: Global___TimeInForce.ValueType = ...,
+        post_only: _builtins.bool = ...,
+        expire_at: _timestamp_pb2.Timestamp | None = ...,
+        self_trade_prevention: Global___SelfTradePrevention.ValueType = ...,
+        stp_scope: Global___StpScope.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_at", b"expire_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "broker_id", b"broker_id", "client_order_id", b"client_order_id", "instrument_id", b"instrument_id", "order_id", b"order_id", "price", b"price", "quantity", b"quantity", "side", b"side"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "broker_id", b"broker_id", "client_order_id", b"client_order_id", "expire_at", b"expire_at", "instrument_id", b"instrument_id", "order_id", b"order_id", "order_type", b"order_type", "post_only", b"post_only", "price", b"price", "quantity", b"quantity", "self_trade_prevention", b"self_trade_prevention", "side", b"side", "stp_scope", b"stp_scope", "time_in_force", b"time_in_force"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -106,15 +275,125 @@ class CancelOrder(_message.Message):
 Global___CancelOrder: _TypeAlias = CancelOrder  # noqa: Y015
 
 @_typing.final
+class ReplaceOrder(_message.Message):
+    """Cancel/replace a resting order. `quantity` is the new open quantity: not more than
+    open now. Same price: keeps time priority. New price: to the back of its new level,
+    and it may trade at once like a new order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    BROKER_ID_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    instrument_id: _builtins.str
+    broker_id: _builtins.str
+    price: _builtins.int
+    quantity: _builtins.int
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        instrument_id: _builtins.str = ...,
+        broker_id: _builtins.str = ...,
+        price: _builtins.int = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_id", b"broker_id", "instrument_id", b"instrument_id", "order_id", b"order_id", "price", b"price", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplaceOrder: _TypeAlias = ReplaceOrder  # noqa: Y015
+
+@_typing.final
+class ExpireOrders(_message.Message):
+    """Time as an input: GTD orders with expire_at <= as_of are cancelled (EXPIRED)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    instrument_id: _builtins.str
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        instrument_id: _builtins.str = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "instrument_id", b"instrument_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpireOrders: _TypeAlias = ExpireOrders  # noqa: Y015
+
+@_typing.final
+class CloseSession(_message.Message):
+    """Closing cancels DAY orders (SESSION_CLOSED); while closed, orders and replaces are
+    refused (MARKET_CLOSED) and cancels still work.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    instrument_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        instrument_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instrument_id", b"instrument_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseSession: _TypeAlias = CloseSession  # noqa: Y015
+
+@_typing.final
+class OpenSession(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    instrument_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        instrument_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instrument_id", b"instrument_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenSession: _TypeAlias = OpenSession  # noqa: Y015
+
+@_typing.final
 class OrderAccepted(_message.Message):
-    """--- matching.events: the engine journal ---"""
+    """Every input the engine takes for an instrument is numbered (engine_sequence); the
+    events one input causes all carry its number.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
     ENGINE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    RESTING_QUANTITY_FIELD_NUMBER: _builtins.int
     engine_sequence: _builtins.int
     """the instrument's input number that accepted it"""
+    resting_quantity: _builtins.int
+    """What rests once the trades recorded after it are done (absent in journals written
+    before it existed: then the whole order rests and its trades reduce it).
+    """
     @_builtins.property
     def order(self) -> Global___SubmitOrder: ...
     def __init__(
@@ -122,12 +401,15 @@ class OrderAccepted(_message.Message):
         *,
         order: Global___SubmitOrder | None = ...,
         engine_sequence: _builtins.int = ...,
+        resting_quantity: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_resting_quantity", b"_resting_quantity", "order", b"order", "resting_quantity", b"resting_quantity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine_sequence", b"engine_sequence", "order", b"order"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_resting_quantity", b"_resting_quantity", "engine_sequence", b"engine_sequence", "order", b"order", "resting_quantity", b"resting_quantity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__resting_quantity: _TypeAlias = _typing.Literal["resting_quantity"]  # noqa: Y015
+    _WhichOneofArgType__resting_quantity: _TypeAlias = _typing.Literal["_resting_quantity", b"_resting_quantity"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__resting_quantity) -> _WhichOneofReturnType__resting_quantity | None: ...
 
 Global___OrderAccepted: _TypeAlias = OrderAccepted  # noqa: Y015
 
@@ -190,12 +472,14 @@ class OrderCancelled(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     SIDE_FIELD_NUMBER: _builtins.int
     ENGINE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     instrument_id: _builtins.str
     remaining_quantity: _builtins.int
     account_id: _builtins.str
     side: Global___Side.ValueType
     engine_sequence: _builtins.int
+    reason: Global___CancelReason.ValueType
     def __init__(
         self,
         *,
@@ -205,14 +489,183 @@ class OrderCancelled(_message.Message):
         account_id: _builtins.str = ...,
         side: Global___Side.ValueType = ...,
         engine_sequence: _builtins.int = ...,
+        reason: Global___CancelReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "engine_sequence", b"engine_sequence", "instrument_id", b"instrument_id", "order_id", b"order_id", "remaining_quantity", b"remaining_quantity", "side", b"side"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "engine_sequence", b"engine_sequence", "instrument_id", b"instrument_id", "order_id", b"order_id", "reason", b"reason", "remaining_quantity", b"remaining_quantity", "side", b"side"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OrderCancelled: _TypeAlias = OrderCancelled  # noqa: Y015
+
+@_typing.final
+class OrderReduced(_message.Message):
+    """Quantity taken off an order without a trade (self-trade DECREMENT, or a replace to a
+    smaller quantity); the order stays where it is unless nothing is left.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    REMAINING_QUANTITY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ENGINE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    instrument_id: _builtins.str
+    account_id: _builtins.str
+    side: Global___Side.ValueType
+    quantity: _builtins.int
+    """taken off"""
+    remaining_quantity: _builtins.int
+    reason: Global___CancelReason.ValueType
+    engine_sequence: _builtins.int
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        instrument_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        side: Global___Side.ValueType = ...,
+        quantity: _builtins.int = ...,
+        remaining_quantity: _builtins.int = ...,
+        reason: Global___CancelReason.ValueType = ...,
+        engine_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "engine_sequence", b"engine_sequence", "instrument_id", b"instrument_id", "order_id", b"order_id", "quantity", b"quantity", "reason", b"reason", "remaining_quantity", b"remaining_quantity", "side", b"side"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderReduced: _TypeAlias = OrderReduced  # noqa: Y015
+
+@_typing.final
+class OrderReplaced(_message.Message):
+    """A resting order moved to a new price and open quantity (it lost its time priority);
+    the trades recorded after it are its fills as the taker.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    BROKER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    RESTING_QUANTITY_FIELD_NUMBER: _builtins.int
+    ENGINE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    instrument_id: _builtins.str
+    broker_id: _builtins.str
+    account_id: _builtins.str
+    side: Global___Side.ValueType
+    price: _builtins.int
+    quantity: _builtins.int
+    """open quantity at the new price, before trading"""
+    resting_quantity: _builtins.int
+    """what rests once its trades are done"""
+    engine_sequence: _builtins.int
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        instrument_id: _builtins.str = ...,
+        broker_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        side: Global___Side.ValueType = ...,
+        price: _builtins.int = ...,
+        quantity: _builtins.int = ...,
+        resting_quantity: _builtins.int = ...,
+        engine_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "broker_id", b"broker_id", "engine_sequence", b"engine_sequence", "instrument_id", b"instrument_id", "order_id", b"order_id", "price", b"price", "quantity", b"quantity", "resting_quantity", b"resting_quantity", "side", b"side"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderReplaced: _TypeAlias = OrderReplaced  # noqa: Y015
+
+@_typing.final
+class SessionOpened(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    ENGINE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    instrument_id: _builtins.str
+    engine_sequence: _builtins.int
+    def __init__(
+        self,
+        *,
+        instrument_id: _builtins.str = ...,
+        engine_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine_sequence", b"engine_sequence", "instrument_id", b"instrument_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionOpened: _TypeAlias = SessionOpened  # noqa: Y015
+
+@_typing.final
+class SessionClosed(_message.Message):
+    """Followed by an OrderCancelled (SESSION_CLOSED) for each DAY order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    ENGINE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    instrument_id: _builtins.str
+    engine_sequence: _builtins.int
+    def __init__(
+        self,
+        *,
+        instrument_id: _builtins.str = ...,
+        engine_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine_sequence", b"engine_sequence", "instrument_id", b"instrument_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionClosed: _TypeAlias = SessionClosed  # noqa: Y015
+
+@_typing.final
+class OrdersExpired(_message.Message):
+    """Followed by an OrderCancelled (EXPIRED) for each GTD order expired as of `as_of`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    ENGINE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    instrument_id: _builtins.str
+    engine_sequence: _builtins.int
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        instrument_id: _builtins.str = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+        engine_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "engine_sequence", b"engine_sequence", "instrument_id", b"instrument_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrdersExpired: _TypeAlias = OrdersExpired  # noqa: Y015
 
 @_typing.final
 class TradeExecuted(_message.Message):
@@ -231,6 +684,7 @@ class TradeExecuted(_message.Message):
     SELLER_BROKER_ID_FIELD_NUMBER: _builtins.int
     AGGRESSOR_FIELD_NUMBER: _builtins.int
     ENGINE_SEQUENCE_FIELD_NUMBER: _builtins.int
+    MAKER_ORDER_ID_FIELD_NUMBER: _builtins.int
     trade_id: _builtins.str
     instrument_id: _builtins.str
     price: _builtins.int
@@ -244,6 +698,8 @@ class TradeExecuted(_message.Message):
     seller_broker_id: _builtins.str
     aggressor: Global___Side.ValueType
     engine_sequence: _builtins.int
+    maker_order_id: _builtins.str
+    """the resting side (empty in older journals)"""
     def __init__(
         self,
         *,
@@ -260,10 +716,11 @@ class TradeExecuted(_message.Message):
         seller_broker_id: _builtins.str = ...,
         aggressor: Global___Side.ValueType = ...,
         engine_sequence: _builtins.int = ...,
+        maker_order_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggressor", b"aggressor", "buy_order_id", b"buy_order_id", "buyer_account_id", b"buyer_account_id", "buyer_broker_id", b"buyer_broker_id", "currency", b"currency", "engine_sequence", b"engine_sequence", "instrument_id", b"instrument_id", "price", b"price", "quantity", b"quantity", "sell_order_id", b"sell_order_id", "seller_account_id", b"seller_account_id", "seller_broker_id", b"seller_broker_id", "trade_id", b"trade_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggressor", b"aggressor", "buy_order_id", b"buy_order_id", "buyer_account_id", b"buyer_account_id", "buyer_broker_id", b"buyer_broker_id", "currency", b"currency", "engine_sequence", b"engine_sequence", "instrument_id", b"instrument_id", "maker_order_id", b"maker_order_id", "price", b"price", "quantity", b"quantity", "sell_order_id", b"sell_order_id", "seller_account_id", b"seller_account_id", "seller_broker_id", b"seller_broker_id", "trade_id", b"trade_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -288,12 +745,23 @@ class BookSnapshot(_message.Message):
         REMAINING_QUANTITY_FIELD_NUMBER: _builtins.int
         ACCOUNT_ID_FIELD_NUMBER: _builtins.int
         BROKER_ID_FIELD_NUMBER: _builtins.int
+        TIME_IN_FORCE_FIELD_NUMBER: _builtins.int
+        EXPIRE_AT_FIELD_NUMBER: _builtins.int
+        POST_ONLY_FIELD_NUMBER: _builtins.int
+        SELF_TRADE_PREVENTION_FIELD_NUMBER: _builtins.int
+        STP_SCOPE_FIELD_NUMBER: _builtins.int
         order_id: _builtins.str
         side: Global___Side.ValueType
         price: _builtins.int
         remaining_quantity: _builtins.int
         account_id: _builtins.str
         broker_id: _builtins.str
+        time_in_force: Global___TimeInForce.ValueType
+        post_only: _builtins.bool
+        self_trade_prevention: Global___SelfTradePrevention.ValueType
+        stp_scope: Global___StpScope.ValueType
+        @_builtins.property
+        def expire_at(self) -> _timestamp_pb2.Timestamp: ...
         def __init__(
             self,
             *,
@@ -303,22 +771,35 @@ class BookSnapshot(_message.Message):
             remaining_quantity: _builtins.int = ...,
             account_id: _builtins.str = ...,
             broker_id: _builtins.str = ...,
+            time_in_force: Global___TimeInForce.ValueType = ...,
+            expire_at: _timestamp_pb2.Timestamp | None = ...,
+            post_only: _builtins.bool = ...,
+            self_trade_prevention: Global___SelfTradePrevention.ValueType = ...,
+            stp_scope: Global___StpScope.ValueType = ...,
         ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        _HasFieldArgType: _TypeAlias = _typing.Literal["expire_at", b"expire_at"]  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "broker_id", b"broker_id", "order_id", b"order_id", "price", b"price", "remaining_quantity", b"remaining_quantity", "side", b"side"]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "broker_id", b"broker_id", "expire_at", b"expire_at", "order_id", b"order_id", "post_only", b"post_only", "price", b"price", "remaining_quantity", b"remaining_quantity", "self_trade_prevention", b"self_trade_prevention", "side", b"side", "stp_scope", b"stp_scope", "time_in_force", b"time_in_force"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     ORDERS_FIELD_NUMBER: _builtins.int
+    CLOSED_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
     instrument_id: _builtins.str
     sequence: _builtins.int
     """inputs the engine has taken for this instrument"""
+    closed: _builtins.bool
+    """the session is closed"""
     @_builtins.property
     def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___BookSnapshot.RestingOrder]:
         """Bids best price first, then asks best price first; oldest first within a price."""
+
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """the latest ExpireOrders time taken"""
 
     def __init__(
         self,
@@ -326,10 +807,12 @@ class BookSnapshot(_message.Message):
         instrument_id: _builtins.str = ...,
         sequence: _builtins.int = ...,
         orders: _abc.Iterable[Global___BookSnapshot.RestingOrder] | None = ...,
+        closed: _builtins.bool = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instrument_id", b"instrument_id", "orders", b"orders", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "closed", b"closed", "instrument_id", b"instrument_id", "orders", b"orders", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

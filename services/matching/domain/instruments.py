@@ -25,6 +25,8 @@ class Instrument:
     lot: int
     min_price: int
     max_price: int
+    # A market order is a limit this many ticks beyond the best opposite price.
+    protection_ticks: int
 
     def selector(self) -> registry_pb2.UnitSelector:
         return registry_pb2.UnitSelector(
@@ -36,10 +38,19 @@ class Instrument:
             else registry_pb2.AUTHORIZED_USE_UNSPECIFIED,
         )
 
-    def check(self, side: int, price: int, quantity: int) -> None:
-        """Refuse an order the instrument does not allow (validate before anything moves)."""
+    def check_side(self, side: int) -> None:
         if side not in (matching_pb2.BUY, matching_pb2.SELL):
             raise DomainError("ORDER_SIDE_INVALID", "side must be BUY or SELL")
+
+    def protected(self, side: int, best: int) -> int:
+        """A market order's limit: `protection_ticks` beyond the best opposite price,
+        kept inside the band (every resting price is)."""
+        reach = self.protection_ticks * self.tick
+        return min(best + reach, self.max_price) if side == matching_pb2.BUY else max(best - reach, self.min_price)
+
+    def check(self, side: int, price: int, quantity: int) -> None:
+        """Refuse an order the instrument does not allow (validate before anything moves)."""
+        self.check_side(side)
         # Settlement moves price * quantity in a bigint: refuse what cannot be paid.
         if quantity > INT64_MAX or abs(price) * quantity > INT64_MAX:
             raise DomainError("ORDER_NOTIONAL_TOO_LARGE", f"price * quantity must not exceed {INT64_MAX}")
