@@ -25,6 +25,7 @@ REGISTRY_EVENTS = "registry.events"
 MATCHING_ORDERS = "matching.orders"
 MATCHING_EVENTS = "matching.events"
 SETTLEMENT_COMMANDS = "settlement.commands"
+SETTLEMENT_COVERS = "settlement.covers"  # answers to a buy order's ReserveCash
 SETTLEMENT_EVENTS = "settlement.events"
 COMPLIANCE_REQUESTS = "compliance.requests"
 COMPLIANCE_DECISIONS = "compliance.decisions"
@@ -50,14 +51,14 @@ def dead_letter(topic: str) -> str:
 # a service whose handlers name a topic missing here) and what its outbox sends.
 _CONSUMES: dict[str, tuple[str, ...]] = {
     "registry": (REGISTRY_COMMANDS, *(registry_inbound(j) for j in JURISDICTIONS)),
-    "matching": (MATCHING_ORDERS, REGISTRY_EVENTS),
+    "matching": (MATCHING_ORDERS, REGISTRY_EVENTS, SETTLEMENT_COVERS),
     "settlement": (SETTLEMENT_COMMANDS, MATCHING_EVENTS, COMPLIANCE_DECISIONS, REGISTRY_EVENTS),
     "compliance": (REGISTRY_EVENTS, MATCHING_EVENTS, SETTLEMENT_EVENTS, COMPLIANCE_REQUESTS, COMPLIANCE_DECISIONS),
 }
 _SENDS: dict[str, tuple[str, ...]] = {
     "registry": (REGISTRY_EVENTS, *(registry_outbound(j) for j in JURISDICTIONS)),
-    "matching": (MATCHING_ORDERS, MATCHING_EVENTS, REGISTRY_COMMANDS),
-    "settlement": (COMPLIANCE_REQUESTS, REGISTRY_COMMANDS, SETTLEMENT_EVENTS),
+    "matching": (MATCHING_ORDERS, MATCHING_EVENTS, REGISTRY_COMMANDS, SETTLEMENT_COMMANDS),
+    "settlement": (COMPLIANCE_REQUESTS, REGISTRY_COMMANDS, SETTLEMENT_EVENTS, SETTLEMENT_COVERS),
     "compliance": (COMPLIANCE_DECISIONS, *(audit(j) for j in JURISDICTIONS)),
 }
 
@@ -87,6 +88,7 @@ def partition_counts() -> dict[str, int]:
         MATCHING_ORDERS: 3,
         MATCHING_EVENTS: 3,
         SETTLEMENT_COMMANDS: 3,
+        SETTLEMENT_COVERS: 3,
         SETTLEMENT_EVENTS: 3,
         COMPLIANCE_REQUESTS: 3,
         COMPLIANCE_DECISIONS: 3,

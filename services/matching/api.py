@@ -7,11 +7,12 @@ identity. Another broker's order answers exactly like no order (404 ORDER_UNKNOW
 
 from __future__ import annotations
 
+from datetime import UTC
 from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, Security
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from services.common.auth import Identity, forbidden
 from services.common.errors import DomainError
@@ -34,13 +35,72 @@ class Side(StrEnum):
     SELL = "SELL"
 
 
+class OrderType(StrEnum):
+    LIMIT = "LIMIT"
+    MARKET = "MARKET"  # a limit `protection_ticks` beyond the best opposite price; never rests
+
+
+class TimeInForce(StrEnum):
+    GTC = "GTC"  # rests until filled or cancelled (a limit order's default)
+    IOC = "IOC"  # fills what it can now, the rest is cancelled (a market order's default)
+    FOK = "FOK"  # fills whole now, or not at all
+    GTD = "GTD"  # rests until `expire_at`
+    DAY = "DAY"  # rests until the instrument's session closes
+
+
+class SelfTradePrevention(StrEnum):
+    CANCEL_NEWEST = "CANCEL_NEWEST"  # the incoming order's rest is cancelled (default)
+    CANCEL_OLDEST = "CANCEL_OLDEST"  # the resting order is cancelled
+    CANCEL_BOTH = "CANCEL_BOTH"
+    DECREMENT = "DECREMENT"  # both reduced by the smaller quantity, no trade
+
+
+class StpScope(StrEnum):
+    ACCOUNT = "ACCOUNT"  # orders of the same account never trade with each other (default)
+    BROKER = "BROKER"  # nor orders of the same broker
+
+
 class OrderRequest(BaseModel):
     instrument_id: Identifier
     side: Side
-    price: Positive64 = Field(description="minor units of the instrument's currency")
+    order_type: OrderType = OrderType.LIMIT
+    price: Positive64 | None = Field(
+        None, description="minor units of the instrument's currency; required for LIMIT, absent for MARKET"
+    )
     quantity: Positive64 = Field(description="tonnes")
     account_id: Identifier
     client_order_id: Identifier
+    time_in_force: TimeInForce | None = Field(None, description="GTC for a limit order, IOC for a market order")
+    post_only: bool = Field(False, description="never takes liquidity: cancelled instead of trading")
+    expire_at: AwareDatetime | None = Field(None, description="GTD only: when the order expires")
+    self_trade_prevention: SelfTradePrevention = SelfTradePrevention.CANCEL_NEWEST
+    stp_scope: StpScope = StpScope.ACCOUNT
+
+    def command(self) -> pb.SubmitOrder:
+        if (self.order_type is OrderType.LIMIT) == (self.price is None):
+            raise DomainError("ORDER_PRICE_INVALID", "a LIMIT order needs a price; a MARKET order has none")
+        order = pb.SubmitOrder(
+            instrument_id=self.instrument_id,
+            account_id=self.account_id,
+            side=pb.Side.Value(self.side.value),
+            price=self.price or 0,
+            quantity=self.quantity,
+            client_order_id=self.client_order_id,
+            order_type=pb.OrderType.Value(f"ORDER_TYPE_{self.order_type.value}"),
+            post_only=self.post_only,
+            self_trade_prevention=pb.SelfTradePrevention.Value(f"STP_{self.self_trade_prevention.value}"),
+            stp_scope=pb.StpScope.Value(f"STP_SCOPE_{self.stp_scope.value}"),
+        )
+        if self.time_in_force is not None:
+            order.time_in_force = pb.TimeInForce.Value(f"TIME_IN_FORCE_{self.time_in_force.value}")
+        if self.expire_at is not None:
+            order.expire_at.FromDatetime(self.expire_at.astimezone(UTC))
+        return order
+
+
+class ReplaceRequest(BaseModel):
+    price: Positive64 = Field(description="the new limit: a change of price loses the order's time priority")
+    quantity: Positive64 = Field(description="the new open quantity: never more than is open now")
 
 
 class FillView(BaseModel):
@@ -179,17 +239,11 @@ def router(matching: Matching) -> APIRouter:
         },
     )
     async def place(body: OrderRequest, response: Response, broker_id: str = broker_dependency) -> OrderView:
-        """Place an order for an account the caller holds a mandate for; a SELL is covered
-        (its units are reserved) before it may rest."""
-        order = pb.SubmitOrder(
-            instrument_id=body.instrument_id,
-            account_id=body.account_id,
-            side=pb.Side.Value(body.side.value),
-            price=body.price,
-            quantity=body.quantity,
-            client_order_id=body.client_order_id,
-        )
-        order_id, placed = await matching.place(broker_id, order)
+        """Place an order for an account the caller holds a mandate for. It is covered
+        before it may reach the book: a SELL by its units reserved in the registry, a BUY
+        by its cash reserved in settlement (limit price x quantity; a MARKET buy at the
+        band's maximum). What is left of a cover goes back when the order ends."""
+        order_id, placed = await matching.place(broker_id, body.command())
         if not placed:
             response.status_code = 200  # the same client order id again: the first order
         return await view(order_id, broker_id)
@@ -223,6 +277,22 @@ def router(matching: Matching) -> APIRouter:
     async def cancel(order_id: Identifier, broker_id: str = broker_dependency) -> dict[str, str]:
         await matching.cancel(broker_id, order_id)
         return {"order_id": order_id, "status": "cancelling"}
+
+    @api.post(
+        "/orders/{order_id}/replace",
+        status_code=202,
+        responses=refusals(
+            _404="ORDER_UNKNOWN: no such order of the caller's",
+            _409="ORDER_NOT_RESTING",
+            _422="REQUEST_INVALID, REPLACE_NEEDS_COVER (a buy above its covered limit), or the instrument "
+            "refuses the price (ORDER_*)",
+        ),
+    )
+    async def replace(order_id: Identifier, body: ReplaceRequest, broker_id: str = broker_dependency) -> dict[str, str]:
+        """Move a resting order: a smaller size at the same price keeps its time priority;
+        a new price loses it (the order may trade at once, as a new one would)."""
+        await matching.replace(broker_id, order_id, body.price, body.quantity)
+        return {"order_id": order_id, "status": "replacing"}
 
     @api.get("/mandates", response_model=MandatePage, responses=refusals(_422="REQUEST_INVALID or CURSOR_UNKNOWN"))
     async def mandates(

@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 from services.common import mandates
 from services.common.errors import DomainError
 from services.common.statehash import Projection
+from services.matching.domain.engine import nanoseconds
 from tonne.v1 import matching_pb2 as pb
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1.envelope_pb2 import Envelope
@@ -33,6 +34,8 @@ PROJECTIONS = (
             "engine_sequence",
             "reject_code",
             "reject_reason",
+            "reduced",
+            "expire_ns",
         ),
         ("order_id",),
     ),
@@ -61,8 +64,8 @@ PROJECTIONS = (
 
 _INSERT_ORDER = (
     "INSERT INTO orders (order_id, instrument_id, broker_id, account_id, side, price, quantity, filled, status, "
-    "client_order_id, engine_sequence, reject_code, reject_reason) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12)"
+    "client_order_id, engine_sequence, reject_code, reject_reason, expire_ns) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13)"
 )
 
 
@@ -84,6 +87,7 @@ async def _insert_order(
         sequence,
         code,
         reason,
+        nanoseconds(o.expire_at) if o.HasField("expire_at") else None,
     )
 
 
@@ -116,13 +120,30 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
             )
             await conn.execute(
                 "UPDATE orders SET filled = filled + $2, "
-                "status = CASE WHEN filled + $2 = quantity THEN 'filled' ELSE status END "
+                "status = CASE WHEN filled + $2 + reduced = quantity THEN 'filled' ELSE status END "
                 "WHERE order_id = ANY($1::text[])",
                 [event.buy_order_id, event.sell_order_id],
                 event.quantity,
             )
         case pb.OrderCancelled():
             await conn.execute("UPDATE orders SET status = 'cancelled' WHERE order_id = $1", event.order_id)
+        case pb.OrderReduced():
+            # Taken off without a trade; an order with nothing left open is done.
+            await conn.execute(
+                "UPDATE orders SET reduced = reduced + $2, "
+                "status = CASE WHEN $3 = 0 THEN 'cancelled' ELSE status END WHERE order_id = $1",
+                event.order_id,
+                event.quantity,
+                event.remaining_quantity,
+            )
+        case pb.OrderReplaced():
+            # A new price and open quantity: what it no longer offers counts as reduced.
+            await conn.execute(
+                "UPDATE orders SET price = $2, reduced = quantity - filled - $3 WHERE order_id = $1",
+                event.order_id,
+                event.price,
+                event.quantity,
+            )
         case rpb.MandateGranted() | rpb.MandateRevoked():
             await mandates.fold(conn, event)
 
@@ -147,8 +168,12 @@ async def order_id_used(conn: asyncpg.Connection, order_id: str) -> bool:
 
 
 async def resting_order(conn: asyncpg.Connection, order_id: str, broker_id: str) -> asyncpg.Record | None:
+    """The engine's view of the broker's order, with the price intake covered it at."""
     return await conn.fetchrow(
-        "SELECT instrument_id, status FROM orders WHERE order_id = $1 AND broker_id = $2", order_id, broker_id
+        "SELECT o.instrument_id, o.status, o.side, i.price AS covered_price FROM orders o "
+        "JOIN intake_orders i ON i.order_id = o.order_id WHERE o.order_id = $1 AND o.broker_id = $2",
+        order_id,
+        broker_id,
     )
 
 

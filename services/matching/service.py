@@ -4,10 +4,13 @@ mandate events are kept as fact streams `fact-<event id>` folded into `mandates`
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
+import asyncpg
 from google.protobuf.message import Message
 
 from services.common import mandates, outbox, topics
@@ -20,11 +23,11 @@ from services.common.runtime import Kernel
 from services.common.statehash import ServiceState
 from services.common.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from services.matching import projections
-from services.matching.domain.engine import PREFIX, Book, is_identifier, refusal, rejected, shown
+from services.matching.domain.engine import PREFIX, Book, check_order_type, is_identifier, refusal, rejected, shown
 from services.matching.domain.instruments import Instrument, load
 from services.matching.domain.mandates import check_mandate, not_mandated
 from tonne.v1 import matching_pb2 as pb
-from tonne.v1 import registry_pb2
+from tonne.v1 import registry_pb2, settlement_pb2
 from tonne.v1.envelope_pb2 import CommandRejected, Envelope
 
 # Placing an order is one statement (atomic on its own: no transaction to open): a repeated
@@ -33,21 +36,66 @@ from tonne.v1.envelope_pb2 import CommandRejected, Envelope
 # exists or not); otherwise the order is recorded and its next step queued on the outbox,
 # whose relay wakes on commit.
 _PLACE = (
-    "WITH existing AS (SELECT order_id, instrument_id, side, price, quantity, account_id FROM intake_orders "
-    "WHERE broker_id = $2 AND client_order_id = $3), "
+    "WITH existing AS (SELECT order_id, request FROM intake_orders WHERE broker_id = $2 AND client_order_id = $3), "
     "mandate AS (SELECT EXISTS (SELECT 1 FROM mandates WHERE broker_id = $2 AND account_id = $8) AS ok), "
     "placed AS (INSERT INTO intake_orders (order_id, broker_id, client_order_id, instrument_id, side, price, "
-    "quantity, account_id, status, correlation_id) "
-    "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 "
+    "quantity, account_id, status, correlation_id, request) "
+    "SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'reserving', $9, $10 "
     "WHERE (SELECT ok FROM mandate) AND NOT EXISTS (SELECT 1 FROM existing) "
     "ON CONFLICT (broker_id, client_order_id) DO NOTHING RETURNING order_id), "
     f"{outbox.queued(11, when='EXISTS (SELECT 1 FROM placed)')} "
-    "SELECT (SELECT order_id FROM existing) AS existing, "
-    "(SELECT (instrument_id, side, price, quantity, account_id) = ($4, $5, $6, $7, $8) FROM existing) AS same, "
+    "SELECT (SELECT order_id FROM existing) AS existing, (SELECT request = $10 FROM existing) AS same, "
     "(SELECT ok FROM mandate) AS mandated, "
     "(SELECT order_id FROM placed) AS placed, "
     f"{outbox.WAKE} AS woken"
 )
+
+
+def cover_price(order: pb.SubmitOrder, instrument: Instrument) -> int:
+    """The price an order is covered at: its limit; a market order's is unknown until it
+    trades, so the band's edge on its side (a buy may pay up to the maximum)."""
+    if order.order_type != pb.ORDER_TYPE_MARKET:
+        return order.price
+    return instrument.max_price if order.side == pb.BUY else instrument.min_price
+
+
+def cover(order: pb.SubmitOrder, instrument: Instrument) -> tuple[Message, str, str]:
+    """What covers the order before it may reach the engine, and where it is sent: a sell's
+    units reserved in the registry, a buy's cash (cover price x quantity) in settlement."""
+    if order.side == pb.SELL:
+        units = registry_pb2.ReserveUnits(
+            reservation_id=order.order_id,
+            account_id=order.account_id,
+            selector=instrument.selector(),
+            quantity=order.quantity,
+        )
+        return units, topics.REGISTRY_COMMANDS, order.account_id
+    cash = settlement_pb2.ReserveCash(
+        order_id=order.order_id,
+        account_id=order.account_id,
+        currency=instrument.currency,
+        amount=cover_price(order, instrument) * order.quantity,
+        quantity=order.quantity,
+    )
+    return cash, topics.SETTLEMENT_COMMANDS, order.account_id
+
+
+def uncover(order: pb.SubmitOrder, instrument: Instrument, reason: str) -> tuple[Message, str, str]:
+    """Give back a cover whose order will not go on."""
+    if order.side == pb.SELL:
+        release = registry_pb2.ReleaseReservation(reservation_id=order.order_id, quantity=order.quantity)
+        return release, topics.REGISTRY_COMMANDS, order.account_id
+    cash = settlement_pb2.ReleaseCash(
+        order_id=order.order_id, account_id=order.account_id, currency=instrument.currency, reason=reason
+    )
+    return cash, topics.SETTLEMENT_COMMANDS, order.account_id
+
+
+def placed(row: Mapping[str, Any]) -> pb.SubmitOrder:
+    """The order as intake took it: the broker's request with the ids intake gave it."""
+    order = pb.SubmitOrder.FromString(row["request"])
+    order.order_id, order.broker_id = row["order_id"], row["broker_id"]
+    return order
 
 
 def client_order_id_reused(client_order_id: str) -> DomainError:
@@ -85,34 +133,35 @@ class Matching:
 
     @property
     def handlers(self) -> Mapping[str, Handler]:
-        return {topics.MATCHING_ORDERS: self.on_sequenced, topics.REGISTRY_EVENTS: self.on_registry}
+        return {
+            topics.MATCHING_ORDERS: self.on_sequenced,
+            topics.REGISTRY_EVENTS: self.on_registry,
+            topics.SETTLEMENT_COVERS: self.on_settlement,
+        }
 
     # --- intake ---
 
     async def place(self, broker_id: str, order: pb.SubmitOrder) -> tuple[str, bool]:
         """Check an order and start it on its way; returns (order id, newly placed).
         The same order again under its client order id returns the first (placing is
-        idempotent); another order under that id is refused (CLIENT_ORDER_ID_REUSED)."""
+        idempotent); another order under that id is refused (CLIENT_ORDER_ID_REUSED).
+        Every order is covered before it reaches the engine: a sell by its units reserved
+        in the registry, a buy by its cash reserved in settlement (`cover`)."""
         instrument = self.instruments.get(order.instrument_id)
         if instrument is None:
             raise DomainError("INSTRUMENT_UNKNOWN", f"no instrument {shown(order.instrument_id)}", http_status=404)
-        instrument.check(order.side, order.price, order.quantity)
+        check_order_type(order, time.time_ns())
+        if order.time_in_force == pb.TIME_IN_FORCE_DAY:
+            # The instruments trade continuously: no session ever closes to end a DAY order.
+            raise DomainError("ORDER_TIME_IN_FORCE_INVALID", f"{order.instrument_id} has no session close for DAY")
+        instrument.check(order.side, cover_price(order, instrument), order.quantity)
         if (behind := await self.backlog.lag()) > self.max_backlog:
             raise TooBusy("ENGINE_BACKLOG", f"the engine is {behind} orders behind; try again shortly", retry_after=1)
+        request = order.SerializeToString(deterministic=True)  # as asked: what a repeat is compared on
         order.order_id = str(uuid.uuid4())
         order.broker_id = broker_id
         context = Context.new(actor=broker_id)
-        if order.side == pb.SELL:
-            # Covered selling: the units are reserved before the order may rest.
-            sent: Message = registry_pb2.ReserveUnits(
-                reservation_id=order.order_id,
-                account_id=order.account_id,
-                selector=instrument.selector(),
-                quantity=order.quantity,
-            )
-            topic, key = topics.REGISTRY_COMMANDS, order.account_id
-        else:
-            sent, topic, key = order, topics.MATCHING_ORDERS, order.instrument_id
+        sent, topic, key = cover(order, instrument)
         envelope = wrap(sent, aggregate_id=key, context=context, occurred_at=datetime.now(UTC))
         row = await self.pool.fetchrow(
             _PLACE,
@@ -124,8 +173,8 @@ class Matching:
             order.price,
             order.quantity,
             order.account_id,
-            "reserving" if order.side == pb.SELL else "submitted",
             context.correlation_id,
+            request,
             *outbox.queue_args([(topic, key, envelope)]),
         )
         if row["existing"] is not None:
@@ -145,32 +194,65 @@ class Matching:
 
     async def cancel(self, broker_id: str, order_id: str) -> None:
         async with self.unit_of_work() as uow:
-            row = await projections.resting_order(uow.conn, order_id, broker_id)
-            if row is None:
-                intake = await projections.broker_order(uow.conn, broker_id, order_id)
-                if intake is None:  # someone else's order answers like no order at all
-                    raise DomainError("ORDER_UNKNOWN", f"no order {shown(order_id)}", http_status=404)
-            if row is None or row["status"] != "resting":
-                raise DomainError("ORDER_NOT_RESTING", f"order {shown(order_id)} is not resting", http_status=409)
+            row = await self._resting(uow, broker_id, order_id)
             command = pb.CancelOrder(order_id=order_id, instrument_id=row["instrument_id"], broker_id=broker_id)
             await uow.send(command, topics.MATCHING_ORDERS, command.instrument_id, Context.new(broker_id))
 
+    async def replace(self, broker_id: str, order_id: str, price: int, quantity: int) -> None:
+        """Ask the engine to move a resting order (its rules: engine.Book.replace). A buy may
+        not go above the limit its cash was covered at."""
+        async with self.unit_of_work() as uow:
+            row = await self._resting(uow, broker_id, order_id)
+            self.instruments[row["instrument_id"]].check(row["side"], price, quantity)
+            if row["side"] == pb.BUY and price > row["covered_price"]:
+                raise DomainError(
+                    "REPLACE_NEEDS_COVER",
+                    f"the order's cash is covered up to {row['covered_price']}; cancel it and place a new one",
+                )
+            command = pb.ReplaceOrder(
+                order_id=order_id,
+                instrument_id=row["instrument_id"],
+                broker_id=broker_id,
+                price=price,
+                quantity=quantity,
+            )
+            await uow.send(command, topics.MATCHING_ORDERS, command.instrument_id, Context.new(broker_id))
+
+    @staticmethod
+    async def _resting(uow: UnitOfWork, broker_id: str, order_id: str) -> asyncpg.Record:
+        row = await projections.resting_order(uow.conn, order_id, broker_id)
+        if row is None:
+            intake = await projections.broker_order(uow.conn, broker_id, order_id)
+            if intake is None:  # someone else's order answers like no order at all
+                raise DomainError("ORDER_UNKNOWN", f"no order {shown(order_id)}", http_status=404)
+        if row is None or row["status"] != "resting":
+            raise DomainError("ORDER_NOT_RESTING", f"order {shown(order_id)} is not resting", http_status=409)
+        return row
+
     async def on_registry(self, uow: UnitOfWork, envelope: Envelope, event: Message) -> None:
-        """Mandates granted or revoked; a sell order's reservation came back."""
+        """Mandates granted or revoked; a sell order's cover (its reservation) came back."""
         match event:
             case registry_pb2.MandateGranted() | registry_pb2.MandateRevoked():
                 await self._mandate(uow, envelope, event)
-                return
             case registry_pb2.UnitsReserved():
-                order_id = event.reservation_id
+                await self._covered(uow, envelope, event.reservation_id, None)
             case CommandRejected(command_type="tonne.v1.ReserveUnits"):
-                order_id = event.command_id
-            case _:
-                return
-        reserved = not isinstance(event, CommandRejected)
-        registry_refusal = (
-            DomainError(event.code, event.reason, list(event.evidence)) if isinstance(event, CommandRejected) else None
-        )
+                await self._covered(uow, envelope, event.command_id, event)
+
+    async def on_settlement(self, uow: UnitOfWork, envelope: Envelope, event: Message) -> None:
+        """A buy order's cover (its cash reserved) came back."""
+        match event:
+            case settlement_pb2.CashReserved():
+                await self._covered(uow, envelope, event.order_id, None)
+            case CommandRejected(command_type="tonne.v1.ReserveCash"):
+                await self._covered(uow, envelope, event.command_id, event)
+
+    async def _covered(
+        self, uow: UnitOfWork, envelope: Envelope, order_id: str, refused: CommandRejected | None
+    ) -> None:
+        """The order's cover is answered: sequence the order, or reject it (and give back a
+        cover that came while its broker lost the mandate)."""
+        refusal = None if refused is None else DomainError(refused.code, refused.reason, list(refused.evidence))
         # One statement: the order answered once (its status moves off 'reserving'),
         # submitted only while its broker still holds the mandate.
         row = await uow.conn.fetchrow(
@@ -178,15 +260,15 @@ class Matching:
             "WHERE m.broker_id = i.broker_id AND m.account_id = i.account_id) THEN 'submitted' ELSE 'rejected' END, "
             "reject_code = $3, reject_reason = $4 WHERE order_id = $1 AND status = 'reserving' RETURNING *",
             order_id,
-            reserved,
-            None if registry_refusal is None else registry_refusal.code,
-            None if registry_refusal is None else registry_refusal.reason,
+            refusal is None,
+            None if refusal is None else refusal.code,
+            None if refusal is None else refusal.reason,
         )
         if row is None:
             return  # not an order of ours, or already answered
-        error = registry_refusal
+        error = refusal
         if error is None and row["status"] == "rejected":
-            # The mandate was revoked while the units were being reserved.
+            # The mandate was revoked while the order was being covered.
             error = not_mandated(row["broker_id"], row["account_id"])
             await uow.conn.execute(
                 "UPDATE intake_orders SET reject_code = $2, reject_reason = $3 WHERE order_id = $1",
@@ -195,24 +277,15 @@ class Matching:
                 error.reason,
             )
         context = Context.following(envelope, "matching-intake", row["correlation_id"])
+        order = placed(row)
         if error is None:
-            order = pb.SubmitOrder(
-                order_id=row["order_id"],
-                instrument_id=row["instrument_id"],
-                broker_id=row["broker_id"],
-                account_id=row["account_id"],
-                side=row["side"],
-                price=row["price"],
-                quantity=row["quantity"],
-                client_order_id=row["client_order_id"],
-            )
             await uow.send(order, topics.MATCHING_ORDERS, order.instrument_id, context)
             return
-        if reserved:
-            release = registry_pb2.ReleaseReservation(reservation_id=order_id, quantity=row["quantity"])
-            await uow.send(release, topics.REGISTRY_COMMANDS, row["account_id"], context)
-        refused = rejected(order_id, row["instrument_id"], row["broker_id"], error)
-        await uow.send(refused, topics.MATCHING_EVENTS, row["instrument_id"], context)
+        if refusal is None:
+            sent, topic, key = uncover(order, self.instruments[order.instrument_id], error.code)
+            await uow.send(sent, topic, key, context)
+        refused_order = rejected(order_id, row["instrument_id"], row["broker_id"], error)
+        await uow.send(refused_order, topics.MATCHING_EVENTS, row["instrument_id"], context)
 
     async def _mandate(
         self, uow: UnitOfWork, envelope: Envelope, event: registry_pb2.MandateGranted | registry_pb2.MandateRevoked

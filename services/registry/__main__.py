@@ -3,9 +3,10 @@
 from functools import partial
 
 from services.common.cli import main
+from services.common.periodic import stop
 from services.common.runtime import Kernel
 from services.registry.api import router
-from services.registry.scheduler import Scheduler, stop
+from services.registry.scheduler import Scheduler
 from services.registry.service import Registry
 
 

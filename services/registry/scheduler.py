@@ -8,14 +8,11 @@ each completes exactly once however many schedulers see it due.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from datetime import UTC, datetime
 
+from services.common.periodic import every
 from services.registry.service import Registry
 from tonne.v1 import registry_pb2 as pb
-
-log = logging.getLogger(__name__)
 
 # Due transfers taken per round.
 BATCH = 100
@@ -40,19 +37,5 @@ class Scheduler:
             await self.registry.decide(command, "registry-scheduler", now)
         return len(rows)
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:  # the next round tries again; a stopped scheduler would strand transfers
-                log.exception("scheduled transfers: round failed")
-            await asyncio.sleep(self.every_seconds)  # a polling period, not a readiness wait
-
     def start(self) -> asyncio.Task[None]:
-        return asyncio.create_task(self.run(), name="transfer-scheduler")
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+        return every(self.every_seconds, self.run_once, "transfer-scheduler")

@@ -103,7 +103,7 @@ class Settlement:
                 reason=error.reason,
                 evidence=error.evidence,
             )
-            sink = [(topics.SETTLEMENT_EVENTS, command.account_id)]
+            sink = [(topics.SETTLEMENT_COVERS, command.account_id)]
             await uow.append(f"rejected-{envelope.event_id}", 0, [(refused, sink)], context)
             return
         await self._book(uow, account, events, context)
@@ -232,7 +232,8 @@ class Settlement:
                 await self._book(uow, account, events, context)
 
     async def _book(self, uow: UnitOfWork, account: CashAccount, events: list[Message], context: Context) -> None:
-        await uow.record(account, [(e, [(topics.SETTLEMENT_EVENTS, account.account_id)]) for e in events], context)
+        # A buy order's cover is matching's answer; every other movement is the ledger's news.
+        await uow.record(account, [(e, [(_topic(e), account.account_id)]) for e in events], context)
 
     async def _release(
         self, uow: UnitOfWork, reservation_id: str, quantity: int, seller_account_id: str, context: Context
@@ -416,6 +417,10 @@ async def _after(conn: asyncpg.Connection, movement: Movement) -> dict[str, obje
         "reserved": int(row["reserved"]) if row else 0,
         "held": int(row["held"]) if row else 0,
     }
+
+
+def _topic(cash_event: Message) -> str:
+    return topics.SETTLEMENT_COVERS if isinstance(cash_event, spb.CashReserved) else topics.SETTLEMENT_EVENTS
 
 
 def _broker(reader: Identity) -> str | None:

@@ -146,6 +146,7 @@ async def test_hostile_input_gets_a_clear_refusal_and_the_stack_keeps_settling(
         # after the forged one was handled) reached matching, a forged grant would have too.
         await venue.grant_mandate("CN", cn_seller, "broker-a")
         await venue.grant_mandate("CN", cn_buyer, "broker-b")
+        await venue.fund(cn_buyer, "CNY", 777 * 10)
         mandates = [m async for m in venue.pages(f"{venue.matching}/mandates", headers=venue.buyer)]
         assert cn_seller not in {m["account_id"] for m in mandates}
         stolen = order(instrument_id="CCER-2025", side="SELL", account_id=cn_seller, client_order_id=f"hi-{run}")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -24,10 +25,12 @@ from services.common.replay import replay
 from services.common.runtime import Kernel, create_app
 from services.common.settings import Settings
 from services.matching.api import router
+from services.matching.expiry import Expiry
 from services.matching.service import Matching, build
 from tonne.v1 import matching_pb2 as pb
 from tonne.v1 import registry_pb2 as rpb
-from tonne.v1.envelope_pb2 import Envelope
+from tonne.v1 import settlement_pb2 as spb
+from tonne.v1.envelope_pb2 import CommandRejected, Envelope
 
 JCM = "JCM-TH-2024-NDC"
 CCER = "CCER-2025"
@@ -93,6 +96,15 @@ class Venue:
     async def reserved(self, order_id: str, quantity: int) -> None:
         """The registry's answer to a sell order's ReserveUnits."""
         await self.registry(rpb.UnitsReserved(reservation_id=order_id, account_id="acct", quantity=quantity))
+
+    async def covered(self, order_id: str, refused: str = "") -> None:
+        """Settlement's answer to a buy order's ReserveCash (settlement.covers)."""
+        answer: Message = spb.CashReserved(order_id=order_id, account_id="acct", currency="USD", amount=1, quantity=1)
+        if refused:
+            answer = CommandRejected(command_id=order_id, command_type="tonne.v1.ReserveCash", code=refused)
+        envelope = wrap(answer, aggregate_id="acct", context=Context.new("settlement"), occurred_at=datetime.now(UTC))
+        async with self.service.unit_of_work() as uow:
+            await self.service.handlers[topics.SETTLEMENT_COVERS](uow, envelope, answer)
 
     async def mandate(self, broker: str, account: str, revoke: bool = False) -> None:
         kind = rpb.MandateRevoked if revoke else rpb.MandateGranted
@@ -287,7 +299,13 @@ async def test_the_broker_api_reads_projections_and_refuses_hostile_input(venue:
         assert await venue.pump() == 3
         # Another account: the same account on both sides is a self-trade, prevented.
         buy = await place(B, "BUY", 1001, 15, "b1", account="acct-2")
-        assert buy["status"] == "pending" and buy["fills"] == []
+        assert buy["status"] == "reserving" and buy["fills"] == []  # until settlement covers it
+        [cover] = [unwrap(r["value"])[1] for r in await venue.rows("SELECT value FROM outbox WHERE topic = $1",
+                                                                  topics.SETTLEMENT_COMMANDS)]  # fmt: skip
+        assert cover == spb.ReserveCash(
+            order_id=buy["order_id"], account_id="acct-2", currency="USD", amount=1001 * 15, quantity=15
+        )
+        await venue.covered(buy["order_id"])
         assert await venue.pump() == 1
 
         order = (await http.get(f"/orders/{buy['order_id']}", headers=B)).json()
@@ -432,7 +450,12 @@ async def test_orders_need_a_mandate_and_a_revocation_cancels_what_may_still_res
         await venue.reserved(resting["order_id"], 10)
         assert await venue.pump() == 1
         assert await venue.depth(JCM) == (1, {"bids": [], "asks": [(1000, 10)]})
-        queued = (await place("BUY", "acct-1", "b-queued", price=990)).json()  # sequenced, not yet in the engine
+        queued = (await place("BUY", "acct-1", "b-queued", price=990)).json()
+        await venue.covered(queued["order_id"])  # sequenced, not yet in the engine
+        uncovered = (await place("BUY", "acct-1", "b-no-cash", price=990)).json()
+        await venue.covered(uncovered["order_id"], refused="CASH_INSUFFICIENT")
+        no_cash = (await http.get(f"/orders/{uncovered['order_id']}", headers=A)).json()
+        assert (no_cash["status"], no_cash["reject_code"]) == ("rejected", "CASH_INSUFFICIENT")
 
         await venue.mandate("broker-a", "acct-1", revoke=True)
         assert (await http.get("/mandates", headers=A)).json()["items"] == []
@@ -472,3 +495,104 @@ async def test_orders_need_a_mandate_and_a_revocation_cancels_what_may_still_res
         "national-registry",
     }
     assert {"401", "403", "404", "413", "422"} <= set(paths["/orders"]["post"]["responses"])
+
+
+async def test_order_types_replace_and_expiry_through_the_api(venue: Venue, dev_issuer: DevIssuer) -> None:
+    """Market, IOC, GTD (expired by the timer), replace and the intake refusals, each
+    order covered before the engine sees it and its cover given back when it ends."""
+    A = bearer(dev_issuer, "broker-a", ["broker"], "broker-a")
+    B = bearer(dev_issuer, "broker-b", ["broker"], "broker-b")
+    await venue.mandate("broker-a", "seller")
+    await venue.mandate("broker-b", "buyer")
+    app = create_app(venue.settings, build, router, "matching under test")
+    app.include_router(router(venue.service))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://matching") as http:
+
+        async def place(headers: dict[str, str], **fields: Any) -> httpx.Response:
+            body = {"instrument_id": JCM, "quantity": 10, "client_order_id": f"c{random.random()}"} | fields
+            return await http.post("/orders", headers=headers, json=body)
+
+        async def through(response: httpx.Response) -> dict[str, Any]:
+            """Cover the order as the registry or settlement would, and sequence it."""
+            assert response.status_code == 202, response.text
+            order = dict(response.json())
+            if order["side"] == "SELL":
+                await venue.reserved(order["order_id"], order["quantity"])
+            else:
+                await venue.covered(order["order_id"])
+            await venue.pump()
+            return dict(
+                (await http.get(f"/orders/{order['order_id']}", headers=A if order["side"] == "SELL" else B)).json()
+            )
+
+        async def covers() -> list[Message]:
+            return [unwrap(r["value"])[1] for r in await venue.rows("SELECT value FROM outbox ORDER BY id")]
+
+        sell = await through(await place(A, side="SELL", price=1000, account_id="seller"))
+        assert sell["status"] == "resting"
+        # A market buy is covered at the band's maximum, never rests, and takes the best price.
+        market = await through(await place(B, side="BUY", order_type="MARKET", quantity=4, account_id="buyer"))
+        assert (market["status"], market["filled"], market["fills"][0]["price"]) == ("filled", 4, 1000)
+        [*_, market_cover] = [c for c in await covers() if isinstance(c, spb.ReserveCash)]
+        assert market_cover.amount == 100_000 * 4
+        # IOC: what cannot fill now is cancelled.
+        ioc = await through(await place(B, side="BUY", price=1000, time_in_force="IOC", account_id="buyer"))
+        assert (ioc["status"], ioc["filled"]) == ("cancelled", 6)
+
+        # GTD: rests until the expiry timer tells the engine it is due.
+        expire_at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+        gtd = await through(
+            await place(
+                A, side="SELL", price=1200, time_in_force="GTD", expire_at=expire_at.isoformat(), account_id="seller"
+            )
+        )
+        assert gtd["status"] == "resting"
+        expiry = Expiry(venue.service)
+        assert await expiry.run_once(time.time_ns()) == 0  # nothing due yet
+        assert await expiry.run_once(int(expire_at.timestamp()) * 10**9) == 1
+        assert await venue.pump() == 1
+        assert (await http.get(f"/orders/{gtd['order_id']}", headers=A)).json()["status"] == "cancelled"
+        assert rpb.ReleaseReservation(reservation_id=gtd["order_id"], quantity=10) in await covers()
+
+        # Replace: a new price loses priority; a buy may not go above its covered limit.
+        moved = await through(await place(A, side="SELL", price=1100, account_id="seller"))
+        reply = await http.post(f"/orders/{moved['order_id']}/replace", headers=A, json={"price": 1150, "quantity": 5})
+        assert reply.status_code == 202, reply.text
+        await venue.pump()
+        assert (await venue.depth(JCM))[1]["asks"] == [(1150, 5)]
+        bid = await through(await place(B, side="BUY", price=900, quantity=2, account_id="buyer"))
+        above = await http.post(f"/orders/{bid['order_id']}/replace", headers=B, json={"price": 950, "quantity": 2})
+        assert (above.status_code, above.json()["code"]) == (422, "REPLACE_NEEDS_COVER")
+        lower = await http.post(f"/orders/{bid['order_id']}/replace", headers=B, json={"price": 850, "quantity": 1})
+        assert lower.status_code == 202
+        other = await http.post(f"/orders/{bid['order_id']}/replace", headers=A, json={"price": 850, "quantity": 1})
+        assert other.status_code == 404  # not A's order
+
+        # Refused at intake with a code, before anything is covered.
+        before = len(await covers())
+        for fields, code in (
+            ({"side": "BUY", "account_id": "buyer"}, "ORDER_PRICE_INVALID"),  # a limit without a price
+            ({"side": "BUY", "order_type": "MARKET", "price": 1000, "account_id": "buyer"}, "ORDER_PRICE_INVALID"),
+            (
+                {"side": "BUY", "order_type": "MARKET", "post_only": True, "account_id": "buyer"},
+                "ORDER_POST_ONLY_INVALID",
+            ),
+            ({"side": "SELL", "price": 1000, "time_in_force": "GTD", "account_id": "seller"}, "ORDER_EXPIRY_INVALID"),
+            (
+                {
+                    "side": "SELL",
+                    "price": 1000,
+                    "time_in_force": "GTD",
+                    "expire_at": "2020-01-01T00:00:00Z",
+                    "account_id": "seller",
+                },
+                "ORDER_EXPIRY_PASSED",
+            ),
+            (
+                {"side": "SELL", "price": 1000, "time_in_force": "DAY", "account_id": "seller"},
+                "ORDER_TIME_IN_FORCE_INVALID",
+            ),
+        ):
+            refused = await place(A if fields["side"] == "SELL" else B, **fields)
+            assert (refused.status_code, refused.json()["code"]) == (422, code), fields
+        assert len(await covers()) == before

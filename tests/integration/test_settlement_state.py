@@ -62,7 +62,9 @@ class Rig:
 
     async def commands(self) -> list[tuple[str, str, Message]]:
         """What the service asked other services to do (the outbox minus its own events)."""
-        return [row for row in await self.outbox() if row[0] != topics.SETTLEMENT_EVENTS]
+        return [
+            row for row in await self.outbox() if row[0] not in (topics.SETTLEMENT_EVENTS, topics.SETTLEMENT_COVERS)
+        ]
 
     async def events(self) -> int:
         return int(await self.service.pool.fetchval("SELECT count(*) FROM events"))
@@ -506,7 +508,7 @@ async def test_a_buy_order_is_covered_before_it_rests_and_its_trades_are_paid_fr
     await rig.deliver(topics.SETTLEMENT_COMMANDS, cover)
     [(topic, key, reserved)] = [row for row in await rig.outbox() if isinstance(row[2], spb.CashReserved)]
     assert isinstance(reserved, spb.CashReserved)
-    assert (topic, key, reserved.amount) == (topics.SETTLEMENT_EVENTS, "CH-BUYER", 4_800_000)
+    assert (topic, key, reserved.amount) == (topics.SETTLEMENT_COVERS, "CH-BUYER", 4_800_000)
     assert await rig.get("/cash/CH-BUYER") == {"USD": {"available": 200_000, "reserved": 4_800_000, "held": 0}}
 
     too_much = spb.ReserveCash(order_id="B-T9", account_id="CH-BUYER", currency="USD", amount=200_001, quantity=1)

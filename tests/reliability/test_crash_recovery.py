@@ -52,17 +52,19 @@ async def test_settlement_killed_mid_flow_settles_each_trade_exactly_once(
         await venue.grant_mandate("CN", seller, "broker-a")
         await venue.grant_mandate("CN", buyer, "broker-b")
         await venue.fund(buyer, "CNY", TRADES * 100 * 50)
+        # The bids rest first: settlement covers a buy's cash before it may rest.
+        for n in range(TRADES):
+            buy_id = await venue.place(venue.buyer, "PHCER-SZ-2025", "BUY", 50, 100, buyer, f"buy-{n}-{run}")
+            await venue.wait_order(buy_id, venue.buyer, "resting")
 
-        # Settlement dies without a chance to commit or say goodbye.
+        # Settlement dies without a chance to commit or say goodbye; then the trades happen.
         os.kill(stack.processes.pids["settlement"], signal.SIGKILL)
         await eventually(
             lambda: asyncio.to_thread(lambda: not stack.processes.is_alive("settlement")), "settlement to die"
         )
         for n in range(TRADES):
             sell_id = await venue.place(venue.seller, "PHCER-SZ-2025", "SELL", 50, 100, seller, f"sell-{n}-{run}")
-            await venue.wait_order(sell_id, venue.seller, "resting")
-            buy_id = await venue.place(venue.buyer, "PHCER-SZ-2025", "BUY", 50, 100, buyer, f"buy-{n}-{run}")
-            await venue.wait_order(buy_id, venue.buyer, "filled")
+            await venue.wait_order(sell_id, venue.seller, "filled")
 
         assert await asyncio.to_thread(stack.processes.start) == ["settlement"]
         await venue.wait_held(buyer, TRADES * 100)
