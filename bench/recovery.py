@@ -152,7 +152,7 @@ def settlement_history(n: int) -> Seeded:
             elif step == "screened":
                 steps = dvp.screened(saga, approved, buyer, seller)
             else:
-                steps = dvp.delivered(saga, _transfer(trade), {}, {}, buyer, seller)
+                steps = dvp.delivered(saga, _transfer(trade), buyer, seller)
             record(saga, steps.settlement)
             record(buyer, steps.buyer)
             record(seller, steps.seller)

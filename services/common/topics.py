@@ -58,7 +58,14 @@ _CONSUMES: dict[str, tuple[str, ...]] = {
 _SENDS: dict[str, tuple[str, ...]] = {
     "registry": (REGISTRY_EVENTS, *(registry_outbound(j) for j in JURISDICTIONS)),
     "matching": (MATCHING_ORDERS, MATCHING_EVENTS, REGISTRY_COMMANDS, SETTLEMENT_COMMANDS),
-    "settlement": (COMPLIANCE_REQUESTS, REGISTRY_COMMANDS, SETTLEMENT_EVENTS, SETTLEMENT_COVERS),
+    # Settlement tells each party's national registry of the adjustments it owes.
+    "settlement": (
+        COMPLIANCE_REQUESTS,
+        REGISTRY_COMMANDS,
+        SETTLEMENT_EVENTS,
+        SETTLEMENT_COVERS,
+        *(registry_outbound(j) for j in JURISDICTIONS),
+    ),
     "compliance": (COMPLIANCE_DECISIONS, *(audit(j) for j in JURISDICTIONS)),
 }
 

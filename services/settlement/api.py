@@ -54,6 +54,18 @@ MOVEMENTS: tuple[tuple[Literal["deposit", "withdrawal"], str], ...] = (
 )
 
 
+class LedgerYear(BaseModel):
+    vintage: int
+    first_transferring: int
+    acquiring: int
+    net: int
+
+
+class LedgerView(BaseModel):
+    party: str
+    years: list[LedgerYear]
+
+
 class Balance(BaseModel):
     available: int
     reserved: int = Field(description="set aside for the account's resting buy orders")
@@ -142,6 +154,22 @@ def router(settlement: Settlement) -> APIRouter:
             if party is None or party not in supervised:
                 raise forbidden("name a party you supervise: ?party=<JUR>")
         return AdjustmentsPage(**await settlement.adjustments(party, limit, after))
+
+    @api.get(
+        "/adjustments/ledger",
+        response_model=LedgerView,
+        responses=refusals(_422="REQUEST_INVALID (a malformed party)"),
+    )
+    async def ledger(
+        party: Party, reader: Identity = Security(authenticate, scopes=["operator", *PARTY_ROLES])
+    ) -> LedgerView:
+        """A party's corresponding adjustments per vintage year (Article 6.2): units added to
+        its emissions balance as first-transferring party, subtracted as acquiring party,
+        and the net. For the operator and the party's supervisors."""
+        supervised = set().union(*(reader.jurisdictions(role) for role in PARTY_ROLES))
+        if not reader.operator and party not in supervised:
+            raise forbidden("only the operator and the party's supervisors read its adjustments")
+        return LedgerView(party=party, years=[LedgerYear(**year) for year in await settlement.ledger(party)])
 
     @api.get(
         "/cash/{account_id}",

@@ -12,7 +12,6 @@ from services.common import mandates
 from services.common.inputs import INT64_MAX
 from services.common.serials import Interval, absorb
 from services.common.statehash import Projection
-from services.settlement.domain.adjustments import authorized_blocks
 from services.settlement.domain.cash import Leg, legs
 from services.settlement.domain.settlement import Phase
 from tonne.v1 import registry_pb2 as rpb
@@ -42,9 +41,10 @@ PROJECTIONS = (
     mandates.PROJECTION,
     Projection(
         "adjustments",
-        ("trade_id", "adjustment_id", "party", "side", "vintage", "quantity", "authorization_id"),
+        ("trade_id", "adjustment_id", "party", "side", "vintage", "quantity", "authorization_id", "event"),
         ("trade_id", "adjustment_id"),
     ),
+    Projection("adjustment_ledger", ("party", "vintage", "side", "quantity::text"), ("party", "vintage", "side")),
     # numeric has no canonical form in the hash: its text has.
     Projection(
         "cash_accounts", ("account_id", "currency", "available::text", "held::text"), ("account_id", "currency")
@@ -86,9 +86,16 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
         case spb.TransferInstructed():
             await _set_phase(conn, event.trade_id, Phase.TRANSFERRING)
         case spb.CorrespondingAdjustmentApplied():
+            if event.side == spb.FIRST_TRANSFERRING:  # its serials owe nothing on this side again
+                for namespace in sorted({s.namespace for s in event.serials}):
+                    await lock_namespace(conn, namespace)
+                for serial in event.serials:
+                    await mark_first_transferred(conn, serial.namespace, (serial.start, serial.end))
             await conn.execute(
-                "INSERT INTO adjustments (trade_id, adjustment_id, party, side, vintage, quantity, authorization_id) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "WITH adjusted AS (INSERT INTO adjustments (trade_id, adjustment_id, party, side, vintage, quantity, "
+                "authorization_id, event) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)) "
+                "INSERT INTO adjustment_ledger AS l (party, vintage, side, quantity) VALUES ($3, $5, $4, $6) "
+                "ON CONFLICT (party, vintage, side) DO UPDATE SET quantity = l.quantity + EXCLUDED.quantity",
                 event.trade_id,
                 event.adjustment_id,
                 event.party,
@@ -96,6 +103,7 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 event.vintage,
                 event.quantity,
                 event.authorization_id,
+                event.event,
             )
         case spb.SettlementCompleted():
             await _set_phase(conn, event.trade_id, Phase.SETTLED)
@@ -145,12 +153,6 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
             )
         case rpb.MandateGranted() | rpb.MandateRevoked():
             await mandates.fold(conn, event)
-        case rpb.UnitsTransferred():
-            blocks = authorized_blocks(event)
-            for namespace in sorted({b.namespace for b in blocks}):
-                await lock_namespace(conn, namespace)
-            for block in blocks:
-                await mark_first_transferred(conn, block.namespace, (block.start, block.end))
 
 
 async def _post(conn: asyncpg.Connection, posted: list[Leg], trade_id: str) -> None:

@@ -31,8 +31,7 @@ from services.common.runtime import Kernel
 from services.common.serials import Interval
 from services.common.statehash import ServiceState
 from services.common.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from services.settlement.domain import cash, dvp
-from services.settlement.domain.adjustments import authorized_blocks
+from services.settlement.domain import adjustments, cash, dvp
 from services.settlement.domain.cash import CashAccount
 from services.settlement.domain.checks import (
     check_account,
@@ -174,37 +173,54 @@ class Settlement:
             case rpb.AuthorizationRecorded():
                 check_authorization(event.authorization)
                 await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
+                await self._adjust(uow, envelope, event, f"authorization:{event.authorization.authorization_id}")
             case rpb.AccountOpened():
                 check_account(event)
                 await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
             case rpb.MandateGranted() | rpb.MandateRevoked():
                 check_mandate(event)
                 await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
+            case rpb.UnitsIssued():
+                check_blocks(adjustments.serial_blocks(event))
+                await self._adjust(uow, envelope, event, f"issuance:{event.issuance_id}")
             case rpb.UnitsTransferred():
-                itmo = authorized_blocks(event)
-                check_blocks(itmo)
-                if is_identifier(event.transfer_id):
-                    await self._transferred(uow, event, context)
-                if itmo:
-                    # Remember which serials crossed a border, after deciding on this transfer.
-                    await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
+                check_blocks(adjustments.serial_blocks(event))
+                delivered = is_identifier(event.transfer_id) and await self._transferred(uow, event, context)
+                # A trade's delivery owes its adjustments under the trade's id.
+                await self._adjust(
+                    uow, envelope, event, event.transfer_id if delivered else f"transfer:{event.transfer_id}"
+                )
+            case rpb.UnitsRetired():
+                check_blocks(adjustments.serial_blocks(event))
+                await self._adjust(uow, envelope, event, f"retirement:{event.retirement_id}")
             case CommandRejected(command_type="tonne.v1.TransferUnits") if is_identifier(event.command_id):
                 settlement = await uow.load(self.settlements, event.command_id)
                 if settlement.started is not None:
                     buyer, _ = await self._parties(uow, settlement.started)
                     await self._record(uow, settlement, dvp.refused(settlement, event, buyer), context, buyer)
 
-    async def _transferred(self, uow: UnitOfWork, transfer: rpb.UnitsTransferred, context: Context) -> None:
+    async def _transferred(self, uow: UnitOfWork, transfer: rpb.UnitsTransferred, context: Context) -> bool:
+        """Complete the settlement waiting for this delivery; whether one was."""
         settlement = await uow.load(self.settlements, transfer.transfer_id)
         started = settlement.started
         if started is None or settlement.phase is not Phase.TRANSFERRING:
-            return  # not a transfer a settlement is waiting for
-        blocks = authorized_blocks(transfer)
-        authorizations = await _authorizations(uow.conn, sorted({b.attributes.authorization_id for b in blocks}))
-        first_transferred = await _first_transferred(uow.conn, blocks)
+            return False  # not a transfer a settlement is waiting for
         buyer, seller = await self._parties(uow, started)
-        steps = dvp.delivered(settlement, transfer, authorizations, first_transferred, buyer, seller)
+        steps = dvp.delivered(settlement, transfer, buyer, seller)
         await self._record(uow, settlement, steps, context, buyer, seller)
+        return bool(steps.settlement)
+
+    async def _adjust(self, uow: UnitOfWork, envelope: Envelope, event: Message, source: str) -> None:
+        """Record the corresponding adjustments the registry event owes (once per serial and
+        side: the namespaces' runs are locked and read first), each on settlement.events and
+        on its party's national-registry channel."""
+        blocks = adjustments.serial_blocks(event)
+        loas = await _authorizations(uow.conn, sorted({b.attributes.authorization_id for b in blocks}))
+        owed = adjustments.owed(event, source, loas, await _first_transferred(uow.conn, blocks))
+        if owed:
+            context = Context.following(envelope, ACTOR)
+            records = [(e, _adjustment_destinations(e)) for e in owed]
+            await uow.append(f"adjustments-{envelope.event_id}", 0, records, context)
 
     async def _parties(self, uow: UnitOfWork, started: spb.SettlementStarted) -> tuple[CashAccount, CashAccount]:
         """The buyer's and the seller's cash accounts in the trade's currency (one lock order)."""
@@ -293,6 +309,21 @@ class Settlement:
             "items": [_adjustment(row) for row in page],
             "next": _encode_cursor(page[-1]["trade_id"], page[-1]["adjustment_id"]) if more else None,
         }
+
+    async def ledger(self, party: str) -> list[dict[str, int]]:
+        """The party's corresponding adjustments per vintage year: what it added as the
+        first-transferring party, what it subtracted as the acquiring one, the net."""
+        rows = await self.pool.fetch(
+            "SELECT vintage, side, quantity FROM adjustment_ledger WHERE party = $1 ORDER BY vintage, side", party
+        )
+        years: dict[int, dict[str, int]] = {}
+        for row in rows:
+            year = years.setdefault(
+                row["vintage"], {"vintage": row["vintage"], "first_transferring": 0, "acquiring": 0}
+            )
+            side = "first_transferring" if row["side"] == spb.FIRST_TRANSFERRING else "acquiring"
+            year[side] = int(row["quantity"])
+        return [year | {"net": year["first_transferring"] - year["acquiring"]} for year in years.values()]
 
     async def move_cash(self, movement: Movement, by: Identity) -> tuple[dict[str, object], bool]:
         """Record a deposit or withdrawal the operator confirms. Returns the account's
@@ -417,6 +448,15 @@ async def _after(conn: asyncpg.Connection, movement: Movement) -> dict[str, obje
         "reserved": int(row["reserved"]) if row else 0,
         "held": int(row["held"]) if row else 0,
     }
+
+
+def _adjustment_destinations(event: Message) -> list[tuple[str, str]]:
+    """Settlement's news, and the party's national registry if it has a channel."""
+    assert isinstance(event, spb.CorrespondingAdjustmentApplied)
+    found = [(topics.SETTLEMENT_EVENTS, event.party)]
+    if event.party in topics.JURISDICTIONS:
+        found.append((topics.registry_outbound(event.party), event.party))
+    return found
 
 
 def _topic(cash_event: Message) -> str:

@@ -62,9 +62,12 @@ class Rig:
 
     async def commands(self) -> list[tuple[str, str, Message]]:
         """What the service asked other services to do (the outbox minus its own events)."""
-        return [
-            row for row in await self.outbox() if row[0] not in (topics.SETTLEMENT_EVENTS, topics.SETTLEMENT_COVERS)
-        ]
+        news = (
+            topics.SETTLEMENT_EVENTS,
+            topics.SETTLEMENT_COVERS,
+            *map(topics.registry_outbound, topics.JURISDICTIONS),
+        )
+        return [row for row in await self.outbox() if row[0] not in news]
 
     async def events(self) -> int:
         return int(await self.service.pool.fetchval("SELECT count(*) FROM events"))
@@ -241,8 +244,17 @@ async def test_a_cross_border_trade_settles_through_the_real_handlers(rig: Rig) 
     assert await rig.fetch("SELECT posting_id FROM cash_legs GROUP BY posting_id HAVING sum(amount) <> 0") == []
     assert await rig.service.pool.fetchval("SELECT sum(available) FROM cash_accounts") == 0
     assert [tuple(r) for r in await rig.fetch('SELECT start, "end" FROM first_transferred')] == [(1, 3000)]
-    assert await rig.get("/adjustments", party="TH") == {"items": [adjustment], "next": None}
+    # The earlier transfer abroad, outside any trade, owed its own adjustment (1,000 t).
+    page = await rig.get("/adjustments", party="TH")
+    assert page["items"][0] == adjustment and page["next"] is None
+    assert [(a["trade_id"], a["quantity"]) for a in page["items"][1:]] == [("transfer:EARLIER", "1000")]
     assert await rig.get("/adjustments", party="CH") == {"items": [], "next": None}
+    # Each adjustment went to Thailand's national registry too.
+    notices = [m for t, _, m in await rig.outbox() if t == topics.registry_outbound("TH")]
+    assert [n.adjustment_id for n in notices if isinstance(n, spb.CorrespondingAdjustmentApplied)] == [
+        "transfer:EARLIER:TH:2024:LOA-TH-1",
+        "T1:TH:2024:LOA-TH-1",
+    ]
 
     live, zero, from_snapshot = await hashes(rig)
     assert live == zero == from_snapshot
@@ -349,6 +361,7 @@ async def test_adjustments_are_paged_by_cursor(rig: Rig) -> None:
 
 async def test_the_interval_index_matches_its_model(rig: Rig) -> None:
     """Random cross-border transfers (seeded) into the SQL index, against the pure model."""
+    await rig.deliver(topics.REGISTRY_EVENTS, rpb.AuthorizationRecorded(authorization=loa()))
     rng = random.Random(6_2)
     model = Index()
     for n in range(60):
@@ -363,7 +376,7 @@ async def test_the_interval_index_matches_its_model(rig: Rig) -> None:
             start = rng.randrange(0, 1600)
             query = (start, start + rng.randrange(100))
             assert await overlapping(conn, "JCM-TH", query) == model.overlapping(query)
-    # Domestic or unauthorized transfers are not recorded at all.
+    # Domestic or unauthorized transfers owe nothing and are not recorded at all.
     await rig.deliver(topics.REGISTRY_EVENTS, moved("DOMESTIC", (5000, 5100), to="TH"))
     assert await rig.fetch("SELECT * FROM first_transferred WHERE start >= 5000") == []
 
@@ -534,5 +547,45 @@ async def test_a_buy_order_is_covered_before_it_rests_and_its_trades_are_paid_fr
         hostile = spb.ReserveCash(order_id="x" * 100, account_id="CH-BUYER", currency="usd", amount=1, quantity=1)
         await rig.deliver(topics.SETTLEMENT_COMMANDS, hostile)
     assert await rig.fetch("SELECT posting_id FROM cash_legs GROUP BY posting_id HAVING sum(amount) <> 0") == []
+    live, zero, from_snapshot = await hashes(rig)
+    assert live == zero == from_snapshot
+
+
+async def test_adjustments_at_the_event_each_loa_names_and_the_parties_ledgers(rig: Rig, dev_issuer: DevIssuer) -> None:
+    """An LoA whose first transfer is the issuance is adjusted when the units are issued
+    (not again when they cross a border); one whose first transfer is the authorization,
+    when it is recorded; the acquiring party adjusts when it retires ITMOs for its NDC."""
+    at_issuance = loa("LOA-ISS", 5000)
+    at_issuance.first_transfer = rpb.AT_ISSUANCE
+    at_authorization = loa("LOA-AUTH", 700)
+    at_authorization.first_transfer, at_authorization.vintage_from = rpb.AT_AUTHORIZATION, 2025
+    for authorization in (at_issuance, at_authorization):
+        await rig.deliver(topics.REGISTRY_EVENTS, rpb.AuthorizationRecorded(authorization=authorization))
+    [block] = moved("X", (1, 2000)).blocks
+    block.attributes.authorization_id = "LOA-ISS"
+    await rig.deliver(topics.REGISTRY_EVENTS, rpb.UnitsIssued(issuance_id="I1", account_id="TH-GOV", block=block))
+    abroad = moved("X1", (1, 500))
+    abroad.blocks[0].attributes.authorization_id = "LOA-ISS"
+    await rig.deliver(topics.REGISTRY_EVENTS, abroad)  # adjusted at issuance: nothing more
+    used = rpb.UnitsRetired(retirement_id="R1", account_id="CH-BUYER", jurisdiction="CH", quantity=500,
+                            blocks=abroad.blocks, purpose="NDC")  # fmt: skip
+    await rig.deliver(topics.REGISTRY_EVENTS, used)
+
+    rows = await rig.fetch("SELECT trade_id, party, side, vintage, quantity, event FROM adjustments ORDER BY 1, 2")
+    assert [tuple(r) for r in rows] == [
+        ("authorization:LOA-AUTH", "TH", spb.FIRST_TRANSFERRING, 2025, 700, rpb.AT_AUTHORIZATION),
+        ("issuance:I1", "TH", spb.FIRST_TRANSFERRING, 2024, 2000, rpb.AT_ISSUANCE),
+        ("retirement:R1", "CH", spb.ACQUIRING, 2024, 500, rpb.AT_USE_OR_CANCELLATION),
+    ]
+    thailand = await rig.get("/adjustments/ledger", party="TH")
+    assert thailand["years"] == [
+        {"vintage": 2024, "first_transferring": 2000, "acquiring": 0, "net": 2000},
+        {"vintage": 2025, "first_transferring": 700, "acquiring": 0, "net": 700},
+    ]
+    swiss = await rig.get("/adjustments/ledger", party="CH")
+    assert swiss["years"] == [{"vintage": 2024, "first_transferring": 0, "acquiring": 500, "net": -500}]
+    regulator = {"authorization": f"Bearer {dev_issuer.mint('ch', ['regulator:CH'])}"}
+    assert (await rig.api.get("/adjustments/ledger", params={"party": "TH"}, headers=regulator)).status_code == 403
+    assert (await rig.api.get("/adjustments/ledger", params={"party": "CH"}, headers=regulator)).status_code == 200
     live, zero, from_snapshot = await hashes(rig)
     assert live == zero == from_snapshot

@@ -11,7 +11,7 @@ from services.common.errors import DomainError
 from services.common.inputs import INT64_MAX
 from services.common.serials import subtract
 from services.settlement.domain import cash, dvp
-from services.settlement.domain.adjustments import first_transfer_adjustments
+from services.settlement.domain.adjustments import owed
 from services.settlement.domain.cash import CashAccount
 from services.settlement.domain.settlement import Phase, TradeSettlement
 from tests.unit.factories import loa
@@ -47,19 +47,63 @@ def transfer(
 
 
 def test_first_international_transfer_owes_one_adjustment() -> None:
-    [ca] = first_transfer_adjustments("T1", transfer(1, 3000), {"LOA-TH-1": loa()}, {})
+    [ca] = owed(transfer(1, 3000), "T1", {"LOA-TH-1": loa()}, {})
+    assert isinstance(ca, spb.CorrespondingAdjustmentApplied)
     assert (ca.party, ca.side, ca.vintage, ca.quantity) == ("TH", spb.FIRST_TRANSFERRING, 2024, 3000)
+    assert (ca.event, [(s.start, s.end) for s in ca.serials]) == (rpb.AT_FIRST_INTERNATIONAL_TRANSFER, [(1, 3000)])
 
 
 def test_serials_already_adjusted_owe_nothing_again() -> None:
     adjusted = {"JCM-TH": [(1, 1000)]}
-    [ca] = first_transfer_adjustments("T2", transfer(1, 3000), {"LOA-TH-1": loa()}, adjusted)
-    assert ca.quantity == 2000
+    [ca] = owed(transfer(1, 3000), "T2", {"LOA-TH-1": loa()}, adjusted)
+    assert isinstance(ca, spb.CorrespondingAdjustmentApplied) and ca.quantity == 2000
 
 
 def test_domestic_or_unauthorized_transfers_owe_nothing() -> None:
-    assert first_transfer_adjustments("T", transfer(1, 10, to_jurisdiction="TH"), {"LOA-TH-1": loa()}, {}) == []
-    assert first_transfer_adjustments("T", transfer(1, 10, authorization_id=""), {"LOA-TH-1": loa()}, {}) == []
+    assert owed(transfer(1, 10, to_jurisdiction="TH"), "T", {"LOA-TH-1": loa()}, {}) == []
+    assert owed(transfer(1, 10, authorization_id=""), "T", {"LOA-TH-1": loa()}, {}) == []
+
+
+def test_each_loa_is_adjusted_at_the_event_it_names() -> None:
+    """Issuance, authorization and use/cancellation as the first transfer; the acquiring
+    party's adjustment when it uses the ITMOs toward its NDC; a transfer abroad of units
+    whose LoA names another event owes nothing."""
+
+    def with_first_transfer(event: rpb.FirstTransfer.ValueType) -> dict[str, rpb.RecordAuthorization]:
+        authorization = loa()
+        authorization.first_transfer = event
+        return {"LOA-TH-1": authorization}
+
+    [block] = transfer(1, 100).blocks
+    at_issuance = with_first_transfer(rpb.AT_ISSUANCE)
+    [issued] = owed(rpb.UnitsIssued(issuance_id="I1", account_id="TH-GOV", block=block), "issuance:I1", at_issuance, {})
+    assert isinstance(issued, spb.CorrespondingAdjustmentApplied)
+    assert (issued.party, issued.quantity, issued.event) == ("TH", 100, rpb.AT_ISSUANCE)
+    assert owed(transfer(1, 100), "T1", at_issuance, {}) == []
+
+    assert owed(rpb.AuthorizationRecorded(authorization=loa()), "a", {}, {}) == []  # the LoA names the first transfer
+    authorization = loa()
+    authorization.first_transfer = rpb.AT_AUTHORIZATION
+    [authorized] = owed(rpb.AuthorizationRecorded(authorization=authorization), "authorization:LOA-TH-1", {}, {})
+    assert isinstance(authorized, spb.CorrespondingAdjustmentApplied)
+    assert (authorized.quantity, authorized.vintage, list(authorized.serials)) == (4000, 2021, [])
+
+    retired = rpb.UnitsRetired(retirement_id="R1", account_id="CH-BUYER", jurisdiction="CH", quantity=100,
+                               blocks=[block], purpose="NDC")  # fmt: skip
+    first, acquiring = owed(retired, "retirement:R1", with_first_transfer(rpb.AT_USE_OR_CANCELLATION), {})
+    assert isinstance(first, spb.CorrespondingAdjustmentApplied)
+    assert isinstance(acquiring, spb.CorrespondingAdjustmentApplied)
+    assert (first.party, first.side, acquiring.party, acquiring.side) == (
+        "TH",
+        spb.FIRST_TRANSFERRING,
+        "CH",
+        spb.ACQUIRING,
+    )
+    # Already first-transferred (at the LoA's own event): only the acquiring side is left.
+    [only] = owed(retired, "retirement:R1", {"LOA-TH-1": loa()}, {"JCM-TH": [(1, 100)]})
+    assert isinstance(only, spb.CorrespondingAdjustmentApplied) and only.side == spb.ACQUIRING
+    voluntary = rpb.UnitsRetired(jurisdiction="CH", blocks=[block], purpose="voluntary")
+    assert owed(voluntary, "retirement:R2", {"LOA-TH-1": loa()}, {"JCM-TH": [(1, 100)]}) == []
 
 
 @given(st.tuples(st.integers(1, 100), st.integers(0, 50)), st.lists(st.tuples(st.integers(1, 150), st.integers(0, 30))))
@@ -132,7 +176,6 @@ def approved() -> cpb.ScreeningDecision:
 
 def test_delivery_versus_payment_happy_path() -> None:
     books = Books(**{"CH-BUYER": 5_000_000})
-    authorizations = {"LOA-TH-1": loa()}
     steps = dvp.opened(books.settlement, trade(), books.buyer)
     assert books.settlement.started is None and books.buyer.held == 0  # deciding changes nothing
     books.commit(steps)
@@ -141,9 +184,9 @@ def test_delivery_versus_payment_happy_path() -> None:
     [instructed] = books.commit(dvp.screened(books.settlement, approved(), books.buyer, books.seller))
     assert isinstance(instructed, spb.TransferInstructed)
     assert books.settlement.screened(approved()) == []  # a duplicate decision does nothing
-    delivered = dvp.delivered(books.settlement, transfer(1, 3000), authorizations, {}, books.buyer, books.seller)
+    delivered = dvp.delivered(books.settlement, transfer(1, 3000), books.buyer, books.seller)
     events = books.commit(delivered)
-    assert [type(e).__name__ for e in events] == ["CorrespondingAdjustmentApplied", "SettlementCompleted"]
+    assert [type(e).__name__ for e in events] == ["SettlementCompleted"]
     assert [type(e).__name__ for e in delivered.buyer + delivered.seller] == ["CashPaid", "CashReceived"]
     assert books.settlement.phase is Phase.SETTLED
     assert books.balances() == {"CH-BUYER": (500_000, 0), "TH-GOV": (4_500_000, 0)}
@@ -173,7 +216,7 @@ def test_rejected_screening_fails_the_settlement_and_gives_the_cash_back() -> No
     assert books.settlement.phase is Phase.FAILED
     assert books.settlement.failure == "COMPLIANCE_REJECTED: DOUBLE_CLAIMING_AUTHORIZATION"
     assert books.balances()["CH-BUYER"] == (4_500_000, 0)
-    assert books.settlement.transferred(transfer(1, 3000), {"LOA-TH-1": loa()}, {}) == []
+    assert books.settlement.transferred(transfer(1, 3000)) == []
     assert books.nets_to_zero()
 
 
@@ -213,7 +256,7 @@ def test_a_seller_balance_beyond_int64_fails_before_the_units_move() -> None:
     edge = Books(**{"CH-BUYER": 4_500_000, "TH-GOV": INT64_MAX - 4_500_000})
     edge.commit(dvp.opened(edge.settlement, trade(), edge.buyer))
     edge.commit(dvp.screened(edge.settlement, approved(), edge.buyer, edge.seller))
-    edge.commit(dvp.delivered(edge.settlement, transfer(1, 3000), {}, {}, edge.buyer, edge.seller))
+    edge.commit(dvp.delivered(edge.settlement, transfer(1, 3000), edge.buyer, edge.seller))
     assert edge.settlement.phase is Phase.SETTLED and edge.balances()["TH-GOV"] == (INT64_MAX, 0)
 
 
@@ -281,7 +324,7 @@ def test_a_covered_buy_order_pays_its_trades_from_its_cover_and_gives_back_the_r
     assert [e.DESCRIPTOR.name for e in first.buyer] == ["CashHeld"]
     assert books.buyer.covers["B1"] == (3_300_000, 2000) and books.buyer.holds == {"T1": 1_500_000}
     books.commit(dvp.screened(books.settlement, approved(), books.buyer, books.seller))
-    books.commit(dvp.delivered(books.settlement, transfer(1, 1000), {}, {}, books.buyer, books.seller))
+    books.commit(dvp.delivered(books.settlement, transfer(1, 1000), books.buyer, books.seller))
 
     last = TradeSettlement("settlement-T2")
     steps = dvp.opened(last, trade(quantity=2000, trade_id="T2", buy_order_id="B1"), books.buyer)

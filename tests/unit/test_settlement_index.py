@@ -1,7 +1,7 @@
 """The first-transferred index: disjoint maximal runs per namespace, looked up by the
 predecessor plus the runs starting inside a block (what the SQL in projections.py does on
 its (namespace, start) btree). Adjustments computed from only those overlapping runs equal
-the old computation, which subtracted every interval ever first-transferred."""
+the old computation, which subtracted every interval ever adjusted."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.common.serials import Interval, absorb
-from services.settlement.domain.adjustments import authorized_blocks, first_transfer_adjustments
+from services.settlement.domain.adjustments import owed
 from tests.unit.factories import loa
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1 import settlement_pb2 as spb
@@ -42,7 +42,8 @@ def legacy_adjustments(
     authorizations: dict[str, rpb.RecordAuthorization],
     first_transferred: dict[str, list[Interval]],
 ) -> list[spb.CorrespondingAdjustmentApplied]:
-    """`first_transfer_adjustments` as it was, over all intervals ever first-transferred."""
+    """The first international transfer's adjustments as they were computed, over every
+    interval ever adjusted."""
     if transfer.from_jurisdiction == transfer.to_jurisdiction:
         return []
     owed: dict[tuple[str, int, str], int] = defaultdict(int)
@@ -138,12 +139,24 @@ def test_adjustments_from_the_index_equal_the_old_subtraction_over_all_intervals
         nearby: dict[str, list[Interval]] = defaultdict(list)
         for block in transfer.blocks:
             nearby[block.namespace] += index[block.namespace].overlapping((block.start, block.end))
-        got = first_transfer_adjustments(trade_id, transfer, LOAS, nearby)
-        assert got == legacy_adjustments(trade_id, transfer, LOAS, everything)
-        # Then the transfer is observed: the old list grows, the index absorbs it.
-        for block in authorized_blocks(transfer):
-            everything[block.namespace].append((block.start, block.end))
-            index[block.namespace].mark((block.start, block.end))
+        got = owed(transfer, trade_id, LOAS, nearby)
+        assert all(isinstance(g, spb.CorrespondingAdjustmentApplied) for g in got)
+        totals = [
+            spb.CorrespondingAdjustmentApplied(
+                adjustment_id=g.adjustment_id, trade_id=g.trade_id, party=g.party, side=g.side,
+                vintage=g.vintage, quantity=g.quantity, authorization_id=g.authorization_id,
+            )
+            for g in got
+            if isinstance(g, spb.CorrespondingAdjustmentApplied)
+        ]  # fmt: skip
+        assert totals == legacy_adjustments(trade_id, transfer, LOAS, everything)
+        # Then its adjustments are recorded: the old list grows, the index absorbs them.
+        for adjustment in got:
+            assert isinstance(adjustment, spb.CorrespondingAdjustmentApplied)
+            assert adjustment.quantity == sum(s.end - s.start + 1 for s in adjustment.serials)
+            for serial in adjustment.serials:
+                everything[serial.namespace].append((serial.start, serial.end))
+                index[serial.namespace].mark((serial.start, serial.end))
     for namespace, runs in everything.items():
         covered = {x for start, end in runs for x in range(start, end + 1)}
         indexed = index[namespace].runs

@@ -20,7 +20,6 @@ from services.common.inputs import INT64_MAX
 from services.settlement.domain import cash, dvp
 from services.settlement.domain.cash import CashAccount
 from services.settlement.domain.settlement import Phase, TradeSettlement
-from tests.unit.factories import loa
 from tests.unit.test_settlement import transfer
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import matching_pb2 as mpb
@@ -198,9 +197,7 @@ class Settlements(RuleBasedStateMachine):
             moved.reservation_id = "someone-else's"
         waiting = settlement.phase is Phase.TRANSFERRING and not foreign
         buyer, seller = self._cash(s.buyer_account_id), self._cash(s.seller_account_id)
-        steps = self._decide(
-            settlement, lambda: dvp.delivered(settlement, moved, {"LOA-TH-1": loa()}, {}, buyer, seller)
-        )
+        steps = self._decide(settlement, lambda: dvp.delivered(settlement, moved, buyer, seller))
         if not waiting:
             assert steps.settlement == steps.buyer == steps.seller == []
         elif isinstance(steps.settlement[-1], spb.SettlementCompleted):

@@ -22,55 +22,56 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from tonne.v1 import registry_pb2 as tonne_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tonne/v1/settlement.proto\x12\x08tonne.v1\"\xef\x01\n\x11SettlementStarted\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x19\n\x11seller_account_id\x18\x03 \x01(\t\x12\x18\n\x10\x62uyer_account_id\x18\x04 \x01(\t\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x04\x12\r\n\x05price\x18\x07 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t\x12\x17\n\x0f\x62uyer_broker_id\x18\t \x01(\t\x12\x18\n\x10seller_broker_id\x18\n \x01(\t\";\n\x12TransferInstructed\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\"\xaa\x01\n\x13SettlementCompleted\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x04\x12\x13\n\x0b\x63\x61sh_amount\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x18\n\x10\x62uyer_account_id\x18\x06 \x01(\t\x12\x19\n\x11seller_account_id\x18\x07 \x01(\t\"B\n\x10SettlementFailed\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xbd\x01\n\x1e\x43orrespondingAdjustmentApplied\x12\x15\n\radjustment_id\x18\x01 \x01(\t\x12\x10\n\x08trade_id\x18\x02 \x01(\t\x12\r\n\x05party\x18\x03 \x01(\t\x12&\n\x04side\x18\x04 \x01(\x0e\x32\x18.tonne.v1.AdjustmentSide\x12\x0f\n\x07vintage\x18\x05 \x01(\r\x12\x10\n\x08quantity\x18\x06 \x01(\x04\x12\x18\n\x10\x61uthorization_id\x18\x07 \x01(\t\"f\n\rCashDeposited\x12\x13\n\x0bmovement_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\n\n\x02\x62y\x18\x05 \x01(\t\"f\n\rCashWithdrawn\x12\x13\n\x0bmovement_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\n\n\x02\x62y\x18\x05 \x01(\t\"g\n\x0bReserveCash\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x10\n\x08quantity\x18\x05 \x01(\x04\"U\n\x0bReleaseCash\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"h\n\x0c\x43\x61shReserved\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x10\n\x08quantity\x18\x05 \x01(\x04\"q\n\x17\x43\x61shReservationReleased\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"v\n\x08\x43\x61shHeld\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x10\n\x08order_id\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x04\"j\n\x10\x43\x61shHoldReleased\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"i\n\x08\x43\x61shPaid\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x15\n\rto_account_id\x18\x05 \x01(\t\"o\n\x0c\x43\x61shReceived\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x17\n\x0f\x66rom_account_id\x18\x05 \x01(\t\"\x82\x01\n\x17TradeSettlementSnapshot\x12,\n\x07started\x18\x01 \x01(\x0b\x32\x1b.tonne.v1.SettlementStarted\x12(\n\x05phase\x18\x02 \x01(\x0e\x32\x19.tonne.v1.SettlementPhase\x12\x0f\n\x07\x66\x61ilure\x18\x03 \x01(\t\"\x9d\x02\n\x13\x43\x61shAccountSnapshot\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x11\n\tavailable\x18\x03 \x01(\x03\x12\x31\n\x05holds\x18\x04 \x03(\x0b\x32\".tonne.v1.CashAccountSnapshot.Hold\x12\x33\n\x06\x63overs\x18\x05 \x03(\x0b\x32#.tonne.v1.CashAccountSnapshot.Cover\x1a(\n\x04Hold\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x1a;\n\x05\x43over\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x04*X\n\x0e\x41\x64justmentSide\x12\x1f\n\x1b\x41\x44JUSTMENT_SIDE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46IRST_TRANSFERRING\x10\x01\x12\r\n\tACQUIRING\x10\x02*\xb1\x01\n\x0fSettlementPhase\x12 \n\x1cSETTLEMENT_PHASE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSETTLEMENT_PHASE_SCREENING\x10\x01\x12!\n\x1dSETTLEMENT_PHASE_TRANSFERRING\x10\x02\x12\x1c\n\x18SETTLEMENT_PHASE_SETTLED\x10\x03\x12\x1b\n\x17SETTLEMENT_PHASE_FAILED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tonne/v1/settlement.proto\x12\x08tonne.v1\x1a\x17tonne/v1/registry.proto\"\xef\x01\n\x11SettlementStarted\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x15\n\rinstrument_id\x18\x02 \x01(\t\x12\x19\n\x11seller_account_id\x18\x03 \x01(\t\x12\x18\n\x10\x62uyer_account_id\x18\x04 \x01(\t\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x04\x12\r\n\x05price\x18\x07 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t\x12\x17\n\x0f\x62uyer_broker_id\x18\t \x01(\t\x12\x18\n\x10seller_broker_id\x18\n \x01(\t\";\n\x12TransferInstructed\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\"\xaa\x01\n\x13SettlementCompleted\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x04\x12\x13\n\x0b\x63\x61sh_amount\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x18\n\x10\x62uyer_account_id\x18\x06 \x01(\t\x12\x19\n\x11seller_account_id\x18\x07 \x01(\t\"B\n\x10SettlementFailed\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x8d\x02\n\x1e\x43orrespondingAdjustmentApplied\x12\x15\n\radjustment_id\x18\x01 \x01(\t\x12\x10\n\x08trade_id\x18\x02 \x01(\t\x12\r\n\x05party\x18\x03 \x01(\t\x12&\n\x04side\x18\x04 \x01(\x0e\x32\x18.tonne.v1.AdjustmentSide\x12\x0f\n\x07vintage\x18\x05 \x01(\r\x12\x10\n\x08quantity\x18\x06 \x01(\x04\x12\x18\n\x10\x61uthorization_id\x18\x07 \x01(\t\x12&\n\x05\x65vent\x18\x08 \x01(\x0e\x32\x17.tonne.v1.FirstTransfer\x12&\n\x07serials\x18\t \x03(\x0b\x32\x15.tonne.v1.SerialBlock\"f\n\rCashDeposited\x12\x13\n\x0bmovement_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\n\n\x02\x62y\x18\x05 \x01(\t\"f\n\rCashWithdrawn\x12\x13\n\x0bmovement_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\n\n\x02\x62y\x18\x05 \x01(\t\"g\n\x0bReserveCash\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x10\n\x08quantity\x18\x05 \x01(\x04\"U\n\x0bReleaseCash\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"h\n\x0c\x43\x61shReserved\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x10\n\x08quantity\x18\x05 \x01(\x04\"q\n\x17\x43\x61shReservationReleased\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"v\n\x08\x43\x61shHeld\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x10\n\x08order_id\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x04\"j\n\x10\x43\x61shHoldReleased\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"i\n\x08\x43\x61shPaid\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x15\n\rto_account_id\x18\x05 \x01(\t\"o\n\x0c\x43\x61shReceived\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x17\n\x0f\x66rom_account_id\x18\x05 \x01(\t\"\x82\x01\n\x17TradeSettlementSnapshot\x12,\n\x07started\x18\x01 \x01(\x0b\x32\x1b.tonne.v1.SettlementStarted\x12(\n\x05phase\x18\x02 \x01(\x0e\x32\x19.tonne.v1.SettlementPhase\x12\x0f\n\x07\x66\x61ilure\x18\x03 \x01(\t\"\x9d\x02\n\x13\x43\x61shAccountSnapshot\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x11\n\tavailable\x18\x03 \x01(\x03\x12\x31\n\x05holds\x18\x04 \x03(\x0b\x32\".tonne.v1.CashAccountSnapshot.Hold\x12\x33\n\x06\x63overs\x18\x05 \x03(\x0b\x32#.tonne.v1.CashAccountSnapshot.Cover\x1a(\n\x04Hold\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x1a;\n\x05\x43over\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x04*X\n\x0e\x41\x64justmentSide\x12\x1f\n\x1b\x41\x44JUSTMENT_SIDE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46IRST_TRANSFERRING\x10\x01\x12\r\n\tACQUIRING\x10\x02*\xb1\x01\n\x0fSettlementPhase\x12 \n\x1cSETTLEMENT_PHASE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSETTLEMENT_PHASE_SCREENING\x10\x01\x12!\n\x1dSETTLEMENT_PHASE_TRANSFERRING\x10\x02\x12\x1c\n\x18SETTLEMENT_PHASE_SETTLED\x10\x03\x12\x1b\n\x17SETTLEMENT_PHASE_FAILED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tonne.v1.settlement_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ADJUSTMENTSIDE']._serialized_start=2265
-  _globals['_ADJUSTMENTSIDE']._serialized_end=2353
-  _globals['_SETTLEMENTPHASE']._serialized_start=2356
-  _globals['_SETTLEMENTPHASE']._serialized_end=2533
-  _globals['_SETTLEMENTSTARTED']._serialized_start=40
-  _globals['_SETTLEMENTSTARTED']._serialized_end=279
-  _globals['_TRANSFERINSTRUCTED']._serialized_start=281
-  _globals['_TRANSFERINSTRUCTED']._serialized_end=340
-  _globals['_SETTLEMENTCOMPLETED']._serialized_start=343
-  _globals['_SETTLEMENTCOMPLETED']._serialized_end=513
-  _globals['_SETTLEMENTFAILED']._serialized_start=515
-  _globals['_SETTLEMENTFAILED']._serialized_end=581
-  _globals['_CORRESPONDINGADJUSTMENTAPPLIED']._serialized_start=584
-  _globals['_CORRESPONDINGADJUSTMENTAPPLIED']._serialized_end=773
-  _globals['_CASHDEPOSITED']._serialized_start=775
-  _globals['_CASHDEPOSITED']._serialized_end=877
-  _globals['_CASHWITHDRAWN']._serialized_start=879
-  _globals['_CASHWITHDRAWN']._serialized_end=981
-  _globals['_RESERVECASH']._serialized_start=983
-  _globals['_RESERVECASH']._serialized_end=1086
-  _globals['_RELEASECASH']._serialized_start=1088
-  _globals['_RELEASECASH']._serialized_end=1173
-  _globals['_CASHRESERVED']._serialized_start=1175
-  _globals['_CASHRESERVED']._serialized_end=1279
-  _globals['_CASHRESERVATIONRELEASED']._serialized_start=1281
-  _globals['_CASHRESERVATIONRELEASED']._serialized_end=1394
-  _globals['_CASHHELD']._serialized_start=1396
-  _globals['_CASHHELD']._serialized_end=1514
-  _globals['_CASHHOLDRELEASED']._serialized_start=1516
-  _globals['_CASHHOLDRELEASED']._serialized_end=1622
-  _globals['_CASHPAID']._serialized_start=1624
-  _globals['_CASHPAID']._serialized_end=1729
-  _globals['_CASHRECEIVED']._serialized_start=1731
-  _globals['_CASHRECEIVED']._serialized_end=1842
-  _globals['_TRADESETTLEMENTSNAPSHOT']._serialized_start=1845
-  _globals['_TRADESETTLEMENTSNAPSHOT']._serialized_end=1975
-  _globals['_CASHACCOUNTSNAPSHOT']._serialized_start=1978
-  _globals['_CASHACCOUNTSNAPSHOT']._serialized_end=2263
-  _globals['_CASHACCOUNTSNAPSHOT_HOLD']._serialized_start=2162
-  _globals['_CASHACCOUNTSNAPSHOT_HOLD']._serialized_end=2202
-  _globals['_CASHACCOUNTSNAPSHOT_COVER']._serialized_start=2204
-  _globals['_CASHACCOUNTSNAPSHOT_COVER']._serialized_end=2263
+  _globals['_ADJUSTMENTSIDE']._serialized_start=2370
+  _globals['_ADJUSTMENTSIDE']._serialized_end=2458
+  _globals['_SETTLEMENTPHASE']._serialized_start=2461
+  _globals['_SETTLEMENTPHASE']._serialized_end=2638
+  _globals['_SETTLEMENTSTARTED']._serialized_start=65
+  _globals['_SETTLEMENTSTARTED']._serialized_end=304
+  _globals['_TRANSFERINSTRUCTED']._serialized_start=306
+  _globals['_TRANSFERINSTRUCTED']._serialized_end=365
+  _globals['_SETTLEMENTCOMPLETED']._serialized_start=368
+  _globals['_SETTLEMENTCOMPLETED']._serialized_end=538
+  _globals['_SETTLEMENTFAILED']._serialized_start=540
+  _globals['_SETTLEMENTFAILED']._serialized_end=606
+  _globals['_CORRESPONDINGADJUSTMENTAPPLIED']._serialized_start=609
+  _globals['_CORRESPONDINGADJUSTMENTAPPLIED']._serialized_end=878
+  _globals['_CASHDEPOSITED']._serialized_start=880
+  _globals['_CASHDEPOSITED']._serialized_end=982
+  _globals['_CASHWITHDRAWN']._serialized_start=984
+  _globals['_CASHWITHDRAWN']._serialized_end=1086
+  _globals['_RESERVECASH']._serialized_start=1088
+  _globals['_RESERVECASH']._serialized_end=1191
+  _globals['_RELEASECASH']._serialized_start=1193
+  _globals['_RELEASECASH']._serialized_end=1278
+  _globals['_CASHRESERVED']._serialized_start=1280
+  _globals['_CASHRESERVED']._serialized_end=1384
+  _globals['_CASHRESERVATIONRELEASED']._serialized_start=1386
+  _globals['_CASHRESERVATIONRELEASED']._serialized_end=1499
+  _globals['_CASHHELD']._serialized_start=1501
+  _globals['_CASHHELD']._serialized_end=1619
+  _globals['_CASHHOLDRELEASED']._serialized_start=1621
+  _globals['_CASHHOLDRELEASED']._serialized_end=1727
+  _globals['_CASHPAID']._serialized_start=1729
+  _globals['_CASHPAID']._serialized_end=1834
+  _globals['_CASHRECEIVED']._serialized_start=1836
+  _globals['_CASHRECEIVED']._serialized_end=1947
+  _globals['_TRADESETTLEMENTSNAPSHOT']._serialized_start=1950
+  _globals['_TRADESETTLEMENTSNAPSHOT']._serialized_end=2080
+  _globals['_CASHACCOUNTSNAPSHOT']._serialized_start=2083
+  _globals['_CASHACCOUNTSNAPSHOT']._serialized_end=2368
+  _globals['_CASHACCOUNTSNAPSHOT_HOLD']._serialized_start=2267
+  _globals['_CASHACCOUNTSNAPSHOT_HOLD']._serialized_end=2307
+  _globals['_CASHACCOUNTSNAPSHOT_COVER']._serialized_start=2309
+  _globals['_CASHACCOUNTSNAPSHOT_COVER']._serialized_end=2368
 # @@protoc_insertion_point(module_scope)

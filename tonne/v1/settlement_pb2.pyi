@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from tonne.v1 import registry_pb2 as _registry_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -199,6 +200,11 @@ Global___SettlementFailed: _TypeAlias = SettlementFailed  # noqa: Y015
 
 @_typing.final
 class CorrespondingAdjustmentApplied(_message.Message):
+    """One party's adjustment for ITMOs of one vintage and LoA, recorded once per serial and
+    side, at the event the LoA names (services/settlement/domain/adjustments.py); on
+    settlement.events and the party's national-registry channel.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ADJUSTMENT_ID_FIELD_NUMBER: _builtins.int
@@ -208,13 +214,22 @@ class CorrespondingAdjustmentApplied(_message.Message):
     VINTAGE_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    SERIALS_FIELD_NUMBER: _builtins.int
     adjustment_id: _builtins.str
     trade_id: _builtins.str
+    """the trade, or the registry operation it came from"""
     party: _builtins.str
     side: Global___AdjustmentSide.ValueType
     vintage: _builtins.int
     quantity: _builtins.int
     authorization_id: _builtins.str
+    event: _registry_pb2.FirstTransfer.ValueType
+    """what happened: authorization, issuance, first transfer, use"""
+    @_builtins.property
+    def serials(self) -> _containers.RepeatedCompositeFieldContainer[_registry_pb2.SerialBlock]:
+        """the ITMO serial ranges (none for an adjustment at authorization)"""
+
     def __init__(
         self,
         *,
@@ -225,10 +240,12 @@ class CorrespondingAdjustmentApplied(_message.Message):
         vintage: _builtins.int = ...,
         quantity: _builtins.int = ...,
         authorization_id: _builtins.str = ...,
+        event: _registry_pb2.FirstTransfer.ValueType = ...,
+        serials: _abc.Iterable[_registry_pb2.SerialBlock] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustment_id", b"adjustment_id", "authorization_id", b"authorization_id", "party", b"party", "quantity", b"quantity", "side", b"side", "trade_id", b"trade_id", "vintage", b"vintage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustment_id", b"adjustment_id", "authorization_id", b"authorization_id", "event", b"event", "party", b"party", "quantity", b"quantity", "serials", b"serials", "side", b"side", "trade_id", b"trade_id", "vintage", b"vintage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,18 +4,16 @@ The buyer's payment is held when the trade arrives, from the cover its buy order
 (no cash, no settlement: nothing has moved yet), paid to the seller in the transaction that
 records the units' delivery, and given back in the one that records the trade's failure. So units and cash move together
 or not at all; the one exception is a seller whose balance would pass 2^63-1 minor units
-between approval and delivery (checked at both).
+between approval and delivery (checked at both): the units have moved, the cash has not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
 from services.common.errors import DomainError
-from services.common.serials import Interval
 from services.settlement.domain.cash import CashAccount
 from services.settlement.domain.settlement import TradeSettlement
 from tonne.v1 import compliance_pb2 as cpb
@@ -66,21 +64,16 @@ def screened(
 
 
 def delivered(
-    settlement: TradeSettlement,
-    transfer: rpb.UnitsTransferred,
-    authorizations: Mapping[str, rpb.RecordAuthorization],
-    first_transferred: Mapping[str, Sequence[Interval]],
-    buyer: CashAccount,
-    seller: CashAccount,
+    settlement: TradeSettlement, transfer: rpb.UnitsTransferred, buyer: CashAccount, seller: CashAccount
 ) -> Steps:
     """The units moved: the held payment goes to the seller in the same transaction."""
-    events = settlement.transferred(transfer, authorizations, first_transferred)
+    events = settlement.transferred(transfer)
     if not events:
         return Steps(events)
     try:
         received = _receipt(settlement, seller)
     except DomainError as error:
-        return _unwound([*events[:-1], settlement.fail(error)], buyer)
+        return _unwound([settlement.fail(error)], buyer)
     s = settlement.started
     assert s is not None
     return Steps(events, buyer.pay(s.trade_id, s.seller_account_id), received)

@@ -10,7 +10,6 @@ folds them once they are committed. The buyer's cash moves with it (domain/dvp.p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Self
 
@@ -19,8 +18,6 @@ from google.protobuf.message import Message
 from services.common.aggregate import Aggregate
 from services.common.errors import DomainError
 from services.common.inputs import INT64_MAX
-from services.common.serials import Interval
-from services.settlement.domain.adjustments import first_transfer_adjustments
 from services.settlement.domain.checks import check_trade
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import matching_pb2 as mpb
@@ -91,23 +88,16 @@ class TradeSettlement(Aggregate):
         failed = ", ".join(r.code for r in decision.results if not r.passed)
         return [spb.SettlementFailed(trade_id=s.trade_id, code="COMPLIANCE_REJECTED", reason=failed)]
 
-    def transferred(
-        self,
-        transfer: rpb.UnitsTransferred,
-        authorizations: Mapping[str, rpb.RecordAuthorization],
-        first_transferred: Mapping[str, Sequence[Interval]],
-    ) -> list[Message]:
-        """The units moved: the adjustments they owe, then the settlement's completion
-        (its cash is paid beside it: dvp.delivered)."""
+    def transferred(self, transfer: rpb.UnitsTransferred) -> list[Message]:
+        """The units moved: the settlement completes (its cash is paid beside it,
+        dvp.delivered; the adjustments the transfer owes are the registry event's own,
+        domain/adjustments.py)."""
         s = self.started
         if s is None or self.phase is not Phase.TRANSFERRING:
             return []
         delivery = (transfer.reservation_id, transfer.from_account_id, transfer.to_account_id, transfer.quantity)
         if delivery != (s.reservation_id, s.seller_account_id, s.buyer_account_id, s.quantity):
             return []  # another transfer that happens to carry this trade's id: not its delivery
-        events: list[Message] = list(
-            first_transfer_adjustments(s.trade_id, transfer, authorizations, first_transferred)
-        )
         completed = spb.SettlementCompleted(
             trade_id=s.trade_id,
             transfer_id=transfer.transfer_id,
@@ -117,7 +107,7 @@ class TradeSettlement(Aggregate):
             buyer_account_id=s.buyer_account_id,
             seller_account_id=s.seller_account_id,
         )
-        return [*events, completed]
+        return [completed]
 
     def fail(self, error: DomainError) -> spb.SettlementFailed:
         assert self.started is not None
@@ -137,8 +127,6 @@ class TradeSettlement(Aggregate):
                 self.started, self.phase = event, Phase.SCREENING
             case spb.TransferInstructed():
                 self.phase = Phase.TRANSFERRING
-            case spb.CorrespondingAdjustmentApplied():
-                pass  # kept in the adjustments projection; no later decision depends on it
             case spb.SettlementCompleted():
                 self.phase = Phase.SETTLED
             case spb.SettlementFailed():
