@@ -10,10 +10,13 @@ Deposits and withdrawals are recorded by the operator only (it confirms the bank
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Security
+from fastapi import APIRouter, Response, Security
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -118,6 +121,19 @@ def _mover(
     return move
 
 
+def _csv(report: dict[str, Any]) -> str:
+    """Every table of the report as rows of one CSV: its table, then its fields."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["table", "field", "value", "row"])
+    for table in ("authorizations", "actions", "holdings", "findings"):
+        for n, row in enumerate(report[table]):
+            for field, value in sorted(row.items()):
+                writer.writerow([table, field, json.dumps(value) if isinstance(value, dict | list) else value, n])
+    writer.writerow(["report", "consistent", report["consistent"], 0])
+    return out.getvalue()
+
+
 def router(settlement: Settlement) -> APIRouter:
     api = APIRouter(tags=["settlement"])
     authenticate = settlement.auth.authenticate
@@ -154,6 +170,31 @@ def router(settlement: Settlement) -> APIRouter:
             if party is None or party not in supervised:
                 raise forbidden("name a party you supervise: ?party=<JUR>")
         return AdjustmentsPage(**await settlement.adjustments(party, limit, after))
+
+    @api.get(
+        "/aef/{party}/{year}",
+        responses={
+            200: {"content": {"text/csv": {}}, "description": "the report, as JSON or (format=csv) CSV"},
+            **refusals(_422="REQUEST_INVALID (a malformed party or year)"),
+        },
+    )
+    async def aef_report(
+        party: Party,
+        year: Annotated[int, Field(ge=2021, le=2100)],
+        reader: Identity = Security(authenticate, scopes=["operator", *PARTY_ROLES]),
+        format: Literal["json", "csv"] = "json",
+    ) -> Response:
+        """The party's Article 6.2 report for the year in the agreed electronic format:
+        submission, authorizations, actions, holdings at year end, authorized entities,
+        and the findings of the consistency checks (`consistent` is false when there are
+        any). For the operator and the party's supervisors."""
+        supervised = set().union(*(reader.jurisdictions(role) for role in PARTY_ROLES))
+        if not reader.operator and party not in supervised:
+            raise forbidden("only the operator and the party's supervisors read its reports")
+        report = await settlement.aef_report(party, year)
+        if format == "json":
+            return JSONResponse(report)
+        return Response(_csv(report), media_type="text/csv")
 
     @api.get(
         "/adjustments/ledger",

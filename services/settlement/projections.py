@@ -44,6 +44,7 @@ PROJECTIONS = (
         ("trade_id", "adjustment_id", "party", "side", "vintage", "quantity", "authorization_id", "event"),
         ("trade_id", "adjustment_id"),
     ),
+    Projection("itmo_actions", ("action_id", "party", "year", "action"), ("action_id",)),
     Projection("adjustment_ledger", ("party", "vintage", "side", "quantity::text"), ("party", "vintage", "side")),
     # numeric has no canonical form in the hash: its text has.
     Projection(
@@ -104,6 +105,15 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 event.quantity,
                 event.authorization_id,
                 event.event,
+            )
+        case spb.ItmoActionsRecorded():
+            await conn.execute(
+                "INSERT INTO itmo_actions (action_id, party, year, action) SELECT * FROM unnest($1::text[], "
+                "$2::text[], $3::int[], $4::bytea[])",
+                [a.action_id for a in event.actions],
+                [a.party for a in event.actions],
+                [a.year for a in event.actions],
+                [a.SerializeToString(deterministic=True) for a in event.actions],
             )
         case spb.SettlementCompleted():
             await _set_phase(conn, event.trade_id, Phase.SETTLED)

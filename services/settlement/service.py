@@ -31,7 +31,7 @@ from services.common.runtime import Kernel
 from services.common.serials import Interval
 from services.common.statehash import ServiceState
 from services.common.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from services.settlement.domain import adjustments, cash, dvp
+from services.settlement.domain import adjustments, aef, cash, dvp
 from services.settlement.domain.cash import CashAccount
 from services.settlement.domain.checks import (
     check_account,
@@ -213,14 +213,16 @@ class Settlement:
     async def _adjust(self, uow: UnitOfWork, envelope: Envelope, event: Message, source: str) -> None:
         """Record the corresponding adjustments the registry event owes (once per serial and
         side: the namespaces' runs are locked and read first), each on settlement.events and
-        on its party's national-registry channel."""
+        on its party's national-registry channel; and the AEF actions it makes."""
         blocks = adjustments.serial_blocks(event)
         loas = await _authorizations(uow.conn, sorted({b.attributes.authorization_id for b in blocks}))
         owed = adjustments.owed(event, source, loas, await _first_transferred(uow.conn, blocks))
-        if owed:
-            context = Context.following(envelope, ACTOR)
-            records = [(e, _adjustment_destinations(e)) for e in owed]
-            await uow.append(f"adjustments-{envelope.event_id}", 0, records, context)
+        made = aef.actions(event, source, envelope.occurred_at.ToDatetime().year, owed)
+        records: list[tuple[Message, list[tuple[str, str]]]] = [(e, _adjustment_destinations(e)) for e in owed]
+        if made:
+            records.append((spb.ItmoActionsRecorded(actions=made), []))
+        if records:
+            await uow.append(f"adjustments-{envelope.event_id}", 0, records, Context.following(envelope, ACTOR))
 
     async def _parties(self, uow: UnitOfWork, started: spb.SettlementStarted) -> tuple[CashAccount, CashAccount]:
         """The buyer's and the seller's cash accounts in the trade's currency (one lock order)."""
@@ -308,6 +310,49 @@ class Settlement:
         return {
             "items": [_adjustment(row) for row in page],
             "next": _encode_cursor(page[-1]["trade_id"], page[-1]["adjustment_id"]) if more else None,
+        }
+
+    async def aef_report(self, party: str, year: int) -> dict[str, Any]:
+        """The party's AEF report for `year`, from the projections: its authorizations
+        (table 2), actions (table 3), holdings at year end (table 4), and the findings of
+        the consistency checks (a report with findings is marked so)."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            history = [
+                spb.ItmoAction.FromString(row["action"])
+                for row in await conn.fetch(
+                    "SELECT action FROM itmo_actions WHERE party = $1 AND year <= $2 ORDER BY year, action_id",
+                    party,
+                    year,
+                )
+            ]
+            loas = await _authorizations(conn, sorted({a.authorization_id for a in history if a.authorization_id}))
+            rows = await conn.fetch(
+                # The adjustments the year's actions made that table 3 shows as actions: at a
+                # first transfer abroad, and the acquirer's at use.
+                "SELECT vintage, side, sum(a.quantity) AS quantity FROM adjustments a "
+                "WHERE a.party = $1 AND a.trade_id = ANY($2::text[]) AND (a.side = $3 OR a.event = $4) "
+                "GROUP BY vintage, side",
+                party,
+                sorted({a.source for a in history if a.year == year}),
+                spb.ACQUIRING,
+                rpb.AT_FIRST_INTERNATIONAL_TRANSFER,
+            )
+        ledger = {(row["vintage"], row["side"]): int(row["quantity"]) for row in rows}
+        findings = aef.check(party, year, loas, history, ledger)
+        this_year = [a for a in history if a.year == year]
+        return {
+            "party": party,
+            "year": year,
+            "submission": {"party": party, "reported_year": year, "format": "AEF (decision 6/CMA.4)"},
+            "authorizations": [_json(loa) for loa in loas.values() if loa.host_party == party],
+            "actions": [_json(a) for a in this_year],
+            "holdings": [
+                {"namespace": namespace, "vintage": vintage, "quantity": quantity}
+                for (namespace, vintage), quantity in sorted(aef.holdings(history).items())
+            ],
+            "authorized_entities": [],
+            "findings": [{"code": f.code, "detail": f.detail, "rows": list(f.rows)} for f in findings],
+            "consistent": not findings,
         }
 
     async def ledger(self, party: str) -> list[dict[str, int]]:
@@ -448,6 +493,10 @@ async def _after(conn: asyncpg.Connection, movement: Movement) -> dict[str, obje
         "reserved": int(row["reserved"]) if row else 0,
         "held": int(row["held"]) if row else 0,
     }
+
+
+def _json(message: Message) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True)
 
 
 def _adjustment_destinations(event: Message) -> list[tuple[str, str]]:

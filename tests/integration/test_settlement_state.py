@@ -589,3 +589,43 @@ async def test_adjustments_at_the_event_each_loa_names_and_the_parties_ledgers(r
     assert (await rig.api.get("/adjustments/ledger", params={"party": "CH"}, headers=regulator)).status_code == 200
     live, zero, from_snapshot = await hashes(rig)
     assert live == zero == from_snapshot
+
+
+async def test_aef_reports_of_scenario_one_pass_their_checks(rig: Rig, dev_issuer: DevIssuer) -> None:
+    """TH first-transfers 3,000 of a 4,000 t LoA to CH (a trade), CH resells 2,000 to SG,
+    SG uses 500 toward its NDC: each party's 2026 report holds its actions and holdings,
+    and its consistency checks find nothing."""
+    await rig.deliver(topics.REGISTRY_EVENTS, rpb.AuthorizationRecorded(authorization=loa()))
+    await settle(rig, "T1", (1, 3000))
+    resale = moved("T2", (1, 2000))
+    resale.from_jurisdiction, resale.to_jurisdiction = "CH", "SG"
+    await rig.deliver(topics.REGISTRY_EVENTS, resale)
+    used = rpb.UnitsRetired(retirement_id="R1", account_id="SG-1", jurisdiction="SG", quantity=500,
+                            blocks=[moved("R", (1, 500)).blocks[0]], purpose="NDC")  # fmt: skip
+    await rig.deliver(topics.REGISTRY_EVENTS, used)
+
+    thailand = await rig.get("/aef/TH/2026")
+    assert sorted((a["action"], a["quantity"]) for a in thailand["actions"]) == [
+        ("ITMO_AUTHORIZATION", "4000"),
+        ("ITMO_FIRST_TRANSFER", "3000"),
+    ]
+    assert [a["authorization_id"] for a in thailand["authorizations"]] == ["LOA-TH-1"]
+    assert (thailand["consistent"], thailand["findings"]) == (True, [])
+    swiss = await rig.get("/aef/CH/2026")
+    assert sorted(a["action"] for a in swiss["actions"]) == ["ITMO_ACQUISITION", "ITMO_TRANSFER"]
+    assert swiss["holdings"] == [{"namespace": "JCM-TH", "vintage": 2024, "quantity": 1000}] and swiss["consistent"]
+    singapore = await rig.get("/aef/SG/2026")
+    assert sorted(a["action"] for a in singapore["actions"]) == ["ITMO_ACQUISITION", "ITMO_USE"]
+    assert singapore["holdings"] == [{"namespace": "JCM-TH", "vintage": 2024, "quantity": 1500}]
+    assert (singapore["consistent"], singapore["findings"]) == (True, [])
+    csv_report = await rig.api.get("/aef/SG/2026", params={"format": "csv"})
+    assert csv_report.headers["content-type"].startswith("text/csv")
+    assert "actions,action,ITMO_USE" in csv_report.text and csv_report.text.rstrip().endswith(
+        "report,consistent,True,0"
+    )
+    regulator = {"authorization": f"Bearer {dev_issuer.mint('sg', ['regulator:SG'])}"}
+    assert (await rig.api.get("/aef/TH/2026", headers=regulator)).status_code == 403
+    assert (await rig.api.get("/aef/SG/2026", headers=regulator)).status_code == 200
+    assert (await rig.get("/aef/TH/2025"))["actions"] == []
+    live, zero, from_snapshot = await hashes(rig)
+    assert live == zero == from_snapshot

@@ -63,6 +63,34 @@ SETTLEMENT_PHASE_SETTLED: SettlementPhase.ValueType  # 3
 SETTLEMENT_PHASE_FAILED: SettlementPhase.ValueType  # 4
 Global___SettlementPhase: _TypeAlias = SettlementPhase  # noqa: Y015
 
+class _ItmoActionType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ItmoActionTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ItmoActionType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ITMO_ACTION_UNSPECIFIED: _ItmoActionType.ValueType  # 0
+    ITMO_AUTHORIZATION: _ItmoActionType.ValueType  # 1
+    ITMO_FIRST_TRANSFER: _ItmoActionType.ValueType  # 2
+    ITMO_TRANSFER: _ItmoActionType.ValueType  # 3
+    ITMO_ACQUISITION: _ItmoActionType.ValueType  # 4
+    ITMO_CANCELLATION: _ItmoActionType.ValueType  # 5
+    ITMO_USE: _ItmoActionType.ValueType  # 6
+
+class ItmoActionType(_ItmoActionType, metaclass=_ItmoActionTypeEnumTypeWrapper):
+    """--- Article 6.2 reporting: the actions of the agreed electronic format (AEF), table 3,
+    recorded beside the adjustments of the registry event they come from (never on a topic).
+    """
+
+ITMO_ACTION_UNSPECIFIED: ItmoActionType.ValueType  # 0
+ITMO_AUTHORIZATION: ItmoActionType.ValueType  # 1
+ITMO_FIRST_TRANSFER: ItmoActionType.ValueType  # 2
+ITMO_TRANSFER: ItmoActionType.ValueType  # 3
+ITMO_ACQUISITION: ItmoActionType.ValueType  # 4
+ITMO_CANCELLATION: ItmoActionType.ValueType  # 5
+ITMO_USE: ItmoActionType.ValueType  # 6
+Global___ItmoActionType: _TypeAlias = ItmoActionType  # noqa: Y015
+
 @_typing.final
 class SettlementStarted(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -703,3 +731,86 @@ class CashAccountSnapshot(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CashAccountSnapshot: _TypeAlias = CashAccountSnapshot  # noqa: Y015
+
+@_typing.final
+class ItmoAction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
+    YEAR_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    FIRST_TRANSFERRING_PARTY_FIELD_NUMBER: _builtins.int
+    TRANSFERRING_PARTY_FIELD_NUMBER: _builtins.int
+    ACQUIRING_PARTY_FIELD_NUMBER: _builtins.int
+    SERIALS_FIELD_NUMBER: _builtins.int
+    VINTAGE_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    action_id: _builtins.str
+    party: _builtins.str
+    """the participating party that reports it"""
+    year: _builtins.int
+    """of the registry event"""
+    action: Global___ItmoActionType.ValueType
+    authorization_id: _builtins.str
+    first_transferring_party: _builtins.str
+    """the LoA's host"""
+    transferring_party: _builtins.str
+    acquiring_party: _builtins.str
+    vintage: _builtins.int
+    quantity: _builtins.int
+    purpose: _builtins.str
+    """of a use or cancellation (NDC, OIMP, voluntary, OMGE)"""
+    source: _builtins.str
+    """the trade or registry operation"""
+    @_builtins.property
+    def serials(self) -> _registry_pb2.SerialBlock:
+        """the ITMO range (also the underlying units' range)"""
+
+    def __init__(
+        self,
+        *,
+        action_id: _builtins.str = ...,
+        party: _builtins.str = ...,
+        year: _builtins.int = ...,
+        action: Global___ItmoActionType.ValueType = ...,
+        authorization_id: _builtins.str = ...,
+        first_transferring_party: _builtins.str = ...,
+        transferring_party: _builtins.str = ...,
+        acquiring_party: _builtins.str = ...,
+        serials: _registry_pb2.SerialBlock | None = ...,
+        vintage: _builtins.int = ...,
+        quantity: _builtins.int = ...,
+        purpose: _builtins.str = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["serials", b"serials"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquiring_party", b"acquiring_party", "action", b"action", "action_id", b"action_id", "authorization_id", b"authorization_id", "first_transferring_party", b"first_transferring_party", "party", b"party", "purpose", b"purpose", "quantity", b"quantity", "serials", b"serials", "source", b"source", "transferring_party", b"transferring_party", "vintage", b"vintage", "year", b"year"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItmoAction: _TypeAlias = ItmoAction  # noqa: Y015
+
+@_typing.final
+class ItmoActionsRecorded(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItmoAction]: ...
+    def __init__(
+        self,
+        *,
+        actions: _abc.Iterable[Global___ItmoAction] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItmoActionsRecorded: _TypeAlias = ItmoActionsRecorded  # noqa: Y015
