@@ -13,14 +13,16 @@ Every read is one page from the tables. Live streams are capped per process
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Security
+from fastapi import APIRouter, Header, Query, Security
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from google.protobuf.json_format import MessageToDict
+from pydantic import BaseModel, Field
 from starlette.types import Receive, Scope, Send
 
 from services.common.auth import Identity, forbidden
@@ -50,6 +52,26 @@ _FULL: dict[int | str, dict[str, Any]] = {
 }
 
 
+class Checkpoint(BaseModel):
+    sequence: int
+    hash: str
+    signature: str  # base64
+
+
+class CheckpointPage(BaseModel):
+    items: list[Checkpoint]
+    next: int | None
+
+
+class SigningKey(BaseModel):
+    algorithm: str = "Ed25519"
+    public_key: str = Field(description="the raw 32-byte key, base64")
+    checkpoint_every: int
+    message: str = (
+        "b'tonne-audit-checkpoint-v1' NUL jurisdiction NUL sequence (decimal) NUL hash (hex), NUL being one zero byte"
+    )
+
+
 def record_view(record: AuditRecord) -> dict[str, object]:
     envelope, payload = unwrap(record.envelope)
     return {
@@ -67,9 +89,23 @@ def record_view(record: AuditRecord) -> dict[str, object]:
     }
 
 
-async def audit_lines(compliance: Compliance, subscription: Subscription, after: int) -> AsyncGenerator[bytes, None]:
-    """NDJSON: every record after `after`, then each new one as it is chained; a
-    heartbeat line when nothing was chained for HEARTBEAT_SECONDS."""
+def ndjson(view: dict[str, object] | None) -> bytes:
+    return (json.dumps(view) if view is not None else '{"heartbeat": true}').encode() + b"\n"
+
+
+def server_sent(view: dict[str, object] | None) -> bytes:
+    """An SSE event whose id is the record's sequence (what `Last-Event-ID` resumes from);
+    a comment line as the heartbeat."""
+    if view is None:
+        return b": heartbeat\n\n"
+    return f"id: {view['sequence']}\nevent: record\ndata: {json.dumps(view)}\n\n".encode()
+
+
+async def audit_lines(
+    compliance: Compliance, subscription: Subscription, after: int, framed: Callable[[dict[str, object] | None], bytes]
+) -> AsyncGenerator[bytes, None]:
+    """Every record after `after`, then each new one as it is chained; a heartbeat when
+    nothing was chained for HEARTBEAT_SECONDS. `framed`: NDJSON or server-sent events."""
     cursor = after
     await compliance.feed.listen()  # before the first read, so nothing chained after it is missed
     while True:
@@ -78,19 +114,19 @@ async def audit_lines(compliance: Compliance, subscription: Subscription, after:
             page = await compliance.audit.page(subscription.jurisdiction, cursor, STREAM_PAGE)
             for record in page:
                 cursor = record.sequence
-                yield (json.dumps(record_view(record)) + "\n").encode()
+                yield framed(record_view(record))
             if len(page) < STREAM_PAGE:
                 break
         if not await compliance.feed.wait(subscription, HEARTBEAT_SECONDS):
-            yield b'{"heartbeat": true}\n'
+            yield framed(None)
 
 
 class AuditStream(StreamingResponse):
     """Gives its place in the feed back however the response ends (finished, client
     gone, or never started)."""
 
-    def __init__(self, lines: AsyncGenerator[bytes, None], subscription: Subscription) -> None:
-        super().__init__(lines, media_type="application/x-ndjson")
+    def __init__(self, lines: AsyncGenerator[bytes, None], subscription: Subscription, media_type: str) -> None:
+        super().__init__(lines, media_type=media_type)
         self._lines = lines
         self._subscription = subscription
 
@@ -149,9 +185,19 @@ def router(compliance: Compliance) -> APIRouter:
         response_class=StreamingResponse,
         responses=_FULL | refusals(_422="REQUEST_INVALID"),
     )
-    async def stream(jurisdiction: Party, reader: Identity = supervisor, after: Cursor = 0) -> Response:
-        """NDJSON: every record after `after`, then each new one as it is chained."""
+    async def stream(
+        jurisdiction: Party,
+        reader: Identity = supervisor,
+        after: Cursor = 0,
+        accept: Annotated[str, Header()] = "",
+        last_event_id: Annotated[int | None, Header(ge=0, le=INT64_MAX)] = None,
+    ) -> Response:
+        """Every record after `after`, then each new one as it is chained. NDJSON, or
+        server-sent events when the client accepts `text/event-stream`: each event's id is
+        the record's sequence, and a reconnecting client's `Last-Event-ID` resumes after it."""
         chain_reader(jurisdiction, reader)
+        events = "text/event-stream" in accept
+        start = last_event_id if events and last_event_id is not None else after
         try:
             subscription = compliance.feed.subscribe(jurisdiction)
         except StreamsFull:
@@ -159,6 +205,30 @@ def router(compliance: Compliance) -> APIRouter:
             return JSONResponse(
                 status_code=503, content=error.body(), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
             )
-        return AuditStream(audit_lines(compliance, subscription, after), subscription)
+        framed, media_type = (server_sent, "text/event-stream") if events else (ndjson, "application/x-ndjson")
+        return AuditStream(audit_lines(compliance, subscription, start, framed), subscription, media_type)
+
+    @api.get(
+        "/audit/{jurisdiction}/checkpoints",
+        response_model=CheckpointPage,
+        responses=refusals(_422="REQUEST_INVALID"),
+    )
+    async def checkpoints(
+        jurisdiction: Party, reader: Identity = supervisor, after: Cursor = 0, limit: Limit = 100
+    ) -> CheckpointPage:
+        """The chain's signed checkpoints (every `checkpoint_every` records): Ed25519 over
+        the checkpoint message of GET /audit-signing-key, base64."""
+        chain_reader(jurisdiction, reader)
+        rows = await compliance.audit.checkpoints(jurisdiction, after, limit)
+        items = [
+            Checkpoint(sequence=r["sequence"], hash=r["hash"], signature=base64.b64encode(r["signature"]).decode())
+            for r in rows
+        ]
+        return CheckpointPage(items=items, next=items[-1].sequence if len(items) == limit else None)
+
+    @api.get("/audit-signing-key", response_model=SigningKey, responses=refusals())
+    async def signing_key(_: Identity = supervisor) -> SigningKey:
+        """The public key that signs the audit chains' checkpoints, and what is signed."""
+        return SigningKey(public_key=compliance.signer.public_key, checkpoint_every=compliance.signer.every)
 
     return api

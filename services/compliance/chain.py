@@ -24,6 +24,7 @@ from services.common import outbox, topics
 from services.common.envelope import Context, wrap
 from services.common.errors import NotFound
 from services.compliance.domain import audit
+from services.compliance.domain.signing import Signer
 from tonne.v1.compliance_pb2 import AuditRecord
 from tonne.v1.envelope_pb2 import Envelope
 
@@ -45,7 +46,8 @@ class Links:
     instances), one lock, one head read, one insert of every link, one outbox write and
     one notification, instead of all of them for each event."""
 
-    def __init__(self) -> None:
+    def __init__(self, signer: Signer | None = None) -> None:
+        self._signer = signer  # signs the chains' checkpoints (none: tests of the chain alone)
         self._pending: list[tuple[str, str, Envelope]] = []  # (jurisdiction, source topic, envelope)
 
     def add(self, jurisdiction: str, source_topic: str, envelope: Envelope) -> None:
@@ -58,11 +60,13 @@ class Links:
     async def flush(self, conn: asyncpg.Connection) -> None:
         for jurisdiction in sorted({j for j, _, _ in self._pending}):
             links = [(topic, envelope) for j, topic, envelope in self._pending if j == jurisdiction]
-            await _append(conn, jurisdiction, links)
+            await _append(conn, jurisdiction, links, self._signer)
         self._pending.clear()
 
 
-async def _append(conn: asyncpg.Connection, jurisdiction: str, links: list[tuple[str, Envelope]]) -> None:
+async def _append(
+    conn: asyncpg.Connection, jurisdiction: str, links: list[tuple[str, Envelope]], signer: Signer | None
+) -> None:
     """Chain `links` (source topic, envelope) onto `jurisdiction`'s chain, in order."""
     # One writer per chain across instances until commit; the head is then an index probe.
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"audit:{jurisdiction}")
@@ -91,6 +95,15 @@ async def _append(conn: asyncpg.Connection, jurisdiction: str, links: list[tuple
             for r, envelope in records
         ],
     )  # fmt: skip
+    if signer is not None:
+        checkpoints = [r for r, _ in records if signer.due(r.sequence)]
+        await conn.executemany(
+            "INSERT INTO audit_checkpoints (jurisdiction, sequence, hash, signature) VALUES ($1, $2, $3, $4)",
+            [
+                (r.jurisdiction, r.sequence, r.hash, signer.sign(r.jurisdiction, r.sequence, r.hash))
+                for r in checkpoints
+            ],
+        )
     if jurisdiction in topics.JURISDICTIONS:
         published = [
             (topics.audit(jurisdiction), jurisdiction, _published(record, envelope)) for record, envelope in records
@@ -168,6 +181,19 @@ class AuditLog:
                 limit,
             )
         return [_record(row) for row in rows]
+
+    async def checkpoints(self, jurisdiction: str, after: int, limit: int) -> list[asyncpg.Record]:
+        """A page of the chain's signed checkpoints after sequence `after`."""
+        async with self._reader() as conn:
+            return list(
+                await conn.fetch(
+                    "SELECT sequence, hash, signature FROM audit_checkpoints WHERE jurisdiction = $1 AND sequence > $2 "
+                    "ORDER BY sequence LIMIT $3",
+                    jurisdiction,
+                    after,
+                    limit,
+                )
+            )
 
     async def verify(self, jurisdiction: str, after: int, limit: int) -> Verification:
         after_hash = audit.GENESIS

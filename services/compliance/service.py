@@ -9,14 +9,16 @@ pure `screen`. The audit chain is a log beside them (services/compliance/chain.p
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Literal
 
 import asyncpg
 from google.protobuf.message import Message
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common import eventstore, outbox, topics
@@ -33,6 +35,7 @@ from services.compliance.domain.authorizations import PREFIX, AuthorizationUsage
 from services.compliance.domain.facts import Facts, needed, spent
 from services.compliance.domain.jurisdictions import account_ids, concerned, is_party
 from services.compliance.domain.screening import Policy, claims, screen
+from services.compliance.domain.signing import DEVELOPMENT_SEED, Signer
 from services.compliance.domain.validation import (
     check_fact,
     check_request_keys,
@@ -81,6 +84,17 @@ class ComplianceSettings(BaseSettings):
 
     # Concurrent /audit/{jur}/stream clients per process; more are answered 503.
     audit_streams: int = Field(32, ge=1, le=10_000, validation_alias="TONNE_AUDIT_STREAMS")
+    # The Ed25519 seed (32 bytes, base64) that signs the chains' checkpoints, and how often.
+    audit_signing_key: SecretStr | None = Field(None, validation_alias="TONNE_AUDIT_SIGNING_KEY")
+    audit_checkpoint_every: int = Field(100, ge=1, le=1_000_000, validation_alias="TONNE_AUDIT_CHECKPOINT_EVERY")
+    env: Literal["development", "production"] = Field("development", validation_alias="TONNE_ENV")
+
+    def signer(self) -> Signer:
+        if self.audit_signing_key is None:
+            if self.env == "production":
+                raise ValueError("production needs TONNE_AUDIT_SIGNING_KEY: the development key is public")
+            return Signer(DEVELOPMENT_SEED, self.audit_checkpoint_every)
+        return Signer(base64.b64decode(self.audit_signing_key.get_secret_value()), self.audit_checkpoint_every)
 
 
 def decision_stream(request_id: str) -> str:
@@ -211,8 +225,9 @@ async def facts_for(conn: asyncpg.Connection, request: cpb.ScreenTransfer) -> Fa
 
 
 class Compliance:
-    def __init__(self, kernel: Kernel, policy: Policy, audit_streams: int) -> None:
+    def __init__(self, kernel: Kernel, policy: Policy, config: ComplianceSettings) -> None:
         self.policy = policy
+        self.signer = config.signer()
         self.pool = kernel.pool
         self.auth = kernel.auth
         settings = kernel.settings
@@ -222,7 +237,7 @@ class Compliance:
         self.state = ServiceState(repositories=(self.usages,), project=project, projections=PROJECTIONS)
         self.unit_of_work = UnitOfWorkFactory(kernel.pool, project)
         self.audit = AuditLog(kernel.pool, readers=max(1, kernel.pool.get_max_size() // 2))
-        self.feed = AuditFeed(kernel.settings.database_url, audit_streams)
+        self.feed = AuditFeed(settings.database_url, config.audit_streams)
 
     @property
     def handlers(self) -> Mapping[str, Handler]:
@@ -327,7 +342,7 @@ class Compliance:
             await self.decide(uow, request, await self.facts(uow, request), context)
 
     async def _audit(self, uow: UnitOfWork, topic: str, envelope: Envelope, event: Message) -> None:
-        links = uow.gathered("audit-links", chain.Links)
+        links = uow.gathered("audit-links", partial(chain.Links, self.signer))
         # Only well-formed ids can be in `accounts` (facts are checked before they are stored).
         named = [a for a in account_ids(event) if is_identifier(a)]
         jurisdictions = concerned(event, Facts(accounts=await accounts_of(uow.conn, named)))
@@ -357,4 +372,4 @@ class Compliance:
 
 
 def build(kernel: Kernel) -> Compliance:
-    return Compliance(kernel, Policy.load(), ComplianceSettings().audit_streams)
+    return Compliance(kernel, Policy.load(), ComplianceSettings())

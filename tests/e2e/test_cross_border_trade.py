@@ -119,6 +119,13 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any, dev_iss
                 if seen >= FLOW:  # the adjustment and the completion commit together, in either order
                     break
         assert seen >= FLOW
+        # The same chain as server-sent events, resumed after the second record.
+        headers = venue.regulator("TH") | {"accept": "text/event-stream", "last-event-id": "2"}
+        async with client.stream("GET", th_stream, headers=headers, timeout=60) as events:
+            assert events.headers["content-type"].startswith("text/event-stream")
+            lines = events.aiter_lines()
+            assert [await anext(lines) for _ in range(2)] == ["id: 3", "event: record"]
+            assert json.loads((await anext(lines)).removeprefix("data: "))["sequence"] == 3
         for party in ("TH", "CH"):
             intact, checked = await venue.verify_chain(party)
             assert intact and checked > 0, (party, checked)

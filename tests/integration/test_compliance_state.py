@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import quote
 
 import asyncpg
@@ -28,12 +32,12 @@ from services.common.replay import replay
 from services.common.runtime import Kernel
 from services.common.settings import Settings
 from services.compliance import chain
-from services.compliance.api import audit_lines, router
+from services.compliance.api import audit_lines, ndjson, router
 from services.compliance.chain import StreamsFull, Subscription
 from services.compliance.domain.authorizations import AuthorizationUsage
 from services.compliance.domain.facts import Facts
 from services.compliance.domain.screening import Policy, claims, screen
-from services.compliance.service import Compliance
+from services.compliance.service import Compliance, ComplianceSettings
 from tests.unit.factories import issuance, loa
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import matching_pb2 as mpb
@@ -84,6 +88,7 @@ async def stack(
     fresh_database_url: str, monkeypatch: pytest.MonkeyPatch, dev_issuer: DevIssuer
 ) -> AsyncIterator[Stack]:
     monkeypatch.setenv("TONNE_AUDIT_STREAMS", str(STREAMS))
+    monkeypatch.setenv("TONNE_AUDIT_CHECKPOINT_EVERY", "2")
     await migrate(fresh_database_url, "compliance")
     pool = await connect_pool(fresh_database_url, "compliance")
     settings = Settings(service="compliance", kafka_bootstrap="127.0.0.1:9", database_url=fresh_database_url)
@@ -316,7 +321,7 @@ async def test_audit_streams_wait_without_holding_pooled_connections(stack: Stac
     received: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
 
     async def follow(n: int, subscription: Subscription) -> None:
-        lines = audit_lines(stack.service, subscription, after=0)
+        lines = audit_lines(stack.service, subscription, after=0, framed=ndjson)
         try:
             async for line in lines:
                 await received.put((n, line))
@@ -422,7 +427,8 @@ async def test_a_screen_that_comes_before_its_reservation_waits_for_it(stack: St
     assert await stack.pool.fetchval("SELECT count(*) FROM deferred_screens") == 0
     async with stack.pool.acquire() as conn:
         live = await stack.service.state.hash(conn)
-    assert await replay(stack.settings, lambda kernel: Compliance(kernel, Policy.load(), 4), "zero") == live
+    few = ComplianceSettings.model_validate({"TONNE_AUDIT_STREAMS": 4})
+    assert await replay(stack.settings, lambda kernel: Compliance(kernel, Policy.load(), few), "zero") == live
 
 
 async def test_two_instances_screening_at_once_cannot_both_spend_one_authorization(stack: Stack) -> None:
@@ -492,3 +498,35 @@ async def test_two_instances_screening_at_once_cannot_both_spend_one_authorizati
     async with stack.pool.acquire() as conn:
         live = await stack.service.state.hash(conn)
     assert await replay(stack.settings, build, "zero") == live
+
+
+async def test_an_exported_chain_verifies_offline_with_its_signed_checkpoints(stack: Stack, tmp_path: Path) -> None:
+    """A regulator exports its chain and the checkpoints, checks them with the verifier CLI
+    and the published key; a byte changed in the export is named at its sequence."""
+    for n in range(5):
+        await stack.deliver(topics.REGISTRY_EVENTS, rpb.AccountOpened(account_id=f"TH-{n}", jurisdiction="TH"), f"c{n}")
+    key = (await stack.http.get("/audit-signing-key")).json()
+    assert (key["algorithm"], key["checkpoint_every"]) == ("Ed25519", 2)
+    records = (await stack.http.get("/audit/TH?limit=1000")).json()["items"]
+    signed = (await stack.http.get("/audit/TH/checkpoints")).json()
+    assert [c["sequence"] for c in signed["items"]] == [2, 4] and signed["next"] is None
+    exported, checkpoints = tmp_path / "th.ndjson", tmp_path / "th-checkpoints.json"
+    exported.write_text("".join(json.dumps(r) + "\n" for r in records))
+    checkpoints.write_text(json.dumps(signed["items"]))
+
+    def verify() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "services.compliance.verify", str(exported)]
+        command += ["--checkpoints", str(checkpoints), "--public-key", key["public_key"]]
+        return subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD, check=False)
+
+    intact = await asyncio.to_thread(verify)
+    assert (intact.returncode, intact.stdout.strip()) == (0, "intact: 5 records, 2 signed checkpoints")
+    records[2]["envelope_hex"] = records[2]["envelope_hex"][:-2] + (
+        "00" if records[2]["envelope_hex"][-2:] != "00" else "01"
+    )
+    exported.write_text("".join(json.dumps(r) + "\n" for r in records))
+    broken = await asyncio.to_thread(verify)
+    assert (broken.returncode, broken.stdout.strip()) == (
+        1,
+        "broken at sequence 3: does not follow from the record before it",
+    )
