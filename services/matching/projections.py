@@ -1,6 +1,6 @@
-"""Matching's read models: the `orders` and `trades` tables, folded from the engine
-journal in the recording transaction (and by replay), the `mandates` folded from the
-registry's mandate facts, and the paged reads the API serves."""
+"""Matching's read models: the `orders`, `trades` and `bars` tables, folded from the
+engine journal in the recording transaction (and by replay), the `mandates` folded from
+the registry's mandate facts, and the paged reads the API serves."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 from services.common import mandates
 from services.common.errors import DomainError
 from services.common.statehash import Projection
+from services.matching.bars import INTERVALS, bar_starts
 from services.matching.domain.engine import nanoseconds
 from tonne.v1 import matching_pb2 as pb
 from tonne.v1 import registry_pb2 as rpb
@@ -59,7 +60,35 @@ PROJECTIONS = (
         ),
         ("instrument_id", "version"),
     ),
+    Projection(
+        "bars",
+        # numeric as text: the hash's canonical form has no decimals, and these are integral.
+        (
+            "instrument_id",
+            "interval",
+            "start_s",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume::text",
+            "notional::text",
+            "trades",
+        ),
+        ("instrument_id", "interval", "start_s"),
+    ),
     mandates.PROJECTION,
+)
+
+# A trade into each of its bars (one row per interval), in the statement that records it:
+# the first trade of a bar opens it, each later one (in journal order) closes it.
+_BARS = (
+    "bar AS (INSERT INTO bars AS b (instrument_id, interval, start_s, open, high, low, close, volume, notional, "
+    "trades) SELECT $1, i.interval, i.start_s, $5::bigint, $5::bigint, $5::bigint, $5::bigint, $6::bigint::numeric, "
+    "$5::bigint::numeric * $6::bigint, 1 FROM unnest($15::text[], $16::bigint[]) AS i(interval, start_s) "
+    "ON CONFLICT (instrument_id, interval, start_s) DO UPDATE SET high = greatest(b.high, EXCLUDED.high), "
+    "low = least(b.low, EXCLUDED.low), close = EXCLUDED.close, volume = b.volume + EXCLUDED.volume, "
+    "notional = b.notional + EXCLUDED.notional, trades = b.trades + 1)"
 )
 
 _INSERT_ORDER = (
@@ -99,10 +128,13 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
             # A reused id is refused without touching the order that holds it.
             await _insert_order(conn, event.order, "rejected", event.engine_sequence, (event.code, event.reason))
         case pb.TradeExecuted():
+            # Its bars by its journal time, never the clock now (replay folds the same).
+            intervals, starts = bar_starts(envelope.occurred_at.seconds)
             await conn.execute(
-                "INSERT INTO trades (instrument_id, version, trade_id, engine_sequence, price, quantity, currency, "
-                "aggressor, buy_order_id, sell_order_id, buyer_account_id, seller_account_id, buyer_broker_id, "
-                "seller_broker_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                f"WITH {_BARS} INSERT INTO trades (instrument_id, version, trade_id, engine_sequence, price, quantity, "
+                "currency, aggressor, buy_order_id, sell_order_id, buyer_account_id, seller_account_id, "
+                "buyer_broker_id, seller_broker_id) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 event.instrument_id,
                 envelope.aggregate_sequence,
                 event.trade_id,
@@ -117,6 +149,8 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 event.seller_account_id,
                 event.buyer_broker_id,
                 event.seller_broker_id,
+                intervals,
+                starts,
             )
             await conn.execute(
                 "UPDATE orders SET filled = filled + $2, "
@@ -340,3 +374,61 @@ async def broker_mandates(
     )
     page = rows[:limit]
     return page, page[-1]["mandate_id"] if len(rows) > limit else None
+
+
+@dataclass(frozen=True)
+class Bar:
+    start_s: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    notional: int
+    trades: int
+
+
+def _bar(row: asyncpg.Record) -> Bar:
+    return Bar(
+        start_s=row["start_s"],
+        open=row["open"],
+        high=row["high"],
+        low=row["low"],
+        close=row["close"],
+        volume=int(row["volume"]),  # integral numeric: exact
+        notional=int(row["notional"]),
+        trades=row["trades"],
+    )
+
+
+_BAR_COLUMNS = "start_s, open, high, low, close, volume, notional, trades"
+
+
+async def bars(
+    conn: asyncpg.Connection, instrument_id: str, interval: str, limit: int, after: int | None
+) -> tuple[list[Bar], int | None]:
+    """The instrument's bars of `interval`, oldest first, starting after `after`
+    (seconds since the epoch); and the next cursor (the last bar's start)."""
+    assert interval in INTERVALS
+    rows = await conn.fetch(
+        f"SELECT {_BAR_COLUMNS} FROM bars WHERE instrument_id = $1 AND interval = $2 AND start_s > $3 "
+        "ORDER BY start_s LIMIT $4",
+        instrument_id,
+        interval,
+        -1 if after is None else after,
+        limit + 1,
+    )
+    page = [_bar(row) for row in rows[:limit]]
+    return page, page[-1].start_s if len(rows) > limit else None
+
+
+async def last_daily_bar(conn: asyncpg.Connection, instrument_id: str, before_s: int) -> Bar | None:
+    """The instrument's latest 1d bar that starts before `before_s`: the last session
+    completed by then (the instruments trade continuously, a session is a UTC day)."""
+    row = await conn.fetchrow(
+        f"SELECT {_BAR_COLUMNS} FROM bars WHERE instrument_id = $1 AND interval = '1d' AND start_s < $2 "
+        "ORDER BY start_s DESC LIMIT 1",
+        instrument_id,
+        before_s,
+    )
+    return None if row is None else _bar(row)

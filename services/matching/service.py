@@ -99,12 +99,12 @@ def placed(row: Mapping[str, Any]) -> pb.SubmitOrder:
 
 
 def client_order_id_reused(client_order_id: str) -> DomainError:
-    """Placing is idempotent per client order id: the same id for another order is a
-    mistake to report, not an order to drop silently."""
+    """Placing is idempotent per client order id (the Idempotency-Key): the same key for
+    another order is a mistake to report, not an order to drop silently (422, as the
+    draft-ietf-httpapi-idempotency-key-header answers a key reused with another body)."""
     return DomainError(
-        "CLIENT_ORDER_ID_REUSED",
-        f"client order id {shown(client_order_id)} names another order of this broker",
-        http_status=409,
+        "IDEMPOTENCY_KEY_REUSED",
+        f"idempotency key (client order id) {shown(client_order_id)} names another order of this broker",
     )
 
 
@@ -144,7 +144,9 @@ class Matching:
     async def place(self, broker_id: str, order: pb.SubmitOrder) -> tuple[str, bool]:
         """Check an order and start it on its way; returns (order id, newly placed).
         The same order again under its client order id returns the first (placing is
-        idempotent); another order under that id is refused (CLIENT_ORDER_ID_REUSED).
+        idempotent); another order under that id is refused (IDEMPOTENCY_KEY_REUSED); one
+        placed while the first under its id is still being placed is refused for now
+        (IDEMPOTENCY_KEY_IN_FLIGHT, 409).
         Every order is covered before it reaches the engine: a sell by its units reserved
         in the registry, a buy by its cash reserved in settlement (`cover`)."""
         instrument = self.instruments.get(order.instrument_id)
@@ -183,13 +185,15 @@ class Matching:
             return str(row["existing"]), False
         if not row["mandated"]:
             raise not_mandated(broker_id, order.account_id)
-        if row["placed"] is None:  # the same client order id, placed concurrently
-            first = await self.pool.fetchval(
-                "SELECT order_id FROM intake_orders WHERE broker_id = $1 AND client_order_id = $2",
-                broker_id,
-                order.client_order_id,
+        if row["placed"] is None:
+            # The same client order id was being placed when this statement began: that
+            # first attempt was in flight, and its answer is the one to wait for.
+            raise DomainError(
+                "IDEMPOTENCY_KEY_IN_FLIGHT",
+                f"an order under client order id {shown(order.client_order_id)} was being placed; retry",
+                http_status=409,
+                retry_after=1,
             )
-            return str(first), False
         return order.order_id, True
 
     async def cancel(self, broker_id: str, order_id: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -287,12 +288,12 @@ async def test_the_broker_api_reads_projections_and_refuses_hostile_input(venue:
         sells = [await place(A, "SELL", 1000 + n, 10, f"s{n}") for n in range(3)]
         assert [s["status"] for s in sells] == ["reserving"] * 3
         # Placing is idempotent per client order id: the same order again is the first one
-        # (200); the same id for another order is a conflict, and places nothing.
+        # (200); the same id for another order is refused (422, as a reused Idempotency-Key), and places nothing.
         first = {"instrument_id": JCM, "side": "SELL", "price": 1000, "quantity": 10, "account_id": "acct-1"}
         again = await http.post("/orders", headers=A, json=first | {"client_order_id": "s0"})
         assert (again.status_code, again.json()["order_id"]) == (200, sells[0]["order_id"])
         other = await http.post("/orders", headers=A, json=first | {"client_order_id": "s0", "price": 999})
-        assert (other.status_code, other.json()["code"]) == (409, "CLIENT_ORDER_ID_REUSED")
+        assert (other.status_code, other.json()["code"]) == (422, "IDEMPOTENCY_KEY_REUSED")
         assert await venue.pool.fetchval("SELECT count(*) FROM intake_orders") == 3
         for sell in sells:
             await venue.reserved(sell["order_id"], 10)
@@ -346,7 +347,13 @@ async def test_the_broker_api_reads_projections_and_refuses_hostile_input(venue:
         assert "acct" not in (await http.get("/trades", headers=A)).text
 
         book = (await http.get(f"/instruments/{JCM}/book", headers=A)).json()
-        assert book == {"instrument_id": JCM, "sequence": 4, "bids": [], "asks": [[1001, 5], [1002, 10]]}
+        assert book == {
+            "instrument_id": JCM,
+            "sequence": 4,
+            "bids": [],
+            "asks": [[1001, 5], [1002, 10]],
+            "checksum": zlib.crc32(b"10015100210"),  # Kraken's: ask 1001 x 5, ask 1002 x 10, no bids
+        }
 
         # Cancel: another broker's order is unknown to B; A's resting one is cancelled.
         assert (await http.delete(f"/orders/{sells[2]['order_id']}", headers=B)).status_code == 404
