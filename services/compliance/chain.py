@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC
+from typing import Any
 
 import asyncpg
 
@@ -144,7 +145,8 @@ class Verification:
     next: int | None
 
 
-def _record(row: asyncpg.Record) -> AuditRecord:
+def record(row: Mapping[str, Any]) -> AuditRecord:
+    """An audit record from a row of `audit_chain` (or any mapping with its columns)."""
     return AuditRecord(
         jurisdiction=row["jurisdiction"],
         sequence=row["sequence"],
@@ -180,7 +182,7 @@ class AuditLog:
                 after,
                 limit,
             )
-        return [_record(row) for row in rows]
+        return [record(row) for row in rows]
 
     async def checkpoints(self, jurisdiction: str, after: int, limit: int) -> list[asyncpg.Record]:
         """A page of the chain's signed checkpoints after sequence `after`."""

@@ -19,21 +19,14 @@ from typing import Annotated, Any
 
 import typer
 
+from services.compliance.chain import record
 from services.compliance.domain import audit, signing
 from tonne.v1.compliance_pb2 import AuditRecord
 
 
 def record_of(view: dict[str, Any]) -> AuditRecord:
-    return AuditRecord(
-        jurisdiction=view["jurisdiction"],
-        sequence=view["sequence"],
-        previous_hash=view["previous_hash"],
-        hash=view["hash"],
-        source_topic=view["source_topic"],
-        event_id=view["event_id"],
-        event_type=view["event_type"],
-        envelope=bytes.fromhex(view["envelope_hex"]),
-    )
+    """A record as the API shows it (its envelope as hex) back into the chain's form."""
+    return record(view | {"envelope": bytes.fromhex(view["envelope_hex"])})
 
 
 def first_bad(
