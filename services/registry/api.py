@@ -10,8 +10,9 @@ An account outside the caller's tenancy is answered exactly like one that does n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Path, Query, Security
@@ -33,10 +34,17 @@ FIRST_PAGE = 100
 
 
 class AccountType(StrEnum):
+    """registry.proto's AccountType; CANCELLATION is voluntary cancellation."""
+
     HOLDING = "HOLDING"
+    TRADING = "TRADING"
     GOVERNMENT = "GOVERNMENT"
+    PENDING = "PENDING"
+    SHARE_OF_PROCEEDS = "SHARE_OF_PROCEEDS"
     RETIREMENT = "RETIREMENT"
     CANCELLATION = "CANCELLATION"
+    MANDATORY_CANCELLATION = "MANDATORY_CANCELLATION"
+    OMGE_CANCELLATION = "OMGE_CANCELLATION"
 
 
 class StandardName(StrEnum):
@@ -76,11 +84,21 @@ class UnitsWanted(BaseModel):
         )
 
 
+class ClaimUse(StrEnum):
+    """What a retirement is used toward (registry.proto's ClaimUse)."""
+
+    NDC = "NDC"
+    OIMP = "OIMP"
+    VOLUNTARY = "VOLUNTARY"
+
+
 class RetirementRequest(UnitsWanted):
     retirement_id: Identifier
     beneficiary: Text | None = None  # whose claim the retirement backs; not for a cancellation
-    purpose: Text
+    purpose: Text  # the claim in words
     cancel: bool = False
+    use: ClaimUse | None = None  # required for a retirement
+    claim_year: Annotated[int, Field(ge=0, le=9999)] = 0  # the year claimed for; required for a retirement
 
 
 class RetirementView(BaseModel):
@@ -90,7 +108,14 @@ class RetirementView(BaseModel):
     cancelled: bool
     beneficiary: str
     purpose: str
+    use: ClaimUse | None
+    claim_year: int
     requested_by: str
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> RetirementView:
+        use = pb.ClaimUse.Name(row["use"]).removeprefix("CLAIM_") if row["use"] else None
+        return cls(**{**row, "use": use})
 
 
 class RetirementPage(BaseModel):
@@ -153,6 +178,7 @@ class AccountView(BaseModel):
     retired: int
     cancelled: int
     frozen: bool  # no units leave a frozen account
+    closed: bool  # no units enter or leave a closed account
     transfer_limit: int  # the account's own limit on units per outgoing transfer; 0: none
 
 
@@ -252,7 +278,8 @@ KEEP_RESPONSES = refusals(
 async def readable(conn: asyncpg.Connection, identity: Identity, account_id: str) -> asyncpg.Record:
     """The account's row, if the caller may read it; else the answer of an unknown one."""
     account = await conn.fetchrow(
-        "SELECT account_id, holder, jurisdiction, type, frozen, transfer_limit FROM accounts WHERE account_id = $1",
+        "SELECT account_id, holder, jurisdiction, type, frozen, closed, transfer_limit FROM accounts "
+        "WHERE account_id = $1",
         account_id,
     )
     if account is None or not await may_read(conn, identity, account):
@@ -302,6 +329,7 @@ async def account_view(registry: Registry, identity: Identity, account_id: str) 
         retired=int(totals.get(Status.RETIRED.value, 0)),
         cancelled=int(totals.get(Status.CANCELLED.value, 0)),
         frozen=account["frozen"],
+        closed=account["closed"],
         transfer_limit=account["transfer_limit"],
     )
 
@@ -421,18 +449,24 @@ def router(registry: Registry) -> APIRouter:
             beneficiary=body.beneficiary or "",
             purpose=body.purpose,
             cancel=body.cancel,
+            use=pb.ClaimUse.Value(f"CLAIM_{body.use.value}") if body.use else pb.CLAIM_USE_UNSPECIFIED,
+            claim_year=body.claim_year,
         )
         events = await command(registry, retirement, identity)
         retired = events[-1]
         assert isinstance(retired, pb.UnitsRetired)
-        return RetirementView(
-            retirement_id=retired.retirement_id,
-            account_id=retired.account_id,
-            quantity=retired.quantity,
-            cancelled=retired.cancelled,
-            beneficiary=retired.beneficiary,
-            purpose=retired.purpose,
-            requested_by=retired.by,
+        return RetirementView.of(
+            {
+                "retirement_id": retired.retirement_id,
+                "account_id": retired.account_id,
+                "quantity": retired.quantity,
+                "cancelled": retired.cancelled,
+                "beneficiary": retired.beneficiary,
+                "purpose": retired.purpose,
+                "use": retired.use,
+                "claim_year": retired.claim_year,
+                "requested_by": retired.by,
+            }
         )
 
     @api.get("/accounts/{account_id}/retirements", response_model=RetirementPage, responses=READ_RESPONSES)
@@ -447,13 +481,14 @@ def router(registry: Registry) -> APIRouter:
             await readable(conn, identity, account_id)
             rows, more = await keyset(
                 conn,
-                "SELECT retirement_id, account_id, quantity, cancelled, beneficiary, purpose, requested_by "
-                "FROM retirements WHERE account_id = $1 AND retirement_id > $2 ORDER BY retirement_id LIMIT $3",
+                "SELECT retirement_id, account_id, quantity, cancelled, beneficiary, purpose, use, claim_year, "
+                "requested_by FROM retirements WHERE account_id = $1 AND retirement_id > $2 "
+                "ORDER BY retirement_id LIMIT $3",
                 account_id,
                 after,
                 limit,
             )
-        items = [RetirementView(**dict(r)) for r in rows]
+        items = [RetirementView.of(r) for r in rows]
         return RetirementPage(items=items, next=items[-1].retirement_id if more else None)
 
     # The Union Registry's controls build on this module's helpers, hence imported here.

@@ -95,6 +95,10 @@ GOVERN_RESPONSES = refusals(
     _404="ACCOUNT_UNKNOWN: no account the caller governs (unknown, or outside its tenancy)",
     _422="REQUEST_INVALID or REASON_REQUIRED",
 )
+CLOSE_RESPONSES = refusals(
+    _404="ACCOUNT_UNKNOWN: no account the caller governs (unknown, or outside its tenancy)",
+    _422="REQUEST_INVALID, REASON_REQUIRED, ACCOUNT_CLOSED or ACCOUNT_NOT_EMPTY",
+)
 TRUST_RESPONSES = refusals(
     _404="ACCOUNT_UNKNOWN or TRUSTED_ACCOUNT_UNKNOWN",
     _409="TRUSTED_ACCOUNT_EXISTS",
@@ -143,6 +147,17 @@ def router(registry: Registry) -> APIRouter:
         """Lifts the account's freeze."""
         await governed(registry, identity, account_id, regulators=True)
         await command(registry, pb.UnfreezeAccount(account_id=account_id, reason=body.reason), identity)
+        return await account_view(registry, identity, account_id)
+
+    @api.post("/accounts/{account_id}/close", response_model=AccountView, responses=CLOSE_RESPONSES)
+    async def close_account(
+        account_id: Annotated[Identifier, Path()], body: Reason, identity: Identity = keeper
+    ) -> AccountView:
+        """Closes an account that holds nothing (no held or reserved units, no open
+        reservation or scheduled transfer): no units enter or leave it afterwards. The
+        operator, or the registry operator of its jurisdiction."""
+        await governed(registry, identity, account_id)
+        await command(registry, pb.CloseAccount(account_id=account_id, reason=body.reason), identity)
         return await account_view(registry, identity, account_id)
 
     async def freeze_project(project_id: str, body: ProjectFreeze, identity: Identity, freeze: bool) -> ProjectView:

@@ -21,12 +21,27 @@ _MICROS = "(extract(epoch FROM {0}) * 1000000)::bigint"
 
 PROJECTIONS = (
     Projection(
-        "accounts", ("account_id", "holder", "jurisdiction", "type", "frozen", "transfer_limit"), ("account_id",)
+        "accounts",
+        ("account_id", "holder", "jurisdiction", "type", "frozen", "closed", "transfer_limit"),
+        ("account_id",),
+    ),
+    Projection(
+        "transfers", ("transfer_id", "reservation_id", "from_account_id", "to_account_id", "quantity"), ("transfer_id",)
     ),
     Projection("projects", ("project_id", "host_party", "frozen", "reason"), ("project_id",)),
     Projection(
         "retirements",
-        ("retirement_id", "account_id", "quantity", "cancelled", "beneficiary", "purpose", "requested_by"),
+        (
+            "retirement_id",
+            "account_id",
+            "quantity",
+            "cancelled",
+            "beneficiary",
+            "purpose",
+            "use",
+            "claim_year",
+            "requested_by",
+        ),
         ("retirement_id",),
     ),
     Projection(
@@ -64,7 +79,8 @@ PROJECTIONS = (
 
 
 def index_call(event: Message) -> Call | None:
-    """The index function that applies an event's serials (migrations/0002), if it has any."""
+    """The index function that applies an event's serials (migrations/0002, 0006), if it
+    has any, or closes an account."""
     match event:
         case pb.UnitsIssued():
             [put] = changes(event)
@@ -75,8 +91,11 @@ def index_call(event: Message) -> Call | None:
         case pb.ReservationReleased():
             return sql_index.moved("released", event.reservation_id, event.account_id, event.quantity, _moves(event))
         case pb.UnitsTransferred():
-            kind = "transferred"
-            return sql_index.moved(kind, event.reservation_id, event.from_account_id, event.quantity, _moves(event))
+            return sql_index.transferred(
+                event.transfer_id, event.reservation_id, event.from_account_id, event.quantity, _moves(event)
+            )
+        case pb.AccountClosed():
+            return sql_index.closed(event.account_id)
         case pb.UnitsRetired():
             # The reservation that picked the serials is spent whole ("transferred").
             kind = "transferred"
@@ -134,13 +153,15 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
         case pb.UnitsRetired():
             await conn.execute(
                 "INSERT INTO retirements (retirement_id, account_id, quantity, cancelled, beneficiary, purpose, "
-                "requested_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "use, claim_year, requested_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 event.retirement_id,
                 event.account_id,
                 event.quantity,
                 event.cancelled,
                 event.beneficiary,
                 event.purpose,
+                event.use,
+                event.claim_year,
                 event.by,
             )
         case _:

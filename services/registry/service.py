@@ -52,7 +52,10 @@ from services.registry.sql_index import SqlIndex
 from tonne.v1 import registry_pb2 as pb
 from tonne.v1.envelope_pb2 import CommandRejected, Envelope
 
-# Blocks read per query while covering a reservation.
+# Blocks read per query while covering a reservation: the first page is small (most
+# reservations take a block or two, and every row read is a random heap fetch), the
+# next pages larger.
+FIRST_PAGE = 8
 PAGE = 100
 # A command whose stream another writer moved is decided again, this many times.
 ATTEMPTS = 5
@@ -213,15 +216,15 @@ class Registry:
             case pb.RetireUnits():
                 return await self._retire(uow, index, command, channel)
             case pb.ReleaseReservation():
-                owner, _, reserved, _ = await self._reservation(uow, index, command.reservation_id)
+                owner, _, reserved, _, _ = await self._reservation(uow, index, command.reservation_id)
                 events = self.ledger.release(command, _opened(owner), reserved)
                 assert owner is not None  # the ledger refuses an unknown reservation
                 return owner, events
             case pb.TransferUnits():
-                owner, target, reserved, frozen = await self._reservation(
-                    uow, index, command.reservation_id, command.to_account_id
+                owner, target, reserved, frozen, used = await self._reservation(
+                    uow, index, command.reservation_id, command.to_account_id, command.transfer_id
                 )
-                events = self.ledger.transfer(command, _opened(owner), target, reserved, frozen)
+                events = self.ledger.transfer(command, _opened(owner), target, reserved, frozen, transfer_used=used)
                 assert owner is not None  # the ledger refuses an unknown reservation
                 return owner, events
             case pb.GrantMandate():
@@ -245,7 +248,7 @@ class Registry:
             return project, controls.freeze_project(command, project)
         if isinstance(command, pb.RequestTransfer):
             target = await account_ref(uow.conn, command.to_account_id)
-            account, held = await self._held(uow, index, picking(command))
+            account, held = await self._held(uow, index, picking(command), transfer_id=command.transfer_id)
             events = controls.request_transfer(
                 command,
                 _opened(account),
@@ -263,6 +266,12 @@ class Registry:
         match command:
             case pb.FreezeAccount() | pb.UnfreezeAccount():
                 return account, controls.freeze_account(command, opened)
+            case pb.CloseAccount():
+                held = await uow.conn.fetchval(
+                    "SELECT coalesce(sum(quantity), 0) FROM holdings WHERE account_id = $1 AND status = 'held'",
+                    command.account_id,
+                )
+                return account, controls.close_account(command, opened, int(held))
             case pb.ProposeTrustedAccount():
                 trusted = await account_ref(uow.conn, command.trusted_account_id)
                 return account, controls.propose_trusted(command, opened, trusted)
@@ -343,32 +352,41 @@ class Registry:
         reserve: pb.ReserveUnits,
         channel: str = "",
         command: Message | None = None,
+        transfer_id: str = "",
     ) -> tuple[Account, Held]:
         """The account (locked) and the facts of the held units `reserve` would pick: read
         with the account stream's version first, so a cached account at that version needs
         no read of its own; read again if a writer of this process moved it in between."""
-        held, version = await self._held_facts(index, reserve)
+        held, version = await self._held_facts(index, reserve, transfer_id)
         account = await self._account(uow, reserve.account_id, channel, command, version=version)
         if account.version != version:
-            held, _ = await self._held_facts(index, reserve)
+            held, _ = await self._held_facts(index, reserve, transfer_id)
         return account, held
 
-    async def _held_facts(self, index: SqlIndex, command: pb.ReserveUnits) -> tuple[Held, int]:
-        """The facts, and the account stream's version they were read at."""
+    async def _held_facts(self, index: SqlIndex, command: pb.ReserveUnits, transfer_id: str = "") -> tuple[Held, int]:
+        """The facts, and the account stream's version they were read at. `transfer_id`:
+        the reservation's id is also a transfer's (a holder's transfer), unique among them."""
         stream_id = self.accounts.stream_id(command.account_id)
         used, available, eligible, frozen, version = await index.reserve_facts(
-            command.reservation_id, command.account_id, command.selector, command.quantity, PAGE, stream_id
+            command.reservation_id,
+            command.account_id,
+            command.selector,
+            command.quantity,
+            FIRST_PAGE,
+            stream_id,
+            transfer_id,
         )
-        if available >= command.quantity and len(eligible) == PAGE:
+        if available >= command.quantity and len(eligible) == FIRST_PAGE:
             eligible = await self._cover(index, command, eligible)
         return Held(used, available, eligible, frozen), version
 
     @staticmethod
     async def _cover(index: SqlIndex, command: pb.ReserveUnits, first: list[Block]) -> list[Block]:
         """Further keyset pages of eligible blocks until the quantity is covered."""
-        found, page = list(first), first
+        found, page, size = list(first), first, FIRST_PAGE
         covered = sum(b.quantity for b in found)
-        while covered < command.quantity and len(page) == PAGE:
+        while covered < command.quantity and len(page) == size:
+            size = PAGE
             after = (page[-1].namespace, page[-1].start)
             page = await index.eligible(command.account_id, command.selector, after, PAGE)
             found += page
@@ -376,22 +394,23 @@ class Registry:
         return found
 
     async def _reservation(
-        self, uow: UnitOfWork, index: SqlIndex, reservation_id: str, target_id: str = ""
-    ) -> tuple[Account | None, AccountRef | None, list[Block], frozenset[str]]:
+        self, uow: UnitOfWork, index: SqlIndex, reservation_id: str, target_id: str = "", transfer_id: str = ""
+    ) -> tuple[Account | None, AccountRef | None, list[Block], frozenset[str], bool]:
         """The account holding the reservation (locked; None: no such reservation), the
-        target account named (only read: its identity never changes once opened) and the
-        reservation's blocks as of the holder's version. Read in one query with the
-        stream's version; the blocks are read again if the account we hold is at another
-        version (a writer of this process committed in between). And the frozen projects."""
-        owner_id, version, target, reserved, frozen = await index.reservation_facts(
-            reservation_id, self.accounts.prefix, target_id
+        target account named (only read: its identity never changes once opened, and its
+        closing is checked again where the units move) and the reservation's blocks as of
+        the holder's version. Read in one query with the stream's version; the blocks are
+        read again if the account we hold is at another version (a writer of this process
+        committed in between). And the frozen projects, and whether `transfer_id` is used."""
+        owner_id, version, target, reserved, frozen, used = await index.reservation_facts(
+            reservation_id, self.accounts.prefix, target_id, transfer_id
         )
         if not owner_id:
-            return None, target, [], frozen
+            return None, target, [], frozen, used
         owner = await self._account(uow, owner_id, version=version)
         if owner.version != version:
             reserved = await index.reserved(reservation_id)
-        return owner, target, reserved, frozen
+        return owner, target, reserved, frozen, used
 
     async def _account(
         self,
@@ -417,6 +436,7 @@ class Registry:
 VENUE = "venue"
 # The Union Registry's controls: decided by `Registry._control`.
 ACCOUNT_CONTROLS = (
+    pb.CloseAccount,
     pb.FreezeAccount,
     pb.UnfreezeAccount,
     pb.ProposeTrustedAccount,
@@ -441,9 +461,10 @@ def signed(command: Message, by: str) -> Message:
 
 
 async def account_ref(conn: asyncpg.Connection, account_id: str) -> AccountRef | None:
-    """An account a decision only names: its identity never changes once opened."""
-    row = await conn.fetchrow("SELECT account_id, jurisdiction FROM accounts WHERE account_id = $1", account_id)
-    return AccountRef(row["account_id"], row["jurisdiction"]) if row else None
+    """An account a decision only names: its identity never changes once opened (a closing
+    is checked again where units move)."""
+    row = await conn.fetchrow("SELECT account_id, jurisdiction, closed FROM accounts WHERE account_id = $1", account_id)
+    return AccountRef(row["account_id"], row["jurisdiction"], row["closed"]) if row else None
 
 
 async def frozen_projects(conn: asyncpg.Connection, blocks: Sequence[Block]) -> frozenset[str]:

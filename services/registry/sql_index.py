@@ -141,14 +141,16 @@ class SqlIndex:
         quantity: int,
         limit: int,
         stream_id: str,
+        transfer_id: str = "",
     ) -> tuple[bool, int, list[Block], frozenset[str], int]:
-        """(is the reservation id used, the account's held units the selector takes, the
-        first of those blocks in (namespace, start) order: of the first `limit`, those
+        """(is the reservation id used, or `transfer_id` a transfer's id; the account's held
+        units the selector takes, the first of those blocks in (namespace, start) order: of the first `limit`, those
         needed to cover `quantity`, so `limit` of them only when they do not; the frozen
         projects; the version of the account's stream `stream_id` when they were read)."""
         rows = await self.conn.fetch(
             "SELECT f.used, f.available, f.frozen, f.version, p.* FROM (SELECT "
-            f"EXISTS (SELECT 1 FROM reservations WHERE reservation_id = $6) AS used, {_FROZEN}, "
+            "(EXISTS (SELECT 1 FROM reservations WHERE reservation_id = $6) "
+            f"OR EXISTS (SELECT 1 FROM transfers WHERE transfer_id = $10)) AS used, {_FROZEN}, "
             "(SELECT max(version) FROM events WHERE stream_id = $9) AS version, "
             "(SELECT coalesce(sum(quantity), 0) FROM holdings WHERE account_id = $1 AND status = 'held' "
             f"AND {_SELECTS}) AS available) f "
@@ -163,21 +165,23 @@ class SqlIndex:
             limit,
             min(quantity, INT64_MAX),
             stream_id,
+            transfer_id,
         )
         first = rows[0]
         facts = bool(first["used"]), int(first["available"]), _blocks(rows), frozenset(first["frozen"])
         return *facts, first["version"] or 0
 
     async def reservation_facts(
-        self, reservation_id: str, stream_prefix: str, target_id: str = ""
-    ) -> tuple[str, int, AccountRef | None, list[Block], frozenset[str]]:
+        self, reservation_id: str, stream_prefix: str, target_id: str = "", transfer_id: str = ""
+    ) -> tuple[str, int, AccountRef | None, list[Block], frozenset[str], bool]:
         """(the account holding the reservation, "" if none; the version of that account's
         stream when the blocks were read; the target account, if opened; the reservation's
-        blocks; the frozen projects)."""
+        blocks; the frozen projects; whether a transfer with `transfer_id` was made)."""
         rows = await self.conn.fetch(
             f"SELECT r.account_id AS owner, {_FROZEN}, "
             "(SELECT max(version) FROM events WHERE stream_id = $2 || r.account_id) AS version, "
-            "t.account_id AS target_id, t.jurisdiction AS target_jurisdiction, p.* "
+            "EXISTS (SELECT 1 FROM transfers WHERE transfer_id = $4) AS transfer_used, "
+            "t.account_id AS target_id, t.jurisdiction AS target_jurisdiction, t.closed AS target_closed, p.* "
             "FROM (SELECT $1::text AS reservation_id) q "
             "LEFT JOIN reservations r ON r.reservation_id = q.reservation_id "
             "LEFT JOIN accounts t ON t.account_id = $3 "
@@ -188,10 +192,16 @@ class SqlIndex:
             reservation_id,
             stream_prefix,
             target_id,
+            transfer_id,
         )
         first = rows[0]
-        target = AccountRef(first["target_id"], first["target_jurisdiction"]) if first["target_id"] else None
-        return first["owner"] or "", first["version"] or 0, target, _blocks(rows), frozenset(first["frozen"])
+        target = (
+            AccountRef(first["target_id"], first["target_jurisdiction"], first["target_closed"])
+            if first["target_id"]
+            else None
+        )
+        owner, version, blocks = first["owner"] or "", first["version"] or 0, _blocks(rows)
+        return owner, version, target, blocks, frozenset(first["frozen"]), first["transfer_used"]
 
     # --- further pages ---
 
@@ -272,6 +282,17 @@ def moved(kind: str, reservation_id: str, account_id: str, quantity: int, moves:
             [m.end for m in moves],
         ),
     )
+
+
+def transferred(transfer_id: str, reservation_id: str, account_id: str, quantity: int, moves: list[Move]) -> Call:
+    """A transfer's row, then its serials moved as `moved` moves them (to an open account)."""
+    _, *args = moved("transferred", reservation_id, account_id, quantity, moves).args
+    return Call("registry_units_transferred", (transfer_id, *args))
+
+
+def closed(account_id: str) -> Call:
+    """The account closed, if it still holds nothing."""
+    return Call("registry_account_closed", (account_id,))
 
 
 def conflicted(exc: BaseException) -> bool:

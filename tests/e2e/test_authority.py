@@ -25,6 +25,8 @@ from tests.support import Venue, bearer
 from tonne.v1 import registry_pb2 as rpb
 
 JCM = "JCM-TH-2024-NDC"
+# What a retirement claims: a use and a year.
+CLAIM = {"use": "VOLUNTARY", "claim_year": 2025}
 ROLES = (
     "anonymous",
     "broker-a",
@@ -117,7 +119,13 @@ def one_shot(r: str, run: str, th_gov: str, ch_buyer: str) -> list[Action]:
     holder = "Government of Thailand"  # in no refusal
     other, mandate, transfer = f"TH-AU2-{run}", f"au-m2-{run}", f"au-x2-{run}"
     account = {"account_id": other, "holder": "Thai company", "jurisdiction": "TH"}
-    retirement = {"retirement_id": f"au-rt2-{run}", "quantity": 1, "beneficiary": "b", "purpose": "p"}
+    retirement = {
+        "retirement_id": f"au-rt2-{run}",
+        "quantity": 1,
+        "beneficiary": "b",
+        "purpose": "p",
+        **CLAIM,
+    }
     at = f"{r}/accounts/{th_gov}"
     return [
         Action("open a Thai account", "POST", f"{r}/accounts", th, holder, json=account, untried=operator),
@@ -216,7 +224,10 @@ async def test_every_role_may_do_only_what_its_authority_allows(running_stack: A
         for path, body in (
             ("transfers", {"transfer_id": scheduled, "to_account_id": ch_buyer, "quantity": 1}),
             ("trusted", {"account_id": ch_buyer}),
-            ("retirements", {"retirement_id": f"au-rt-{run}", "quantity": 1, "beneficiary": "b", "purpose": "p"}),
+            (
+                "retirements",
+                {"retirement_id": f"au-rt-{run}", "quantity": 1, "beneficiary": "b", "purpose": "p"} | CLAIM,
+            ),
         ):
             answer = await client.post(f"{r}/accounts/{th_gov}/{path}", json=body, headers=th_operator)
             assert answer.status_code == 201, answer.text

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -176,6 +177,9 @@ async def test_retirement_through_the_api(world: tuple[Registry, dict[str, Calle
     registry, callers = world
     alice, regulator, ch = callers["alice"], callers["regulator"], callers["ch"]
     body = {"retirement_id": "RT-1", "quantity": 400, "beneficiary": "Acme Airlines", "purpose": "CORSIA 2025"}
+    unclaimed = await alice.post("/accounts/TH-CO/retirements", body)
+    assert (unclaimed.status_code, unclaimed.json()["code"]) == (422, "RETIREMENT_INVALID")  # no use, no year
+    body |= {"use": "OIMP", "claim_year": 2025}
     retired = await alice.post("/accounts/TH-CO/retirements", body)
     assert retired.status_code == 201, retired.text
     assert retired.json() == {
@@ -185,6 +189,8 @@ async def test_retirement_through_the_api(world: tuple[Registry, dict[str, Calle
         "cancelled": False,
         "beneficiary": "Acme Airlines",
         "purpose": "CORSIA 2025",
+        "use": "OIMP",
+        "claim_year": 2025,
         "requested_by": "alice",
     }
     cancel = {"retirement_id": "RT-2", "quantity": 100, "purpose": "voluntary cancellation", "cancel": True}
@@ -200,3 +206,50 @@ async def test_retirement_through_the_api(world: tuple[Registry, dict[str, Calle
     assert [r.code for r in refused] == ["HOLDINGS_INSUFFICIENT"]  # type: ignore[attr-defined]
     assert (await ch.post("/accounts/TH-CO/retirements", body | {"retirement_id": "RT-3"})).status_code == 404
     assert (await regulator.post("/accounts/TH-CO/retirements", body | {"retirement_id": "RT-3"})).status_code == 403
+
+
+async def test_an_empty_account_closes_and_takes_nothing_after(world: tuple[Registry, dict[str, Caller]]) -> None:
+    registry, callers = world
+    alice, ch, regulator = callers["alice"], callers["ch"], callers["regulator"]
+    reason = {"reason": "holder left the scheme"}
+    full = await alice.post("/accounts/TH-CO/close", reason)
+    assert (full.status_code, full.json()["code"]) == (422, "ACCOUNT_NOT_EMPTY")
+    assert (await regulator.post("/accounts/CH-BUYER/close", reason)).status_code == 403
+    assert (await alice.post("/accounts/CH-BUYER/close", reason)).status_code == 404  # not alice's registry
+    closed = await ch.post("/accounts/CH-BUYER/close", reason)
+    assert closed.status_code == 200, closed.text
+    assert closed.json()["closed"] is True
+    await run(registry, pb.ReserveUnits(reservation_id="R-1", account_id="TH-CO", quantity=10))
+    into = pb.TransferUnits(transfer_id="T-1", reservation_id="R-1", to_account_id="CH-BUYER", quantity=10)
+    assert [r.code for r in await run(registry, into)] == ["ACCOUNT_CLOSED"]  # type: ignore[attr-defined]
+    assert await held(registry, "TH-CO") == 4990  # still reserved, nothing moved
+
+
+async def test_a_transfer_id_is_used_once(world: tuple[Registry, dict[str, Caller]]) -> None:
+    registry, _ = world
+    for reservation in ("R-1", "R-2"):
+        await run(registry, pb.ReserveUnits(reservation_id=reservation, account_id="TH-CO", quantity=10))
+    first = pb.TransferUnits(transfer_id="T-1", reservation_id="R-1", to_account_id="CH-BUYER", quantity=10)
+    [moved] = await run(registry, first)
+    assert isinstance(moved, pb.UnitsTransferred)
+    again = pb.TransferUnits(transfer_id="T-1", reservation_id="R-2", to_account_id="CH-BUYER", quantity=10)
+    assert [r.code for r in await run(registry, again)] == ["SEQUENCE_DUPLICATE_ID"]  # type: ignore[attr-defined]
+    assert await held(registry, "CH-BUYER") == 10
+
+
+async def test_the_index_keeps_units_out_of_a_closing_account(world: tuple[Registry, dict[str, Caller]]) -> None:
+    """What a decision read can be stale: the index's functions check a closing again under
+    the account's lock, so a transfer and a closing that race never both commit."""
+    registry, callers = world
+    await run(registry, pb.ReserveUnits(reservation_id="R-1", account_id="TH-CO", quantity=10))
+    assert (await callers["ch"].post("/accounts/CH-BUYER/close", {"reason": "left"})).status_code == 200
+    args = ("T-1", "R-1", "TH-CO", 10, "TH-CO", "reserved", "R-1", "CH-BUYER", "held", "", ["JCM-TH"], [1], [10])
+    async with registry.pool.acquire() as conn:
+        with pytest.raises(asyncpg.PostgresError) as into_closed:
+            await conn.execute(f"SELECT registry_units_transferred({', '.join(f'${n + 1}' for n in range(13))})", *args)
+        assert into_closed.value.sqlstate == "TN001"
+        with pytest.raises(asyncpg.PostgresError) as holding:
+            await conn.execute("SELECT registry_account_closed($1)", "TH-CO")
+        assert holding.value.sqlstate == "TN001"
+        assert await conn.fetchval("SELECT closed FROM accounts WHERE account_id = 'TH-CO'") is False
+        assert await conn.fetchval("SELECT count(*) FROM transfers") == 0

@@ -160,6 +160,8 @@ def control_command(rng: random.Random, memory: MemoryRegistry, n: int) -> Messa
                 beneficiary="Acme",
                 purpose="claim",
                 cancel=rng.random() < 0.3,
+                use=pb.CLAIM_VOLUNTARY,
+                claim_year=2025,
             ),
         ]
     )

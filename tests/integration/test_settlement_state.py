@@ -568,7 +568,7 @@ async def test_adjustments_at_the_event_each_loa_names_and_the_parties_ledgers(r
     abroad.blocks[0].attributes.authorization_id = "LOA-ISS"
     await rig.deliver(topics.REGISTRY_EVENTS, abroad)  # adjusted at issuance: nothing more
     used = rpb.UnitsRetired(retirement_id="R1", account_id="CH-BUYER", jurisdiction="CH", quantity=500,
-                            blocks=abroad.blocks, purpose="NDC")  # fmt: skip
+                            blocks=abroad.blocks, purpose="NDC", use=rpb.CLAIM_NDC)  # fmt: skip
     await rig.deliver(topics.REGISTRY_EVENTS, used)
 
     rows = await rig.fetch("SELECT trade_id, party, side, vintage, quantity, event FROM adjustments ORDER BY 1, 2")
@@ -601,7 +601,7 @@ async def test_aef_reports_of_scenario_one_pass_their_checks(rig: Rig, dev_issue
     resale.from_jurisdiction, resale.to_jurisdiction = "CH", "SG"
     await rig.deliver(topics.REGISTRY_EVENTS, resale)
     used = rpb.UnitsRetired(retirement_id="R1", account_id="SG-1", jurisdiction="SG", quantity=500,
-                            blocks=[moved("R", (1, 500)).blocks[0]], purpose="NDC")  # fmt: skip
+                            blocks=[moved("R", (1, 500)).blocks[0]], purpose="NDC", use=rpb.CLAIM_NDC)  # fmt: skip
     await rig.deliver(topics.REGISTRY_EVENTS, used)
 
     thailand = await rig.get("/aef/TH/2026")

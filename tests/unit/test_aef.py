@@ -44,7 +44,8 @@ def test_scenario_one_as_the_parties_report_it() -> None:
         ("TH", "ITMO_FIRST_TRANSFER", 3001, 3500),
         ("CH", "ITMO_ACQUISITION", 3001, 3500),
     ]
-    used = rpb.UnitsRetired(retirement_id="R1", jurisdiction="SG", blocks=[block(1, 500)], purpose="NDC")
+    used = rpb.UnitsRetired(retirement_id="R1", jurisdiction="SG", blocks=[block(1, 500)], purpose="NDC",
+                            use=rpb.CLAIM_NDC)  # fmt: skip
     [use] = aef.actions(used, "retirement:R1", 2026, [])
     assert (use.party, use.action, use.purpose, use.quantity) == ("SG", spb.ITMO_USE, "NDC", 500)
 
@@ -64,7 +65,8 @@ def test_a_clean_report_has_no_findings_and_each_fault_is_named() -> None:
     sg = aef.actions(abroad("T2", "CH", "SG", 1, 100), "T2", 2026, [])
     sg = [a for a in sg if a.party == "SG"]
     for n in (1, 2):
-        retired = rpb.UnitsRetired(retirement_id=f"R{n}", jurisdiction="SG", blocks=[block(50, 150)], purpose="OIMP")
+        retired = rpb.UnitsRetired(retirement_id=f"R{n}", jurisdiction="SG", blocks=[block(50, 150)], purpose="CORSIA",
+                                  use=rpb.CLAIM_OIMP)  # fmt: skip
         sg += aef.actions(retired, f"retirement:R{n}", 2026, [])
     assert [f.code for f in aef.check("SG", 2026, LOAS, sg, {})] == ["ITMO_USED_TWICE", "HOLDINGS_NEGATIVE"]
     assert aef.holdings(sg) == {("JCM-TH", 2024): 100 - 2 * 101}

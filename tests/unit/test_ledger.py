@@ -300,6 +300,8 @@ def retire(retirement_id: str, quantity: int, *, cancel: bool = False, beneficia
         beneficiary=beneficiary,
         purpose="NDC use" if not cancel else "voluntary cancellation",
         cancel=cancel,
+        use=pb.CLAIM_NDC,
+        claim_year=2025,
     )
 
 
@@ -324,6 +326,12 @@ def test_retired_and_cancelled_units_stay_and_never_move(registry: MemoryRegistr
     assert caught.value.code == "RESERVATION_INSUFFICIENT"  # spent whole by the retirement
 
 
+def retire_for(use: pb.ClaimUse.ValueType, claim_year: int) -> pb.RetireUnits:
+    command = retire("RT-1", 1)
+    command.use, command.claim_year = use, claim_year
+    return command
+
+
 @pytest.mark.parametrize(
     ("command", "code"),
     [
@@ -334,6 +342,10 @@ def test_retired_and_cancelled_units_stay_and_never_move(registry: MemoryRegistr
             pb.RetireUnits(retirement_id="RT-1", account_id="TH-GOV", quantity=1, beneficiary="a", purpose="\x00"),
             "RETIREMENT_INVALID",
         ),
+        (retire_for(pb.CLAIM_USE_UNSPECIFIED, 2025), "RETIREMENT_INVALID"),  # no use
+        (retire_for(pb.CLAIM_NDC, 0), "RETIREMENT_INVALID"),  # no claim year
+        (retire_for(pb.CLAIM_NDC, 1990), "RETIREMENT_INVALID"),
+        (retire_for(99, 2025), "RETIREMENT_INVALID"),  # type: ignore[arg-type]  # not a use at all
     ],
 )
 def test_a_retirement_is_refused_with_its_reason(registry: MemoryRegistry, command: pb.RetireUnits, code: str) -> None:

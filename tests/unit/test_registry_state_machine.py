@@ -166,6 +166,8 @@ class RegistryMachine(RuleBasedStateMachine):
             beneficiary="" if cancel else "Acme Airlines 2025 CORSIA claim",
             purpose="voluntary cancellation" if cancel else "CORSIA offsetting",
             cancel=cancel,
+            use=pb.CLAIM_USE_UNSPECIFIED if cancel else pb.CLAIM_OIMP,
+            claim_year=0 if cancel else 2025,
         )
         for event in self.run(retirement):
             if isinstance(event, pb.UnitsRetired):

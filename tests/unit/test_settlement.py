@@ -89,7 +89,7 @@ def test_each_loa_is_adjusted_at_the_event_it_names() -> None:
     assert (authorized.quantity, authorized.vintage, list(authorized.serials)) == (4000, 2021, [])
 
     retired = rpb.UnitsRetired(retirement_id="R1", account_id="CH-BUYER", jurisdiction="CH", quantity=100,
-                               blocks=[block], purpose="NDC")  # fmt: skip
+                               blocks=[block], purpose="toward the NDC", use=rpb.CLAIM_NDC)  # fmt: skip
     first, acquiring = owed(retired, "retirement:R1", with_first_transfer(rpb.AT_USE_OR_CANCELLATION), {})
     assert isinstance(first, spb.CorrespondingAdjustmentApplied)
     assert isinstance(acquiring, spb.CorrespondingAdjustmentApplied)

@@ -73,14 +73,37 @@ class _AccountTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccountTy
     GOVERNMENT: _AccountType.ValueType  # 2
     RETIREMENT: _AccountType.ValueType  # 3
     CANCELLATION: _AccountType.ValueType  # 4
+    """voluntary cancellation"""
+    TRADING: _AccountType.ValueType  # 5
+    """a trading or custody account (a broker's, the venue's)"""
+    SHARE_OF_PROCEEDS: _AccountType.ValueType  # 6
+    """the Adaptation Fund's share of A6.4 issuances"""
+    PENDING: _AccountType.ValueType  # 7
+    """where A6.4 units land before their levies are taken"""
+    MANDATORY_CANCELLATION: _AccountType.ValueType  # 8
+    OMGE_CANCELLATION: _AccountType.ValueType  # 9
+    """overall mitigation in global emissions (A6.4)"""
 
-class AccountType(_AccountType, metaclass=_AccountTypeEnumTypeWrapper): ...
+class AccountType(_AccountType, metaclass=_AccountTypeEnumTypeWrapper):
+    """As the Kyoto and Union registries type accounts. Retirement and the cancellation
+    accounts are terminal: units that reach them never leave.
+    """
 
 ACCOUNT_TYPE_UNSPECIFIED: AccountType.ValueType  # 0
 HOLDING: AccountType.ValueType  # 1
 GOVERNMENT: AccountType.ValueType  # 2
 RETIREMENT: AccountType.ValueType  # 3
 CANCELLATION: AccountType.ValueType  # 4
+"""voluntary cancellation"""
+TRADING: AccountType.ValueType  # 5
+"""a trading or custody account (a broker's, the venue's)"""
+SHARE_OF_PROCEEDS: AccountType.ValueType  # 6
+"""the Adaptation Fund's share of A6.4 issuances"""
+PENDING: AccountType.ValueType  # 7
+"""where A6.4 units land before their levies are taken"""
+MANDATORY_CANCELLATION: AccountType.ValueType  # 8
+OMGE_CANCELLATION: AccountType.ValueType  # 9
+"""overall mitigation in global emissions (A6.4)"""
 Global___AccountType: _TypeAlias = AccountType  # noqa: Y015
 
 class _AuthorizedUse:
@@ -123,6 +146,28 @@ AT_ISSUANCE: FirstTransfer.ValueType  # 2
 AT_FIRST_INTERNATIONAL_TRANSFER: FirstTransfer.ValueType  # 3
 AT_USE_OR_CANCELLATION: FirstTransfer.ValueType  # 4
 Global___FirstTransfer: _TypeAlias = FirstTransfer  # noqa: Y015
+
+class _ClaimUse:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ClaimUseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ClaimUse.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CLAIM_USE_UNSPECIFIED: _ClaimUse.ValueType  # 0
+    CLAIM_NDC: _ClaimUse.ValueType  # 1
+    CLAIM_OIMP: _ClaimUse.ValueType  # 2
+    CLAIM_VOLUNTARY: _ClaimUse.ValueType  # 3
+
+class ClaimUse(_ClaimUse, metaclass=_ClaimUseEnumTypeWrapper):
+    """What a retirement is used toward (Article 6.2: an NDC, other international mitigation
+    purposes such as CORSIA, or a voluntary claim).
+    """
+
+CLAIM_USE_UNSPECIFIED: ClaimUse.ValueType  # 0
+CLAIM_NDC: ClaimUse.ValueType  # 1
+CLAIM_OIMP: ClaimUse.ValueType  # 2
+CLAIM_VOLUNTARY: ClaimUse.ValueType  # 3
+Global___ClaimUse: _TypeAlias = ClaimUse  # noqa: Y015
 
 @_typing.final
 class UnitAttributes(_message.Message):
@@ -716,13 +761,20 @@ class RetireUnits(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
     BY_FIELD_NUMBER: _builtins.int
+    USE_FIELD_NUMBER: _builtins.int
+    CLAIM_YEAR_FIELD_NUMBER: _builtins.int
     retirement_id: _builtins.str
     account_id: _builtins.str
     quantity: _builtins.int
     beneficiary: _builtins.str
     purpose: _builtins.str
+    """the claim in words, e.g. "FY2025 scope 1 offsetting" """
     cancel: _builtins.bool
     by: _builtins.str
+    use: Global___ClaimUse.ValueType
+    """required for a retirement"""
+    claim_year: _builtins.int
+    """the year the claim is made for; required for a retirement"""
     @_builtins.property
     def selector(self) -> Global___UnitSelector: ...
     def __init__(
@@ -736,10 +788,12 @@ class RetireUnits(_message.Message):
         purpose: _builtins.str = ...,
         cancel: _builtins.bool = ...,
         by: _builtins.str = ...,
+        use: Global___ClaimUse.ValueType = ...,
+        claim_year: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "beneficiary", b"beneficiary", "by", b"by", "cancel", b"cancel", "purpose", b"purpose", "quantity", b"quantity", "retirement_id", b"retirement_id", "selector", b"selector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "beneficiary", b"beneficiary", "by", b"by", "cancel", b"cancel", "claim_year", b"claim_year", "purpose", b"purpose", "quantity", b"quantity", "retirement_id", b"retirement_id", "selector", b"selector", "use", b"use"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -760,6 +814,8 @@ class UnitsRetired(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     CANCELLED_FIELD_NUMBER: _builtins.int
     BY_FIELD_NUMBER: _builtins.int
+    USE_FIELD_NUMBER: _builtins.int
+    CLAIM_YEAR_FIELD_NUMBER: _builtins.int
     retirement_id: _builtins.str
     account_id: _builtins.str
     jurisdiction: _builtins.str
@@ -768,6 +824,8 @@ class UnitsRetired(_message.Message):
     purpose: _builtins.str
     cancelled: _builtins.bool
     by: _builtins.str
+    use: Global___ClaimUse.ValueType
+    claim_year: _builtins.int
     @_builtins.property
     def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SerialBlock]: ...
     def __init__(
@@ -782,10 +840,12 @@ class UnitsRetired(_message.Message):
         purpose: _builtins.str = ...,
         cancelled: _builtins.bool = ...,
         by: _builtins.str = ...,
+        use: Global___ClaimUse.ValueType = ...,
+        claim_year: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "beneficiary", b"beneficiary", "blocks", b"blocks", "by", b"by", "cancelled", b"cancelled", "jurisdiction", b"jurisdiction", "purpose", b"purpose", "quantity", b"quantity", "retirement_id", b"retirement_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "beneficiary", b"beneficiary", "blocks", b"blocks", "by", b"by", "cancelled", b"cancelled", "claim_year", b"claim_year", "jurisdiction", b"jurisdiction", "purpose", b"purpose", "quantity", b"quantity", "retirement_id", b"retirement_id", "use", b"use"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1134,6 +1194,63 @@ class AccountFrozen(_message.Message):
 Global___AccountFrozen: _TypeAlias = AccountFrozen  # noqa: Y015
 
 @_typing.final
+class CloseAccount(_message.Message):
+    """Closes an account that holds nothing (no held or reserved units, no open reservation
+    or scheduled transfer): afterwards it takes no units in or out. Operator only.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    reason: _builtins.str
+    by: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "by", b"by", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseAccount: _TypeAlias = CloseAccount  # noqa: Y015
+
+@_typing.final
+class AccountClosed(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    jurisdiction: _builtins.str
+    reason: _builtins.str
+    by: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "by", b"by", "jurisdiction", b"jurisdiction", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountClosed: _TypeAlias = AccountClosed  # noqa: Y015
+
+@_typing.final
 class AccountUnfrozen(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1461,12 +1578,14 @@ class AccountSnapshot(_message.Message):
     TRANSFER_LIMIT_FIELD_NUMBER: _builtins.int
     TRUSTED_FIELD_NUMBER: _builtins.int
     SCHEDULED_FIELD_NUMBER: _builtins.int
+    CLOSED_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     holder: _builtins.str
     jurisdiction: _builtins.str
     type: Global___AccountType.ValueType
     frozen: _builtins.bool
     transfer_limit: _builtins.int
+    closed: _builtins.bool
     @_builtins.property
     def reservations(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReservationBalance]: ...
     @_builtins.property
@@ -1488,10 +1607,11 @@ class AccountSnapshot(_message.Message):
         transfer_limit: _builtins.int = ...,
         trusted: _abc.Iterable[Global___TrustedEntry] | None = ...,
         scheduled: _abc.Iterable[Global___TransferScheduled] | None = ...,
+        closed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "frozen", b"frozen", "holder", b"holder", "jurisdiction", b"jurisdiction", "mandates", b"mandates", "reservations", b"reservations", "scheduled", b"scheduled", "transfer_limit", b"transfer_limit", "trusted", b"trusted", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "closed", b"closed", "frozen", b"frozen", "holder", b"holder", "jurisdiction", b"jurisdiction", "mandates", b"mandates", "reservations", b"reservations", "scheduled", b"scheduled", "transfer_limit", b"transfer_limit", "trusted", b"trusted", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -23,10 +23,15 @@ from tonne.v1 import registry_pb2 as pb
 
 class AccountRef(NamedTuple):
     """An account a decision only names (a transfer's target): its identity, which never
-    changes once opened."""
+    changes once opened, and whether it is closed."""
 
     account_id: str
     jurisdiction: str
+    closed: bool = False
+
+
+# Units that reach these accounts never leave them.
+TERMINAL = frozenset({pb.RETIREMENT, pb.CANCELLATION, pb.MANDATORY_CANCELLATION, pb.OMGE_CANCELLATION})
 
 
 class Trust(NamedTuple):
@@ -50,6 +55,7 @@ class Account(Aggregate):
         self.reservations: dict[str, int] = {}  # open reservation id -> units still reserved
         self.mandates: dict[str, str] = {}  # mandate id -> the broker it names
         self.frozen = False
+        self.closed = False
         self.transfer_limit = 0  # units per outgoing transfer; 0: no limit of its own
         self.trusted: dict[str, Trust] = {}  # account id -> its entry on the trusted list
         self.scheduled: dict[str, pb.TransferScheduled] = {}  # transfer id -> waiting transfer
@@ -60,7 +66,11 @@ class Account(Aggregate):
 
     @property
     def ref(self) -> AccountRef:
-        return AccountRef(self.account_id, self.jurisdiction)
+        return AccountRef(self.account_id, self.jurisdiction, self.closed)
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL
 
     @property
     def reserved(self) -> int:
@@ -91,6 +101,8 @@ class Account(Aggregate):
                 del self.mandates[event.mandate_id]
             case pb.AccountFrozen() | pb.AccountUnfrozen():
                 self.frozen = isinstance(event, pb.AccountFrozen)
+            case pb.AccountClosed():
+                self.closed = True
             case pb.TransferLimitSet():
                 self.transfer_limit = event.per_transfer
             case pb.TrustedAccountProposed():
@@ -118,6 +130,7 @@ class Account(Aggregate):
             transfer_limit=self.transfer_limit,
             trusted=[_entry(a, t) for a, t in sorted(self.trusted.items())],
             scheduled=[s for _, s in sorted(self.scheduled.items())],
+            closed=self.closed,
         )
         return message.SerializeToString(deterministic=True)
 
@@ -129,7 +142,7 @@ class Account(Aggregate):
         account.jurisdiction, account.type = message.jurisdiction, message.type
         account.reservations = {r.reservation_id: r.quantity for r in message.reservations}
         account.mandates = {m.mandate_id: m.broker_id for m in message.mandates}
-        account.frozen, account.transfer_limit = message.frozen, message.transfer_limit
+        account.frozen, account.closed, account.transfer_limit = message.frozen, message.closed, message.transfer_limit
         account.trusted = {
             t.account_id: Trust(t.proposed_by, _time(t.effective_at) if t.HasField("effective_at") else None)
             for t in message.trusted

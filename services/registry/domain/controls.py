@@ -30,6 +30,7 @@ from services.registry.domain.ledger import (
     Ledger,
     check,
     is_party,
+    not_closed,
     outgoing,
     picking,
     text_ok,
@@ -85,6 +86,25 @@ class Controls:
         kind = pb.AccountFrozen if freeze else pb.AccountUnfrozen
         return [
             kind(account_id=account.account_id, jurisdiction=account.jurisdiction, reason=command.reason, by=command.by)
+        ]
+
+    def close_account(self, command: pb.CloseAccount, account: Account | None, held: int) -> list[Message]:
+        """Close an account that holds nothing: `held` is its held units; its reserved
+        units, open reservations and scheduled transfers are the account's own."""
+        check(command)
+        _reason(command.reason)
+        account = _account(account, command.account_id)
+        not_closed(account.ref)
+        if held or account.reservations or account.scheduled:
+            raise DomainError(
+                "ACCOUNT_NOT_EMPTY",
+                "an account closes once it holds nothing",
+                [f"held: {held}", f"reserved: {account.reserved}", f"scheduled transfers: {len(account.scheduled)}"],
+            )
+        return [
+            pb.AccountClosed(
+                account_id=account.account_id, jurisdiction=account.jurisdiction, reason=command.reason, by=command.by
+            )
         ]
 
     def freeze_project(self, command: pb.FreezeProject | pb.UnfreezeProject, project: Project) -> list[Message]:

@@ -21,6 +21,9 @@ from services.registry.domain.blocks import Block, Change, Holding, Move, Put, S
 from tonne.v1 import registry_pb2 as pb
 
 INT64_MAX = 2**63 - 1
+CLAIM_USES = frozenset({pb.CLAIM_NDC, pb.CLAIM_OIMP, pb.CLAIM_VOLUNTARY})
+# The years a retirement may claim for (Kyoto's first commitment period onwards).
+CLAIM_YEARS = (2008, 2100)
 # Evidence lists name at most this many blocks (a refusal must stay small on the wire).
 EVIDENCE_LIMIT = 20
 
@@ -75,7 +78,7 @@ def _identifiers(command: Message) -> list[tuple[str, str]]:
                 ("account_id", command.account_id),
                 ("broker_id", command.broker_id),
             ]
-        case pb.FreezeAccount() | pb.UnfreezeAccount() | pb.SetTransferLimit():
+        case pb.FreezeAccount() | pb.UnfreezeAccount() | pb.SetTransferLimit() | pb.CloseAccount():
             return [("account_id", command.account_id)]
         case pb.FreezeProject() | pb.UnfreezeProject():
             return [("project_id", command.project_id)]
@@ -195,6 +198,11 @@ class Ledger:
             )
         if account is None:
             raise DomainError("ACCOUNT_UNKNOWN", f"no account {command.account_id!r}", [command.account_id])
+        not_closed(account.ref)
+        if account.terminal:
+            raise DomainError(
+                "ACCOUNT_TYPE_NOT_ALLOWED", "units are not issued into a retirement or cancellation account"
+            )
         if attributes.standard == pb.STANDARD_UNSPECIFIED or attributes.vintage == 0:
             raise DomainError("UNITS_INVALID", "standard and vintage are required")
         if not is_party(attributes.host_party):
@@ -275,6 +283,15 @@ class Ledger:
             raise DomainError(
                 "RETIREMENT_INVALID", "a retirement names its beneficiary and purpose (a cancellation its purpose)"
             )
+        if not command.cancel and (
+            command.use not in CLAIM_USES or not CLAIM_YEARS[0] <= command.claim_year <= CLAIM_YEARS[1]
+        ):
+            raise DomainError(
+                "RETIREMENT_INVALID",
+                "a retirement names its use (NDC, OIMP or voluntary) and its claim year "
+                f"({CLAIM_YEARS[0]}-{CLAIM_YEARS[1]})",
+                [pb.ClaimUse.Name(command.use) if command.use in pb.ClaimUse.values() else str(command.use)],
+            )
         [reserved] = self.reserve(
             picking(command),
             account,
@@ -296,6 +313,8 @@ class Ledger:
                 purpose=command.purpose,
                 cancelled=command.cancel,
                 by=command.by,
+                use=command.use,
+                claim_year=command.claim_year,
             ),
         ]
 
@@ -336,12 +355,15 @@ class Ledger:
         target: AccountRef | None,
         reserved: Sequence[Block],
         frozen_projects: Set[str] = frozenset(),
+        *,
+        transfer_used: bool = False,
     ) -> list[Message]:
         """The venue's delivery of reserved units (settlement). `frozen_projects`: the
-        reserved blocks' projects that are frozen."""
+        reserved blocks' projects that are frozen; `transfer_used`: a transfer with this
+        id was made (ids are unique across every transfer the registry records)."""
         check(command)
-        if not command.transfer_id:
-            raise DomainError("SEQUENCE_DUPLICATE_ID", "transfer id is required")
+        if not command.transfer_id or transfer_used:
+            raise DomainError("SEQUENCE_DUPLICATE_ID", f"transfer id {command.transfer_id!r} is missing or used")
         _quantity(command.quantity)
         if owner is None:
             raise DomainError(
@@ -366,6 +388,7 @@ class Ledger:
             raise DomainError("MANDATE_INVALID", "mandate id and broker id are required")
         if account is None:
             raise DomainError("ACCOUNT_UNKNOWN", f"no account {command.account_id!r}", [command.account_id])
+        not_closed(account.ref)
         if holder_of_id and holder_of_id != account.account_id:
             raise DomainError("MANDATE_EXISTS", f"mandate {command.mandate_id!r} exists", [command.mandate_id])
         granted = account.mandates.get(command.mandate_id)
@@ -427,6 +450,7 @@ def transferred(
     frozen_projects: Set[str],
 ) -> pb.UnitsTransferred:
     """The lowest `quantity` serials of the reservation, moved to `target`."""
+    not_closed(target)
     picked = _take(sorted(reserved, key=lambda b: (b.namespace, b.start)), quantity)
     if picked is None:
         raise DomainError(
@@ -448,8 +472,13 @@ def transferred(
 
 
 def outgoing(account: Account, quantity: int = 0) -> None:
-    """Units may leave the account: it is not frozen and `quantity` is within its own
-    per-transfer limit."""
+    """Units may leave the account: it is open, not terminal, not frozen, and `quantity`
+    is within its own per-transfer limit."""
+    not_closed(account.ref)
+    if account.terminal:
+        raise DomainError(
+            "ACCOUNT_TERMINAL", f"units never leave {pb.AccountType.Name(account.type)} accounts", [account.account_id]
+        )
     if account.frozen:
         raise DomainError("ACCOUNT_FROZEN", f"account {account.account_id!r} is frozen", [account.account_id])
     if account.transfer_limit and quantity > account.transfer_limit:
@@ -458,6 +487,12 @@ def outgoing(account: Account, quantity: int = 0) -> None:
             f"the account's limit is {account.transfer_limit} units per transfer, {quantity} asked",
             [account.account_id],
         )
+
+
+def not_closed(account: AccountRef) -> None:
+    """The account is open (a closed account takes no units in or out)."""
+    if account.closed:
+        raise DomainError("ACCOUNT_CLOSED", f"account {account.account_id!r} is closed", [account.account_id])
 
 
 def unfrozen(blocks: Sequence[Block], frozen_projects: Set[str]) -> None:

@@ -43,6 +43,7 @@ class MemoryRegistry:
         self.accounts: dict[str, Account] = {}
         self.authorizations: dict[str, Authorization] = {}
         self.issuances: set[str] = set()
+        self.transfers: set[str] = set()
         self.reservations: dict[str, str] = {}  # reservation id -> account id
         self.mandates: dict[str, str] = {}  # mandate id -> account id (granted, not revoked)
 
@@ -114,7 +115,12 @@ class MemoryRegistry:
                 target = self.account(command.to_account_id)
                 reserved = self.index.reserved(command.reservation_id)
                 return self.ledger.transfer(
-                    command, owner, target.ref if target else None, reserved, self.frozen(reserved)
+                    command,
+                    owner,
+                    target.ref if target else None,
+                    reserved,
+                    self.frozen(reserved),
+                    transfer_used=command.transfer_id in self.transfers,
                 )
             case pb.GrantMandate():
                 account = self.account(command.account_id)
@@ -132,6 +138,9 @@ class MemoryRegistry:
                 return controls.freeze_project(command, self._project(command.project_id))
             case pb.FreezeAccount() | pb.UnfreezeAccount():
                 return controls.freeze_account(command, self.account(command.account_id))
+            case pb.CloseAccount():
+                held = self.index.available(command.account_id, pb.UnitSelector())
+                return controls.close_account(command, self.account(command.account_id), held)
             case pb.ProposeTrustedAccount():
                 trusted = self.account(command.trusted_account_id)
                 return controls.propose_trusted(
@@ -151,7 +160,7 @@ class MemoryRegistry:
                     command,
                     self.account(command.account_id),
                     target.ref if target else None,
-                    transfer_used=command.transfer_id in self.reservations,
+                    transfer_used=command.transfer_id in self.reservations or command.transfer_id in self.transfers,
                     eligible=eligible,
                     available=self.index.available(command.account_id, command.selector),
                     frozen_projects=self.frozen(eligible),
@@ -217,6 +226,8 @@ class MemoryRegistry:
                 self.issuances.add(event.issuance_id)
             case pb.UnitsReserved():
                 self.reservations[event.reservation_id] = event.account_id
+            case pb.UnitsTransferred():
+                self.transfers.add(event.transfer_id)
             case pb.MandateGranted():
                 self.mandates[event.mandate_id] = event.account_id
             case pb.MandateRevoked():

@@ -11,7 +11,7 @@ their vintage year when the LoA's `first_transfer` event happens:
 - AT_USE_OR_CANCELLATION: when they are retired or cancelled.
 
 The acquiring party subtracts them when it uses them toward its NDC: a retirement whose
-purpose is NDC by an account of another jurisdiction than the host's.
+use is an NDC by an account of another jurisdiction than the host's.
 
 `first_transferred` holds the serial runs already adjusted on the first-transferring side
 (the service's index; only the runs overlapping the event's blocks are needed), so a
@@ -29,8 +29,6 @@ from google.protobuf.message import Message
 from services.common.serials import Interval, subtract
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1 import settlement_pb2 as spb
-
-NDC = "NDC"  # the retirement purpose that is a use toward a nationally determined contribution
 
 Loas = Mapping[str, rpb.RecordAuthorization]
 
@@ -69,7 +67,7 @@ def owed(event: Message, source: str, loas: Loas, first_transferred: Mapping[str
         case rpb.UnitsRetired():
             blocks = serial_blocks(event)
             used = _first_transferring(source, blocks, loas, first_transferred, rpb.AT_USE_OR_CANCELLATION)
-            if event.purpose == NDC and not event.cancelled:
+            if event.use == rpb.CLAIM_NDC and not event.cancelled:
                 used += _acquiring(source, event.jurisdiction, blocks, loas)
             return used
     return []

@@ -49,10 +49,15 @@ def actions(event: Message, source: str, year: int, owed: Sequence[Message]) -> 
         case rpb.UnitsRetired():
             kind = spb.ITMO_CANCELLATION if event.cancelled else spb.ITMO_USE
             return [
-                _action(source, year, n, event.jurisdiction, kind, block, purpose=event.purpose)
+                _action(source, year, n, event.jurisdiction, kind, block, purpose=claim(event))
                 for n, block in enumerate(serial_blocks(event))
             ]
     return []
+
+
+def claim(retired: rpb.UnitsRetired) -> str:
+    """The AEF purpose of a use: NDC, OIMP or VOLUNTARY ("" for a cancellation)."""
+    return rpb.ClaimUse.Name(retired.use).removeprefix("CLAIM_") if retired.use else ""
 
 
 def _first_transferred(owed: Sequence[Message]) -> dict[str, list[tuple[int, int]]]:
