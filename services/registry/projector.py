@@ -117,6 +117,9 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
     if (call := index_call(event)) is not None:
         await sql_index.run(conn, call)
     match event:
+        case pb.UnitsAllocated():
+            for allocation in sql_index.allocated(event.from_account_id, _moves(event)):
+                await sql_index.run(conn, allocation)
         case pb.AccountOpened():
             await conn.execute(
                 "INSERT INTO accounts (account_id, holder, jurisdiction, type) VALUES ($1, $2, $3, $4)",

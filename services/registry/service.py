@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import NamedTuple
 
 import asyncpg
@@ -33,10 +34,11 @@ from services.common.repository import Repository
 from services.common.runtime import Kernel
 from services.common.statehash import ServiceState
 from services.common.unit_of_work import Destinations, UnitOfWork, UnitOfWorkFactory
-from services.registry import sql_index
+from services.registry import policies, sql_index
 from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
 from services.registry.domain.blocks import Block
 from services.registry.domain.controls import Controls, Policy
+from services.registry.domain.issuance_rules import IssuancePolicies
 from services.registry.domain.ledger import (
     EVIDENCE_LIMIT,
     INT64_MAX,
@@ -91,9 +93,12 @@ class Held(NamedTuple):
 
 
 class ControlSettings(BaseSettings):
-    """The registry's Union Registry controls (domain/controls.py Policy)."""
+    """The registry's Union Registry controls (domain/controls.py Policy) and where its
+    issuance rules are (services/registry/policies/issuance by default)."""
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    issuance_rules: Path = Field(policies.HERE / "issuance", validation_alias="TONNE_ISSUANCE_RULES")
 
     trust_delay_seconds: int = Field(7 * 24 * 3600, ge=0, validation_alias="TONNE_TRUST_DELAY_SECONDS")
     untrusted_delay_seconds: int = Field(26 * 3600, ge=0, validation_alias="TONNE_UNTRUSTED_DELAY_SECONDS")
@@ -108,8 +113,11 @@ class ControlSettings(BaseSettings):
 
 
 class Registry:
-    def __init__(self, kernel: Kernel, policy: Policy | None = None) -> None:
+    def __init__(self, kernel: Kernel, policy: Policy | None = None, issuance: IssuancePolicies | None = None) -> None:
         settings = kernel.settings
+        controls = ControlSettings()
+        # Read and validated here, at start-up: a rules file that does not validate stops it.
+        self.issuance = issuance or policies.issuance_policies(controls.issuance_rules)
         self.pool = kernel.pool
         self.auth = kernel.auth
         self.accounts = Repository(
@@ -125,7 +133,7 @@ class Registry:
             Project, "project-", snapshot_every=settings.snapshot_every, cache_size=settings.aggregate_cache
         )
         self.ledger = Ledger()
-        self.controls = Controls(policy or ControlSettings().policy(), self.ledger)
+        self.controls = Controls(policy or controls.policy(), self.ledger)
         self.unit_of_work = UnitOfWorkFactory(kernel.pool, project, inline)
         self.state = ServiceState([self.accounts, self.authorizations, self.projects], project, PROJECTIONS)
 
@@ -296,7 +304,12 @@ class Registry:
         self, uow: UnitOfWork, index: SqlIndex, command: pb.RecordIssuance, channel: str
     ) -> tuple[Aggregate, list[Message]]:
         block = command.block
-        account = await self._account(uow, command.account_id, channel, command)
+        applied = self.issuance.applying(command)
+        roles = {
+            role: await account_ref(uow.conn, account_id) if account_id else None
+            for role, account_id in applied.roles.items()
+        }
+        account = await self._account(uow, applied.landing, channel, command)
         # A valid range is looked up under its namespace's lock, held to commit: a
         # concurrent issuance into the namespace waits, then sees this one.
         valid = bool(block.namespace) and 1 <= block.start <= block.end <= INT64_MAX
@@ -314,6 +327,8 @@ class Registry:
             issuance_used=used,
             overlapping=overlapping,
             authorization=authorization,
+            rules=applied.rules,
+            roles=roles,
         )
         return account, events
 
@@ -463,8 +478,10 @@ def signed(command: Message, by: str) -> Message:
 async def account_ref(conn: asyncpg.Connection, account_id: str) -> AccountRef | None:
     """An account a decision only names: its identity never changes once opened (a closing
     is checked again where units move)."""
-    row = await conn.fetchrow("SELECT account_id, jurisdiction, closed FROM accounts WHERE account_id = $1", account_id)
-    return AccountRef(row["account_id"], row["jurisdiction"], row["closed"]) if row else None
+    row = await conn.fetchrow(
+        "SELECT account_id, jurisdiction, closed, type FROM accounts WHERE account_id = $1", account_id
+    )
+    return AccountRef(row["account_id"], row["jurisdiction"], row["closed"], row["type"]) if row else None
 
 
 async def frozen_projects(conn: asyncpg.Connection, blocks: Sequence[Block]) -> frozenset[str]:
@@ -506,6 +523,13 @@ def destinations(event: Message) -> Destinations:
                 if party in topics.JURISDICTIONS and event.from_jurisdiction != event.to_jurisdiction:
                     result.append((topics.registry_outbound(party), event.transfer_id))
             return result
+        case pb.UnitsAllocated():
+            # Each registry whose accounts receive a share hears of it (JCM: both sides).
+            parties = dict.fromkeys(a.jurisdiction for a in event.allocations)
+            outbound = [party for party in parties if party in topics.JURISDICTIONS]
+            return [(topics.REGISTRY_EVENTS, event.from_account_id)] + [
+                (topics.registry_outbound(party), event.issuance_id) for party in outbound
+            ]
         case pb.AuthorizationRecorded():
             return [(topics.REGISTRY_EVENTS, event.authorization.host_party)]
         case CommandRejected():

@@ -290,6 +290,17 @@ def transferred(transfer_id: str, reservation_id: str, account_id: str, quantity
     return Call("registry_units_transferred", (transfer_id, *args))
 
 
+def allocated(from_account: str, moves: list[Move]) -> list[Call]:
+    """An issuance's allocation: one move per receiving holding."""
+    targets: dict[Holding, list[Move]] = {}
+    for move in moves:
+        targets.setdefault(move.target, []).append(move)
+    return [
+        moved("allocated", "", from_account, sum(m.end - m.start + 1 for m in group), group)
+        for group in targets.values()
+    ]
+
+
 def closed(account_id: str) -> Call:
     """The account closed, if it still holds nothing."""
     return Call("registry_account_closed", (account_id,))

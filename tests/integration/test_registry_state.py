@@ -28,6 +28,7 @@ from services.common.runtime import Kernel
 from services.common.settings import Settings
 from services.registry.api import router
 from services.registry.domain.memory import MemoryRegistry
+from services.registry.policies import issuance_policies
 from services.registry.service import Registry
 from services.registry.sql_index import COLUMNS, block_of
 from tests.unit.factories import issuance, loa, open_account
@@ -67,14 +68,26 @@ def setup_commands() -> list[Message]:
         open_account("TH-CO", "TH"),
         open_account("CH-BUYER", "CH"),
         open_account("JP-BUYER", "JP"),
+        open_account("SG-SPARE", "SG"),  # empty: closed by a random command, then refused units
+        # The A6.4 mechanism's accounts its issuance rules name (policies/issuance/a6_4.json).
+        open_account("UN-A64-PENDING", "UN", pb.PENDING),
+        open_account("UN-A64-SOP-AF", "UN", pb.SHARE_OF_PROCEEDS),
+        open_account("UN-A64-OMGE", "UN", pb.OMGE_CANCELLATION),
         loa(),
     ]
+
+
+def memory_registry() -> MemoryRegistry:
+    """The memory registry under the issuance rules the service loads."""
+    return MemoryRegistry(issuance=issuance_policies())
 
 
 def random_command(rng: random.Random, memory: MemoryRegistry, n: int) -> Message:
     """Mostly valid commands, some refused, some hostile."""
     roll = rng.random()
     reservations = sorted(r for a in memory.accounts.values() for r in a.reservations)
+    if rng.random() < 0.02:
+        return pb.CloseAccount(account_id=rng.choice([*ACCOUNTS, "SG-SPARE"]), reason="left", by="operator")
     if rng.random() < 0.08:
         mandate, account = f"M-{rng.randint(1, 4)}", rng.choice(ACCOUNTS)
         if rng.random() < 0.6:
@@ -84,7 +97,7 @@ def random_command(rng: random.Random, memory: MemoryRegistry, n: int) -> Messag
         return control_command(rng, memory, n)
     if roll < 0.3:
         start = rng.randint(1, 3000)
-        return issuance(
+        command = issuance(
             f"I-{n}",
             rng.choice(ACCOUNTS[:2]),
             start,
@@ -93,6 +106,12 @@ def random_command(rng: random.Random, memory: MemoryRegistry, n: int) -> Messag
             vintage=rng.choice([2023, 2024]),
             authorization_id=rng.choice(["", "LOA-TH-1"]),
         )
+        kind = rng.random()
+        if kind < 0.15:  # A6.4: through the pending account, levies taken
+            command.block.namespace, command.block.attributes.standard = "A64-TH", pb.A6_4ER
+        elif kind < 0.3 and command.block.namespace == "JCM-TH":  # JCM split with the host's government
+            command.accounts["host_government"] = rng.choice(["TH-GOV", "TH-CO"])
+        return command
     if roll < 0.55 or not reservations:
         return pb.ReserveUnits(
             reservation_id=f"R-{n}",
@@ -109,7 +128,7 @@ def random_command(rng: random.Random, memory: MemoryRegistry, n: int) -> Messag
     if roll < 0.7:
         return pb.ReleaseReservation(reservation_id=rid, quantity=quantity)
     if roll < 0.97:
-        to = rng.choice(ACCOUNTS)
+        to = rng.choice([*ACCOUNTS, "SG-SPARE"])
         return pb.TransferUnits(transfer_id=f"T-{n}", reservation_id=rid, to_account_id=to, quantity=quantity)
     return rng.choice(
         [
@@ -204,7 +223,7 @@ def _shape(b: Any) -> tuple[Any, ...]:
 
 
 async def test_the_sql_index_agrees_with_the_memory_index(kernel: Kernel) -> None:
-    registry, memory = Registry(kernel), MemoryRegistry()
+    registry, memory = Registry(kernel), memory_registry()
     rng = random.Random(7)
     await drive(registry, memory, setup_commands())
     commands = []
@@ -233,13 +252,14 @@ async def test_the_sql_index_agrees_with_the_memory_index(kernel: Kernel) -> Non
     assert await kernel.pool.fetchval("SELECT max(length(stream_id)) FROM events") <= 100
     # The controls and retirements were exercised, not only offered.
     recorded = dict(await kernel.pool.fetch("SELECT type, count(*) FROM events GROUP BY type"))
-    for kind in ("AccountFrozen", "TrustedAccountApproved", "TransferScheduled", "UnitsRetired"):
+    exercised = ("AccountFrozen", "TrustedAccountApproved", "TransferScheduled", "UnitsRetired", "UnitsAllocated")
+    for kind in (*exercised, "AccountClosed"):
         assert recorded.get(f"tonne.v1.{kind}", 0) > 0, (kind, recorded)
 
 
 async def test_serials_at_the_top_of_int64_move_and_merge(kernel: Kernel) -> None:
     top = 2**63 - 1
-    registry, memory = Registry(kernel), MemoryRegistry()
+    registry, memory = Registry(kernel), memory_registry()
     await drive(registry, memory, setup_commands())
     await drive(
         registry,
@@ -286,7 +306,7 @@ async def test_a_failed_unit_of_work_changes_nothing(kernel: Kernel) -> None:
 
 
 async def test_live_hash_equals_replay_from_zero_and_from_snapshots(kernel: Kernel) -> None:
-    registry, memory = Registry(kernel), MemoryRegistry()
+    registry, memory = Registry(kernel), memory_registry()
     rng = random.Random(11)
     await drive(registry, memory, setup_commands())
     for n in range(150):

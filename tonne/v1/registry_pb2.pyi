@@ -311,23 +311,52 @@ Global___OpenAccount: _TypeAlias = OpenAccount  # noqa: Y015
 class RecordIssuance(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class AccountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ISSUANCE_ID_FIELD_NUMBER: _builtins.int
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     BLOCK_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
     issuance_id: _builtins.str
     account_id: _builtins.str
+    """the participants' account: what the issuance rules leave"""
     @_builtins.property
     def block(self) -> Global___SerialBlock: ...
+    @_builtins.property
+    def accounts(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Accounts for the roles the programme's issuance rules allocate to and do not fix
+        themselves, e.g. "host_government" for a JCM issuance (services/registry/policies).
+        """
+
     def __init__(
         self,
         *,
         issuance_id: _builtins.str = ...,
         account_id: _builtins.str = ...,
         block: Global___SerialBlock | None = ...,
+        accounts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "block", b"block", "issuance_id", b"issuance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "accounts", b"accounts", "block", b"block", "issuance_id", b"issuance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -508,6 +537,74 @@ class UnitsIssued(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UnitsIssued: _TypeAlias = UnitsIssued  # noqa: Y015
+
+@_typing.final
+class UnitsAllocated(_message.Message):
+    """Follows UnitsIssued when the programme's issuance rules allocate the block: consecutive
+    serials from its start to each role's account in the rules' order (held, or cancelled on
+    arrival), the rest to the participants' account. Recorded on the stream of the account
+    the block was issued to (the pending account for A6.4).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ISSUANCE_ID_FIELD_NUMBER: _builtins.int
+    FROM_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    ALLOCATIONS_FIELD_NUMBER: _builtins.int
+    issuance_id: _builtins.str
+    from_account_id: _builtins.str
+    policy: _builtins.str
+    """the rules' id and version, "a6.4-issuance@2026-01" """
+    @_builtins.property
+    def allocations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Allocation]: ...
+    def __init__(
+        self,
+        *,
+        issuance_id: _builtins.str = ...,
+        from_account_id: _builtins.str = ...,
+        policy: _builtins.str = ...,
+        allocations: _abc.Iterable[Global___Allocation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocations", b"allocations", "from_account_id", b"from_account_id", "issuance_id", b"issuance_id", "policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnitsAllocated: _TypeAlias = UnitsAllocated  # noqa: Y015
+
+@_typing.final
+class Allocation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    BLOCK_FIELD_NUMBER: _builtins.int
+    role: _builtins.str
+    account_id: _builtins.str
+    jurisdiction: _builtins.str
+    cancelled: _builtins.bool
+    @_builtins.property
+    def block(self) -> Global___SerialBlock: ...
+    def __init__(
+        self,
+        *,
+        role: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        cancelled: _builtins.bool = ...,
+        block: Global___SerialBlock | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "block", b"block", "cancelled", b"cancelled", "jurisdiction", b"jurisdiction", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Allocation: _TypeAlias = Allocation  # noqa: Y015
 
 @_typing.final
 class AuthorizationRecorded(_message.Message):

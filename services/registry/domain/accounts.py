@@ -28,6 +28,11 @@ class AccountRef(NamedTuple):
     account_id: str
     jurisdiction: str
     closed: bool = False
+    type: pb.AccountType.ValueType = pb.ACCOUNT_TYPE_UNSPECIFIED
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL
 
 
 # Units that reach these accounts never leave them.
@@ -66,7 +71,7 @@ class Account(Aggregate):
 
     @property
     def ref(self) -> AccountRef:
-        return AccountRef(self.account_id, self.jurisdiction, self.closed)
+        return AccountRef(self.account_id, self.jurisdiction, self.closed, self.type)
 
     @property
     def terminal(self) -> bool:

@@ -11,13 +11,14 @@ does to the block index; both index adapters (memory, PostgreSQL) apply exactly 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 
 from google.protobuf.message import Message
 
 from services.common.errors import DomainError
 from services.registry.domain.accounts import Account, AccountRef
 from services.registry.domain.blocks import Block, Change, Holding, Move, Put, Status, Units
+from services.registry.domain.issuance_rules import IssuanceRules, account_type, allocate
 from tonne.v1 import registry_pb2 as pb
 
 INT64_MAX = 2**63 - 1
@@ -182,9 +183,14 @@ class Ledger:
         issuance_used: bool,
         overlapping: Sequence[Block],
         authorization: pb.RecordAuthorization | None,
+        rules: IssuanceRules | None = None,
+        roles: Mapping[str, AccountRef | None] | None = None,
     ) -> list[Message]:
-        """`overlapping`: blocks of the namespace that share a serial with the new block
-        (the index's predecessor check and the blocks starting inside it, a bounded few)."""
+        """`account`: the account the block is issued to (the rules' landing account, else
+        the issuance's own); `overlapping`: blocks of the namespace that share a serial with
+        the new block (the index's predecessor check and the blocks starting inside it, a
+        bounded few); `rules`: the programme's issuance rules when they apply to this
+        issuance, and `roles` the account of each of their roles (None: no such account)."""
         block = command.block
         attributes = block.attributes
         check(command)
@@ -197,7 +203,8 @@ class Ledger:
                 [f"{block.namespace}:{block.start}-{block.end}"],
             )
         if account is None:
-            raise DomainError("ACCOUNT_UNKNOWN", f"no account {command.account_id!r}", [command.account_id])
+            landing = rules.landing_account(command) if rules else command.account_id
+            raise DomainError("ACCOUNT_UNKNOWN", f"no account {landing!r}", [landing])
         not_closed(account.ref)
         if account.terminal:
             raise DomainError(
@@ -209,7 +216,8 @@ class Ledger:
             raise DomainError("UNITS_INVALID", "host party must be ISO 3166 alpha-2")
         if len(attributes.quality_labels) > _LABELS_MAX or not all(map(is_identifier, attributes.quality_labels)):
             raise DomainError("UNITS_INVALID", f"at most {_LABELS_MAX} quality labels, each an identifier")
-        if attributes.host_party != account.jurisdiction and account.type != pb.GOVERNMENT:
+        landed = rules is not None and rules.landing is not None
+        if not landed and attributes.host_party != account.jurisdiction and account.type != pb.GOVERNMENT:
             # Issuance lands in the host party's registry: its own accounts.
             raise DomainError(
                 "ACCOUNT_TYPE_NOT_ALLOWED",
@@ -226,7 +234,10 @@ class Ledger:
                 raise DomainError("AUTHORIZATION_UNKNOWN", f"no authorization {attributes.authorization_id!r}")
             if authorization.host_party != attributes.host_party:
                 raise DomainError("AUTHORIZATION_PARTY_MISMATCH", "the authorization is another party's")
-        return [pb.UnitsIssued(issuance_id=command.issuance_id, account_id=account.account_id, block=block)]
+        issued = pb.UnitsIssued(issuance_id=command.issuance_id, account_id=account.account_id, block=block)
+        if rules is None:
+            return [issued]
+        return [issued, allocated(command, account, rules, roles or {})]
 
     def reserve(
         self,
@@ -431,6 +442,51 @@ class Ledger:
         ]
 
 
+def allocated(
+    command: pb.RecordIssuance, account: Account, rules: IssuanceRules, roles: Mapping[str, AccountRef | None]
+) -> pb.UnitsAllocated:
+    """The block of `command`, issued to `account`, allocated as `rules` say among the
+    accounts of their roles: each named, open and of the type its role needs."""
+    if rules.landing is not None and account.type != pb.AccountType.Value(rules.landing.account_type):
+        raise DomainError(
+            "ACCOUNT_TYPE_NOT_ALLOWED", f"{rules.id} issues through a {rules.landing.account_type} account"
+        )
+    refs: dict[str, AccountRef] = {}
+    for role, account_id in rules.account_ids(command).items():
+        ref = roles.get(role)
+        if not account_id:
+            raise DomainError("ISSUANCE_ALLOCATION_INVALID", f"{rules.id} needs the {role} account named", [role])
+        if ref is None:
+            raise DomainError("ACCOUNT_UNKNOWN", f"no account {account_id!r} ({role})", [account_id])
+        not_closed(ref)
+        wanted = account_type(rules, role)
+        if (wanted is not None and ref.type != wanted) or (wanted is None and ref.terminal):
+            raise DomainError(
+                "ACCOUNT_TYPE_NOT_ALLOWED",
+                f"the {role} account {account_id!r} is {pb.AccountType.Name(ref.type)}",
+                [account_id],
+            )
+        refs[role] = ref
+    block = command.block
+    return pb.UnitsAllocated(
+        issuance_id=command.issuance_id,
+        from_account_id=account.account_id,
+        policy=rules.id,
+        allocations=[
+            pb.Allocation(
+                role=piece.role,
+                account_id=refs[piece.role].account_id,
+                jurisdiction=refs[piece.role].jurisdiction,
+                cancelled=piece.cancel,
+                block=pb.SerialBlock(
+                    namespace=block.namespace, start=piece.start, end=piece.end, attributes=block.attributes
+                ),
+            )
+            for piece in allocate(rules, block.start, block.end)
+        ],
+    )
+
+
 def picking(command: pb.RetireUnits | pb.RequestTransfer) -> pb.ReserveUnits:
     """The reservation that picks a retirement's or a holder transfer's serials (its id is
     the command's own): the same selection as an order's."""
@@ -588,6 +644,14 @@ def changes(event: Message) -> list[Change]:
         case pb.UnitsIssued():
             b = event.block
             return [Put(Block(b.namespace, b.start, b.end, Holding(event.account_id), Units.of(b.attributes)))]
+        case pb.UnitsAllocated():
+            source = Holding(event.from_account_id)
+            return [
+                Move(a.block.namespace, a.block.start, a.block.end, source, target)
+                for a in event.allocations
+                for target in [Holding(a.account_id, Status.CANCELLED if a.cancelled else Status.HELD)]
+                if target != source
+            ]
         case pb.UnitsReserved():
             source, target = Holding(event.account_id), Holding(event.account_id, Status.RESERVED, event.reservation_id)
         case pb.ReservationReleased():

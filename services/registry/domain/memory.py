@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from google.protobuf.message import Message
 
 from services.common.errors import DomainError
-from services.registry.domain.accounts import Account, Authorization, Project
+from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
 from services.registry.domain.blocks import Block
 from services.registry.domain.controls import Controls, Policy
 from services.registry.domain.index import MemoryIndex
+from services.registry.domain.issuance_rules import IssuancePolicies
 from services.registry.domain.ledger import EVIDENCE_LIMIT, Ledger, bind, changes, check, picking
 from tonne.v1 import registry_pb2 as pb
 
@@ -27,6 +28,8 @@ def stream_of(event: Message) -> str:
             return f"authorization-{event.authorization.authorization_id}"
         case pb.UnitsTransferred():
             return f"account-{event.from_account_id}"
+        case pb.UnitsAllocated():
+            return f"account-{event.from_account_id}"
         case pb.ProjectFrozen() | pb.ProjectUnfrozen():
             return f"project-{event.project_id}"
         case _:
@@ -34,7 +37,8 @@ def stream_of(event: Message) -> str:
 
 
 class MemoryRegistry:
-    def __init__(self, policy: Policy | None = None) -> None:
+    def __init__(self, policy: Policy | None = None, issuance: IssuancePolicies | None = None) -> None:
+        self.issuance = issuance or IssuancePolicies()
         self.ledger = Ledger()
         self.controls = Controls(policy or Policy(), self.ledger)
         self.projects: dict[str, Project] = {}
@@ -46,6 +50,10 @@ class MemoryRegistry:
         self.transfers: set[str] = set()
         self.reservations: dict[str, str] = {}  # reservation id -> account id
         self.mandates: dict[str, str] = {}  # mandate id -> account id (granted, not revoked)
+
+    def _ref(self, account_id: str) -> AccountRef | None:
+        account = self.account(account_id)
+        return account.ref if account else None
 
     def account(self, account_id: str) -> Account | None:
         account = self.accounts.get(account_id)
@@ -75,12 +83,15 @@ class MemoryRegistry:
             case pb.RecordIssuance():
                 block, authorization_id = command.block, command.block.attributes.authorization_id
                 loa = self.authorizations.get(authorization_id)
+                applied = self.issuance.applying(command)
                 return self.ledger.issue(
                     command,
-                    self.account(command.account_id),
+                    self.account(applied.landing),
                     issuance_used=command.issuance_id in self.issuances,
                     overlapping=self.index.overlapping(block.namespace, block.start, block.end, EVIDENCE_LIMIT),
                     authorization=loa.authorization if loa else None,
+                    rules=applied.rules,
+                    roles={role: self._ref(account_id) for role, account_id in applied.roles.items()},
                 )
             case pb.ReserveUnits():
                 available = self.index.available(command.account_id, command.selector)
