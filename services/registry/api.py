@@ -491,8 +491,10 @@ def router(registry: Registry) -> APIRouter:
         items = [RetirementView.of(r) for r in rows]
         return RetirementPage(items=items, next=items[-1].retirement_id if more else None)
 
-    # The Union Registry's controls build on this module's helpers, hence imported here.
-    from services.registry import controls_api
+    # The Union Registry's controls and external transfers build on this module's
+    # helpers, hence imported here.
+    from services.registry import controls_api, external_api
 
     api.include_router(controls_api.router(registry))
+    api.include_router(external_api.router(registry))
     return api

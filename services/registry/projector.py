@@ -28,6 +28,21 @@ PROJECTIONS = (
     Projection(
         "transfers", ("transfer_id", "reservation_id", "from_account_id", "to_account_id", "quantity"), ("transfer_id",)
     ),
+    Projection(
+        "external_transfers",
+        (
+            "transfer_id",
+            "account_id",
+            "to_registry",
+            "to_account",
+            "quantity",
+            _MICROS.format("expires_at"),
+            "state",
+            "code",
+            "reason",
+        ),
+        ("transfer_id",),
+    ),
     Projection("projects", ("project_id", "host_party", "frozen", "reason"), ("project_id",)),
     Projection(
         "retirements",
@@ -96,6 +111,10 @@ def index_call(event: Message) -> Call | None:
             )
         case pb.AccountClosed():
             return sql_index.closed(event.account_id)
+        case pb.ExternalTransferCompleted():
+            return sql_index.moved("transferred", event.transfer_id, event.account_id, event.quantity, _moves(event))
+        case pb.ExternalTransferReturned():
+            return sql_index.moved("released", event.transfer_id, event.account_id, event.quantity, _moves(event))
         case pb.UnitsRetired():
             # The reservation that picked the serials is spent whole ("transferred").
             kind = "transferred"
@@ -106,7 +125,9 @@ def index_call(event: Message) -> Call | None:
 def inline(envelope: Envelope, event: Message) -> Call | None:
     """The event's whole projection when that is its index call alone: the unit of work
     makes it inside the append's statement (a reserve or a transfer is one round trip)."""
-    if isinstance(event, pb.UnitsRetired) or _holders_transfer(event):
+    if isinstance(event, pb.UnitsRetired | pb.ExternalTransferCompleted | pb.ExternalTransferReturned):
+        return None
+    if _holders_transfer(event):
         return None
     return index_call(event)
 
@@ -120,6 +141,28 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
         case pb.UnitsAllocated():
             for allocation in sql_index.allocated(event.from_account_id, _moves(event)):
                 await sql_index.run(conn, allocation)
+        case pb.ExternalTransferProposed():
+            await conn.execute(
+                "INSERT INTO external_transfers (transfer_id, account_id, to_registry, to_account, quantity, "
+                "expires_at, state) VALUES ($1, $2, $3, $4, $5, $6, 'proposed')",
+                event.transfer_id,
+                event.account_id,
+                event.to_registry,
+                event.to_account,
+                event.quantity,
+                event.expires_at.ToDatetime(tzinfo=UTC),
+            )
+        case pb.ExternalTransferCompleted():
+            await conn.execute(
+                "UPDATE external_transfers SET state = 'completed' WHERE transfer_id = $1", event.transfer_id
+            )
+        case pb.ExternalTransferReturned():
+            await conn.execute(
+                "UPDATE external_transfers SET state = 'returned', code = $2, reason = $3 WHERE transfer_id = $1",
+                event.transfer_id,
+                event.code,
+                event.reason,
+            )
         case pb.AccountOpened():
             await conn.execute(
                 "INSERT INTO accounts (account_id, holder, jurisdiction, type) VALUES ($1, $2, $3, $4)",

@@ -1,4 +1,5 @@
-"""Completes the transfers that controls scheduled (domain/controls.py) once they come due.
+"""Completes the transfers that controls scheduled (domain/controls.py) once they come due,
+and returns the units of external transfers left unanswered (domain/external.py).
 
 Every instance runs one. Each transfer is decided under its account's lock, and one
 that another instance completed (or the holder cancelled) meanwhile records nothing, so
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+
+from google.protobuf.message import Message
 
 from services.common.periodic import every
 from services.registry.service import Registry
@@ -26,16 +29,27 @@ class Scheduler:
     async def run_once(self, now: datetime | None = None) -> int:
         """Decide every transfer due at `now` (default: the clock); how many were due."""
         now = now or datetime.now(UTC)
-        rows = await self.registry.pool.fetch(
+        scheduled = await self.registry.pool.fetch(
             "SELECT transfer_id, account_id FROM scheduled_transfers WHERE execute_at <= $1 "
             "ORDER BY execute_at, transfer_id LIMIT $2",
             now,
             BATCH,
         )
-        for row in rows:
-            command = pb.ExecuteTransfer(transfer_id=row["transfer_id"], account_id=row["account_id"])
+        unanswered = await self.registry.pool.fetch(
+            "SELECT transfer_id, account_id FROM external_transfers WHERE state = 'proposed' AND expires_at <= $1 "
+            "ORDER BY expires_at, transfer_id LIMIT $2",
+            now,
+            BATCH,
+        )
+        commands: list[Message] = [
+            pb.ExecuteTransfer(transfer_id=r["transfer_id"], account_id=r["account_id"]) for r in scheduled
+        ]
+        commands += [
+            pb.ExpireExternalTransfer(transfer_id=r["transfer_id"], account_id=r["account_id"]) for r in unanswered
+        ]
+        for command in commands:
             await self.registry.decide(command, "registry-scheduler", now)
-        return len(rows)
+        return len(commands)
 
     def start(self) -> asyncio.Task[None]:
         return every(self.every_seconds, self.run_once, "transfer-scheduler")

@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
 
 import asyncpg
 from google.protobuf.message import Message
@@ -37,11 +36,14 @@ from services.common.unit_of_work import Destinations, UnitOfWork, UnitOfWorkFac
 from services.registry import policies, sql_index
 from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
 from services.registry.domain.blocks import Block
+from services.registry.domain.codes import numeric
 from services.registry.domain.controls import Controls, Policy
+from services.registry.domain.external import ExternalTransfers, named
 from services.registry.domain.issuance_rules import IssuancePolicies
 from services.registry.domain.ledger import (
     EVIDENCE_LIMIT,
     INT64_MAX,
+    Held,
     Ledger,
     bind,
     bind_venue,
@@ -83,15 +85,6 @@ _NAMES_ACCOUNT = (
 )
 
 
-class Held(NamedTuple):
-    """What a decision that picks held units knows of them (sql_index.reserve_facts)."""
-
-    used: bool  # the reservation id is taken
-    available: int  # held units the selector takes
-    eligible: list[Block]  # enough of their blocks to cover the quantity, when there are enough
-    frozen: frozenset[str]  # the frozen projects
-
-
 class ControlSettings(BaseSettings):
     """The registry's Union Registry controls (domain/controls.py Policy) and where its
     issuance rules are (services/registry/policies/issuance by default)."""
@@ -103,12 +96,17 @@ class ControlSettings(BaseSettings):
     trust_delay_seconds: int = Field(7 * 24 * 3600, ge=0, validation_alias="TONNE_TRUST_DELAY_SECONDS")
     untrusted_delay_seconds: int = Field(26 * 3600, ge=0, validation_alias="TONNE_UNTRUSTED_DELAY_SECONDS")
     untrusted_cap: int = Field(2_000_000, ge=1, le=INT64_MAX, validation_alias="TONNE_UNTRUSTED_CAP")
+    # How long a proposed external transfer waits for the acquiring registry's answer.
+    external_transfer_expiry_seconds: int = Field(
+        24 * 3600, ge=1, validation_alias="TONNE_EXTERNAL_TRANSFER_EXPIRY_SECONDS"
+    )
 
     def policy(self) -> Policy:
         return Policy(
             trust_delay=timedelta(seconds=self.trust_delay_seconds),
             untrusted_delay=timedelta(seconds=self.untrusted_delay_seconds),
             untrusted_cap=self.untrusted_cap,
+            external_expiry=timedelta(seconds=self.external_transfer_expiry_seconds),
         )
 
 
@@ -134,6 +132,9 @@ class Registry:
         )
         self.ledger = Ledger()
         self.controls = Controls(policy or controls.policy(), self.ledger)
+        self.external = ExternalTransfers(
+            self.ledger, frozenset(topics.JURISDICTIONS), self.controls.policy.external_expiry
+        )
         self.unit_of_work = UnitOfWorkFactory(kernel.pool, project, inline)
         self.state = ServiceState([self.accounts, self.authorizations, self.projects], project, PROJECTIONS)
 
@@ -186,10 +187,11 @@ class Registry:
                 aggregate, events = await self._decide(uow, command, channel, now or datetime.now(UTC))
             except DomainError as error:
                 rejected = rejection(command, error)
-                await uow.append(f"rejected-{_uuid(cause)}", 0, [(rejected, destinations(rejected))], context)
+                answer = answered(destinations(rejected), channel, rejected)
+                await uow.append(f"rejected-{_uuid(cause)}", 0, [(rejected, answer)], context)
                 return [rejected]
             if events:
-                await uow.record(aggregate, [(e, destinations(e)) for e in events], context)
+                await uow.record(aggregate, [(e, answered(destinations(e), channel, e)) for e in events], context)
             return events
         except Exception as exc:
             if _moved(exc) and not isinstance(exc, ConcurrencyError):
@@ -235,6 +237,17 @@ class Registry:
                 events = self.ledger.transfer(command, _opened(owner), target, reserved, frozen, transfer_used=used)
                 assert owner is not None  # the ledger refuses an unknown reservation
                 return owner, events
+            case pb.ProposeExternalTransfer():
+                account, held = await self._held(uow, index, picking(command), transfer_id=command.transfer_id)
+                return account, self.external.propose(command, _opened(account), held, now)
+            case pb.AnswerExternalTransfer():
+                owner, _, reserved, frozen, _ = await self._reservation(uow, index, command.transfer_id)
+                account = named(_opened(owner), command.transfer_id)
+                return account, self.external.answer(command, account, channel, reserved, frozen)
+            case pb.ExpireExternalTransfer():
+                owner, _, reserved, _, _ = await self._reservation(uow, index, command.transfer_id)
+                account = named(_opened(owner), command.transfer_id)
+                return account, self.external.expire(command, account, reserved, now)
             case pb.GrantMandate():
                 account = await self._account(uow, command.account_id, channel, command)
                 holder = await uow.conn.fetchval(
@@ -257,16 +270,7 @@ class Registry:
         if isinstance(command, pb.RequestTransfer):
             target = await account_ref(uow.conn, command.to_account_id)
             account, held = await self._held(uow, index, picking(command), transfer_id=command.transfer_id)
-            events = controls.request_transfer(
-                command,
-                _opened(account),
-                target,
-                transfer_used=held.used,
-                eligible=held.eligible,
-                available=held.available,
-                frozen_projects=held.frozen,
-                now=now,
-            )
+            events = controls.request_transfer(command, _opened(account), target, held, now)
             return account, events
         assert isinstance(command, ACCOUNT_CONTROLS)
         account = await self._account(uow, command.account_id, channel, command)
@@ -350,14 +354,7 @@ class Registry:
         self, uow: UnitOfWork, index: SqlIndex, command: pb.RetireUnits, channel: str
     ) -> tuple[Aggregate, list[Message]]:
         account, held = await self._held(uow, index, picking(command), channel, command)
-        events = self.ledger.retire(
-            command,
-            _opened(account),
-            retirement_used=held.used,
-            eligible=held.eligible,
-            available=held.available,
-            frozen_projects=held.frozen,
-        )
+        events = self.ledger.retire(command, _opened(account), held)
         return account, events
 
     async def _held(
@@ -505,13 +502,28 @@ def _uuid(cause: str) -> str:
 
 
 def rejection(command: Message, error: DomainError) -> CommandRejected:
+    """The refusal as recorded: the stable code and its transaction-log number
+    (services/registry/domain/codes.py; 0 for a code not in the table)."""
     return CommandRejected(
         command_id=command_id(command),
         command_type=command.DESCRIPTOR.full_name,
         code=error.code,
+        numeric_code=numeric(error.code),
         reason=error.reason,
         evidence=error.evidence,
     )
+
+
+def answered(found: Destinations, channel: str, event: Message) -> Destinations:
+    """A national registry hears the outcome of each of its messages on its own outbound
+    channel: the events it caused, or its refusal (the envelope's causation id names the
+    message answered)."""
+    if channel not in topics.JURISDICTIONS:
+        return found
+    topic = topics.registry_outbound(channel)
+    if any(t == topic for t, _ in found):
+        return found
+    return [*found, (topic, found[0][1] if found else str(getattr(event, "account_id", "")))]
 
 
 def destinations(event: Message) -> Destinations:
@@ -529,6 +541,12 @@ def destinations(event: Message) -> Destinations:
             outbound = [party for party in parties if party in topics.JURISDICTIONS]
             return [(topics.REGISTRY_EVENTS, event.from_account_id)] + [
                 (topics.registry_outbound(party), event.issuance_id) for party in outbound
+            ]
+        case pb.ExternalTransferProposed() | pb.ExternalTransferCompleted() | pb.ExternalTransferReturned():
+            # The acquiring registry and the transferring account's own registry hear of it.
+            heard = [p for p in dict.fromkeys((event.to_registry, event.jurisdiction)) if p in topics.JURISDICTIONS]
+            return [(topics.REGISTRY_EVENTS, event.account_id)] + [
+                (topics.registry_outbound(party), event.transfer_id) for party in heard
             ]
         case pb.AuthorizationRecorded():
             return [(topics.REGISTRY_EVENTS, event.authorization.host_party)]

@@ -180,7 +180,8 @@ class SqlIndex:
         rows = await self.conn.fetch(
             f"SELECT r.account_id AS owner, {_FROZEN}, "
             "(SELECT max(version) FROM events WHERE stream_id = $2 || r.account_id) AS version, "
-            "EXISTS (SELECT 1 FROM transfers WHERE transfer_id = $4) AS transfer_used, "
+            "(EXISTS (SELECT 1 FROM transfers WHERE transfer_id = $4) "
+            "OR EXISTS (SELECT 1 FROM external_transfers WHERE transfer_id = $4)) AS transfer_used, "
             "t.account_id AS target_id, t.jurisdiction AS target_jurisdiction, t.closed AS target_closed, p.* "
             "FROM (SELECT $1::text AS reservation_id) q "
             "LEFT JOIN reservations r ON r.reservation_id = q.reservation_id "

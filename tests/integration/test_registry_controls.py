@@ -13,8 +13,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from google.protobuf.message import Message
 
 from services.common.auth import DevIssuer
+from services.common.envelope import Context
 from services.common.runtime import Kernel
 from services.registry.domain.controls import Policy
 from services.registry.scheduler import Scheduler
@@ -253,3 +255,46 @@ async def test_the_index_keeps_units_out_of_a_closing_account(world: tuple[Regis
         assert holding.value.sqlstate == "TN001"
         assert await conn.fetchval("SELECT closed FROM accounts WHERE account_id = 'TH-CO'") is False
         assert await conn.fetchval("SELECT count(*) FROM transfers") == 0
+
+
+async def from_registry(registry: Registry, party: str, command: Message) -> list[Message]:
+    """`command` as it arrives on registry.inbound.<party>."""
+    async with registry.unit_of_work() as uow:
+        return await registry.execute(uow, command, Context.new(f"registry-{party}"), channel=party)
+
+
+async def test_external_transfers_complete_on_the_answer_or_return_at_expiry(
+    world: tuple[Registry, dict[str, Caller]],
+) -> None:
+    registry, callers = world
+    alice, regulator = callers["alice"], callers["regulator"]
+    body = {"transfer_id": "X-1", "to_registry": "JP", "to_account": "JP-100-7", "quantity": 300}
+    proposed = await alice.post("/accounts/TH-CO/external-transfers", body)
+    assert proposed.status_code == 201, proposed.text
+    assert (proposed.json()["state"], proposed.json()["quantity"]) == ("proposed", 300)
+    assert (await regulator.post("/accounts/TH-CO/external-transfers", body)).status_code == 403
+    foreign = await from_registry(registry, "CH", pb.AnswerExternalTransfer(transfer_id="X-1", accepted=True))
+    assert [r.code for r in foreign] == ["CHANNEL_JURISDICTION_MISMATCH"]  # type: ignore[attr-defined]
+    [completed] = await from_registry(registry, "JP", pb.AnswerExternalTransfer(transfer_id="X-1", accepted=True))
+    assert isinstance(completed, pb.ExternalTransferCompleted)
+    again = await from_registry(registry, "JP", pb.AnswerExternalTransfer(transfer_id="X-1", accepted=True))
+    assert [r.code for r in again] == ["EXTERNAL_TRANSFER_UNKNOWN"]  # type: ignore[attr-defined]
+    account = (await regulator.get("/accounts/TH-CO")).json()
+    assert (account["held"], account["reserved"]) == (4700, 0)
+    exported = await registry.pool.fetchval(
+        "SELECT sum(quantity) FROM holdings WHERE account_id = 'TH-CO' AND status = 'exported'"
+    )
+    assert exported == 300
+
+    second = await alice.post("/accounts/TH-CO/external-transfers", body | {"transfer_id": "X-2"})
+    expires_at = datetime.fromisoformat(second.json()["expires_at"])
+    assert await Scheduler(registry).run_once(expires_at - timedelta(seconds=1)) == 0
+    assert await Scheduler(registry).run_once(expires_at) == 1
+    late = await from_registry(registry, "JP", pb.AnswerExternalTransfer(transfer_id="X-2", accepted=True))
+    assert [r.code for r in late] == ["EXTERNAL_TRANSFER_UNKNOWN"]  # type: ignore[attr-defined]
+    listed = (await regulator.get("/accounts/TH-CO/external-transfers")).json()["items"]
+    assert [(t["transfer_id"], t["state"], t["code"]) for t in listed] == [
+        ("X-1", "completed", ""),
+        ("X-2", "returned", "EXTERNAL_TRANSFER_EXPIRED"),
+    ]
+    assert await held(registry, "TH-CO") == 4700

@@ -130,11 +130,16 @@ class CommandRejected(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
+    NUMERIC_CODE_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     command_type: _builtins.str
     code: _builtins.str
     """stable code, e.g. "HOLDINGS_INSUFFICIENT" """
     reason: _builtins.str
+    numeric_code: _builtins.int
+    """The transaction log's number for `code` (ITL/CITL style, 7xxx; the table in
+    services/registry/domain/codes.py and docs/registry-reject-codes.md); 0: none.
+    """
     @_builtins.property
     def evidence(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -145,10 +150,11 @@ class CommandRejected(_message.Message):
         code: _builtins.str = ...,
         reason: _builtins.str = ...,
         evidence: _abc.Iterable[_builtins.str] | None = ...,
+        numeric_code: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "command_id", b"command_id", "command_type", b"command_type", "evidence", b"evidence", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "command_id", b"command_id", "command_type", b"command_type", "evidence", b"evidence", "numeric_code", b"numeric_code", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1609,6 +1609,238 @@ class TransferCancelled(_message.Message):
 Global___TransferCancelled: _TypeAlias = TransferCancelled  # noqa: Y015
 
 @_typing.final
+class ProposeExternalTransfer(_message.Message):
+    """--- external transfers (DOMAIN.md §4, transaction 03): units leave for an account in a
+    registry tonne does not keep, once that registry accepts them on its own channel
+    (docs/national-registry-protocol.md) ---
+
+    A holder's proposal (the API): the units are reserved under the transfer's id and the
+    proposal goes to registry.outbound.<to_registry>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TO_REGISTRY_FIELD_NUMBER: _builtins.int
+    TO_ACCOUNT_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    account_id: _builtins.str
+    to_registry: _builtins.str
+    """the acquiring registry's party, ISO 3166 alpha-2"""
+    to_account: _builtins.str
+    """the account there, in that registry's own scheme"""
+    quantity: _builtins.int
+    by: _builtins.str
+    @_builtins.property
+    def selector(self) -> Global___UnitSelector: ...
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        to_registry: _builtins.str = ...,
+        to_account: _builtins.str = ...,
+        selector: Global___UnitSelector | None = ...,
+        quantity: _builtins.int = ...,
+        by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "by", b"by", "quantity", b"quantity", "selector", b"selector", "to_account", b"to_account", "to_registry", b"to_registry", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposeExternalTransfer: _TypeAlias = ProposeExternalTransfer  # noqa: Y015
+
+@_typing.final
+class ExternalTransferProposed(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    TO_REGISTRY_FIELD_NUMBER: _builtins.int
+    TO_ACCOUNT_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    BLOCKS_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    account_id: _builtins.str
+    jurisdiction: _builtins.str
+    """the transferring account's"""
+    to_registry: _builtins.str
+    to_account: _builtins.str
+    quantity: _builtins.int
+    by: _builtins.str
+    @_builtins.property
+    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SerialBlock]: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        to_registry: _builtins.str = ...,
+        to_account: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        blocks: _abc.Iterable[Global___SerialBlock] | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "blocks", b"blocks", "by", b"by", "expires_at", b"expires_at", "jurisdiction", b"jurisdiction", "quantity", b"quantity", "to_account", b"to_account", "to_registry", b"to_registry", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExternalTransferProposed: _TypeAlias = ExternalTransferProposed  # noqa: Y015
+
+@_typing.final
+class AnswerExternalTransfer(_message.Message):
+    """The acquiring registry's answer, taken only from registry.inbound.<to_registry>."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    accepted: _builtins.bool
+    reason: _builtins.str
+    """required when refused"""
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+        accepted: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "reason", b"reason", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnswerExternalTransfer: _TypeAlias = AnswerExternalTransfer  # noqa: Y015
+
+@_typing.final
+class ExpireExternalTransfer(_message.Message):
+    """The registry's scheduler: a proposal unanswered at its expiry returns its units."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    account_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpireExternalTransfer: _TypeAlias = ExpireExternalTransfer  # noqa: Y015
+
+@_typing.final
+class ExternalTransferCompleted(_message.Message):
+    """Accepted: the units are exported (status "exported" in the transferring account: their
+    serials stay known here, so they cannot be issued again, and never move again here).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    TO_REGISTRY_FIELD_NUMBER: _builtins.int
+    TO_ACCOUNT_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    BLOCKS_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    account_id: _builtins.str
+    jurisdiction: _builtins.str
+    to_registry: _builtins.str
+    to_account: _builtins.str
+    quantity: _builtins.int
+    @_builtins.property
+    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SerialBlock]: ...
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        to_registry: _builtins.str = ...,
+        to_account: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        blocks: _abc.Iterable[Global___SerialBlock] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "blocks", b"blocks", "jurisdiction", b"jurisdiction", "quantity", b"quantity", "to_account", b"to_account", "to_registry", b"to_registry", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExternalTransferCompleted: _TypeAlias = ExternalTransferCompleted  # noqa: Y015
+
+@_typing.final
+class ExternalTransferReturned(_message.Message):
+    """Refused or expired: the units are held again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    TO_REGISTRY_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    BLOCKS_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    account_id: _builtins.str
+    jurisdiction: _builtins.str
+    to_registry: _builtins.str
+    quantity: _builtins.int
+    code: _builtins.str
+    """EXTERNAL_TRANSFER_REFUSED or EXTERNAL_TRANSFER_EXPIRED"""
+    reason: _builtins.str
+    @_builtins.property
+    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SerialBlock]: ...
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        to_registry: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        blocks: _abc.Iterable[Global___SerialBlock] | None = ...,
+        code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "blocks", b"blocks", "code", b"code", "jurisdiction", b"jurisdiction", "quantity", b"quantity", "reason", b"reason", "to_registry", b"to_registry", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExternalTransferReturned: _TypeAlias = ExternalTransferReturned  # noqa: Y015
+
+@_typing.final
 class ReservationBalance(_message.Message):
     """--- aggregate snapshots (stored in the registry's snapshots table, never on a topic) ---
 
@@ -1676,6 +1908,7 @@ class AccountSnapshot(_message.Message):
     TRUSTED_FIELD_NUMBER: _builtins.int
     SCHEDULED_FIELD_NUMBER: _builtins.int
     CLOSED_FIELD_NUMBER: _builtins.int
+    EXTERNAL_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     holder: _builtins.str
     jurisdiction: _builtins.str
@@ -1691,6 +1924,10 @@ class AccountSnapshot(_message.Message):
     def trusted(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrustedEntry]: ...
     @_builtins.property
     def scheduled(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransferScheduled]: ...
+    @_builtins.property
+    def external(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExternalTransferProposed]:
+        """pending external transfers, by id"""
+
     def __init__(
         self,
         *,
@@ -1705,10 +1942,11 @@ class AccountSnapshot(_message.Message):
         trusted: _abc.Iterable[Global___TrustedEntry] | None = ...,
         scheduled: _abc.Iterable[Global___TransferScheduled] | None = ...,
         closed: _builtins.bool = ...,
+        external: _abc.Iterable[Global___ExternalTransferProposed] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "closed", b"closed", "frozen", b"frozen", "holder", b"holder", "jurisdiction", b"jurisdiction", "mandates", b"mandates", "reservations", b"reservations", "scheduled", b"scheduled", "transfer_limit", b"transfer_limit", "trusted", b"trusted", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "closed", b"closed", "external", b"external", "frozen", b"frozen", "holder", b"holder", "jurisdiction", b"jurisdiction", "mandates", b"mandates", "reservations", b"reservations", "scheduled", b"scheduled", "transfer_limit", b"transfer_limit", "trusted", b"trusted", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

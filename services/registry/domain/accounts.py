@@ -64,6 +64,7 @@ class Account(Aggregate):
         self.transfer_limit = 0  # units per outgoing transfer; 0: no limit of its own
         self.trusted: dict[str, Trust] = {}  # account id -> its entry on the trusted list
         self.scheduled: dict[str, pb.TransferScheduled] = {}  # transfer id -> waiting transfer
+        self.external: dict[str, pb.ExternalTransferProposed] = {}  # transfer id -> unanswered proposal
 
     @property
     def opened(self) -> bool:
@@ -120,6 +121,11 @@ class Account(Aggregate):
                 self.scheduled[event.transfer_id] = event
             case pb.TransferCancelled():
                 del self.scheduled[event.transfer_id]
+            case pb.ExternalTransferProposed():
+                self.external[event.transfer_id] = event
+            case pb.ExternalTransferCompleted() | pb.ExternalTransferReturned():
+                del self.external[event.transfer_id]
+                del self.reservations[event.transfer_id]  # the proposal's units, spent whole
 
     def snapshot(self) -> bytes:
         message = pb.AccountSnapshot(
@@ -136,6 +142,7 @@ class Account(Aggregate):
             trusted=[_entry(a, t) for a, t in sorted(self.trusted.items())],
             scheduled=[s for _, s in sorted(self.scheduled.items())],
             closed=self.closed,
+            external=[e for _, e in sorted(self.external.items())],
         )
         return message.SerializeToString(deterministic=True)
 
@@ -153,6 +160,7 @@ class Account(Aggregate):
             for t in message.trusted
         }
         account.scheduled = {s.transfer_id: s for s in message.scheduled}
+        account.external = {e.transfer_id: e for e in message.external}
         return account
 
 

@@ -18,6 +18,7 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
     EXPIRED = "expired"
     FROZEN = "frozen"
+    EXPORTED = "exported"  # accepted by another registry (an external transfer): never moves here again
 
 
 @dataclass(frozen=True)

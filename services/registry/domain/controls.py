@@ -27,12 +27,12 @@ from services.registry.domain.accounts import Account, AccountRef, Project
 from services.registry.domain.blocks import Block
 from services.registry.domain.ledger import (
     INT64_MAX,
+    Held,
     Ledger,
     check,
     is_party,
     not_closed,
     outgoing,
-    picking,
     text_ok,
     transferred,
 )
@@ -49,6 +49,8 @@ class Policy:
     untrusted_delay: timedelta = timedelta(hours=26)
     # Units per transfer to an account outside the trusted list (the UR's central limit).
     untrusted_cap: int = 2_000_000
+    # How long a proposed external transfer waits for the acquiring registry's answer.
+    external_expiry: timedelta = timedelta(hours=24)
 
 
 def _reason(reason: str) -> None:
@@ -199,11 +201,7 @@ class Controls:
         command: pb.RequestTransfer,
         account: Account | None,
         target: AccountRef | None,
-        *,
-        transfer_used: bool,
-        eligible: Sequence[Block],
-        available: int,
-        frozen_projects: Set[str],
+        held: Held,
         now: datetime,
     ) -> list[Message]:
         """Reserve the units under the transfer's id; then either deliver them (the
@@ -222,19 +220,11 @@ class Controls:
                 f"at most {self.policy.untrusted_cap} units per transfer to an account outside the trusted list",
                 [target.account_id],
             )
-        [reserved] = self.ledger.reserve(
-            picking(command),
-            account,
-            reservation_used=transfer_used,
-            eligible=eligible,
-            available=available,
-            frozen_projects=frozen_projects,
-        )
-        assert isinstance(reserved, pb.UnitsReserved)
+        reserved = self.ledger.pick(command, account, held)
         if trusted:
             blocks = [Block.reserved(b, account.account_id, command.transfer_id) for b in reserved.blocks]
             delivered = transferred(
-                command.transfer_id, command.transfer_id, account, target, command.quantity, blocks, frozen_projects
+                command.transfer_id, command.transfer_id, account, target, command.quantity, blocks, held.frozen
             )
             return [reserved, delivered]
         scheduled = pb.TransferScheduled(

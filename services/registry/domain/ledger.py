@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence, Set
+from typing import NamedTuple
 
 from google.protobuf.message import Message
 
@@ -95,6 +96,16 @@ def _identifiers(command: Message) -> list[tuple[str, str]]:
             return [("transfer_id", command.transfer_id), ("account_id", command.account_id)]
         case pb.RetireUnits():
             return [("retirement_id", command.retirement_id), ("account_id", command.account_id)]
+        case pb.ProposeExternalTransfer():
+            return [
+                ("transfer_id", command.transfer_id),
+                ("account_id", command.account_id),
+                ("to_account", command.to_account),
+            ]
+        case pb.AnswerExternalTransfer():
+            return [("transfer_id", command.transfer_id)]
+        case pb.ExpireExternalTransfer():
+            return [("transfer_id", command.transfer_id), ("account_id", command.account_id)]
     return []
 
 
@@ -110,7 +121,7 @@ def check(command: Message) -> None:
                 [f"{name}: {len(value)} characters"],
             )
     if (
-        isinstance(command, pb.ReserveUnits | pb.RequestTransfer | pb.RetireUnits)
+        isinstance(command, pb.ReserveUnits | pb.RequestTransfer | pb.RetireUnits | pb.ProposeExternalTransfer)
         and command.selector.host_party
         and not is_party(command.selector.host_party)
     ):
@@ -126,6 +137,19 @@ def command_id(command: Message) -> str:
     """The command's own id (its field 1), or "" when it is not a valid identifier."""
     value = getattr(command, command.DESCRIPTOR.fields_by_number[1].name, "")
     return value if isinstance(value, str) and is_identifier(value) else ""
+
+
+# The commands whose units are picked as a reservation would pick them.
+Picking = pb.RetireUnits | pb.RequestTransfer | pb.ProposeExternalTransfer
+
+
+class Held(NamedTuple):
+    """What a decision that picks held units knows of them (sql_index.reserve_facts)."""
+
+    used: bool  # the command's id is taken
+    available: int  # held units the selector takes
+    eligible: Sequence[Block]  # enough of their blocks to cover the quantity, when there are enough
+    frozen: Set[str]  # the frozen projects
 
 
 class Ledger:
@@ -276,16 +300,21 @@ class Ledger:
             )
         ]
 
-    def retire(
-        self,
-        command: pb.RetireUnits,
-        account: Account | None,
-        *,
-        retirement_used: bool,
-        eligible: Sequence[Block],
-        available: int,
-        frozen_projects: Set[str] = frozenset(),
-    ) -> list[Message]:
+    def pick(self, command: Picking, account: Account | None, held: Held) -> pb.UnitsReserved:
+        """The reservation that picks a retirement's or a holder's transfer's units, under
+        the command's own id, as an order's reservation would pick them."""
+        [reserved] = self.reserve(
+            picking(command),
+            account,
+            reservation_used=held.used,
+            eligible=held.eligible,
+            available=held.available,
+            frozen_projects=held.frozen,
+        )
+        assert isinstance(reserved, pb.UnitsReserved)
+        return reserved
+
+    def retire(self, command: pb.RetireUnits, account: Account | None, held: Held) -> list[Message]:
         """Retire (or cancel) held units: they are picked as a reservation would pick them
         (UnitsReserved under the retirement's id), then end in the account as retired or
         cancelled (UnitsRetired), where nothing ever moves them again."""
@@ -303,15 +332,8 @@ class Ledger:
                 f"({CLAIM_YEARS[0]}-{CLAIM_YEARS[1]})",
                 [pb.ClaimUse.Name(command.use) if command.use in pb.ClaimUse.values() else str(command.use)],
             )
-        [reserved] = self.reserve(
-            picking(command),
-            account,
-            reservation_used=retirement_used,
-            eligible=eligible,
-            available=available,
-            frozen_projects=frozen_projects,
-        )
-        assert isinstance(reserved, pb.UnitsReserved) and account is not None
+        reserved = self.pick(command, account, held)
+        assert account is not None  # picked from it
         return [
             reserved,
             pb.UnitsRetired(
@@ -487,7 +509,7 @@ def allocated(
     )
 
 
-def picking(command: pb.RetireUnits | pb.RequestTransfer) -> pb.ReserveUnits:
+def picking(command: Picking) -> pb.ReserveUnits:
     """The reservation that picks a retirement's or a holder transfer's serials (its id is
     the command's own): the same selection as an order's."""
     command_id = command.retirement_id if isinstance(command, pb.RetireUnits) else command.transfer_id
@@ -558,9 +580,9 @@ def unfrozen(blocks: Sequence[Block], frozen_projects: Set[str]) -> None:
 
 
 def venue_reservation(owner: Account, reservation_id: str) -> None:
-    """The venue's release and delivery never touch the units of a holder's scheduled
-    transfer (those complete or are cancelled through the registry's controls)."""
-    if reservation_id in owner.scheduled:
+    """The venue's release and delivery never touch the units of a holder's scheduled or
+    external transfer (those complete, return or are cancelled through their own path)."""
+    if reservation_id in owner.scheduled or reservation_id in owner.external:
         raise DomainError(
             "RESERVATION_HELD_FOR_TRANSFER", f"{reservation_id!r} holds a scheduled transfer's units", [reservation_id]
         )
@@ -580,6 +602,8 @@ def bind(channel: str, command: Message, account: Account | None) -> None:
             parties = [command.block.attributes.host_party]
         case pb.FreezeProject() | pb.UnfreezeProject():
             parties = [command.host_party]
+        case pb.AnswerExternalTransfer():
+            parties = []  # the answer is the proposal's registry's: checked where it is decided
         case pb.GrantMandate() | pb.RevokeMandate() | pb.FreezeAccount() | pb.UnfreezeAccount() | pb.RetireUnits():
             parties = []
         case _:
@@ -662,6 +686,11 @@ def changes(event: Message) -> list[Change]:
         case pb.UnitsRetired():
             source = Holding(event.account_id, Status.RESERVED, event.retirement_id)
             target = Holding(event.account_id, Status.CANCELLED if event.cancelled else Status.RETIRED)
+        case pb.ExternalTransferCompleted():
+            source = Holding(event.account_id, Status.RESERVED, event.transfer_id)
+            target = Holding(event.account_id, Status.EXPORTED)
+        case pb.ExternalTransferReturned():
+            source, target = Holding(event.account_id, Status.RESERVED, event.transfer_id), Holding(event.account_id)
         case _:
             return []
     return [Move(b.namespace, b.start, b.end, source, target) for b in event.blocks]

@@ -10,12 +10,14 @@ from datetime import UTC, datetime
 from google.protobuf.message import Message
 
 from services.common.errors import DomainError
+from services.common.topics import JURISDICTIONS
 from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
 from services.registry.domain.blocks import Block
 from services.registry.domain.controls import Controls, Policy
+from services.registry.domain.external import ExternalTransfers, named
 from services.registry.domain.index import MemoryIndex
 from services.registry.domain.issuance_rules import IssuancePolicies
-from services.registry.domain.ledger import EVIDENCE_LIMIT, Ledger, bind, changes, check, picking
+from services.registry.domain.ledger import EVIDENCE_LIMIT, Held, Ledger, Picking, bind, changes, check, picking
 from tonne.v1 import registry_pb2 as pb
 
 PAGE = 100
@@ -41,6 +43,7 @@ class MemoryRegistry:
         self.issuance = issuance or IssuancePolicies()
         self.ledger = Ledger()
         self.controls = Controls(policy or Policy(), self.ledger)
+        self.external = ExternalTransfers(self.ledger, frozenset(JURISDICTIONS), self.controls.policy.external_expiry)
         self.projects: dict[str, Project] = {}
         self.now = datetime(2026, 1, 1, tzinfo=UTC)  # the registry's clock: tests move it
         self.index = MemoryIndex()
@@ -108,16 +111,8 @@ class MemoryRegistry:
                     frozen_projects=self.frozen(eligible),
                 )
             case pb.RetireUnits():
-                reserve = picking(command)
-                eligible = self._eligible(reserve)
-                return self.ledger.retire(
-                    command,
-                    self.account(command.account_id),
-                    retirement_used=command.retirement_id in self.reservations,
-                    eligible=eligible,
-                    available=self.index.available(command.account_id, command.selector),
-                    frozen_projects=self.frozen(eligible),
-                )
+                held = self._held(command, command.retirement_id in self.reservations)
+                return self.ledger.retire(command, self.account(command.account_id), held)
             case pb.ReleaseReservation():
                 owner = self.account(self.reservations.get(command.reservation_id, ""))
                 return self.ledger.release(command, owner, self.index.reserved(command.reservation_id))
@@ -133,6 +128,16 @@ class MemoryRegistry:
                     self.frozen(reserved),
                     transfer_used=command.transfer_id in self.transfers,
                 )
+            case pb.ProposeExternalTransfer():
+                held = self._held(command, self._transfer_used(command.transfer_id))
+                return self.external.propose(command, self.account(command.account_id), held, self.now)
+            case pb.AnswerExternalTransfer():
+                owner = self.account(self.reservations.get(command.transfer_id, ""))
+                reserved = self.index.reserved(command.transfer_id)
+                return self.external.answer(command, owner, channel, reserved, self.frozen(reserved))
+            case pb.ExpireExternalTransfer():
+                owner = named(self.account(self.reservations.get(command.transfer_id, "")), command.transfer_id)
+                return self.external.expire(command, owner, self.index.reserved(command.transfer_id), self.now)
             case pb.GrantMandate():
                 account = self.account(command.account_id)
                 holder = self.mandates.get(command.mandate_id, "")
@@ -150,8 +155,8 @@ class MemoryRegistry:
             case pb.FreezeAccount() | pb.UnfreezeAccount():
                 return controls.freeze_account(command, self.account(command.account_id))
             case pb.CloseAccount():
-                held = self.index.available(command.account_id, pb.UnitSelector())
-                return controls.close_account(command, self.account(command.account_id), held)
+                units = self.index.available(command.account_id, pb.UnitSelector())
+                return controls.close_account(command, self.account(command.account_id), units)
             case pb.ProposeTrustedAccount():
                 trusted = self.account(command.trusted_account_id)
                 return controls.propose_trusted(
@@ -165,17 +170,9 @@ class MemoryRegistry:
                 return controls.set_transfer_limit(command, self.account(command.account_id))
             case pb.RequestTransfer():
                 target = self.account(command.to_account_id)
-                reserve = picking(command)
-                eligible = self._eligible(reserve)
+                held = self._held(command, self._transfer_used(command.transfer_id))
                 return controls.request_transfer(
-                    command,
-                    self.account(command.account_id),
-                    target.ref if target else None,
-                    transfer_used=command.transfer_id in self.reservations or command.transfer_id in self.transfers,
-                    eligible=eligible,
-                    available=self.index.available(command.account_id, command.selector),
-                    frozen_projects=self.frozen(eligible),
-                    now=self.now,
+                    command, self.account(command.account_id), target.ref if target else None, held, self.now
                 )
             case pb.ExecuteTransfer():
                 account = self.account(command.account_id)
@@ -206,6 +203,15 @@ class MemoryRegistry:
         if isinstance(command, named):
             return self.account(command.account_id)
         return None
+
+    def _transfer_used(self, transfer_id: str) -> bool:
+        """A holder's transfer's id is also a reservation's: unique among both."""
+        return transfer_id in self.reservations or transfer_id in self.transfers
+
+    def _held(self, command: Picking, used: bool) -> Held:
+        eligible = self._eligible(picking(command))
+        available = self.index.available(command.account_id, command.selector)
+        return Held(used, available, eligible, self.frozen(eligible))
 
     def _eligible(self, command: pb.ReserveUnits) -> list[Block]:
         """Pages of eligible blocks until the quantity is covered (or none are left)."""
