@@ -43,6 +43,11 @@ PROJECTIONS = (
         ),
         ("transfer_id",),
     ),
+    Projection(
+        "inbound_transfers",
+        ("from_registry", "transfer_id", "from_account", "to_account_id", "quantity"),
+        ("from_registry", "transfer_id"),
+    ),
     Projection("projects", ("project_id", "host_party", "frozen", "reason"), ("project_id",)),
     Projection(
         "retirements",
@@ -141,6 +146,19 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
         case pb.UnitsAllocated():
             for allocation in sql_index.allocated(event.from_account_id, _moves(event)):
                 await sql_index.run(conn, allocation)
+        case pb.InboundTransferAccepted():
+            for change in changes(event):
+                assert isinstance(change, Put)
+                await sql_index.run(conn, sql_index.put(change))
+            await conn.execute(
+                "INSERT INTO inbound_transfers (from_registry, transfer_id, from_account, to_account_id, quantity) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                event.from_registry,
+                event.transfer_id,
+                event.from_account,
+                event.to_account_id,
+                event.quantity,
+            )
         case pb.ExternalTransferProposed():
             await conn.execute(
                 "INSERT INTO external_transfers (transfer_id, account_id, to_registry, to_account, quantity, "

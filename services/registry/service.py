@@ -38,9 +38,10 @@ from services.registry.domain.accounts import Account, AccountRef, Authorization
 from services.registry.domain.blocks import Block
 from services.registry.domain.codes import numeric
 from services.registry.domain.controls import Controls, Policy
-from services.registry.domain.external import ExternalTransfers, named
+from services.registry.domain.external import ExternalTransfers, named, receive
 from services.registry.domain.issuance_rules import IssuancePolicies
 from services.registry.domain.ledger import (
+    BLOCKS_MAX,
     EVIDENCE_LIMIT,
     INT64_MAX,
     Held,
@@ -240,6 +241,8 @@ class Registry:
             case pb.ProposeExternalTransfer():
                 account, held = await self._held(uow, index, picking(command), transfer_id=command.transfer_id)
                 return account, self.external.propose(command, _opened(account), held, now)
+            case pb.ProposeInboundTransfer():
+                return await self._receive(uow, index, command, channel)
             case pb.AnswerExternalTransfer():
                 owner, _, reserved, frozen, _ = await self._reservation(uow, index, command.transfer_id)
                 account = named(_opened(owner), command.transfer_id)
@@ -333,6 +336,36 @@ class Registry:
             authorization=authorization,
             rules=applied.rules,
             roles=roles,
+        )
+        return account, events
+
+    async def _receive(
+        self, uow: UnitOfWork, index: SqlIndex, command: pb.ProposeInboundTransfer, channel: str
+    ) -> tuple[Aggregate, list[Message]]:
+        account = await self._account(uow, command.to_account_id)
+        blocks = command.blocks[:BLOCKS_MAX]
+        used = await uow.conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM inbound_transfers WHERE from_registry = $1 AND transfer_id = $2)",
+            channel,
+            command.transfer_id,
+        )
+        named = sorted({b.attributes.authorization_id for b in blocks} - {""})
+        authorizations = {
+            r["authorization_id"]: pb.RecordAuthorization(**dict(r))
+            for r in await uow.conn.fetch(
+                "SELECT authorization_id, host_party, quantity, use, first_transfer, vintage_from, vintage_to "
+                "FROM authorizations WHERE authorization_id = ANY($1::text[])",
+                named,
+            )
+        }
+        events = receive(
+            command,
+            channel,
+            _opened(account),
+            self.external.registries,
+            transfer_used=used,
+            overlapping=await index.overlapping(blocks, EVIDENCE_LIMIT),
+            authorizations=authorizations,
         )
         return account, events
 
@@ -541,6 +574,12 @@ def destinations(event: Message) -> Destinations:
             outbound = [party for party in parties if party in topics.JURISDICTIONS]
             return [(topics.REGISTRY_EVENTS, event.from_account_id)] + [
                 (topics.registry_outbound(party), event.issuance_id) for party in outbound
+            ]
+        case pb.InboundTransferAccepted():
+            # The sending registry (its acknowledgement) and the receiving account's registry.
+            heard = [p for p in dict.fromkeys((event.from_registry, event.jurisdiction)) if p in topics.JURISDICTIONS]
+            return [(topics.REGISTRY_EVENTS, event.to_account_id)] + [
+                (topics.registry_outbound(party), event.transfer_id) for party in heard
             ]
         case pb.ExternalTransferProposed() | pb.ExternalTransferCompleted() | pb.ExternalTransferReturned():
             # The acquiring registry and the transferring account's own registry hear of it.

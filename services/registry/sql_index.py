@@ -223,6 +223,16 @@ class SqlIndex:
         )
         return [block_of(r) for r in rows]
 
+    async def overlapping(self, blocks: Sequence[pb.SerialBlock], limit: int) -> list[Block]:
+        """Blocks here that share a serial with any of `blocks` (valid ranges only), each
+        namespace locked until commit: a concurrent writer of it waits, then sees ours."""
+        found: list[Block] = []
+        for b in sorted(blocks, key=lambda b: (b.namespace, b.start)):  # one lock order
+            if b.namespace and 1 <= b.start <= b.end <= INT64_MAX and len(found) < limit:
+                _, _, overlaps = await self.issuance_facts("", "", b.namespace, b.start, b.end, limit)
+                found += overlaps
+        return found[:limit]
+
     async def reserved(self, reservation_id: str) -> list[Block]:
         # `<> ''` lets the planner use the partial index whatever the parameter.
         rows = await self.conn.fetch(
@@ -238,23 +248,27 @@ class SqlIndex:
 
 def issued(issuance_id: str, put: Put) -> Call:
     """An issuance's row, its block and the holder's holdings."""
-    block = put.block
-    u = block.units
-    return Call(
-        "registry_units_issued",
-        (
-            issuance_id,
-            block.account_id,
-            block.namespace,
-            block.start,
-            block.end,
-            u.standard,
-            u.host_party,
-            u.vintage,
-            u.authorization_id,
-            u.data,
-            u.key,
-        ),
+    return Call("registry_units_issued", (issuance_id, *_put_args(put)))
+
+
+def put(change: Put) -> Call:
+    """A block new to the index (an inbound transfer's) and the holder's holdings."""
+    return Call("registry_units_put", _put_args(change))
+
+
+def _put_args(change: Put) -> tuple[object, ...]:
+    block, u = change.block, change.block.units
+    return (
+        block.account_id,
+        block.namespace,
+        block.start,
+        block.end,
+        u.standard,
+        u.host_party,
+        u.vintage,
+        u.authorization_id,
+        u.data,
+        u.key,
     )
 
 

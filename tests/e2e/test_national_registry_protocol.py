@@ -1,7 +1,8 @@
 """The national-registry protocol over the running stack's real broker
 (docs/national-registry-protocol.md): an external transfer proposed through the API goes
 out on the acquiring registry's channel; its answer comes back on that registry's channel,
-redelivered, duplicated, early and from the wrong registry, and takes effect once."""
+redelivered, duplicated, early and from the wrong registry, and takes effect once; units
+transferred in by a registry arrive once, however often it sends them."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ async def test_an_external_transfer_is_proposed_answered_once_and_returned_when_
     running_stack: Any, dev_issuer: DevIssuer
 ) -> None:
     stack, run = running_stack, uuid.uuid4().hex[:6]
-    th_co, accepted_id, refused_id = f"TH-EXT-{run}", f"xt-a-{run}", f"xt-r-{run}"
+    th_co, accepted_id, refused_id, inbound_id = f"TH-EXT-{run}", f"xt-a-{run}", f"xt-r-{run}", f"xt-i-{run}"
     async with httpx.AsyncClient(timeout=10) as client:
         venue = Venue(stack, client, dev_issuer)
         await venue.open_national_account("TH", th_co, "Thai exporter")
@@ -88,6 +89,21 @@ async def test_an_external_transfer_is_proposed_answered_once_and_returned_when_
         assert (returned["code"], returned["reason"]) == ("EXTERNAL_TRANSFER_REFUSED", "no such account here")
         await venue.wait_held(th_co, 700)
 
+        # The other way: JP transfers units new to tonne into the account, then sends the
+        # same transfer again as a new message (refused: its id is used).
+        arriving = rpb.SerialBlock(
+            namespace=f"VCU-JP-{run}",
+            start=1,
+            end=50,
+            attributes=rpb.UnitAttributes(standard=rpb.VCU, host_party="JP", project_id="JP-H-2", vintage=2023),
+        )
+        incoming = rpb.ProposeInboundTransfer(
+            transfer_id=inbound_id, from_account="JP-100-7", to_account_id=th_co, blocks=[arriving]
+        )
+        for _ in range(2):
+            await venue.from_national_registry("JP", inbound_id, incoming)
+        await venue.wait_held(th_co, 750)
+
     # The registry's own record: one completion, one return, and a refusal for every other answer.
     events = stack.topic_prefix + topics.REGISTRY_EVENTS
 
@@ -95,25 +111,27 @@ async def test_an_external_transfer_is_proposed_answered_once_and_returned_when_
         seen = []
         for record in records:
             envelope, payload = unwrap(record.value)
-            ours = (accepted_id, refused_id)
+            ours = (accepted_id, refused_id, inbound_id)
             rejected = envelope.type == "tonne.v1.CommandRejected"
             if getattr(payload, "transfer_id", "") in ours or (rejected and getattr(payload, "command_id", "") in ours):
                 seen.append(envelope.type.removeprefix("tonne.v1.") + ":" + getattr(payload, "code", ""))
         return seen
 
-    last = "ExternalTransferReturned:EXTERNAL_TRANSFER_REFUSED"
+    last = "CommandRejected:SEQUENCE_DUPLICATE_ID"
     records = await read_topic(stack.bootstrap, events, lambda rs: last in outcomes(rs))
     seen = outcomes(records)
     # JP heard the answer to each of its messages on its own channel: the early one refused.
     jp = await read_topic(stack.bootstrap, outbound, lambda rs: last in outcomes(rs))
     answers = {unwrap(r.value)[0].causation_id: outcome for r in jp for outcome in outcomes([r])}
     assert answers[early_id] == "CommandRejected:EXTERNAL_TRANSFER_UNKNOWN"
-    assert "ExternalTransferCompleted:" in answers.values()
+    assert {"ExternalTransferCompleted:", "InboundTransferAccepted:"} <= set(answers.values())
     assert seen.count("ExternalTransferCompleted:") == 1
+    assert seen.count("InboundTransferAccepted:") == 1
     assert sorted(s for s in seen if s.startswith("CommandRejected")) == [
         "CommandRejected:CHANNEL_JURISDICTION_MISMATCH",
         "CommandRejected:EXTERNAL_TRANSFER_UNKNOWN",  # the early answer
         "CommandRejected:EXTERNAL_TRANSFER_UNKNOWN",  # the answer sent again as a new message
+        "CommandRejected:SEQUENCE_DUPLICATE_ID",  # the inbound transfer sent again
     ]
 
 

@@ -133,3 +133,64 @@ def test_a_pending_proposal_survives_a_snapshot(registry: MemoryRegistry) -> Non
     account = registry.accounts["TH-CO"]
     restored = Account.restore(account.stream_id, account.snapshot())
     assert restored.external == account.external and restored.snapshot() == account.snapshot()
+
+
+def block(start: int, end: int, namespace: str = "VCU-JP", authorization_id: str = "") -> pb.SerialBlock:
+    attributes = pb.UnitAttributes(
+        standard=pb.VCU, host_party="JP", project_id="JP-W-1", vintage=2024, authorization_id=authorization_id
+    )
+    return pb.SerialBlock(namespace=namespace, start=start, end=end, attributes=attributes)
+
+
+def inbound(transfer_id: str = "JP-T-1", *blocks: pb.SerialBlock, to: str = "TH-CO") -> pb.ProposeInboundTransfer:
+    return pb.ProposeInboundTransfer(
+        transfer_id=transfer_id,
+        from_account="JP-100-7",
+        to_account_id=to,
+        blocks=list(blocks) or [block(1, 100), block(501, 600)],
+    )
+
+
+def test_units_from_another_registry_arrive_held_once_per_sender(registry: MemoryRegistry) -> None:
+    [accepted] = registry.execute(inbound(), "JP")
+    assert isinstance(accepted, pb.InboundTransferAccepted)
+    assert (accepted.from_registry, accepted.quantity, accepted.jurisdiction) == ("JP", 200, "TH")
+    assert units(registry, Status.HELD) == 1200
+    assert refused(registry, inbound("JP-T-1", block(1001, 1100)), "JP") == "SEQUENCE_DUPLICATE_ID"
+    # Another registry's transfer ids are its own.
+    [other] = registry.execute(inbound("JP-T-1", block(1, 10, namespace="VCU-SG")), "SG")
+    assert isinstance(other, pb.InboundTransferAccepted)
+
+
+@pytest.mark.parametrize(
+    ("command", "channel", "code"),
+    [
+        (inbound(), "", "COMMAND_NOT_ALLOWED_ON_CHANNEL"),  # not through the API
+        (inbound("T", block(50, 60, namespace="JCM-TH")), "JP", "EXTERNAL_SERIALS_KNOWN"),  # issued here
+        (inbound("T", block(1, 10), block(5, 20)), "JP", "SERIAL_RANGE_INVALID"),
+        (inbound("T", block(10, 1)), "JP", "SERIAL_RANGE_INVALID"),
+        (inbound("T", block(1, 10, authorization_id="LOA-NONE")), "JP", "AUTHORIZATION_UNKNOWN"),
+        (inbound("T", pb.SerialBlock(namespace="X", start=1, end=2)), "JP", "UNITS_INVALID"),
+        (inbound("T", *[block(n * 10 + 1, n * 10 + 10) for n in range(101)]), "JP", "TRANSFER_INVALID"),
+        (inbound("T", to="TH-NOBODY"), "JP", "ACCOUNT_UNKNOWN"),
+    ],
+)
+def test_an_inbound_transfer_is_refused_with_its_reason(
+    registry: MemoryRegistry, command: Message, channel: str, code: str
+) -> None:
+    assert refused(registry, command, channel) == code
+
+
+def test_exported_serials_coming_back_are_refused_for_now(registry: MemoryRegistry) -> None:
+    registry.execute(propose())
+    registry.execute(answer(True), "JP")
+    home = block(1, 300, namespace="JCM-TH")
+    assert refused(registry, inbound("JP-T-9", home), "JP") == "EXTERNAL_SERIALS_KNOWN"
+
+
+def test_terminal_and_closed_accounts_take_no_inbound_units(registry: MemoryRegistry) -> None:
+    registry.execute(open_account("TH-RET", "TH", pb.RETIREMENT))
+    assert refused(registry, inbound(to="TH-RET"), "JP") == "ACCOUNT_TYPE_NOT_ALLOWED"
+    registry.execute(open_account("TH-OLD", "TH"))
+    registry.execute(pb.CloseAccount(account_id="TH-OLD", reason="left", by="op"))
+    assert refused(registry, inbound(to="TH-OLD"), "JP") == "ACCOUNT_CLOSED"

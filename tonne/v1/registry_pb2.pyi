@@ -1841,6 +1841,87 @@ class ExternalTransferReturned(_message.Message):
 Global___ExternalTransferReturned: _TypeAlias = ExternalTransferReturned  # noqa: Y015
 
 @_typing.final
+class ProposeInboundTransfer(_message.Message):
+    """A registry tonne does not keep transfers units into an account here: taken only from
+    registry.inbound.<its party>. Serials new to tonne only (serials known here, exported
+    ones coming back included, are refused for now).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    FROM_ACCOUNT_FIELD_NUMBER: _builtins.int
+    TO_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    BLOCKS_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    """unique per sending registry"""
+    from_account: _builtins.str
+    """the account there, in its own scheme"""
+    to_account_id: _builtins.str
+    @_builtins.property
+    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SerialBlock]:
+        """with every attribute, at most 100"""
+
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+        from_account: _builtins.str = ...,
+        to_account_id: _builtins.str = ...,
+        blocks: _abc.Iterable[Global___SerialBlock] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "from_account", b"from_account", "to_account_id", b"to_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposeInboundTransfer: _TypeAlias = ProposeInboundTransfer  # noqa: Y015
+
+@_typing.final
+class InboundTransferAccepted(_message.Message):
+    """Accepted: the units are held by the receiving account; the answer on the sender's channel
+    is its acknowledgement (a refusal: CommandRejected with the code).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    FROM_REGISTRY_FIELD_NUMBER: _builtins.int
+    FROM_ACCOUNT_FIELD_NUMBER: _builtins.int
+    TO_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    BLOCKS_FIELD_NUMBER: _builtins.int
+    transfer_id: _builtins.str
+    from_registry: _builtins.str
+    from_account: _builtins.str
+    to_account_id: _builtins.str
+    jurisdiction: _builtins.str
+    """the receiving account's"""
+    quantity: _builtins.int
+    @_builtins.property
+    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SerialBlock]: ...
+    def __init__(
+        self,
+        *,
+        transfer_id: _builtins.str = ...,
+        from_registry: _builtins.str = ...,
+        from_account: _builtins.str = ...,
+        to_account_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        blocks: _abc.Iterable[Global___SerialBlock] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "from_account", b"from_account", "from_registry", b"from_registry", "jurisdiction", b"jurisdiction", "quantity", b"quantity", "to_account_id", b"to_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InboundTransferAccepted: _TypeAlias = InboundTransferAccepted  # noqa: Y015
+
+@_typing.final
 class ReservationBalance(_message.Message):
     """--- aggregate snapshots (stored in the registry's snapshots table, never on a topic) ---
 

@@ -479,6 +479,13 @@ CODES: tuple[RejectCode, ...] = (
         "none (ExternalTransferReturned's reason names the registry and the expiry)",
         Carrier.RETURNED,
     ),
+    RejectCode(
+        "EXTERNAL_SERIALS_KNOWN",
+        7705,
+        EXTERNAL,
+        "an inbound transfer proposes serials known here already (they cannot be in both registries)",
+        "up to 20 blocks here that share a serial with the proposal, `namespace:start-end`",
+    ),
 )
 
 BY_CODE: dict[str, RejectCode] = {entry.code: entry for entry in CODES}

@@ -9,7 +9,7 @@ Pure: every fact arrives as an argument (docs/national-registry-protocol.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.message import Message
@@ -17,7 +17,21 @@ from google.protobuf.message import Message
 from services.common.errors import DomainError
 from services.registry.domain.accounts import Account
 from services.registry.domain.blocks import Block
-from services.registry.domain.ledger import Held, Ledger, check, is_party, outgoing, text_ok, unfrozen
+from services.registry.domain.ledger import (
+    BLOCKS_MAX,
+    EVIDENCE_LIMIT,
+    Held,
+    Ledger,
+    authorized,
+    check,
+    is_party,
+    not_closed,
+    outgoing,
+    serial_range,
+    text_ok,
+    unfrozen,
+    valid_units,
+)
 from tonne.v1 import registry_pb2 as pb
 
 
@@ -106,6 +120,63 @@ class ExternalTransfers:
             return []
         reason = f"no answer from {proposal.to_registry}'s registry by {proposal.expires_at.ToJsonString()}"
         return [returned(proposal, reserved, "EXTERNAL_TRANSFER_EXPIRED", reason)]
+
+
+def receive(
+    command: pb.ProposeInboundTransfer,
+    channel: str,
+    target: Account | None,
+    registries: Set[str],
+    *,
+    transfer_used: bool,
+    overlapping: Sequence[Block],
+    authorizations: Mapping[str, pb.RecordAuthorization],
+) -> list[Message]:
+    """Units from `channel`'s registry into `target`, an open account here that is not
+    terminal. `transfer_used`: that registry sent this transfer id before; `overlapping`:
+    blocks here that share a serial with those proposed (serials known here are refused:
+    they cannot be both here and there); `authorizations`: those the blocks name, as
+    recorded here."""
+    check(command)
+    if channel not in registries:
+        raise DomainError(
+            "COMMAND_NOT_ALLOWED_ON_CHANNEL", "only a registry's own channel transfers units in", [channel or "api"]
+        )
+    if not command.transfer_id or transfer_used:
+        raise DomainError("SEQUENCE_DUPLICATE_ID", f"transfer id {command.transfer_id!r} is missing or used")
+    if not 0 < len(command.blocks) <= BLOCKS_MAX:
+        raise DomainError("TRANSFER_INVALID", f"an inbound transfer carries 1-{BLOCKS_MAX} blocks")
+    if target is None:
+        raise DomainError("ACCOUNT_UNKNOWN", f"no account {command.to_account_id!r}", [command.to_account_id])
+    not_closed(target.ref)
+    if target.terminal:
+        raise DomainError("ACCOUNT_TYPE_NOT_ALLOWED", "units are not transferred into a terminal account")
+    ordered = sorted(command.blocks, key=lambda b: (b.namespace, b.start))
+    for block, following in zip(ordered, [*ordered[1:], None], strict=True):
+        serial_range(block)
+        valid_units(block.attributes)
+        authorized(block.attributes, authorizations.get(block.attributes.authorization_id))
+        if following is not None and following.namespace == block.namespace and following.start <= block.end:
+            raise DomainError(
+                "SERIAL_RANGE_INVALID", "the blocks overlap each other", [f"{block.namespace}:{block.start}"]
+            )
+    if overlapping:
+        raise DomainError(
+            "EXTERNAL_SERIALS_KNOWN",
+            "serials proposed are known here already",
+            [b.label() for b in overlapping[:EVIDENCE_LIMIT]],
+        )
+    return [
+        pb.InboundTransferAccepted(
+            transfer_id=command.transfer_id,
+            from_registry=channel,
+            from_account=command.from_account,
+            to_account_id=target.account_id,
+            jurisdiction=target.jurisdiction,
+            quantity=sum(b.end - b.start + 1 for b in command.blocks),
+            blocks=ordered,
+        )
+    ]
 
 
 def named(owner: Account | None, transfer_id: str) -> Account:

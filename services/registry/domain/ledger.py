@@ -32,6 +32,8 @@ EVIDENCE_LIMIT = 20
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
 _PARTY = re.compile(r"[A-Z]{2}")
 _TEXT_MAX = 200
+# Blocks one inbound transfer may carry (each is looked up on its own).
+BLOCKS_MAX = 100
 _LABELS_MAX = 16
 
 
@@ -54,15 +56,11 @@ def _identifiers(command: Message) -> list[tuple[str, str]]:
         case pb.RecordAuthorization():
             return [("authorization_id", command.authorization_id)]
         case pb.RecordIssuance():
-            a = command.block.attributes
             return [
                 ("issuance_id", command.issuance_id),
                 ("account_id", command.account_id),
                 ("namespace", command.block.namespace),
-                ("authorization_id", a.authorization_id),
-                ("project_id", a.project_id),
-                ("methodology", a.methodology),
-                ("issuing_registry", a.issuing_registry),
+                *_unit_ids(command.block.attributes),
             ]
         case pb.ReserveUnits():
             return [("reservation_id", command.reservation_id), ("account_id", command.account_id)]
@@ -104,9 +102,26 @@ def _identifiers(command: Message) -> list[tuple[str, str]]:
             ]
         case pb.AnswerExternalTransfer():
             return [("transfer_id", command.transfer_id)]
+        case pb.ProposeInboundTransfer():
+            return [
+                ("transfer_id", command.transfer_id),
+                ("from_account", command.from_account),
+                ("to_account_id", command.to_account_id),
+                *[("namespace", b.namespace) for b in command.blocks[:BLOCKS_MAX]],
+                *[(name, value) for b in command.blocks[:BLOCKS_MAX] for name, value in _unit_ids(b.attributes)],
+            ]
         case pb.ExpireExternalTransfer():
             return [("transfer_id", command.transfer_id), ("account_id", command.account_id)]
     return []
+
+
+def _unit_ids(a: pb.UnitAttributes) -> list[tuple[str, str]]:
+    return [
+        ("authorization_id", a.authorization_id),
+        ("project_id", a.project_id),
+        ("methodology", a.methodology),
+        ("issuing_registry", a.issuing_registry),
+    ]
 
 
 def check(command: Message) -> None:
@@ -220,12 +235,7 @@ class Ledger:
         check(command)
         if not command.issuance_id or issuance_used:
             raise DomainError("SEQUENCE_DUPLICATE_ID", f"issuance id {command.issuance_id!r} is missing or used")
-        if not block.namespace or block.start < 1 or block.start > block.end or block.end > INT64_MAX:
-            raise DomainError(
-                "SERIAL_RANGE_INVALID",
-                "a block needs a namespace and 1 <= start <= end <= 2^63-1",
-                [f"{block.namespace}:{block.start}-{block.end}"],
-            )
+        serial_range(block)
         if account is None:
             landing = rules.landing_account(command) if rules else command.account_id
             raise DomainError("ACCOUNT_UNKNOWN", f"no account {landing!r}", [landing])
@@ -234,12 +244,7 @@ class Ledger:
             raise DomainError(
                 "ACCOUNT_TYPE_NOT_ALLOWED", "units are not issued into a retirement or cancellation account"
             )
-        if attributes.standard == pb.STANDARD_UNSPECIFIED or attributes.vintage == 0:
-            raise DomainError("UNITS_INVALID", "standard and vintage are required")
-        if not is_party(attributes.host_party):
-            raise DomainError("UNITS_INVALID", "host party must be ISO 3166 alpha-2")
-        if len(attributes.quality_labels) > _LABELS_MAX or not all(map(is_identifier, attributes.quality_labels)):
-            raise DomainError("UNITS_INVALID", f"at most {_LABELS_MAX} quality labels, each an identifier")
+        valid_units(attributes)
         landed = rules is not None and rules.landing is not None
         if not landed and attributes.host_party != account.jurisdiction and account.type != pb.GOVERNMENT:
             # Issuance lands in the host party's registry: its own accounts.
@@ -253,11 +258,7 @@ class Ledger:
                 "the block overlaps units already issued in its namespace",
                 [b.label() for b in overlapping[:EVIDENCE_LIMIT]],
             )
-        if attributes.authorization_id:
-            if authorization is None:
-                raise DomainError("AUTHORIZATION_UNKNOWN", f"no authorization {attributes.authorization_id!r}")
-            if authorization.host_party != attributes.host_party:
-                raise DomainError("AUTHORIZATION_PARTY_MISMATCH", "the authorization is another party's")
+        authorized(attributes, authorization)
         issued = pb.UnitsIssued(issuance_id=command.issuance_id, account_id=account.account_id, block=block)
         if rules is None:
             return [issued]
@@ -567,6 +568,35 @@ def outgoing(account: Account, quantity: int = 0) -> None:
         )
 
 
+def serial_range(block: pb.SerialBlock) -> None:
+    if not block.namespace or block.start < 1 or block.start > block.end or block.end > INT64_MAX:
+        raise DomainError(
+            "SERIAL_RANGE_INVALID",
+            "a block needs a namespace and 1 <= start <= end <= 2^63-1",
+            [f"{block.namespace}:{block.start}-{block.end}"],
+        )
+
+
+def valid_units(attributes: pb.UnitAttributes) -> None:
+    """The attributes every block must carry (DOMAIN.md §3), well formed."""
+    if attributes.standard == pb.STANDARD_UNSPECIFIED or attributes.vintage == 0:
+        raise DomainError("UNITS_INVALID", "standard and vintage are required")
+    if not is_party(attributes.host_party):
+        raise DomainError("UNITS_INVALID", "host party must be ISO 3166 alpha-2")
+    if len(attributes.quality_labels) > _LABELS_MAX or not all(map(is_identifier, attributes.quality_labels)):
+        raise DomainError("UNITS_INVALID", f"at most {_LABELS_MAX} quality labels, each an identifier")
+
+
+def authorized(attributes: pb.UnitAttributes, authorization: pb.RecordAuthorization | None) -> None:
+    """Units that name an authorization name one recorded here, of their host party."""
+    if not attributes.authorization_id:
+        return
+    if authorization is None:
+        raise DomainError("AUTHORIZATION_UNKNOWN", f"no authorization {attributes.authorization_id!r}")
+    if authorization.host_party != attributes.host_party:
+        raise DomainError("AUTHORIZATION_PARTY_MISMATCH", "the authorization is another party's")
+
+
 def not_closed(account: AccountRef) -> None:
     """The account is open (a closed account takes no units in or out)."""
     if account.closed:
@@ -602,8 +632,8 @@ def bind(channel: str, command: Message, account: Account | None) -> None:
             parties = [command.block.attributes.host_party]
         case pb.FreezeProject() | pb.UnfreezeProject():
             parties = [command.host_party]
-        case pb.AnswerExternalTransfer():
-            parties = []  # the answer is the proposal's registry's: checked where it is decided
+        case pb.AnswerExternalTransfer() | pb.ProposeInboundTransfer():
+            parties = []  # the sending registry's own business: checked where it is decided
         case pb.GrantMandate() | pb.RevokeMandate() | pb.FreezeAccount() | pb.UnfreezeAccount() | pb.RetireUnits():
             parties = []
         case _:
@@ -668,6 +698,9 @@ def changes(event: Message) -> list[Change]:
         case pb.UnitsIssued():
             b = event.block
             return [Put(Block(b.namespace, b.start, b.end, Holding(event.account_id), Units.of(b.attributes)))]
+        case pb.InboundTransferAccepted():
+            owner = Holding(event.to_account_id)
+            return [Put(Block(b.namespace, b.start, b.end, owner, Units.of(b.attributes))) for b in event.blocks]
         case pb.UnitsAllocated():
             source = Holding(event.from_account_id)
             return [

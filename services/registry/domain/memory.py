@@ -14,10 +14,20 @@ from services.common.topics import JURISDICTIONS
 from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
 from services.registry.domain.blocks import Block
 from services.registry.domain.controls import Controls, Policy
-from services.registry.domain.external import ExternalTransfers, named
+from services.registry.domain.external import ExternalTransfers, named, receive
 from services.registry.domain.index import MemoryIndex
 from services.registry.domain.issuance_rules import IssuancePolicies
-from services.registry.domain.ledger import EVIDENCE_LIMIT, Held, Ledger, Picking, bind, changes, check, picking
+from services.registry.domain.ledger import (
+    BLOCKS_MAX,
+    EVIDENCE_LIMIT,
+    Held,
+    Ledger,
+    Picking,
+    bind,
+    changes,
+    check,
+    picking,
+)
 from tonne.v1 import registry_pb2 as pb
 
 PAGE = 100
@@ -51,6 +61,7 @@ class MemoryRegistry:
         self.authorizations: dict[str, Authorization] = {}
         self.issuances: set[str] = set()
         self.transfers: set[str] = set()
+        self.inbound: set[tuple[str, str]] = set()  # (sending registry, transfer id)
         self.reservations: dict[str, str] = {}  # reservation id -> account id
         self.mandates: dict[str, str] = {}  # mandate id -> account id (granted, not revoked)
 
@@ -131,6 +142,22 @@ class MemoryRegistry:
             case pb.ProposeExternalTransfer():
                 held = self._held(command, self._transfer_used(command.transfer_id))
                 return self.external.propose(command, self.account(command.account_id), held, self.now)
+            case pb.ProposeInboundTransfer():
+                overlapping = [
+                    o
+                    for b in command.blocks[:BLOCKS_MAX]
+                    if b.namespace and 1 <= b.start <= b.end
+                    for o in self.index.overlapping(b.namespace, b.start, b.end, EVIDENCE_LIMIT)
+                ]
+                return receive(
+                    command,
+                    channel,
+                    self.account(command.to_account_id),
+                    self.external.registries,
+                    transfer_used=(channel, command.transfer_id) in self.inbound,
+                    overlapping=overlapping,
+                    authorizations={k: a.authorization for k, a in self.authorizations.items() if a.authorization},
+                )
             case pb.AnswerExternalTransfer():
                 owner = self.account(self.reservations.get(command.transfer_id, ""))
                 reserved = self.index.reserved(command.transfer_id)
@@ -245,6 +272,8 @@ class MemoryRegistry:
                 self.reservations[event.reservation_id] = event.account_id
             case pb.UnitsTransferred():
                 self.transfers.add(event.transfer_id)
+            case pb.InboundTransferAccepted():
+                self.inbound.add((event.from_registry, event.transfer_id))
             case pb.MandateGranted():
                 self.mandates[event.mandate_id] = event.account_id
             case pb.MandateRevoked():
