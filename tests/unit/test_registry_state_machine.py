@@ -1,9 +1,11 @@
 """The registry's pure core and memory index under long random runs of commands,
-snapshots and restarts: units conserved, no serial in two places, no unmerged
-neighbours, mandate ids unique across accounts, foreign channels refused, retired and
-cancelled units never moving again, no unit leaving a frozen account, no frozen
-project's units moving, every scheduled transfer holding exactly its units, aggregates
-from snapshot + tail identical to a fold from zero."""
+snapshots and restarts: units conserved (issued or transferred in = held + reserved +
+retired + cancelled + exported), no serial in two places, no unmerged neighbours,
+mandate ids unique across accounts, foreign channels refused, retired, cancelled and
+exported units never moving again, A6.4 levies never below their share, no unit leaving
+a frozen account, no frozen project's units moving, every scheduled transfer and every
+pending external transfer holding exactly its units, aggregates from snapshot + tail
+identical to a fold from zero."""
 
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ from services.common.errors import DomainError
 from services.registry.domain.accounts import Account, Authorization, Project
 from services.registry.domain.blocks import Holding, Move, Status
 from services.registry.domain.memory import MemoryRegistry, stream_of
+from services.registry.policies import issuance_policies
 from tests.unit.factories import issuance, loa, open_account
 from tonne.v1 import registry_pb2 as pb
 
 ACCOUNTS = ("TH-GOV", "TH-CO", "CH-BUYER", "JP-BUYER")
-NAMESPACES = ("JCM-TH", "VCU-TH")
+NAMESPACES = ("JCM-TH", "VCU-TH", "A64-TH", "VCU-JP")  # the last: only ever transferred in
 PROJECTS = ("TH-FSOLAR-1", "TH-WIND-2")
 MANDATES = ("M-1", "M-2", "M-3")
 BROKERS = ("B-1", "B-2")
@@ -33,7 +36,7 @@ BROKERS = ("B-1", "B-2")
 class RegistryMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.registry = MemoryRegistry()
+        self.registry = MemoryRegistry(issuance=issuance_policies())
         self.streams: dict[str, list[Message]] = defaultdict(list)
         self.snapshots: dict[str, tuple[int, bytes]] = {}  # stream id -> (version, bytes)
         self.issued: Counter[str] = Counter()
@@ -44,23 +47,46 @@ class RegistryMachine(RuleBasedStateMachine):
             open_account("TH-CO", "TH"),
             open_account("CH-BUYER", "CH"),
             open_account("JP-BUYER", "JP"),
+            open_account("SG-SPARE", "SG"),
+            open_account("UN-A64-PENDING", "UN", pb.PENDING),
+            open_account("UN-A64-SOP-AF", "UN", pb.SHARE_OF_PROCEEDS),
+            open_account("UN-A64-OMGE", "UN", pb.OMGE_CANCELLATION),
             loa(),
         ):
             self.run(command)
 
-    def run(self, command: Message) -> list[Message]:
+    def run(self, command: Message, channel: str = "") -> list[Message]:
         self.n += 1
         try:
-            events = self.registry.decide(command)
+            events = self.registry.decide(command, channel)
         except DomainError:
             return []
         for event in events:
             self.moves_nothing_frozen(event)
             self.registry.apply(event)
             self.streams[stream_of(event)].append(event)
-            if isinstance(event, pb.UnitsIssued):
-                self.issued[event.block.namespace] += event.block.end - event.block.start + 1
+            match event:
+                case pb.UnitsIssued():
+                    self.issued[event.block.namespace] += event.block.end - event.block.start + 1
+                case pb.InboundTransferAccepted():
+                    for b in event.blocks:
+                        self.issued[b.namespace] += b.end - b.start + 1
+                case pb.UnitsAllocated():
+                    self.levies_at_least_their_share(event)
+                case pb.ExternalTransferCompleted():
+                    exported = [(b.namespace, b.start, b.end, event.account_id, Status.EXPORTED) for b in event.blocks]
+                    self.terminal += exported
         return events
+
+    def levies_at_least_their_share(self, allocated: pb.UnitsAllocated) -> None:
+        sizes = {a.role: a.block.end - a.block.start + 1 for a in allocated.allocations}
+        total = sum(sizes.values())
+        if allocated.policy.startswith("a6.4"):
+            assert sizes.get("share_of_proceeds", 0) * 100 >= 5 * total
+            assert sizes.get("omge", 0) * 100 >= 2 * total
+            omge = next(a for a in allocated.allocations if a.role == "omge")
+            b = omge.block
+            self.terminal.append((b.namespace, b.start, b.end, omge.account_id, Status.CANCELLED))
 
     def open_reservations(self) -> list[str]:
         return sorted(r for a in self.registry.accounts.values() for r in a.reservations)
@@ -77,18 +103,21 @@ class RegistryMachine(RuleBasedStateMachine):
     def issue(
         self, account: str, namespace: str, start: int, length: int, vintage: int, authorized: bool, project: str
     ) -> None:
-        self.run(
-            issuance(
-                f"I-{self.n}",
-                account,
-                start,
-                start + length - 1,
-                namespace=namespace,
-                vintage=vintage,
-                authorization_id="LOA-TH-1" if authorized else "",
-                project_id=project,
-            )
+        command = issuance(
+            f"I-{self.n}",
+            account,
+            start,
+            start + length - 1,
+            namespace=namespace,
+            vintage=vintage,
+            authorization_id="LOA-TH-1" if authorized else "",
+            project_id=project,
         )
+        if namespace == "A64-TH":  # through the pending account, levies taken
+            command.block.attributes.standard = pb.A6_4ER
+        elif namespace == "JCM-TH" and length % 3 == 0:  # split with the host's government
+            command.accounts["host_government"] = "TH-GOV"
+        self.run(command)
 
     @rule(
         account=st.sampled_from(("TH-GOV", "TH-GOV", "TH-CO", *ACCOUNTS[2:])),
@@ -200,6 +229,54 @@ class RegistryMachine(RuleBasedStateMachine):
     def request_transfer(self, account: str, to: str, quantity: int) -> None:
         self.run(pb.RequestTransfer(transfer_id=f"X-{self.n}", account_id=account, to_account_id=to, quantity=quantity))
 
+    # --- external transfers, closing ---
+
+    @rule(
+        account=st.sampled_from(ACCOUNTS[:2]),
+        to=st.sampled_from(("JP", "JP", "CH", "TH", "XX")),
+        quantity=st.integers(1, 20),
+    )
+    def propose_external(self, account: str, to: str, quantity: int) -> None:
+        self.run(
+            pb.ProposeExternalTransfer(
+                transfer_id=f"E-{self.n}", account_id=account, to_registry=to, to_account="ACC-1", quantity=quantity
+            )
+        )
+
+    @precondition(lambda self: any(a.external for a in self.registry.accounts.values()))
+    @rule(data=st.data(), accepted=st.booleans(), right_channel=st.sampled_from((True, True, True, False)))
+    def answer_external(self, data: st.DataObject, accepted: bool, right_channel: bool) -> None:
+        pending = sorted((t, e.to_registry) for a in self.registry.accounts.values() for t, e in a.external.items())
+        transfer_id, registry = data.draw(st.sampled_from(pending))
+        answer = pb.AnswerExternalTransfer(transfer_id=transfer_id, accepted=accepted, reason="" if accepted else "no")
+        events = self.run(answer, registry if right_channel else "SG")
+        assert bool(events) == right_channel or (accepted and self.frozen_owner(transfer_id))
+
+    def frozen_owner(self, transfer_id: str) -> bool:
+        owner = next(a for a in self.registry.accounts.values() if transfer_id in a.reservations)
+        frozen = {p for p, project in self.registry.projects.items() if project.frozen}
+        blocks = self.registry.index.reserved(transfer_id)
+        return owner.frozen or bool({b.units.project_id for b in blocks} & frozen)
+
+    @rule(start=st.integers(1, 400), length=st.integers(1, 40), to=st.sampled_from((*ACCOUNTS, "SG-SPARE")))
+    def transfer_in(self, start: int, length: int, to: str) -> None:
+        block = pb.SerialBlock(
+            namespace="VCU-JP",
+            start=start,
+            end=start + length - 1,
+            attributes=pb.UnitAttributes(standard=pb.VCU, host_party="JP", project_id="JP-W-1", vintage=2024),
+        )
+        command = pb.ProposeInboundTransfer(transfer_id=f"IN-{self.n}", from_account="JP-1", to_account_id=to)
+        command.blocks.append(block)
+        self.run(command, "JP")
+
+    @rule(account=st.sampled_from(("SG-SPARE", "JP-BUYER")))
+    def close(self, account: str) -> None:
+        """The spare account closes while empty (units sent to it are refused after); the
+        others would close while empty too and end the run's interest, so only JP-BUYER,
+        which mostly holds units, is tried."""
+        self.run(pb.CloseAccount(account_id=account, reason="holder left", by="operator"))
+
     @rule(hours=st.integers(1, 200))
     def time_passes(self, hours: int) -> None:
         self.registry.now += timedelta(hours=hours)
@@ -209,6 +286,8 @@ class RegistryMachine(RuleBasedStateMachine):
         for account in list(self.registry.accounts.values()):
             for transfer_id in sorted(account.scheduled):
                 self.run(pb.ExecuteTransfer(transfer_id=transfer_id, account_id=account.account_id))
+            for transfer_id in sorted(account.external):
+                self.run(pb.ExpireExternalTransfer(transfer_id=transfer_id, account_id=account.account_id))
 
     @precondition(lambda self: any(a.scheduled for a in self.registry.accounts.values()))
     @rule(data=st.data())
@@ -284,17 +363,25 @@ class RegistryMachine(RuleBasedStateMachine):
 
     @invariant()
     def terminal_units_never_move(self) -> None:
-        """Retired and cancelled serials stay where they ended, as they ended."""
+        """Retired, cancelled and exported serials stay where they ended, as they ended."""
         for namespace, start, end, account, status in self.terminal:
             covering = [b for b in self.registry.index.blocks(namespace) if b.start <= end and start <= b.end]
             assert sum(min(b.end, end) - max(b.start, start) + 1 for b in covering) == end - start + 1
             assert all((b.account_id, b.status) == (account, status) for b in covering), covering
 
     @invariant()
-    def a_scheduled_transfer_holds_its_units(self) -> None:
+    def a_scheduled_or_proposed_transfer_holds_its_units(self) -> None:
         for account in self.registry.accounts.values():
             for transfer_id, scheduled in account.scheduled.items():
                 assert account.reservations[transfer_id] == scheduled.quantity
+            for transfer_id, proposed in account.external.items():
+                assert account.reservations[transfer_id] == proposed.quantity
+
+    @invariant()
+    def closed_accounts_hold_nothing(self) -> None:
+        for account in self.registry.accounts.values():
+            if account.closed:
+                assert not self.registry.index.holdings(account.account_id), account.account_id
 
     @invariant()
     def a_mandate_id_is_held_by_one_account(self) -> None:
