@@ -111,8 +111,9 @@ def index_call(event: Message) -> Call | None:
         case pb.ReservationReleased():
             return sql_index.moved("released", event.reservation_id, event.account_id, event.quantity, _moves(event))
         case pb.UnitsTransferred():
-            return sql_index.transferred(
-                event.transfer_id, event.reservation_id, event.from_account_id, event.quantity, _moves(event)
+            source, quantity = event.from_account_id, event.quantity
+            return sql_index.moved(
+                "transferred", event.reservation_id, source, quantity, _moves(event), event.transfer_id
             )
         case pb.AccountClosed():
             return sql_index.closed(event.account_id)

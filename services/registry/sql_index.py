@@ -272,9 +272,12 @@ def _put_args(change: Put) -> tuple[object, ...]:
     )
 
 
-def moved(kind: str, reservation_id: str, account_id: str, quantity: int, moves: list[Move]) -> Call:
+def moved(
+    kind: str, reservation_id: str, account_id: str, quantity: int, moves: list[Move], transfer_id: str = ""
+) -> Call:
     """A reservation's row changed as `kind` says (reserved: created; released or
-    transferred: that total grows by `quantity`), and its serials moved."""
+    transferred: that total grows by `quantity`; allocated: none), and its serials moved.
+    `transfer_id`: a transfer between accounts, recorded once, to an open account."""
     source = moves[0].source if moves else Holding("")
     target = moves[0].target if moves else Holding("")
     if any((m.source, m.target) != (source, target) for m in moves):
@@ -284,6 +287,7 @@ def moved(kind: str, reservation_id: str, account_id: str, quantity: int, moves:
         (
             kind,
             reservation_id,
+            transfer_id,
             account_id,
             quantity,
             source.account_id,
@@ -297,12 +301,6 @@ def moved(kind: str, reservation_id: str, account_id: str, quantity: int, moves:
             [m.end for m in moves],
         ),
     )
-
-
-def transferred(transfer_id: str, reservation_id: str, account_id: str, quantity: int, moves: list[Move]) -> Call:
-    """A transfer's row, then its serials moved as `moved` moves them (to an open account)."""
-    _, *args = moved("transferred", reservation_id, account_id, quantity, moves).args
-    return Call("registry_units_transferred", (transfer_id, *args))
 
 
 def allocated(from_account: str, moves: list[Move]) -> list[Call]:

@@ -18,6 +18,8 @@ from google.protobuf.message import Message
 from services.common.auth import DevIssuer
 from services.common.envelope import Context
 from services.common.runtime import Kernel
+from services.registry import sql_index
+from services.registry.domain.blocks import Holding, Move, Status
 from services.registry.domain.controls import Policy
 from services.registry.scheduler import Scheduler
 from services.registry.service import Registry
@@ -245,10 +247,11 @@ async def test_the_index_keeps_units_out_of_a_closing_account(world: tuple[Regis
     registry, callers = world
     await run(registry, pb.ReserveUnits(reservation_id="R-1", account_id="TH-CO", quantity=10))
     assert (await callers["ch"].post("/accounts/CH-BUYER/close", {"reason": "left"})).status_code == 200
-    args = ("T-1", "R-1", "TH-CO", 10, "TH-CO", "reserved", "R-1", "CH-BUYER", "held", "", ["JCM-TH"], [1], [10])
+    moves = [Move("JCM-TH", 1, 10, Holding("TH-CO", Status.RESERVED, "R-1"), Holding("CH-BUYER"))]
+    call = sql_index.moved("transferred", "R-1", "TH-CO", 10, moves, "T-1")
     async with registry.pool.acquire() as conn:
         with pytest.raises(asyncpg.PostgresError) as into_closed:
-            await conn.execute(f"SELECT registry_units_transferred({', '.join(f'${n + 1}' for n in range(13))})", *args)
+            await conn.execute(f"SELECT {call.sql(1)}", *call.args)
         assert into_closed.value.sqlstate == "TN001"
         with pytest.raises(asyncpg.PostgresError) as holding:
             await conn.execute("SELECT registry_account_closed($1)", "TH-CO")

@@ -1,8 +1,14 @@
--- An issuance's allocation (UnitsAllocated) moves serials without a reservation: the
--- pieces' move (the body of 0002's registry_units_moved after the reservation's row) is a
--- function of its own, and registry_units_moved takes the kind 'allocated'.
+-- registry_units_moved takes two more cases, in its one call per event: a transfer
+-- between accounts (`p_transfer_id`: the transfer's row, and the target must be open) and
+-- an issuance's allocation (kind 'allocated', UnitsAllocated: no reservation). The pieces'
+-- move is 0002's, unchanged.
 
-CREATE OR REPLACE FUNCTION registry_pieces_moved(
+DROP FUNCTION IF EXISTS registry_units_moved(
+    text, text, text, bigint, text, text, text, text, text, text, text[], bigint[], bigint[]
+);
+
+CREATE FUNCTION registry_units_moved(
+    p_kind text, p_reservation_id text, p_transfer_id text, p_account_id text, p_quantity bigint,
     p_source_account text, p_source_status text, p_source_reservation text,
     p_target_account text, p_target_status text, p_target_reservation text,
     p_namespaces text[], p_starts bigint[], p_ends bigint[]
@@ -21,6 +27,28 @@ DECLARE
     d_authorization text[] := '{}';
     d_quantity numeric[] := '{}';
 BEGIN
+    CASE p_kind
+        WHEN 'reserved' THEN
+            INSERT INTO reservations (reservation_id, account_id, quantity)
+            VALUES (p_reservation_id, p_account_id, p_quantity);
+        WHEN 'released' THEN
+            UPDATE reservations SET released = released + p_quantity WHERE reservation_id = p_reservation_id;
+        WHEN 'transferred' THEN
+            UPDATE reservations SET transferred = transferred + p_quantity WHERE reservation_id = p_reservation_id;
+            IF p_transfer_id <> '' THEN
+                -- A transfer between accounts: its row (ids are unique), and the target must be
+                -- open. The target's lock is taken shared and `closed` read after it; a closing
+                -- takes it exclusive (registry_account_closed), so the two never both commit.
+                PERFORM pg_advisory_xact_lock_shared(hashtext('account:' || p_target_account));
+                IF EXISTS (SELECT 1 FROM accounts WHERE account_id = p_target_account AND closed) THEN
+                    RAISE EXCEPTION 'account % is closed', p_target_account USING ERRCODE = 'TN001';
+                END IF;
+                INSERT INTO transfers (transfer_id, reservation_id, from_account_id, to_account_id, quantity)
+                VALUES (p_transfer_id, p_reservation_id, p_source_account, p_target_account, p_quantity);
+            END IF;
+        WHEN 'allocated' THEN
+            NULL;  -- an issuance's allocation (UnitsAllocated) moves no reservation
+    END CASE;
     -- One lock order everywhere (byte order of the names): no deadlock between writers.
     PERFORM pg_advisory_xact_lock(hashtext(n))
     FROM (SELECT DISTINCT n COLLATE "C" AS n FROM unnest(p_namespaces) AS n ORDER BY 1) locked;
@@ -71,29 +99,5 @@ BEGIN
     ORDER BY a COLLATE "C", st COLLATE "C", sd, hp COLLATE "C", v, au COLLATE "C"
     ON CONFLICT (account_id, status, standard, host_party, vintage, authorization_id)
     DO UPDATE SET quantity = h.quantity + EXCLUDED.quantity;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION registry_units_moved(
-    p_kind text, p_reservation_id text, p_account_id text, p_quantity bigint,
-    p_source_account text, p_source_status text, p_source_reservation text,
-    p_target_account text, p_target_status text, p_target_reservation text,
-    p_namespaces text[], p_starts bigint[], p_ends bigint[]
-) RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    CASE p_kind
-        WHEN 'reserved' THEN
-            INSERT INTO reservations (reservation_id, account_id, quantity)
-            VALUES (p_reservation_id, p_account_id, p_quantity);
-        WHEN 'released' THEN
-            UPDATE reservations SET released = released + p_quantity WHERE reservation_id = p_reservation_id;
-        WHEN 'transferred' THEN
-            UPDATE reservations SET transferred = transferred + p_quantity WHERE reservation_id = p_reservation_id;
-        WHEN 'allocated' THEN
-            NULL;  -- an issuance's allocation (UnitsAllocated) moves no reservation
-    END CASE;
-    PERFORM registry_pieces_moved(p_source_account, p_source_status, p_source_reservation,
-                                  p_target_account, p_target_status, p_target_reservation,
-                                  p_namespaces, p_starts, p_ends);
 END
 $$;
