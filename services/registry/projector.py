@@ -48,6 +48,11 @@ PROJECTIONS = (
         ("from_registry", "transfer_id", "from_account", "to_account_id", "quantity"),
         ("from_registry", "transfer_id"),
     ),
+    Projection(
+        "issuance_fingerprints",
+        ("issuance_id", "fingerprint_key", "standard", "period_start::text", "period_end::text"),
+        ("issuance_id",),
+    ),
     Projection("projects", ("project_id", "host_party", "frozen", "reason"), ("project_id",)),
     Projection(
         "retirements",
@@ -133,6 +138,8 @@ def inline(envelope: Envelope, event: Message) -> Call | None:
     makes it inside the append's statement (a reserve or a transfer is one round trip)."""
     if isinstance(event, pb.UnitsRetired | pb.ExternalTransferCompleted | pb.ExternalTransferReturned):
         return None
+    if isinstance(event, pb.UnitsIssued) and event.fingerprint_key:
+        return None
     if _holders_transfer(event):
         return None
     return index_call(event)
@@ -144,6 +151,8 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
     if (call := index_call(event)) is not None:
         await sql_index.run(conn, call)
     match event:
+        case pb.UnitsIssued() if event.fingerprint_key:
+            await sql_index.run(conn, sql_index.fingerprinted(event))
         case pb.UnitsAllocated():
             for allocation in sql_index.allocated(event.from_account_id, _moves(event)):
                 await sql_index.run(conn, allocation)

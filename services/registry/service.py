@@ -34,11 +34,13 @@ from services.common.runtime import Kernel
 from services.common.statehash import ServiceState
 from services.common.unit_of_work import Destinations, UnitOfWork, UnitOfWorkFactory
 from services.registry import policies, sql_index
+from services.registry.domain import fingerprint
 from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
 from services.registry.domain.blocks import Block
 from services.registry.domain.codes import numeric
 from services.registry.domain.controls import Controls, Policy
 from services.registry.domain.external import ExternalTransfers, named, receive
+from services.registry.domain.fingerprint import Prior
 from services.registry.domain.issuance_rules import IssuancePolicies
 from services.registry.domain.ledger import (
     BLOCKS_MAX,
@@ -328,6 +330,10 @@ class Registry:
             block.end if valid else 0,
             EVIDENCE_LIMIT,
         )
+        prior: list[Prior] = []
+        if command.HasField("fingerprint"):
+            fingerprint_key = fingerprint.key(command.fingerprint)
+            prior = await index.prior_issuances(fingerprint_key, fingerprint.period_of(command.period), EVIDENCE_LIMIT)
         events = self.ledger.issue(
             command,
             _opened(account),
@@ -336,6 +342,7 @@ class Registry:
             authorization=authorization,
             rules=applied.rules,
             roles=roles,
+            prior=prior,
         )
         return account, events
 

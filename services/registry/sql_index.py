@@ -25,6 +25,7 @@ import asyncpg
 from services.common.eventstore import Call
 from services.registry.domain.accounts import AccountRef
 from services.registry.domain.blocks import Block, Holding, IndexConflict, Move, Put, Status, Units
+from services.registry.domain.fingerprint import Period, Prior, period_of
 from tonne.v1 import registry_pb2 as pb
 
 COLUMNS = (
@@ -233,6 +234,18 @@ class SqlIndex:
                 found += overlaps
         return found[:limit]
 
+    async def prior_issuances(self, key: bytes, period: Period, limit: int) -> list[Prior]:
+        """Issuances recorded under fingerprint `key` whose period shares a day with `period`."""
+        rows = await self.conn.fetch(
+            "SELECT issuance_id, standard, period_start, period_end FROM issuance_fingerprints "
+            "WHERE fingerprint_key = $1 AND period_start <= $3 AND period_end >= $2 ORDER BY issuance_id LIMIT $4",
+            key,
+            period.start,
+            period.end,
+            limit,
+        )
+        return [Prior(r["issuance_id"], r["standard"], Period(r["period_start"], r["period_end"])) for r in rows]
+
     async def reserved(self, reservation_id: str) -> list[Block]:
         # `<> ''` lets the planner use the partial index whatever the parameter.
         rows = await self.conn.fetch(
@@ -312,6 +325,16 @@ def allocated(from_account: str, moves: list[Move]) -> list[Call]:
         moved("allocated", "", from_account, sum(m.end - m.start + 1 for m in group), group)
         for group in targets.values()
     ]
+
+
+def fingerprinted(issued: pb.UnitsIssued) -> Call:
+    """The issuance's fingerprint row (re-checked under the fingerprint's lock)."""
+    period = period_of(issued.period)
+    standard = issued.block.attributes.standard
+    return Call(
+        "registry_fingerprint_recorded",
+        (issued.issuance_id, issued.fingerprint_key, standard, period.start, period.end),
+    )
 
 
 def closed(account_id: str) -> Call:

@@ -6,6 +6,7 @@ HTTP API pages blocks and refuses hostile input with a 4xx."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import random
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -21,7 +22,7 @@ from google.protobuf.message import Message
 
 from services.common.auth import DevIssuer
 from services.common.db import connect_pool, migrate
-from services.common.envelope import Context
+from services.common.envelope import Context, unwrap
 from services.common.errors import DomainError
 from services.common.replay import replay
 from services.common.runtime import Kernel
@@ -111,6 +112,13 @@ def random_command(rng: random.Random, memory: MemoryRegistry, n: int) -> Messag
             command.block.namespace, command.block.attributes.standard = "A64-TH", pb.A6_4ER
         elif kind < 0.3 and command.block.namespace == "JCM-TH":  # JCM split with the host's government
             command.accounts["host_government"] = rng.choice(["TH-GOV", "TH-CO"])
+        if rng.random() < 0.3:  # the same plant's periods, issued once across programmes
+            plant = rng.choice(["TH-Chonburi", "TH-Rayong"])
+            command.fingerprint.CopyFrom(
+                pb.ProjectFingerprint(host_party="TH", location=plant, capacity_kw=12_000, operator="Solar Co")
+            )
+            month = rng.randint(1, 12)
+            command.period.start, command.period.end = f"2024-{month:02d}-01", f"2024-{month:02d}-28"
         return command
     if roll < 0.55 or not reservations:
         return pb.ReserveUnits(
@@ -253,6 +261,10 @@ async def test_the_sql_index_agrees_with_the_memory_index(kernel: Kernel) -> Non
     # The controls and retirements were exercised, not only offered.
     recorded = dict(await kernel.pool.fetch("SELECT type, count(*) FROM events GROUP BY type"))
     exercised = ("AccountFrozen", "TrustedAccountApproved", "TransferScheduled", "UnitsRetired", "UnitsAllocated")
+    assert await kernel.pool.fetchval("SELECT count(*) FROM issuance_fingerprints") > 0
+    refusals = await kernel.pool.fetch("SELECT envelope FROM events WHERE type = 'tonne.v1.CommandRejected'")
+    codes = {unwrap(r["envelope"])[1].code for r in refusals}  # type: ignore[attr-defined]
+    assert "DOUBLE_ISSUANCE_PROJECT_PERIOD" in codes
     for kind in (*exercised, "AccountClosed"):
         assert recorded.get(f"tonne.v1.{kind}", 0) > 0, (kind, recorded)
 
@@ -431,3 +443,17 @@ async def test_the_api_pages_blocks_and_refuses_hostile_input(kernel: Kernel, de
         for response in await asyncio.gather(*hostile):
             assert response.status_code == 422, response.text
     assert await kernel.pool.fetchval("SELECT count(*) FROM accounts") == 1
+
+
+async def test_the_index_refuses_a_fingerprint_period_issued_twice(kernel: Kernel) -> None:
+    """A decision reads earlier issuances before it writes; the write checks again under
+    the fingerprint's lock, so two racing issuances of one project period never both land."""
+    record = "SELECT registry_fingerprint_recorded($1, $2, 2::smallint, $3::date, $4::date)"
+    start, end = datetime.date(2024, 1, 1), datetime.date(2024, 1, 31)
+    async with kernel.pool.acquire() as conn:
+        await conn.execute(record, "I-1", b"plant", start, end)
+        with pytest.raises(asyncpg.PostgresError) as twice:
+            await conn.execute(record, "I-2", b"plant", end, end)
+        assert twice.value.sqlstate == "TN001"
+        await conn.execute(record, "I-3", b"plant", end + datetime.timedelta(days=1), end + datetime.timedelta(days=9))
+        assert await conn.fetchval("SELECT count(*) FROM issuance_fingerprints") == 2

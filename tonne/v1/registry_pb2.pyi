@@ -335,6 +335,8 @@ class RecordIssuance(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     BLOCK_FIELD_NUMBER: _builtins.int
     ACCOUNTS_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
     issuance_id: _builtins.str
     account_id: _builtins.str
     """the participants' account: what the issuance rules leave"""
@@ -346,6 +348,14 @@ class RecordIssuance(_message.Message):
         themselves, e.g. "host_government" for a JCM issuance (services/registry/policies).
         """
 
+    @_builtins.property
+    def fingerprint(self) -> Global___ProjectFingerprint:
+        """What the tonnes are, whatever the programme: the same project and monitoring period
+        are issued once across every programme (DOMAIN.md §4, double issuance).
+        """
+
+    @_builtins.property
+    def period(self) -> Global___MonitoringPeriod: ...
     def __init__(
         self,
         *,
@@ -353,14 +363,76 @@ class RecordIssuance(_message.Message):
         account_id: _builtins.str = ...,
         block: Global___SerialBlock | None = ...,
         accounts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        fingerprint: Global___ProjectFingerprint | None = ...,
+        period: Global___MonitoringPeriod | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "fingerprint", b"fingerprint", "period", b"period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "accounts", b"accounts", "block", b"block", "issuance_id", b"issuance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "accounts", b"accounts", "block", b"block", "fingerprint", b"fingerprint", "issuance_id", b"issuance_id", "period", b"period"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordIssuance: _TypeAlias = RecordIssuance  # noqa: Y015
+
+@_typing.final
+class ProjectFingerprint(_message.Message):
+    """A project as any programme would describe it; compared by a digest of its normalised
+    fields (domain/fingerprint.py), never by the programme's own project id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_PARTY_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    CAPACITY_KW_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    host_party: _builtins.str
+    """ISO 3166 alpha-2"""
+    location: _builtins.str
+    """the site: an administrative area code or a geohash"""
+    capacity_kw: _builtins.int
+    """installed capacity"""
+    operator: _builtins.str
+    """the operator's registered name or LEI"""
+    def __init__(
+        self,
+        *,
+        host_party: _builtins.str = ...,
+        location: _builtins.str = ...,
+        capacity_kw: _builtins.int = ...,
+        operator: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity_kw", b"capacity_kw", "host_party", b"host_party", "location", b"location", "operator", b"operator"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectFingerprint: _TypeAlias = ProjectFingerprint  # noqa: Y015
+
+@_typing.final
+class MonitoringPeriod(_message.Message):
+    """The reductions' monitoring period, ISO 8601 dates, inclusive."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    start: _builtins.str
+    end: _builtins.str
+    def __init__(
+        self,
+        *,
+        start: _builtins.str = ...,
+        end: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MonitoringPeriod: _TypeAlias = MonitoringPeriod  # noqa: Y015
 
 @_typing.final
 class RecordAuthorization(_message.Message):
@@ -519,20 +591,28 @@ class UnitsIssued(_message.Message):
     ISSUANCE_ID_FIELD_NUMBER: _builtins.int
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     BLOCK_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_KEY_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
     issuance_id: _builtins.str
     account_id: _builtins.str
+    fingerprint_key: _builtins.bytes
+    """empty when the issuance carried no fingerprint"""
     @_builtins.property
     def block(self) -> Global___SerialBlock: ...
+    @_builtins.property
+    def period(self) -> Global___MonitoringPeriod: ...
     def __init__(
         self,
         *,
         issuance_id: _builtins.str = ...,
         account_id: _builtins.str = ...,
         block: Global___SerialBlock | None = ...,
+        fingerprint_key: _builtins.bytes = ...,
+        period: Global___MonitoringPeriod | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "period", b"period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "block", b"block", "issuance_id", b"issuance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "block", b"block", "fingerprint_key", b"fingerprint_key", "issuance_id", b"issuance_id", "period", b"period"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

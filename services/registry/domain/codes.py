@@ -248,6 +248,20 @@ CODES: tuple[RejectCode, ...] = (
         "a retirement lacks beneficiary, purpose, use (NDC, OIMP, voluntary) or claim year; a cancellation its purpose",
         "none, or the claim use given",
     ),
+    RejectCode(
+        "FINGERPRINT_INVALID",
+        7206,
+        UNITS,
+        "an issuance's project fingerprint or monitoring period is incomplete or malformed, or names another host",
+        "none",
+    ),
+    RejectCode(
+        "DOUBLE_ISSUANCE_PROJECT_PERIOD",
+        7207,
+        UNITS,
+        "the project (by fingerprint) had a day of this monitoring period issued already, in any programme",
+        "the earlier issuances, `<issuance id> (<standard>, <start>..<end>)` (at most 20)",
+    ),
     # --- 73xx holdings and reservations ---
     RejectCode(
         "HOLDINGS_INSUFFICIENT",

@@ -17,8 +17,10 @@ from typing import NamedTuple
 from google.protobuf.message import Message
 
 from services.common.errors import DomainError
+from services.registry.domain import fingerprint
 from services.registry.domain.accounts import Account, AccountRef
 from services.registry.domain.blocks import Block, Change, Holding, Move, Put, Status, Units
+from services.registry.domain.fingerprint import Prior
 from services.registry.domain.issuance_rules import IssuanceRules, account_type, allocate
 from tonne.v1 import registry_pb2 as pb
 
@@ -224,12 +226,15 @@ class Ledger:
         authorization: pb.RecordAuthorization | None,
         rules: IssuanceRules | None = None,
         roles: Mapping[str, AccountRef | None] | None = None,
+        prior: Sequence[Prior] = (),
     ) -> list[Message]:
         """`account`: the account the block is issued to (the rules' landing account, else
         the issuance's own); `overlapping`: blocks of the namespace that share a serial with
         the new block (the index's predecessor check and the blocks starting inside it, a
         bounded few); `rules`: the programme's issuance rules when they apply to this
-        issuance, and `roles` the account of each of their roles (None: no such account)."""
+        issuance, and `roles` the account of each of their roles (None: no such account);
+        `prior`: issuances recorded under the command's fingerprint whose monitoring period
+        shares a day with its own."""
         block = command.block
         attributes = block.attributes
         check(command)
@@ -260,6 +265,12 @@ class Ledger:
             )
         authorized(attributes, authorization)
         issued = pb.UnitsIssued(issuance_id=command.issuance_id, account_id=account.account_id, block=block)
+        if command.HasField("fingerprint"):
+            if command.fingerprint.host_party != attributes.host_party:
+                raise DomainError("FINGERPRINT_INVALID", "the fingerprint's host party is not the units'")
+            issued.fingerprint_key = fingerprint.key(command.fingerprint)
+            fingerprint.issued_once(fingerprint.period_of(command.period), list(prior))
+            issued.period.CopyFrom(command.period)
         if rules is None:
             return [issued]
         return [issued, allocated(command, account, rules, roles or {})]

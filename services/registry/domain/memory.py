@@ -11,10 +11,12 @@ from google.protobuf.message import Message
 
 from services.common.errors import DomainError
 from services.common.topics import JURISDICTIONS
+from services.registry.domain import fingerprint
 from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
 from services.registry.domain.blocks import Block
 from services.registry.domain.controls import Controls, Policy
 from services.registry.domain.external import ExternalTransfers, named, receive
+from services.registry.domain.fingerprint import Prior
 from services.registry.domain.index import MemoryIndex
 from services.registry.domain.issuance_rules import IssuancePolicies
 from services.registry.domain.ledger import (
@@ -62,6 +64,7 @@ class MemoryRegistry:
         self.issuances: set[str] = set()
         self.transfers: set[str] = set()
         self.inbound: set[tuple[str, str]] = set()  # (sending registry, transfer id)
+        self.fingerprints: dict[bytes, list[Prior]] = {}  # fingerprint key -> its issuances
         self.reservations: dict[str, str] = {}  # reservation id -> account id
         self.mandates: dict[str, str] = {}  # mandate id -> account id (granted, not revoked)
 
@@ -98,6 +101,11 @@ class MemoryRegistry:
                 block, authorization_id = command.block, command.block.attributes.authorization_id
                 loa = self.authorizations.get(authorization_id)
                 applied = self.issuance.applying(command)
+                prior = []
+                if command.HasField("fingerprint"):
+                    period = fingerprint.period_of(command.period)
+                    same = self.fingerprints.get(fingerprint.key(command.fingerprint), [])
+                    prior = [p for p in same if p.period.overlaps(period)]
                 return self.ledger.issue(
                     command,
                     self.account(applied.landing),
@@ -106,6 +114,7 @@ class MemoryRegistry:
                     authorization=loa.authorization if loa else None,
                     rules=applied.rules,
                     roles={role: self._ref(account_id) for role, account_id in applied.roles.items()},
+                    prior=prior,
                 )
             case pb.ReserveUnits():
                 available = self.index.available(command.account_id, command.selector)
@@ -268,6 +277,10 @@ class MemoryRegistry:
         match event:
             case pb.UnitsIssued():
                 self.issuances.add(event.issuance_id)
+                if event.fingerprint_key:
+                    standard, period = event.block.attributes.standard, fingerprint.period_of(event.period)
+                    prior = Prior(event.issuance_id, standard, period)
+                    self.fingerprints.setdefault(event.fingerprint_key, []).append(prior)
             case pb.UnitsReserved():
                 self.reservations[event.reservation_id] = event.account_id
             case pb.UnitsTransferred():
