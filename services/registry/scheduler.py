@@ -1,5 +1,6 @@
 """Completes the transfers that controls scheduled (domain/controls.py) once they come due,
-and returns the units of external transfers left unanswered (domain/external.py).
+returns the units of external transfers left unanswered (domain/external.py), and sends
+each party's registry its holdings digest once a period (domain/reconciliation.py).
 
 Every instance runs one. Each transfer is decided under its account's lock, and one
 that another instance completed (or the holder cancelled) meanwhile records nothing, so
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 
 from google.protobuf.message import Message
 
+from services.common import topics
 from services.common.periodic import every
 from services.registry.service import Registry
 from tonne.v1 import registry_pb2 as pb
@@ -27,7 +29,8 @@ class Scheduler:
         self.every_seconds = every_seconds
 
     async def run_once(self, now: datetime | None = None) -> int:
-        """Decide every transfer due at `now` (default: the clock); how many were due."""
+        """Decide every transfer due at `now` (default: the clock) and the digests; how many
+        transfers were due."""
         now = now or datetime.now(UTC)
         scheduled = await self.registry.pool.fetch(
             "SELECT transfer_id, account_id FROM scheduled_transfers WHERE execute_at <= $1 "
@@ -47,9 +50,11 @@ class Scheduler:
         commands += [
             pb.ExpireExternalTransfer(transfer_id=r["transfer_id"], account_id=r["account_id"]) for r in unanswered
         ]
+        # Each party's holdings digest: one issued within the period records nothing.
+        commands += [pb.IssueHoldingsDigest(jurisdiction=party) for party in topics.JURISDICTIONS]
         for command in commands:
             await self.registry.decide(command, "registry-scheduler", now)
-        return len(commands)
+        return len(scheduled) + len(unanswered)
 
     def start(self) -> asyncio.Task[None]:
         return every(self.every_seconds, self.run_once, "transfer-scheduler")

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from google.protobuf.message import Message
@@ -54,6 +55,7 @@ from services.registry.domain.ledger import (
     command_id,
     picking,
 )
+from services.registry.domain.reconciliation import Reconciliation
 from services.registry.projector import PROJECTIONS, inline, project
 from services.registry.sql_index import SqlIndex
 from tonne.v1 import registry_pb2 as pb
@@ -99,6 +101,8 @@ class ControlSettings(BaseSettings):
     trust_delay_seconds: int = Field(7 * 24 * 3600, ge=0, validation_alias="TONNE_TRUST_DELAY_SECONDS")
     untrusted_delay_seconds: int = Field(26 * 3600, ge=0, validation_alias="TONNE_UNTRUSTED_DELAY_SECONDS")
     untrusted_cap: int = Field(2_000_000, ge=1, le=INT64_MAX, validation_alias="TONNE_UNTRUSTED_CAP")
+    # How often each party's registry is sent the digest of its accounts' holdings.
+    reconcile_every_seconds: int = Field(3600, ge=1, validation_alias="TONNE_RECONCILE_EVERY_SECONDS")
     # How long a proposed external transfer waits for the acquiring registry's answer.
     external_transfer_expiry_seconds: int = Field(
         24 * 3600, ge=1, validation_alias="TONNE_EXTERNAL_TRANSFER_EXPIRY_SECONDS"
@@ -133,13 +137,21 @@ class Registry:
         self.projects = Repository(
             Project, "project-", snapshot_every=settings.snapshot_every, cache_size=settings.aggregate_cache
         )
+        self.reconciliations = Repository(
+            Reconciliation,
+            "reconciliation-",
+            snapshot_every=settings.snapshot_every,
+            cache_size=len(topics.JURISDICTIONS),
+        )
+        self.reconcile_every = timedelta(seconds=controls.reconcile_every_seconds)
         self.ledger = Ledger()
         self.controls = Controls(policy or controls.policy(), self.ledger)
         self.external = ExternalTransfers(
             self.ledger, frozenset(topics.JURISDICTIONS), self.controls.policy.external_expiry
         )
         self.unit_of_work = UnitOfWorkFactory(kernel.pool, project, inline)
-        self.state = ServiceState([self.accounts, self.authorizations, self.projects], project, PROJECTIONS)
+        repositories: list[Repository[Any]] = [self.accounts, self.authorizations, self.projects, self.reconciliations]
+        self.state = ServiceState(repositories, project, PROJECTIONS)
 
     @property
     def handlers(self) -> Mapping[str, Handler]:
@@ -195,11 +207,23 @@ class Registry:
                 return [rejected]
             if events:
                 await uow.record(aggregate, [(e, answered(destinations(e), channel, e)) for e in events], context)
+                for event in events:
+                    if isinstance(event, pb.ReconciliationMismatch):
+                        await self._freeze_concerned(uow, event, context)
             return events
         except Exception as exc:
             if _moved(exc) and not isinstance(exc, ConcurrencyError):
                 raise ConcurrencyError(f"the registry's index moved under the decision: {exc!r}") from exc
             raise
+
+    async def _freeze_concerned(self, uow: UnitOfWork, mismatch: pb.ReconciliationMismatch, context: Context) -> None:
+        """The accounts a reconciliation found in dispute are frozen with it, atomically."""
+        reason = f"reconciliation {mismatch.digest_id}: the registry's books differ"
+        for account_id in mismatch.frozen_accounts:
+            account = await uow.load(self.accounts, account_id)
+            freeze = pb.FreezeAccount(account_id=account_id, reason=reason, by="registry-reconciliation")
+            if account.opened and (events := self.controls.freeze_account(freeze, account)):
+                await uow.record(account, [(e, destinations(e)) for e in events], context)
 
     async def _decide(
         self, uow: UnitOfWork, command: Message, channel: str, now: datetime
@@ -245,6 +269,15 @@ class Registry:
                 return account, self.external.propose(command, _opened(account), held, now)
             case pb.ProposeInboundTransfer():
                 return await self._receive(uow, index, command, channel)
+            case pb.IssueHoldingsDigest():
+                reconciliation = await uow.load(self.reconciliations, command.jurisdiction)
+                if not reconciliation.due(now, self.reconcile_every):
+                    return reconciliation, []  # read nothing: the scheduler asks every second
+                rows = await holding_rows(uow.conn, command.jurisdiction)
+                return reconciliation, reconciliation.issue(command.jurisdiction, rows, now, self.reconcile_every)
+            case pb.AnswerHoldingsDigest():
+                reconciliation = await uow.load(self.reconciliations, channel or "none")
+                return reconciliation, reconciliation.answer(command, channel)
             case pb.AnswerExternalTransfer():
                 owner, _, reserved, frozen, _ = await self._reservation(uow, index, command.transfer_id)
                 account = named(_opened(owner), command.transfer_id)
@@ -512,6 +545,18 @@ def signed(command: Message, by: str) -> Message:
     return copy
 
 
+async def holding_rows(conn: asyncpg.Connection, jurisdiction: str) -> list[pb.HoldingRow]:
+    """The party's accounts' non-zero holdings by kind of unit; held and reserved together."""
+    rows = await conn.fetch(
+        "SELECT h.account_id, CASE WHEN h.status IN ('held', 'reserved') THEN 'holding' ELSE h.status END AS status, "
+        "h.standard, h.host_party, h.vintage, h.authorization_id, sum(h.quantity)::bigint AS quantity "
+        "FROM holdings h JOIN accounts a ON a.account_id = h.account_id WHERE a.jurisdiction = $1 "
+        "GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(h.quantity) <> 0",
+        jurisdiction,
+    )
+    return [pb.HoldingRow(**dict(r)) for r in rows]
+
+
 async def account_ref(conn: asyncpg.Connection, account_id: str) -> AccountRef | None:
     """An account a decision only names: its identity never changes once opened (a closing
     is checked again where units move)."""
@@ -554,6 +599,12 @@ def rejection(command: Message, error: DomainError) -> CommandRejected:
     )
 
 
+def _heard(key: str, notice_key: str, *parties: str) -> Destinations:
+    """registry.events keyed by `key`, and each party's outbound channel (once each)."""
+    outbound = [p for p in dict.fromkeys(parties) if p in topics.JURISDICTIONS]
+    return [(topics.REGISTRY_EVENTS, key)] + [(topics.registry_outbound(p), notice_key) for p in outbound]
+
+
 def answered(found: Destinations, channel: str, event: Message) -> Destinations:
     """A national registry hears the outcome of each of its messages on its own outbound
     channel: the events it caused, or its refusal (the envelope's causation id names the
@@ -567,33 +618,28 @@ def answered(found: Destinations, channel: str, event: Message) -> Destinations:
 
 
 def destinations(event: Message) -> Destinations:
+    """registry.events, and the outbound channel of every party whose registry keeps books
+    the event changes (its accounts' holdings: a registry reconciles against them), or
+    that takes part in it (the other side of an external transfer)."""
     match event:
+        case pb.UnitsIssued():
+            # Account ids begin with their party ("TH-…": OpenAccount refuses others).
+            return _heard(event.account_id, event.issuance_id, event.account_id[:2])
+        case pb.UnitsRetired():
+            return _heard(event.account_id, event.retirement_id, event.jurisdiction)
         case pb.UnitsTransferred():
-            result = [(topics.REGISTRY_EVENTS, event.from_account_id)]
-            # National registries hear of units leaving or entering their books.
-            for party in dict.fromkeys((event.from_jurisdiction, event.to_jurisdiction)):
-                if party in topics.JURISDICTIONS and event.from_jurisdiction != event.to_jurisdiction:
-                    result.append((topics.registry_outbound(party), event.transfer_id))
-            return result
+            return _heard(event.from_account_id, event.transfer_id, event.from_jurisdiction, event.to_jurisdiction)
         case pb.UnitsAllocated():
-            # Each registry whose accounts receive a share hears of it (JCM: both sides).
-            parties = dict.fromkeys(a.jurisdiction for a in event.allocations)
-            outbound = [party for party in parties if party in topics.JURISDICTIONS]
-            return [(topics.REGISTRY_EVENTS, event.from_account_id)] + [
-                (topics.registry_outbound(party), event.issuance_id) for party in outbound
-            ]
+            return _heard(event.from_account_id, event.issuance_id, *(a.jurisdiction for a in event.allocations))
         case pb.InboundTransferAccepted():
-            # The sending registry (its acknowledgement) and the receiving account's registry.
-            heard = [p for p in dict.fromkeys((event.from_registry, event.jurisdiction)) if p in topics.JURISDICTIONS]
-            return [(topics.REGISTRY_EVENTS, event.to_account_id)] + [
-                (topics.registry_outbound(party), event.transfer_id) for party in heard
-            ]
+            return _heard(event.to_account_id, event.transfer_id, event.from_registry, event.jurisdiction)
         case pb.ExternalTransferProposed() | pb.ExternalTransferCompleted() | pb.ExternalTransferReturned():
-            # The acquiring registry and the transferring account's own registry hear of it.
-            heard = [p for p in dict.fromkeys((event.to_registry, event.jurisdiction)) if p in topics.JURISDICTIONS]
-            return [(topics.REGISTRY_EVENTS, event.account_id)] + [
-                (topics.registry_outbound(party), event.transfer_id) for party in heard
-            ]
+            return _heard(event.account_id, event.transfer_id, event.to_registry, event.jurisdiction)
+        case pb.HoldingsDigestIssued():
+            return [(topics.registry_outbound(event.jurisdiction), event.digest_id)]  # the rows are the registry's
+        case pb.HoldingsReconciled() | pb.ReconciliationMismatch():
+            # The party's regulator reads it on its audit stream (compliance audits registry.events).
+            return _heard(event.jurisdiction, event.digest_id, event.jurisdiction)
         case pb.AuthorizationRecorded():
             return [(topics.REGISTRY_EVENTS, event.authorization.host_party)]
         case CommandRejected():

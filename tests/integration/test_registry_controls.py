@@ -16,7 +16,7 @@ import pytest
 from google.protobuf.message import Message
 
 from services.common.auth import DevIssuer
-from services.common.envelope import Context
+from services.common.envelope import Context, unwrap
 from services.common.runtime import Kernel
 from services.registry import sql_index
 from services.registry.domain.blocks import Holding, Move, Status
@@ -301,3 +301,37 @@ async def test_external_transfers_complete_on_the_answer_or_return_at_expiry(
         ("X-2", "returned", "EXTERNAL_TRANSFER_EXPIRED"),
     ]
     assert await held(registry, "TH-CO") == 4700
+
+
+async def test_a_registry_that_disagrees_with_its_digest_gets_the_accounts_frozen(
+    world: tuple[Registry, dict[str, Caller]],
+) -> None:
+    registry, callers = world
+    await run(registry, pb.ReserveUnits(reservation_id="R-1", account_id="TH-CO", quantity=100))
+    assert await Scheduler(registry).run_once() == 0  # no transfer due; the digests issued
+    digest = await registry.pool.fetchval(
+        "SELECT envelope FROM events WHERE stream_id = 'reconciliation-TH' ORDER BY version DESC LIMIT 1"
+    )
+    _, issued = unwrap(digest)
+    assert isinstance(issued, pb.HoldingsDigestIssued)
+    # Held and reserved together: reservations are the venue's, not the registry's books.
+    assert [(r.account_id, r.status, r.quantity) for r in issued.rows] == [("TH-CO", "holding", 5000)]
+    assert await Scheduler(registry).run_once() == 0
+    assert await registry.pool.fetchval("SELECT count(*) FROM events WHERE stream_id = 'reconciliation-TH'") == 1
+
+    theirs = pb.HoldingRow()
+    theirs.CopyFrom(issued.rows[0])
+    theirs.quantity = 4000
+    answer = pb.AnswerHoldingsDigest(digest_id=issued.digest_id, theirs=[theirs])
+    # Another registry's answer is looked up among its own digests: none is TH-1.
+    assert [r.code for r in await from_registry(registry, "CH", answer)] == ["DIGEST_UNKNOWN"]  # type: ignore[attr-defined]
+    [mismatch] = await from_registry(registry, "TH", answer)
+    assert isinstance(mismatch, pb.ReconciliationMismatch) and list(mismatch.frozen_accounts) == ["TH-CO"]
+    account = (await callers["regulator"].get("/accounts/TH-CO")).json()
+    assert account["frozen"] is True  # in the same transaction as the mismatch
+    frozen = await registry.pool.fetchval(
+        "SELECT envelope FROM events WHERE stream_id = 'account-TH-CO' ORDER BY version DESC LIMIT 1"
+    )
+    assert "reconciliation TH-1" in unwrap(frozen)[1].reason  # type: ignore[attr-defined]
+    late = await from_registry(registry, "TH", pb.AnswerHoldingsDigest(digest_id=issued.digest_id, matches=True))
+    assert [r.code for r in late] == ["DIGEST_UNKNOWN"]  # type: ignore[attr-defined]

@@ -2002,6 +2002,229 @@ class InboundTransferAccepted(_message.Message):
 Global___InboundTransferAccepted: _TypeAlias = InboundTransferAccepted  # noqa: Y015
 
 @_typing.final
+class HoldingRow(_message.Message):
+    """--- reconciliation (docs/national-registry-protocol.md): tonne sends each registry its
+    holdings as tonne records them; the registry answers whether its books agree ---
+
+    What one account holds of one kind of unit: held and reserved units together
+    ("holding": reservations are the venue's), or retired, cancelled, exported.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STANDARD_FIELD_NUMBER: _builtins.int
+    HOST_PARTY_FIELD_NUMBER: _builtins.int
+    VINTAGE_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    status: _builtins.str
+    """holding, retired, cancelled, exported"""
+    standard: Global___Standard.ValueType
+    host_party: _builtins.str
+    vintage: _builtins.int
+    authorization_id: _builtins.str
+    quantity: _builtins.int
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        standard: Global___Standard.ValueType = ...,
+        host_party: _builtins.str = ...,
+        vintage: _builtins.int = ...,
+        authorization_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "authorization_id", b"authorization_id", "host_party", b"host_party", "quantity", b"quantity", "standard", b"standard", "status", b"status", "vintage", b"vintage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HoldingRow: _TypeAlias = HoldingRow  # noqa: Y015
+
+@_typing.final
+class IssueHoldingsDigest(_message.Message):
+    """The registry's scheduler: issue the party's digest now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    jurisdiction: _builtins.str
+    def __init__(
+        self,
+        *,
+        jurisdiction: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jurisdiction", b"jurisdiction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueHoldingsDigest: _TypeAlias = IssueHoldingsDigest  # noqa: Y015
+
+@_typing.final
+class HoldingsDigestIssued(_message.Message):
+    """To registry.outbound.<jurisdiction>: every non-zero row of the party's accounts, in key
+    order, and the SHA-256 of their canonical encoding (domain/reconciliation.py).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGEST_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    digest_id: _builtins.str
+    jurisdiction: _builtins.str
+    sha256: _builtins.bytes
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___HoldingRow]: ...
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        digest_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        rows: _abc.Iterable[Global___HoldingRow] | None = ...,
+        sha256: _builtins.bytes = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest_id", b"digest_id", "issued_at", b"issued_at", "jurisdiction", b"jurisdiction", "rows", b"rows", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HoldingsDigestIssued: _TypeAlias = HoldingsDigestIssued  # noqa: Y015
+
+@_typing.final
+class AnswerHoldingsDigest(_message.Message):
+    """From registry.inbound.<jurisdiction>: whether its books agree with the digest; when not,
+    its own figures for the rows that differ (a row tonne has and it has not: quantity 0).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGEST_ID_FIELD_NUMBER: _builtins.int
+    MATCHES_FIELD_NUMBER: _builtins.int
+    THEIRS_FIELD_NUMBER: _builtins.int
+    digest_id: _builtins.str
+    matches: _builtins.bool
+    @_builtins.property
+    def theirs(self) -> _containers.RepeatedCompositeFieldContainer[Global___HoldingRow]: ...
+    def __init__(
+        self,
+        *,
+        digest_id: _builtins.str = ...,
+        matches: _builtins.bool = ...,
+        theirs: _abc.Iterable[Global___HoldingRow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest_id", b"digest_id", "matches", b"matches", "theirs", b"theirs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnswerHoldingsDigest: _TypeAlias = AnswerHoldingsDigest  # noqa: Y015
+
+@_typing.final
+class HoldingsReconciled(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGEST_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    digest_id: _builtins.str
+    jurisdiction: _builtins.str
+    def __init__(
+        self,
+        *,
+        digest_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest_id", b"digest_id", "jurisdiction", b"jurisdiction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HoldingsReconciled: _TypeAlias = HoldingsReconciled  # noqa: Y015
+
+@_typing.final
+class ReconciliationMismatch(_message.Message):
+    """The books disagree: the accounts concerned are frozen (AccountFrozen, in the same
+    transaction) and the party's regulator hears of it on its audit stream.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGEST_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    OURS_FIELD_NUMBER: _builtins.int
+    THEIRS_FIELD_NUMBER: _builtins.int
+    FROZEN_ACCOUNTS_FIELD_NUMBER: _builtins.int
+    digest_id: _builtins.str
+    jurisdiction: _builtins.str
+    @_builtins.property
+    def ours(self) -> _containers.RepeatedCompositeFieldContainer[Global___HoldingRow]: ...
+    @_builtins.property
+    def theirs(self) -> _containers.RepeatedCompositeFieldContainer[Global___HoldingRow]: ...
+    @_builtins.property
+    def frozen_accounts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        digest_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        ours: _abc.Iterable[Global___HoldingRow] | None = ...,
+        theirs: _abc.Iterable[Global___HoldingRow] | None = ...,
+        frozen_accounts: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest_id", b"digest_id", "frozen_accounts", b"frozen_accounts", "jurisdiction", b"jurisdiction", "ours", b"ours", "theirs", b"theirs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconciliationMismatch: _TypeAlias = ReconciliationMismatch  # noqa: Y015
+
+@_typing.final
+class ReconciliationSnapshot(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ISSUED_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    LAST_ISSUED_AT_FIELD_NUMBER: _builtins.int
+    issued: _builtins.int
+    """digests issued so far"""
+    @_builtins.property
+    def pending(self) -> Global___HoldingsDigestIssued:
+        """the latest, while unanswered"""
+
+    @_builtins.property
+    def last_issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        issued: _builtins.int = ...,
+        pending: Global___HoldingsDigestIssued | None = ...,
+        last_issued_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_issued_at", b"last_issued_at", "pending", b"pending"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued", b"issued", "last_issued_at", b"last_issued_at", "pending", b"pending"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconciliationSnapshot: _TypeAlias = ReconciliationSnapshot  # noqa: Y015
+
+@_typing.final
 class ReservationBalance(_message.Message):
     """--- aggregate snapshots (stored in the registry's snapshots table, never on a topic) ---
 

@@ -49,7 +49,7 @@ HOLDINGS = Family("holdings", 7301, 7399, "holdings and reservations")
 AUTHORIZATIONS = Family("authorizations", 7401, 7499, "authorizations (letters of authorization)")
 CONTROLS = Family("controls", 7501, 7599, "controls: freezes, limits, the holder's transfers, trusted accounts")
 CHANNELS = Family("channels", 7601, 7699, "channels and trust: who may send what")
-EXTERNAL = Family("external", 7701, 7799, "external transfers (transaction 03) to and from other registries")
+EXTERNAL = Family("external", 7701, 7799, "other registries: external transfers (transaction 03) and reconciliation")
 FAMILIES = (SEQUENCE, ACCOUNTS, UNITS, HOLDINGS, AUTHORIZATIONS, CONTROLS, CHANNELS, EXTERNAL)
 
 
@@ -492,6 +492,27 @@ CODES: tuple[RejectCode, ...] = (
         "the acquiring registry did not answer by the proposal's expiry: the units came back",
         "none (ExternalTransferReturned's reason names the registry and the expiry)",
         Carrier.RETURNED,
+    ),
+    RejectCode(
+        "DIGEST_UNKNOWN",
+        7706,
+        EXTERNAL,
+        "no holdings digest of the party awaits this answer (never issued, answered, or superseded by a newer one)",
+        "the digest id given (at most 64 characters)",
+    ),
+    RejectCode(
+        "DIGEST_ANSWER_INVALID",
+        7707,
+        EXTERNAL,
+        "an answer that disagrees with a digest names none of the party's rows that differ",
+        "none",
+    ),
+    RejectCode(
+        "DIGEST_TOO_LARGE",
+        7708,
+        EXTERNAL,
+        "the party's accounts hold more kinds of units than one digest carries",
+        "the number of rows",
     ),
     RejectCode(
         "EXTERNAL_SERIALS_KNOWN",

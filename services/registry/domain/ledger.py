@@ -114,6 +114,8 @@ def _identifiers(command: Message) -> list[tuple[str, str]]:
             ]
         case pb.ExpireExternalTransfer():
             return [("transfer_id", command.transfer_id), ("account_id", command.account_id)]
+        case pb.AnswerHoldingsDigest():
+            return [("digest_id", command.digest_id), *[("account_id", r.account_id) for r in command.theirs[:100]]]
     return []
 
 
@@ -643,7 +645,7 @@ def bind(channel: str, command: Message, account: Account | None) -> None:
             parties = [command.block.attributes.host_party]
         case pb.FreezeProject() | pb.UnfreezeProject():
             parties = [command.host_party]
-        case pb.AnswerExternalTransfer() | pb.ProposeInboundTransfer():
+        case pb.AnswerExternalTransfer() | pb.ProposeInboundTransfer() | pb.AnswerHoldingsDigest():
             parties = []  # the sending registry's own business: checked where it is decided
         case pb.GrantMandate() | pb.RevokeMandate() | pb.FreezeAccount() | pb.UnfreezeAccount() | pb.RetireUnits():
             parties = []
