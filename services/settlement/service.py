@@ -193,6 +193,9 @@ class Settlement:
             case rpb.UnitsRetired():
                 check_blocks(adjustments.serial_blocks(event))
                 await self._adjust(uow, envelope, event, f"retirement:{event.retirement_id}")
+            case rpb.UnitsAllocated():
+                check_blocks(adjustments.serial_blocks(event))
+                await self._adjust(uow, envelope, event, f"allocation:{event.issuance_id}")
             case CommandRejected(command_type="tonne.v1.TransferUnits") if is_identifier(event.command_id):
                 settlement = await uow.load(self.settlements, event.command_id)
                 if settlement.started is not None:

@@ -17,6 +17,7 @@ from services.registry.domain.blocks import Status
 from services.registry.domain.issuance_rules import IssuancePolicies, IssuanceRules, allocate
 from services.registry.domain.memory import MemoryRegistry
 from services.registry.policies import HERE, SCHEMA, issuance_policies, schema
+from services.registry.service import destinations
 from tests.unit.factories import issuance, open_account
 from tonne.v1 import registry_pb2 as pb
 
@@ -87,7 +88,7 @@ def test_jcm_splits_with_thailand_s_government_when_the_issuance_names_it(regist
     jcm = issuance("I-1", "TH-PP", 1, 10_001)
     jcm.accounts["host_government"] = "TH-GOV"
     _, allocated = registry.execute(jcm)
-    assert isinstance(allocated, pb.UnitsAllocated) and allocated.policy == "jcm-th-allocation@2026-01"
+    assert isinstance(allocated, pb.UnitsAllocated) and allocated.policy == "jcm-th-allocation@2026-02"
     assert (units(registry, "TH-GOV"), units(registry, "TH-PP")) == (5000, 5001)  # rounded down
     # Not named: the Joint Committee allocated otherwise; the whole block to the issuance's account.
     [alone] = registry.execute(issuance("I-2", "TH-PP", 20_001, 21_000))
@@ -95,6 +96,22 @@ def test_jcm_splits_with_thailand_s_government_when_the_issuance_names_it(regist
     named_wrong = issuance("I-3", "TH-PP", 30_001, 31_000)
     named_wrong.accounts["host_government"] = "JP-PP"
     assert refused(registry, named_wrong) == "ACCOUNT_TYPE_NOT_ALLOWED"
+
+
+def test_a_jcm_issuance_lands_with_thailand_and_half_goes_to_japan_s_side(registry: MemoryRegistry) -> None:
+    """DOMAIN.md scenario 1: the Joint Committee's 10,000 t, half to Thailand's government."""
+    jcm = issuance("JC-TH-2024", "JP-PP", 1, 10_000)
+    jcm.accounts["host_government"] = "TH-GOV"
+    issued, allocated = registry.execute(jcm)
+    assert isinstance(issued, pb.UnitsIssued) and issued.account_id == "TH-GOV"
+    assert isinstance(allocated, pb.UnitsAllocated)
+    assert [(a.role, a.account_id, a.jurisdiction, a.block.start, a.block.end) for a in allocated.allocations] == [
+        ("host_government", "TH-GOV", "TH", 1, 5000),
+        ("participants", "JP-PP", "JP", 5001, 10_000),
+    ]
+    assert (units(registry, "TH-GOV"), units(registry, "JP-PP")) == (5000, 5000)
+    # Both registries hear of it.
+    assert {topic for topic, _ in destinations(allocated)} >= {"registry.outbound.TH", "registry.outbound.JP"}
 
 
 @given(quantity=st.integers(2, 10**12))
@@ -124,6 +141,7 @@ def rules(**overrides: object) -> dict[str, object]:
         rules(host_party="Thailand"),
         rules(programme="EUA"),
         rules(surprise=True),
+        rules(shares=[{"role": "pending", "basis_points": 10, "rounding": "up", "account_type": "HOLDING"}]),
     ],
 )
 def test_a_rules_file_that_does_not_validate_is_refused(document: dict[str, object]) -> None:

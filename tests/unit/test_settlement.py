@@ -53,6 +53,25 @@ def test_first_international_transfer_owes_one_adjustment() -> None:
     assert (ca.event, [(s.start, s.end) for s in ca.serials]) == (rpb.AT_FIRST_INTERNATIONAL_TRANSFER, [(1, 3000)])
 
 
+def test_an_issuance_share_allocated_abroad_is_a_first_international_transfer() -> None:
+    """A JCM split: Thailand's government keeps its half, Japan's side receives the other."""
+    [block] = transfer(1, 10_000).blocks
+    allocated = rpb.UnitsAllocated(issuance_id="JC-1", from_account_id="TH-GOV", policy="jcm-th-allocation@2026-02")
+    pieces = (("host_government", "TH-GOV", "TH", 1, 5000), ("participants", "JP-PP", "JP", 5001, 10_000))
+    for role, account, party, start, end in pieces:
+        piece = allocated.allocations.add(role=role, account_id=account, jurisdiction=party)
+        piece.block.CopyFrom(block)
+        piece.block.start, piece.block.end = start, end
+    [ca] = owed(allocated, "allocation:JC-1", {"LOA-TH-1": loa()}, {})
+    assert isinstance(ca, spb.CorrespondingAdjustmentApplied)
+    assert (ca.party, ca.side, ca.quantity, [(s.start, s.end) for s in ca.serials]) == (
+        "TH",
+        spb.FIRST_TRANSFERRING,
+        5000,
+        [(5001, 10_000)],
+    )
+
+
 def test_serials_already_adjusted_owe_nothing_again() -> None:
     adjusted = {"JCM-TH": [(1, 1000)]}
     [ca] = owed(transfer(1, 3000), "T2", {"LOA-TH-1": loa()}, adjusted)

@@ -46,11 +46,12 @@ class _Rules(BaseModel):
 
 
 class Landing(_Rules):
-    """The account every unit of the block is issued to first (A6.4's pending account)."""
+    """The account every unit of the block is issued to first: A6.4's pending account, a
+    JCM host government's account. A share of the landing's role stays there."""
 
     role: Role
-    account_id: AccountId
     account_type: AccountTypeName
+    account_id: AccountId | None = None  # fixed by the rules; else the issuance names it
 
 
 class Share(_Rules):
@@ -79,9 +80,19 @@ class IssuanceRules(_Rules):
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
-        roles = [s.role for s in self.shares] + ([self.landing.role] if self.landing else [])
-        if len(set(roles)) != len(roles) or PARTICIPANTS in roles:
+        roles = [s.role for s in self.shares]
+        if (
+            len(set(roles)) != len(roles)
+            or PARTICIPANTS in roles
+            or (self.landing and self.landing.role == PARTICIPANTS)
+        ):
             raise ValueError(f"roles must be distinct and not {PARTICIPANTS!r}")
+        if self.landing is not None:
+            for share in self.shares:
+                if share.role == self.landing.role and (
+                    share.account_id or share.account_type != self.landing.account_type
+                ):
+                    raise ValueError("a share of the landing's role stays in the landing's account")
         if sum(s.basis_points for s in self.shares) > 10_000:
             raise ValueError("the shares add up to more than the block")
         return self
@@ -94,8 +105,9 @@ class IssuanceRules(_Rules):
         """The account of every role: fixed by the rules, named by the issuance ("" when
         not named), and the participants' (the issuance's own account)."""
         named = {s.role: s.account_id or command.accounts.get(s.role, "") for s in self.shares}
-        landing = {self.landing.role: self.landing.account_id} if self.landing else {}
-        return {**landing, **named, PARTICIPANTS: command.account_id}
+        if self.landing is not None:
+            named[self.landing.role] = self.landing_account(command)
+        return {**named, PARTICIPANTS: command.account_id}
 
     def applies(self, command: pb.RecordIssuance) -> bool:
         """Whether the issuance is allocated by these rules: always when they are required,
@@ -103,7 +115,9 @@ class IssuanceRules(_Rules):
         return self.required or all(self.account_ids(command).values())
 
     def landing_account(self, command: pb.RecordIssuance) -> str:
-        return self.landing.account_id if self.landing else command.account_id
+        if self.landing is None:
+            return command.account_id
+        return self.landing.account_id or command.accounts.get(self.landing.role, "")
 
 
 class Piece(NamedTuple):

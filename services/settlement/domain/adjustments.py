@@ -46,6 +46,9 @@ def serial_blocks(event: Message) -> list[rpb.SerialBlock]:
             return authorized(event.blocks)
         case rpb.UnitsRetired():
             return authorized(event.blocks)
+        case rpb.UnitsAllocated():
+            # An issuance's share allocated abroad (a JCM split with Japan's side) crosses a border.
+            return authorized(a.block for a in event.allocations if a.jurisdiction != a.block.attributes.host_party)
     return []
 
 
@@ -61,7 +64,7 @@ def owed(event: Message, source: str, loas: Loas, first_transferred: Mapping[str
             ]
         case rpb.UnitsIssued():
             return _first_transferring(source, serial_blocks(event), loas, first_transferred, rpb.AT_ISSUANCE)
-        case rpb.UnitsTransferred():
+        case rpb.UnitsTransferred() | rpb.UnitsAllocated():
             trigger = rpb.AT_FIRST_INTERNATIONAL_TRANSFER
             return _first_transferring(source, serial_blocks(event), loas, first_transferred, trigger)
         case rpb.UnitsRetired():
