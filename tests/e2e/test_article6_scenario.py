@@ -1,0 +1,111 @@
+"""DOMAIN.md scenario 1 carried on, end to end through the running stack: after the first
+transfer TH -> CH, the CH -> SG resale of the ITMOs moves freely (no second adjustment, the
+authorization not consumed again); two more sales from Thailand that together exceed what
+is left of its authorization: one settles, the other is refused; the parties' AEF reports
+for the year show First Transfer, Transfer and Acquisition rows and pass their checks."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from services.common.auth import DevIssuer
+from tests.support import Venue
+from tonne.v1 import registry_pb2 as rpb
+
+JCM = "JCM-TH-2024-NDC"
+PRICE = 1500
+
+
+async def test_itmos_are_resold_freely_claimed_once_and_reported(running_stack: Any, dev_issuer: DevIssuer) -> None:
+    stack, run = running_stack, uuid.uuid4().hex[:6]
+    th_gov, ch, sg, loa_id = f"TH-GOV6-{run}", f"CH-ITMO-{run}", f"SG-ITMO-{run}", f"LOA-TH6-{run}"
+    async with httpx.AsyncClient(timeout=10) as client:
+        venue = Venue(stack, client, dev_issuer)
+        await venue.open_national_account("TH", th_gov, "Government of Thailand", rpb.GOVERNMENT)
+        await venue.from_national_registry(
+            "TH",
+            "TH",
+            rpb.RecordAuthorization(
+                authorization_id=loa_id,
+                host_party="TH",
+                quantity=4000,
+                use=rpb.NDC,
+                first_transfer=rpb.AT_FIRST_INTERNATIONAL_TRANSFER,
+                vintage_from=2024,
+                vintage_to=2024,
+            ),
+        )
+        block = rpb.SerialBlock(
+            namespace=f"JCM-TH6-{run}",
+            start=1,
+            end=5000,
+            attributes=rpb.UnitAttributes(
+                standard=rpb.JCM,
+                issuing_registry="TH-JCM-registry",
+                host_party="TH",
+                project_id="TH-FLOATING-SOLAR-6",
+                methodology="JCM_TH_AM014",
+                vintage=2024,
+                mitigation_type=rpb.REDUCTION,
+                authorization_id=loa_id,
+            ),
+        )
+        await venue.issue("TH", th_gov, f"JC-TH6-{run}", block)
+        for account, holder, party in ((ch, "Swiss buyer AG", "CH"), (sg, "Singapore buyer Pte", "SG")):
+            assert (await venue.open_account(account, holder, party)).status_code == 201
+        await venue.wait_held(th_gov, 5000)
+        await venue.grant_mandate("TH", th_gov, "broker-a")
+        await venue.grant_mandate("CH", ch, "broker-a")  # it resells
+        await venue.grant_mandate("CH", ch, "broker-b")  # it buys
+        await venue.grant_mandate("SG", sg, "broker-b")
+        await venue.fund(ch, "USD", PRICE * 4600)
+        await venue.fund(sg, "USD", PRICE * 2000)
+
+        async def trade(seller: str, buyer: str, quantity: int, tag: str) -> Any:
+            sell = await venue.place(venue.seller, JCM, "SELL", PRICE, quantity, seller, f"s-{tag}-{run}")
+            await venue.wait_order(sell, venue.seller, "resting")
+            buy = await venue.place(venue.buyer, JCM, "BUY", PRICE, quantity, buyer, f"b-{tag}-{run}")
+            return await venue.wait_trade(JCM, buy)
+
+        first = await venue.wait_settlement((await trade(th_gov, ch, 3000, "first"))["trade_id"])
+        assert first["phase"] == "settled", first["failure"]
+        assert [a["quantity"] for a in first["corresponding_adjustments"]] == ["3000"]
+
+        resale = await venue.wait_settlement((await trade(ch, sg, 2000, "resale"))["trade_id"])
+        assert resale["phase"] == "settled", resale["failure"]
+        assert resale["corresponding_adjustments"] == []  # first-transferred already: no second adjustment
+        await venue.wait_held(sg, 2000)
+
+        # 1,000 t of the authorization are left: of two sales of 800 t, one is refused.
+        late = await asyncio.gather(*(trade(th_gov, ch, 800, f"late{n}") for n in range(2)))
+        outcomes = [await venue.wait_settlement(t["trade_id"]) for t in late]
+        assert sorted(o["phase"] for o in outcomes) == ["failed", "settled"]
+        [refused] = [o for o in outcomes if o["phase"] == "failed"]
+        assert refused["failure"] == "COMPLIANCE_REJECTED: DOUBLE_CLAIMING_AUTHORIZATION"
+        await venue.wait_held(th_gov, 1200)  # 5,000 - 3,000 - 800; the refused 800 are back
+
+        year = datetime.now(UTC).year
+
+        async def report(party: str) -> Any:
+            found = await venue.get(f"{venue.settlement}/aef/{party}/{year}")
+            assert found is not None
+            ours = [a for a in found["actions"] if a.get("authorization_id") == loa_id]
+            return found, ours
+
+        th_report, th_actions = await report("TH")
+        first_transfers = [a for a in th_actions if a["action"] == "ITMO_FIRST_TRANSFER"]
+        assert sum(int(a["quantity"]) for a in first_transfers) == 3800
+        assert th_report["consistent"], th_report["findings"]
+        ch_report, ch_actions = await report("CH")
+        kinds = {a["action"]: 0 for a in ch_actions}
+        for action in ch_actions:
+            kinds[action["action"]] += int(action["quantity"])
+        assert kinds == {"ITMO_ACQUISITION": 3800, "ITMO_TRANSFER": 2000}
+        assert ch_report["consistent"], ch_report["findings"]
+        _, sg_actions = await report("SG")
+        assert [(a["action"], int(a["quantity"])) for a in sg_actions] == [("ITMO_ACQUISITION", 2000)]
