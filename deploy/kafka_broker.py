@@ -366,8 +366,10 @@ class KafkaBroker:
             return None
 
     def is_running(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            return False
+        if self._proc is not None:
+            # Our own child: alive until it exits. (Its command line is the parent's until
+            # exec completes, so the check below would call a booting broker dead.)
+            return self._proc.poll() is None
         pid = self.read_pid()
         # Our properties file path in the command line identifies this broker.
         return pid is not None and pid_alive(pid, cmdline_contains=str(self.properties_file))

@@ -154,12 +154,14 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
         case pb.UnitsIssued() if event.fingerprint_key:
             await sql_index.run(conn, sql_index.fingerprinted(event))
         case pb.UnitsAllocated():
-            for allocation in sql_index.allocated(event.from_account_id, _moves(event)):
-                await sql_index.run(conn, allocation)
+            for call in sql_index.unreserved(_moves(event)):
+                await sql_index.run(conn, call)
         case pb.InboundTransferAccepted():
             for change in changes(event):
-                assert isinstance(change, Put)
-                await sql_index.run(conn, sql_index.put(change))
+                if isinstance(change, Put):
+                    await sql_index.run(conn, sql_index.put(change))
+            for call in sql_index.unreserved(_moves(event)):
+                await sql_index.run(conn, call)
             await conn.execute(
                 "INSERT INTO inbound_transfers (from_registry, transfer_id, from_account, to_account_id, quantity) "
                 "VALUES ($1, $2, $3, $4, $5)",

@@ -289,7 +289,7 @@ def moved(
     kind: str, reservation_id: str, account_id: str, quantity: int, moves: list[Move], transfer_id: str = ""
 ) -> Call:
     """A reservation's row changed as `kind` says (reserved: created; released or
-    transferred: that total grows by `quantity`; allocated: none), and its serials moved.
+    transferred: that total grows by `quantity`; unreserved: none), and its serials moved.
     `transfer_id`: a transfer between accounts, recorded once, to an open account."""
     source = moves[0].source if moves else Holding("")
     target = moves[0].target if moves else Holding("")
@@ -316,14 +316,15 @@ def moved(
     )
 
 
-def allocated(from_account: str, moves: list[Move]) -> list[Call]:
-    """An issuance's allocation: one move per receiving holding."""
-    targets: dict[Holding, list[Move]] = {}
+def unreserved(moves: list[Move]) -> list[Call]:
+    """Moves that touch no reservation (an issuance's allocation, exported units coming
+    back): one call per pair of holdings."""
+    pairs: dict[tuple[Holding, Holding], list[Move]] = {}
     for move in moves:
-        targets.setdefault(move.target, []).append(move)
+        pairs.setdefault((move.source, move.target), []).append(move)
     return [
-        moved("allocated", "", from_account, sum(m.end - m.start + 1 for m in group), group)
-        for group in targets.values()
+        moved("unreserved", "", source.account_id, sum(m.end - m.start + 1 for m in group), group)
+        for (source, _), group in pairs.items()
     ]
 
 

@@ -24,6 +24,7 @@ async def test_an_external_transfer_is_proposed_answered_once_and_returned_when_
 ) -> None:
     stack, run = running_stack, uuid.uuid4().hex[:6]
     th_co, accepted_id, refused_id, inbound_id = f"TH-EXT-{run}", f"xt-a-{run}", f"xt-r-{run}", f"xt-i-{run}"
+    returned_id = f"xt-b-{run}"
     async with httpx.AsyncClient(timeout=10) as client:
         venue = Venue(stack, client, dev_issuer)
         await venue.open_national_account("TH", th_co, "Thai exporter")
@@ -104,6 +105,15 @@ async def test_an_external_transfer_is_proposed_answered_once_and_returned_when_
             await venue.from_national_registry("JP", inbound_id, incoming)
         await venue.wait_held(th_co, 750)
 
+        # And 100 of the units it accepted come back, as they left.
+        [left] = proposal.blocks
+        back = rpb.SerialBlock(namespace=left.namespace, start=1, end=100, attributes=left.attributes)
+        returning = rpb.ProposeInboundTransfer(
+            transfer_id=returned_id, from_account="JP-100-7", to_account_id=th_co, blocks=[back]
+        )
+        await venue.from_national_registry("JP", returned_id, returning)
+        await venue.wait_held(th_co, 850)
+
     # The registry's own record: one completion, one return, and a refusal for every other answer.
     events = stack.topic_prefix + topics.REGISTRY_EVENTS
 
@@ -111,7 +121,7 @@ async def test_an_external_transfer_is_proposed_answered_once_and_returned_when_
         seen = []
         for record in records:
             envelope, payload = unwrap(record.value)
-            ours = (accepted_id, refused_id, inbound_id)
+            ours = (accepted_id, refused_id, inbound_id, returned_id)
             rejected = envelope.type == "tonne.v1.CommandRejected"
             if getattr(payload, "transfer_id", "") in ours or (rejected and getattr(payload, "command_id", "") in ours):
                 seen.append(envelope.type.removeprefix("tonne.v1.") + ":" + getattr(payload, "code", ""))
@@ -126,7 +136,7 @@ async def test_an_external_transfer_is_proposed_answered_once_and_returned_when_
     assert answers[early_id] == "CommandRejected:EXTERNAL_TRANSFER_UNKNOWN"
     assert {"ExternalTransferCompleted:", "InboundTransferAccepted:"} <= set(answers.values())
     assert seen.count("ExternalTransferCompleted:") == 1
-    assert seen.count("InboundTransferAccepted:") == 1
+    assert seen.count("InboundTransferAccepted:") == 2  # new serials, then exported ones back
     assert sorted(s for s in seen if s.startswith("CommandRejected")) == [
         "CommandRejected:CHANNEL_JURISDICTION_MISMATCH",
         "CommandRejected:EXTERNAL_TRANSFER_UNKNOWN",  # the early answer

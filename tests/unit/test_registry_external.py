@@ -21,6 +21,7 @@ from tonne.v1 import registry_pb2 as pb
 def registry() -> MemoryRegistry:
     registry = MemoryRegistry()
     registry.execute(open_account("TH-CO", "TH"))
+    registry.execute(open_account("TH-OTHER", "TH"))
     registry.execute(issuance("I-1", "TH-CO", 1, 1000))
     return registry
 
@@ -181,11 +182,22 @@ def test_an_inbound_transfer_is_refused_with_its_reason(
     assert refused(registry, command, channel) == code
 
 
-def test_exported_serials_coming_back_are_refused_for_now(registry: MemoryRegistry) -> None:
+def test_exported_serials_come_back_only_from_where_they_went_as_they_left(registry: MemoryRegistry) -> None:
     registry.execute(propose())
-    registry.execute(answer(True), "JP")
-    home = block(1, 300, namespace="JCM-TH")
-    assert refused(registry, inbound("JP-T-9", home), "JP") == "EXTERNAL_SERIALS_KNOWN"
+    [completed] = registry.execute(answer(True), "JP")
+    assert isinstance(completed, pb.ExternalTransferCompleted)
+    [left] = completed.blocks  # JCM-TH 1-300, with the attributes it left with
+    other = pb.SerialBlock(namespace=left.namespace, start=1, end=300, attributes=block(1, 1).attributes)
+    assert refused(registry, inbound("JP-T-8", other), "JP") == "EXTERNAL_SERIALS_KNOWN"  # other attributes
+    assert refused(registry, inbound("SG-T-1", left), "SG") == "EXTERNAL_SERIALS_KNOWN"  # went to JP, not SG
+    wider = pb.SerialBlock(namespace=left.namespace, start=1, end=301, attributes=left.attributes)
+    assert refused(registry, inbound("JP-T-8", wider), "JP") == "EXTERNAL_SERIALS_KNOWN"  # 301 is held here
+    part = pb.SerialBlock(namespace=left.namespace, start=101, end=200, attributes=left.attributes)
+    [back] = registry.execute(inbound("JP-T-9", part, to="TH-OTHER"), "JP")
+    assert isinstance(back, pb.InboundTransferAccepted) and not back.blocks
+    assert [(r.exported_by, r.block.start, r.block.end) for r in back.returning] == [("TH-CO", 101, 200)]
+    assert sum(b.quantity for b in registry.index.holdings("TH-OTHER") if b.status == Status.HELD) == 100
+    assert units(registry, Status.EXPORTED) == 200
 
 
 def test_terminal_and_closed_accounts_take_no_inbound_units(registry: MemoryRegistry) -> None:

@@ -1923,8 +1923,8 @@ Global___ExternalTransferReturned: _TypeAlias = ExternalTransferReturned  # noqa
 @_typing.final
 class ProposeInboundTransfer(_message.Message):
     """A registry tonne does not keep transfers units into an account here: taken only from
-    registry.inbound.<its party>. Serials new to tonne only (serials known here, exported
-    ones coming back included, are refused for now).
+    registry.inbound.<its party>. Serials new to tonne, or serials tonne exported to that
+    registry coming back (with the attributes they left with).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1973,6 +1973,7 @@ class InboundTransferAccepted(_message.Message):
     JURISDICTION_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     BLOCKS_FIELD_NUMBER: _builtins.int
+    RETURNING_FIELD_NUMBER: _builtins.int
     transfer_id: _builtins.str
     from_registry: _builtins.str
     from_account: _builtins.str
@@ -1981,7 +1982,13 @@ class InboundTransferAccepted(_message.Message):
     """the receiving account's"""
     quantity: _builtins.int
     @_builtins.property
-    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SerialBlock]: ...
+    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SerialBlock]:
+        """serials new to tonne"""
+
+    @_builtins.property
+    def returning(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReturningBlock]:
+        """serials tonne exported to that registry, back"""
+
     def __init__(
         self,
         *,
@@ -1992,14 +1999,39 @@ class InboundTransferAccepted(_message.Message):
         jurisdiction: _builtins.str = ...,
         quantity: _builtins.int = ...,
         blocks: _abc.Iterable[Global___SerialBlock] | None = ...,
+        returning: _abc.Iterable[Global___ReturningBlock] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "from_account", b"from_account", "from_registry", b"from_registry", "jurisdiction", b"jurisdiction", "quantity", b"quantity", "to_account_id", b"to_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "from_account", b"from_account", "from_registry", b"from_registry", "jurisdiction", b"jurisdiction", "quantity", b"quantity", "returning", b"returning", "to_account_id", b"to_account_id", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InboundTransferAccepted: _TypeAlias = InboundTransferAccepted  # noqa: Y015
+
+@_typing.final
+class ReturningBlock(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOCK_FIELD_NUMBER: _builtins.int
+    EXPORTED_BY_FIELD_NUMBER: _builtins.int
+    exported_by: _builtins.str
+    """the account here that exported them"""
+    @_builtins.property
+    def block(self) -> Global___SerialBlock: ...
+    def __init__(
+        self,
+        *,
+        block: Global___SerialBlock | None = ...,
+        exported_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "exported_by", b"exported_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReturningBlock: _TypeAlias = ReturningBlock  # noqa: Y015
 
 @_typing.final
 class HoldingRow(_message.Message):

@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from services.common.errors import DomainError
 from services.registry.domain.accounts import Account
-from services.registry.domain.blocks import Block
+from services.registry.domain.blocks import Block, Units
 from services.registry.domain.ledger import (
     BLOCKS_MAX,
     EVIDENCE_LIMIT,
@@ -24,6 +24,7 @@ from services.registry.domain.ledger import (
     Ledger,
     authorized,
     check,
+    exported,
     is_party,
     not_closed,
     outgoing,
@@ -134,9 +135,10 @@ def receive(
 ) -> list[Message]:
     """Units from `channel`'s registry into `target`, an open account here that is not
     terminal. `transfer_used`: that registry sent this transfer id before; `overlapping`:
-    blocks here that share a serial with those proposed (serials known here are refused:
-    they cannot be both here and there); `authorizations`: those the blocks name, as
-    recorded here."""
+    blocks here that share a serial with those proposed (a bounded few): serials known here
+    are refused (they cannot be both here and there) unless every one of them was exported
+    to that very registry, with the same attributes: those come back; `authorizations`:
+    those the blocks name, as recorded here."""
     check(command)
     if channel not in registries:
         raise DomainError(
@@ -160,12 +162,27 @@ def receive(
             raise DomainError(
                 "SERIAL_RANGE_INVALID", "the blocks overlap each other", [f"{block.namespace}:{block.start}"]
             )
-    if overlapping:
-        raise DomainError(
-            "EXTERNAL_SERIALS_KNOWN",
-            "serials proposed are known here already",
-            [b.label() for b in overlapping[:EVIDENCE_LIMIT]],
-        )
+    new: list[pb.SerialBlock] = []
+    returning: list[pb.ReturningBlock] = []
+    for block in ordered:
+        known = [
+            o for o in overlapping if o.namespace == block.namespace and o.start <= block.end and block.start <= o.end
+        ]
+        if not known:
+            new.append(block)
+        elif coming_back(block, known, channel):
+            returning += [
+                pb.ReturningBlock(
+                    block=_piece(block, max(o.start, block.start), min(o.end, block.end)), exported_by=o.account_id
+                )
+                for o in known
+            ]
+        else:
+            raise DomainError(
+                "EXTERNAL_SERIALS_KNOWN",
+                "serials proposed are known here, and not as exported to this registry",
+                [o.label() for o in known[:EVIDENCE_LIMIT]],
+            )
     return [
         pb.InboundTransferAccepted(
             transfer_id=command.transfer_id,
@@ -174,9 +191,24 @@ def receive(
             to_account_id=target.account_id,
             jurisdiction=target.jurisdiction,
             quantity=sum(b.end - b.start + 1 for b in command.blocks),
-            blocks=ordered,
+            blocks=new,
+            returning=returning,
         )
     ]
+
+
+def coming_back(block: pb.SerialBlock, known: Sequence[Block], registry: str) -> bool:
+    """Every serial of `block` is covered by `known` blocks exported to `registry` with the
+    block's attributes."""
+    units = Units.of(block.attributes)
+    if any(o.holding != exported(o.account_id, registry) or o.units != units for o in known):
+        return False
+    covered = sum(min(o.end, block.end) - max(o.start, block.start) + 1 for o in known)
+    return covered == block.end - block.start + 1
+
+
+def _piece(block: pb.SerialBlock, start: int, end: int) -> pb.SerialBlock:
+    return pb.SerialBlock(namespace=block.namespace, start=start, end=end, attributes=block.attributes)
 
 
 def named(owner: Account | None, transfer_id: str) -> Account:

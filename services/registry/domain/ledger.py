@@ -705,6 +705,12 @@ def _take(blocks: Sequence[Block], quantity: int, from_end: bool = False) -> lis
     return picked if quantity == 0 else None
 
 
+def exported(account_id: str, registry: str) -> Holding:
+    """Where exported serials stay: in the exporting account, marked with the registry they
+    went to ("@JP": no reservation id can start so), which alone can send them back."""
+    return Holding(account_id, Status.EXPORTED, f"@{registry}")
+
+
 def changes(event: Message) -> list[Change]:
     """What a recorded event does to the block index (nothing for other events)."""
     match event:
@@ -713,7 +719,14 @@ def changes(event: Message) -> list[Change]:
             return [Put(Block(b.namespace, b.start, b.end, Holding(event.account_id), Units.of(b.attributes)))]
         case pb.InboundTransferAccepted():
             owner = Holding(event.to_account_id)
-            return [Put(Block(b.namespace, b.start, b.end, owner, Units.of(b.attributes))) for b in event.blocks]
+            new: list[Change] = [
+                Put(Block(b.namespace, b.start, b.end, owner, Units.of(b.attributes))) for b in event.blocks
+            ]
+            back = [
+                Move(r.block.namespace, r.block.start, r.block.end, exported(r.exported_by, event.from_registry), owner)
+                for r in event.returning
+            ]
+            return new + back
         case pb.UnitsAllocated():
             source = Holding(event.from_account_id)
             return [
@@ -734,7 +747,7 @@ def changes(event: Message) -> list[Change]:
             target = Holding(event.account_id, Status.CANCELLED if event.cancelled else Status.RETIRED)
         case pb.ExternalTransferCompleted():
             source = Holding(event.account_id, Status.RESERVED, event.transfer_id)
-            target = Holding(event.account_id, Status.EXPORTED)
+            target = exported(event.account_id, event.to_registry)
         case pb.ExternalTransferReturned():
             source, target = Holding(event.account_id, Status.RESERVED, event.transfer_id), Holding(event.account_id)
         case _:

@@ -1,7 +1,7 @@
 -- registry_units_moved takes two more cases, in its one call per event: a transfer
 -- between accounts (`p_transfer_id`: the transfer's row, and the target must be open) and
--- an issuance's allocation (kind 'allocated', UnitsAllocated: no reservation). The pieces'
--- move is 0002's, unchanged.
+-- a move that touches no reservation (kind 'unreserved': an issuance's allocation, exported
+-- units coming back). The pieces' move is 0002's, unchanged.
 
 DROP FUNCTION IF EXISTS registry_units_moved(
     text, text, text, bigint, text, text, text, text, text, text, text[], bigint[], bigint[]
@@ -46,8 +46,8 @@ BEGIN
                 INSERT INTO transfers (transfer_id, reservation_id, from_account_id, to_account_id, quantity)
                 VALUES (p_transfer_id, p_reservation_id, p_source_account, p_target_account, p_quantity);
             END IF;
-        WHEN 'allocated' THEN
-            NULL;  -- an issuance's allocation (UnitsAllocated) moves no reservation
+        WHEN 'unreserved' THEN
+            NULL;  -- UnitsAllocated, returning exported units: no reservation moves
     END CASE;
     -- One lock order everywhere (byte order of the names): no deadlock between writers.
     PERFORM pg_advisory_xact_lock(hashtext(n))
