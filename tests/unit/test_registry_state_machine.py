@@ -71,6 +71,8 @@ class RegistryMachine(RuleBasedStateMachine):
                 case pb.InboundTransferAccepted():
                     for b in event.blocks:
                         self.issued[b.namespace] += b.end - b.start + 1
+                    for r in event.returning:  # exported serials back: they may move again
+                        self.terminal = unexported(self.terminal, r.block.namespace, r.block.start, r.block.end)
                 case pb.UnitsAllocated():
                     self.levies_at_least_their_share(event)
                 case pb.ExternalTransferCompleted():
@@ -258,6 +260,21 @@ class RegistryMachine(RuleBasedStateMachine):
         blocks = self.registry.index.reserved(transfer_id)
         return owner.frozen or bool({b.units.project_id for b in blocks} & frozen)
 
+    @precondition(lambda self: any(status == Status.EXPORTED for *_, status in self.terminal))
+    @rule(data=st.data(), to=st.sampled_from(ACCOUNTS), channel=st.sampled_from(("JP", "JP", "CH")))
+    def transfer_back(self, data: st.DataObject, to: str, channel: str) -> None:
+        """Exported serials sent back: taken only from the registry they went to."""
+        exported = [t for t in self.terminal if t[4] == Status.EXPORTED]
+        namespace, start, end, _, _ = data.draw(st.sampled_from(exported))
+        first = data.draw(st.integers(start, end))
+        last = data.draw(st.integers(first, end))
+        [block] = [b for b in self.registry.index.blocks(namespace) if b.start <= first <= b.end]
+        piece = pb.SerialBlock(namespace=namespace, start=first, end=last, attributes=block.units.message())
+        command = pb.ProposeInboundTransfer(transfer_id=f"BACK-{self.n}", from_account="JP-1", to_account_id=to)
+        command.blocks.append(piece)
+        went_to = block.holding.reservation_id.removeprefix("@")
+        assert bool(self.run(command, channel)) == (channel == went_to) or self.registry.accounts[to].closed
+
     @rule(start=st.integers(1, 400), length=st.integers(1, 40), to=st.sampled_from((*ACCOUNTS, "SG-SPARE")))
     def transfer_in(self, start: int, length: int, to: str) -> None:
         block = pb.SerialBlock(
@@ -407,6 +424,22 @@ class RegistryMachine(RuleBasedStateMachine):
                 assert again.snapshot() == zero_other.snapshot()
                 if isinstance(zero_other, Project):
                     assert zero_other.frozen == self.registry.projects[zero_other.project_id].frozen
+
+
+def unexported(
+    terminal: list[tuple[str, int, int, str, Status]], namespace: str, start: int, end: int
+) -> list[tuple[str, int, int, str, Status]]:
+    """The terminal ranges without [start, end] of `namespace`'s exported ones."""
+    kept: list[tuple[str, int, int, str, Status]] = []
+    for ns, s, e, account, status in terminal:
+        if ns != namespace or status != Status.EXPORTED or e < start or end < s:
+            kept.append((ns, s, e, account, status))
+            continue
+        if s < start:
+            kept.append((ns, s, start - 1, account, status))
+        if end < e:
+            kept.append((ns, end + 1, e, account, status))
+    return kept
 
 
 RegistryMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=60, deadline=None)
