@@ -39,6 +39,20 @@ class Reason(BaseModel):
     reason: Text
 
 
+class BlockFreeze(Reason):
+    freeze_id: Identifier
+    namespace: Identifier
+    start: Annotated[int, Field(ge=1, le=INT64_MAX)]
+    end: Annotated[int, Field(ge=1, le=INT64_MAX)]
+
+
+class FrozenBlocks(BaseModel):
+    freeze_id: str
+    account_id: str
+    state: Literal["frozen", "unfrozen"]
+    blocks: list[tuple[str, int, int]]  # (namespace, start, end)
+
+
 class ProjectFreeze(BaseModel):
     host_party: Party
     reason: Text
@@ -94,6 +108,10 @@ class TransferPage(BaseModel):
 GOVERN_RESPONSES = refusals(
     _404="ACCOUNT_UNKNOWN: no account the caller governs (unknown, or outside its tenancy)",
     _422="REQUEST_INVALID or REASON_REQUIRED",
+)
+BLOCK_RESPONSES = refusals(
+    _404="ACCOUNT_UNKNOWN or FREEZE_UNKNOWN",
+    _422="REQUEST_INVALID, REASON_REQUIRED, SEQUENCE_DUPLICATE_ID, SERIAL_RANGE_INVALID or UNITS_NOT_HELD",
 )
 CLOSE_RESPONSES = refusals(
     _404="ACCOUNT_UNKNOWN: no account the caller governs (unknown, or outside its tenancy)",
@@ -159,6 +177,51 @@ def router(registry: Registry) -> APIRouter:
         await governed(registry, identity, account_id)
         await command(registry, pb.CloseAccount(account_id=account_id, reason=body.reason), identity)
         return await account_view(registry, identity, account_id)
+
+    @api.post(
+        "/accounts/{account_id}/block-freezes", status_code=201, response_model=FrozenBlocks, responses=BLOCK_RESPONSES
+    )
+    async def freeze_blocks(
+        account_id: Annotated[Identifier, Path()], body: BlockFreeze, identity: Identity = freezer
+    ) -> FrozenBlocks:
+        """Freezes serials [start, end] of a namespace that the account holds: they neither
+        reserve, transfer, retire nor leave until the freeze is lifted."""
+        await governed(registry, identity, account_id, regulators=True)
+        request = pb.FreezeBlocks(
+            freeze_id=body.freeze_id,
+            account_id=account_id,
+            namespace=body.namespace,
+            start=body.start,
+            end=body.end,
+            reason=body.reason,
+        )
+        [frozen] = await command(registry, request, identity)
+        assert isinstance(frozen, pb.BlocksFrozen)
+        return FrozenBlocks(
+            freeze_id=body.freeze_id,
+            account_id=account_id,
+            state="frozen",
+            blocks=[(b.namespace, b.start, b.end) for b in frozen.blocks],
+        )
+
+    @api.post(
+        "/accounts/{account_id}/block-freezes/{freeze_id}/release",
+        response_model=FrozenBlocks,
+        responses=BLOCK_RESPONSES,
+    )
+    async def unfreeze_blocks(
+        account_id: Annotated[Identifier, Path()],
+        freeze_id: Annotated[Identifier, Path()],
+        body: Reason,
+        identity: Identity = freezer,
+    ) -> FrozenBlocks:
+        """Lifts a block freeze: its serials are held again."""
+        await governed(registry, identity, account_id, regulators=True)
+        release = pb.UnfreezeBlocks(freeze_id=freeze_id, account_id=account_id, reason=body.reason)
+        [thawed] = await command(registry, release, identity)
+        assert isinstance(thawed, pb.BlocksUnfrozen)
+        blocks = [(b.namespace, b.start, b.end) for b in thawed.blocks]
+        return FrozenBlocks(freeze_id=freeze_id, account_id=account_id, state="unfrozen", blocks=blocks)
 
     async def freeze_project(project_id: str, body: ProjectFreeze, identity: Identity, freeze: bool) -> ProjectView:
         party = body.host_party

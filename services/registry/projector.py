@@ -122,6 +122,8 @@ def index_call(event: Message) -> Call | None:
             )
         case pb.AccountClosed():
             return sql_index.closed(event.account_id)
+        case pb.BlocksFrozen() | pb.BlocksUnfrozen():
+            return sql_index.moved("unreserved", "", event.account_id, 0, _moves(event))
         case pb.ExternalTransferCompleted():
             return sql_index.moved("transferred", event.transfer_id, event.account_id, event.quantity, _moves(event))
         case pb.ExternalTransferReturned():

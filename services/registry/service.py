@@ -37,7 +37,7 @@ from services.common.unit_of_work import Destinations, UnitOfWork, UnitOfWorkFac
 from services.registry import policies, sql_index
 from services.registry.domain import fingerprint
 from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
-from services.registry.domain.blocks import Block
+from services.registry.domain.blocks import Block, frozen_under
 from services.registry.domain.codes import numeric
 from services.registry.domain.controls import Controls, Policy
 from services.registry.domain.external import ExternalTransfers, named, receive
@@ -86,6 +86,8 @@ _NAMES_ACCOUNT = (
     pb.RevokeMandate,
     pb.FreezeAccount,
     pb.UnfreezeAccount,
+    pb.FreezeBlocks,
+    pb.UnfreezeBlocks,
     pb.RetireUnits,
 )
 
@@ -316,6 +318,13 @@ class Registry:
         match command:
             case pb.FreezeAccount() | pb.UnfreezeAccount():
                 return account, controls.freeze_account(command, opened)
+            case pb.FreezeBlocks():
+                span = pb.SerialBlock(namespace=command.namespace, start=command.start, end=command.end)
+                covering = await index.overlapping([span], EVIDENCE_LIMIT)
+                return account, controls.freeze_blocks(command, opened, covering)
+            case pb.UnfreezeBlocks():
+                under = await index.reserved(frozen_under(command.account_id, command.freeze_id).reservation_id)
+                return account, controls.unfreeze_blocks(command, opened, under)
             case pb.CloseAccount():
                 held = await uow.conn.fetchval(
                     "SELECT coalesce(sum(quantity), 0) FROM holdings WHERE account_id = $1 AND status = 'held'",
@@ -523,6 +532,8 @@ VENUE = "venue"
 ACCOUNT_CONTROLS = (
     pb.CloseAccount,
     pb.FreezeAccount,
+    pb.FreezeBlocks,
+    pb.UnfreezeBlocks,
     pb.UnfreezeAccount,
     pb.ProposeTrustedAccount,
     pb.ApproveTrustedAccount,

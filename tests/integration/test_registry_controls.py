@@ -335,3 +335,27 @@ async def test_a_registry_that_disagrees_with_its_digest_gets_the_accounts_froze
     assert "reconciliation TH-1" in unwrap(frozen)[1].reason  # type: ignore[attr-defined]
     late = await from_registry(registry, "TH", pb.AnswerHoldingsDigest(digest_id=issued.digest_id, matches=True))
     assert [r.code for r in late] == ["DIGEST_UNKNOWN"]  # type: ignore[attr-defined]
+
+
+async def test_a_regulator_freezes_serials_under_review_and_lifts_the_freeze(
+    world: tuple[Registry, dict[str, Caller]],
+) -> None:
+    registry, callers = world
+    regulator, broker = callers["regulator"], callers["broker"]
+    body = {"freeze_id": "F-1", "namespace": "JCM-TH", "start": 1, "end": 100, "reason": "issuance under review"}
+    assert (await broker.post("/accounts/TH-CO/block-freezes", body)).status_code == 403
+    frozen = await regulator.post("/accounts/TH-CO/block-freezes", body)
+    assert frozen.status_code == 201, frozen.text
+    assert frozen.json()["blocks"] == [["JCM-TH", 1, 100]]
+    assert await held(registry, "TH-CO") == 4900
+    again = await regulator.post("/accounts/TH-CO/block-freezes", body | {"freeze_id": "F-2", "start": 50})
+    assert (again.status_code, again.json()["code"]) == (422, "UNITS_NOT_HELD")
+    [reserved] = await run(registry, pb.ReserveUnits(reservation_id="R-1", account_id="TH-CO", quantity=10))
+    assert isinstance(reserved, pb.UnitsReserved) and [(b.start, b.end) for b in reserved.blocks] == [(101, 110)]
+    lifted = await regulator.post("/accounts/TH-CO/block-freezes/F-1/release", {"reason": "cleared"})
+    assert (lifted.status_code, lifted.json()["state"]) == (200, "unfrozen")
+    assert await held(registry, "TH-CO") == 4990
+    unknown = await regulator.post("/accounts/TH-CO/block-freezes/F-1/release", {"reason": "again"})
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "FREEZE_UNKNOWN")
+    blocks = await registry.pool.fetch("SELECT serial_start, serial_end, status FROM blocks ORDER BY serial_start")
+    assert [tuple(b) for b in blocks] == [(1, 100, "held"), (101, 110, "reserved"), (111, 5000, "held")]

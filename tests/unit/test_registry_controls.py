@@ -204,3 +204,29 @@ def test_the_own_channel_may_freeze(registry: MemoryRegistry) -> None:
 def test_an_account_id_names_its_jurisdiction(registry: MemoryRegistry) -> None:
     assert refused(registry, open_account("CH-SQUAT", "CN")) == "ACCOUNT_INVALID"
     assert refused(registry, open_account("ACCT-1", "TH")) == "ACCOUNT_INVALID"
+
+
+def freeze(freeze_id: str, start: int, end: int, account: str = "TH-CO") -> pb.FreezeBlocks:
+    return pb.FreezeBlocks(
+        freeze_id=freeze_id, account_id=account, namespace="JCM-TH", start=start, end=end, reason="under review"
+    )
+
+
+def test_frozen_serials_stay_put_until_unfrozen(registry: MemoryRegistry) -> None:
+    [frozen] = registry.execute(freeze("F-1", 1, 100))
+    assert isinstance(frozen, pb.BlocksFrozen) and [(b.start, b.end) for b in frozen.blocks] == [(1, 100)]
+    assert held(registry, "TH-CO") == 4900
+    # The reservation takes the lowest serials still held; nothing frozen moves.
+    [reserved] = registry.execute(reserve("R-1", 10))
+    assert isinstance(reserved, pb.UnitsReserved) and [(b.start, b.end) for b in reserved.blocks] == [(101, 110)]
+    assert refused(registry, freeze("F-2", 100, 120)) == "UNITS_NOT_HELD"  # 100 frozen, 101-110 reserved
+    assert refused(registry, freeze("F-1", 200, 300)) == "SEQUENCE_DUPLICATE_ID"  # in force
+    assert refused(registry, freeze("F-3", 4990, 5010)) == "UNITS_NOT_HELD"  # 5001- never issued
+    assert refused(registry, pb.UnfreezeBlocks(freeze_id="F-9", account_id="TH-CO", reason="r")) == "FREEZE_UNKNOWN"
+    [thawed] = registry.execute(pb.UnfreezeBlocks(freeze_id="F-1", account_id="TH-CO", reason="cleared"))
+    assert isinstance(thawed, pb.BlocksUnfrozen) and [(b.start, b.end) for b in thawed.blocks] == [(1, 100)]
+    assert held(registry, "TH-CO") == 4990
+    # A national registry freezes only its own accounts' serials.
+    assert refused(registry, freeze("F-4", 1, 10), "CH") == "CHANNEL_JURISDICTION_MISMATCH"
+    [own] = registry.execute(freeze("F-4", 1, 10), "TH")
+    assert isinstance(own, pb.BlocksFrozen)

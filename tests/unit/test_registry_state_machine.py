@@ -41,6 +41,7 @@ class RegistryMachine(RuleBasedStateMachine):
         self.snapshots: dict[str, tuple[int, bytes]] = {}  # stream id -> (version, bytes)
         self.issued: Counter[str] = Counter()
         self.terminal: list[tuple[str, int, int, str, Status]] = []  # retired or cancelled serials
+        self.frozen_blocks: dict[str, list[tuple[str, int, int, str]]] = {}  # freeze id -> its serials
         self.n = 0
         for command in (
             open_account("TH-GOV", "TH", pb.GOVERNMENT),
@@ -211,6 +212,25 @@ class RegistryMachine(RuleBasedStateMachine):
     def freeze_account(self, account: str, freeze: bool) -> None:
         kind = pb.FreezeAccount if freeze else pb.UnfreezeAccount
         self.run(kind(account_id=account, reason="supervisory hold", by="regulator"))
+
+    @rule(account=st.sampled_from(ACCOUNTS[:2]), start=st.integers(1, 400), length=st.integers(1, 60))
+    def freeze_blocks(self, account: str, start: int, length: int) -> None:
+        end = start + length - 1
+        command = pb.FreezeBlocks(
+            freeze_id=f"F-{self.n}", account_id=account, namespace="JCM-TH", start=start, end=end, reason="r"
+        )
+        for event in self.run(command):
+            assert isinstance(event, pb.BlocksFrozen)
+            self.frozen_blocks[event.freeze_id] = [(b.namespace, b.start, b.end, account) for b in event.blocks]
+
+    @precondition(lambda self: bool(self.frozen_blocks))
+    @rule(data=st.data())
+    def unfreeze_blocks(self, data: st.DataObject) -> None:
+        freeze_id = data.draw(st.sampled_from(sorted(self.frozen_blocks)))
+        account = self.frozen_blocks[freeze_id][0][3]
+        [thawed] = self.run(pb.UnfreezeBlocks(freeze_id=freeze_id, account_id=account, reason="cleared"))
+        assert isinstance(thawed, pb.BlocksUnfrozen)
+        assert [(b.namespace, b.start, b.end, account) for b in thawed.blocks] == self.frozen_blocks.pop(freeze_id)
 
     @rule(project=st.sampled_from(PROJECTS), freeze=st.booleans())
     def freeze_project(self, project: str, freeze: bool) -> None:
@@ -393,6 +413,14 @@ class RegistryMachine(RuleBasedStateMachine):
                 assert account.reservations[transfer_id] == scheduled.quantity
             for transfer_id, proposed in account.external.items():
                 assert account.reservations[transfer_id] == proposed.quantity
+
+    @invariant()
+    def frozen_serials_stay_frozen(self) -> None:
+        for pieces in self.frozen_blocks.values():
+            for namespace, start, end, account in pieces:
+                covering = [b for b in self.registry.index.blocks(namespace) if b.start <= end and start <= b.end]
+                assert sum(min(b.end, end) - max(b.start, start) + 1 for b in covering) == end - start + 1
+                assert all((b.account_id, b.status) == (account, Status.FROZEN) for b in covering), covering
 
     @invariant()
     def closed_accounts_hold_nothing(self) -> None:

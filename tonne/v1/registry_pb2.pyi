@@ -1084,6 +1084,145 @@ class UnfreezeAccount(_message.Message):
 Global___UnfreezeAccount: _TypeAlias = UnfreezeAccount  # noqa: Y015
 
 @_typing.final
+class FreezeBlocks(_message.Message):
+    """Serials [start, end] of a namespace, held by the account, frozen under `freeze_id`
+    (status "frozen": they neither reserve, transfer, retire nor leave) until unfrozen.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FREEZE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    freeze_id: _builtins.str
+    account_id: _builtins.str
+    namespace: _builtins.str
+    start: _builtins.int
+    end: _builtins.int
+    reason: _builtins.str
+    by: _builtins.str
+    def __init__(
+        self,
+        *,
+        freeze_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "by", b"by", "end", b"end", "freeze_id", b"freeze_id", "namespace", b"namespace", "reason", b"reason", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FreezeBlocks: _TypeAlias = FreezeBlocks  # noqa: Y015
+
+@_typing.final
+class UnfreezeBlocks(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FREEZE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    freeze_id: _builtins.str
+    account_id: _builtins.str
+    reason: _builtins.str
+    by: _builtins.str
+    def __init__(
+        self,
+        *,
+        freeze_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "by", b"by", "freeze_id", b"freeze_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnfreezeBlocks: _TypeAlias = UnfreezeBlocks  # noqa: Y015
+
+@_typing.final
+class BlocksFrozen(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FREEZE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    BLOCKS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    freeze_id: _builtins.str
+    account_id: _builtins.str
+    jurisdiction: _builtins.str
+    reason: _builtins.str
+    by: _builtins.str
+    @_builtins.property
+    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SerialBlock]: ...
+    def __init__(
+        self,
+        *,
+        freeze_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        blocks: _abc.Iterable[Global___SerialBlock] | None = ...,
+        reason: _builtins.str = ...,
+        by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "blocks", b"blocks", "by", b"by", "freeze_id", b"freeze_id", "jurisdiction", b"jurisdiction", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlocksFrozen: _TypeAlias = BlocksFrozen  # noqa: Y015
+
+@_typing.final
+class BlocksUnfrozen(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FREEZE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    BLOCKS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    freeze_id: _builtins.str
+    account_id: _builtins.str
+    jurisdiction: _builtins.str
+    reason: _builtins.str
+    by: _builtins.str
+    @_builtins.property
+    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SerialBlock]: ...
+    def __init__(
+        self,
+        *,
+        freeze_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        blocks: _abc.Iterable[Global___SerialBlock] | None = ...,
+        reason: _builtins.str = ...,
+        by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "blocks", b"blocks", "by", b"by", "freeze_id", b"freeze_id", "jurisdiction", b"jurisdiction", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlocksUnfrozen: _TypeAlias = BlocksUnfrozen  # noqa: Y015
+
+@_typing.final
 class FreezeProject(_message.Message):
     """A project's units neither reserve nor transfer while it is frozen."""
 
@@ -2325,6 +2464,7 @@ class AccountSnapshot(_message.Message):
     SCHEDULED_FIELD_NUMBER: _builtins.int
     CLOSED_FIELD_NUMBER: _builtins.int
     EXTERNAL_FIELD_NUMBER: _builtins.int
+    FROZEN_BLOCKS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     holder: _builtins.str
     jurisdiction: _builtins.str
@@ -2344,6 +2484,10 @@ class AccountSnapshot(_message.Message):
     def external(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExternalTransferProposed]:
         """pending external transfers, by id"""
 
+    @_builtins.property
+    def frozen_blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReservationBalance]:
+        """freeze id -> units frozen under it"""
+
     def __init__(
         self,
         *,
@@ -2359,10 +2503,11 @@ class AccountSnapshot(_message.Message):
         scheduled: _abc.Iterable[Global___TransferScheduled] | None = ...,
         closed: _builtins.bool = ...,
         external: _abc.Iterable[Global___ExternalTransferProposed] | None = ...,
+        frozen_blocks: _abc.Iterable[Global___ReservationBalance] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "closed", b"closed", "external", b"external", "frozen", b"frozen", "holder", b"holder", "jurisdiction", b"jurisdiction", "mandates", b"mandates", "reservations", b"reservations", "scheduled", b"scheduled", "transfer_limit", b"transfer_limit", "trusted", b"trusted", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "closed", b"closed", "external", b"external", "frozen", b"frozen", "frozen_blocks", b"frozen_blocks", "holder", b"holder", "jurisdiction", b"jurisdiction", "mandates", b"mandates", "reservations", b"reservations", "scheduled", b"scheduled", "transfer_limit", b"transfer_limit", "trusted", b"trusted", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -65,6 +65,7 @@ class Account(Aggregate):
         self.trusted: dict[str, Trust] = {}  # account id -> its entry on the trusted list
         self.scheduled: dict[str, pb.TransferScheduled] = {}  # transfer id -> waiting transfer
         self.external: dict[str, pb.ExternalTransferProposed] = {}  # transfer id -> unanswered proposal
+        self.frozen_blocks: dict[str, int] = {}  # freeze id -> units frozen under it
 
     @property
     def opened(self) -> bool:
@@ -121,6 +122,10 @@ class Account(Aggregate):
                 self.scheduled[event.transfer_id] = event
             case pb.TransferCancelled():
                 del self.scheduled[event.transfer_id]
+            case pb.BlocksFrozen():
+                self.frozen_blocks[event.freeze_id] = sum(b.end - b.start + 1 for b in event.blocks)
+            case pb.BlocksUnfrozen():
+                del self.frozen_blocks[event.freeze_id]
             case pb.ExternalTransferProposed():
                 self.external[event.transfer_id] = event
             case pb.ExternalTransferCompleted() | pb.ExternalTransferReturned():
@@ -143,6 +148,9 @@ class Account(Aggregate):
             scheduled=[s for _, s in sorted(self.scheduled.items())],
             closed=self.closed,
             external=[e for _, e in sorted(self.external.items())],
+            frozen_blocks=[
+                pb.ReservationBalance(reservation_id=f, quantity=q) for f, q in sorted(self.frozen_blocks.items())
+            ],
         )
         return message.SerializeToString(deterministic=True)
 
@@ -161,6 +169,7 @@ class Account(Aggregate):
         }
         account.scheduled = {s.transfer_id: s for s in message.scheduled}
         account.external = {e.transfer_id: e for e in message.external}
+        account.frozen_blocks = {f.reservation_id: f.quantity for f in message.frozen_blocks}
         return account
 
 

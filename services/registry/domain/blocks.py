@@ -127,6 +127,12 @@ class Block:
 # --- what an event does to the index: both index adapters apply exactly these ---
 
 
+def frozen_under(account_id: str, freeze_id: str) -> Holding:
+    """Where frozen serials stay: in their account, marked with the freeze ("!" starts no
+    reservation id, and the account makes a freeze id its own)."""
+    return Holding(account_id, Status.FROZEN, f"!{account_id}:{freeze_id}")
+
+
 @dataclass(frozen=True)
 class Put:
     """New serials (an issuance)."""

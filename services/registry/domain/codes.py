@@ -421,6 +421,20 @@ CODES: tuple[RejectCode, ...] = (
         "a trusted account is approved by another person than its proposer",
         "none",
     ),
+    RejectCode(
+        "UNITS_NOT_HELD",
+        7515,
+        CONTROLS,
+        "a block freeze names serials the account does not hold (reserved, retired, frozen, another's, unissued)",
+        "the blocks sharing a serial with the range, `namespace:start-end` (at most 20), or the range",
+    ),
+    RejectCode(
+        "FREEZE_UNKNOWN",
+        7516,
+        CONTROLS,
+        "no block freeze with this id is in force on the account",
+        "the freeze id",
+    ),
     # --- 76xx channels and trust ---
     RejectCode(
         "COMMAND_NOT_ALLOWED_ON_CHANNEL",

@@ -24,8 +24,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.errors import DomainError
 from services.registry.domain.accounts import Account, AccountRef, Project
-from services.registry.domain.blocks import Block
+from services.registry.domain.blocks import Block, Holding
 from services.registry.domain.ledger import (
+    EVIDENCE_LIMIT,
     INT64_MAX,
     Held,
     Ledger,
@@ -33,6 +34,7 @@ from services.registry.domain.ledger import (
     is_party,
     not_closed,
     outgoing,
+    serial_range,
     text_ok,
     transferred,
 )
@@ -106,6 +108,59 @@ class Controls:
         return [
             pb.AccountClosed(
                 account_id=account.account_id, jurisdiction=account.jurisdiction, reason=command.reason, by=command.by
+            )
+        ]
+
+    def freeze_blocks(
+        self, command: pb.FreezeBlocks, account: Account | None, covering: Sequence[Block]
+    ) -> list[Message]:
+        """Freeze serials the account holds: `covering`, the blocks sharing a serial with
+        the range (a bounded few), must all be the account's held units and cover it."""
+        check(command)
+        _reason(command.reason)
+        account = _account(account, command.account_id)
+        if not command.freeze_id or command.freeze_id in account.frozen_blocks:
+            raise DomainError("SEQUENCE_DUPLICATE_ID", f"freeze id {command.freeze_id!r} is missing or in force")
+        serial_range(pb.SerialBlock(namespace=command.namespace, start=command.start, end=command.end))
+        start, end = command.start, command.end
+        covered = sum(min(b.end, end) - max(b.start, start) + 1 for b in covering)
+        if covered != end - start + 1 or any(b.holding != Holding(account.account_id) for b in covering):
+            raise DomainError(
+                "UNITS_NOT_HELD",
+                "only serials the account holds (not reserved, retired or frozen) are frozen",
+                [b.label() for b in covering[:EVIDENCE_LIMIT]] or [f"{command.namespace}:{start}-{end}"],
+            )
+        pieces = [
+            Block(b.namespace, max(b.start, start), min(b.end, end), b.holding, b.units).to_message() for b in covering
+        ]
+        return [
+            pb.BlocksFrozen(
+                freeze_id=command.freeze_id,
+                account_id=account.account_id,
+                jurisdiction=account.jurisdiction,
+                blocks=pieces,
+                reason=command.reason,
+                by=command.by,
+            )
+        ]
+
+    def unfreeze_blocks(
+        self, command: pb.UnfreezeBlocks, account: Account | None, frozen: Sequence[Block]
+    ) -> list[Message]:
+        """`frozen`: the blocks frozen under the freeze id (blocks.frozen_under)."""
+        check(command)
+        _reason(command.reason)
+        account = _account(account, command.account_id)
+        if command.freeze_id not in account.frozen_blocks:
+            raise DomainError("FREEZE_UNKNOWN", f"no freeze {command.freeze_id!r} in force", [command.freeze_id])
+        return [
+            pb.BlocksUnfrozen(
+                freeze_id=command.freeze_id,
+                account_id=account.account_id,
+                jurisdiction=account.jurisdiction,
+                blocks=[b.to_message() for b in frozen],
+                reason=command.reason,
+                by=command.by,
             )
         ]
 

@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from services.common.errors import DomainError
 from services.registry.domain import fingerprint
 from services.registry.domain.accounts import Account, AccountRef
-from services.registry.domain.blocks import Block, Change, Holding, Move, Put, Status, Units
+from services.registry.domain.blocks import Block, Change, Holding, Move, Put, Status, Units, frozen_under
 from services.registry.domain.fingerprint import Prior
 from services.registry.domain.issuance_rules import IssuanceRules, account_type, allocate
 from tonne.v1 import registry_pb2 as pb
@@ -82,6 +82,14 @@ def _identifiers(command: Message) -> list[tuple[str, str]]:
             ]
         case pb.FreezeAccount() | pb.UnfreezeAccount() | pb.SetTransferLimit() | pb.CloseAccount():
             return [("account_id", command.account_id)]
+        case pb.FreezeBlocks():
+            return [
+                ("freeze_id", command.freeze_id),
+                ("account_id", command.account_id),
+                ("namespace", command.namespace),
+            ]
+        case pb.UnfreezeBlocks():
+            return [("freeze_id", command.freeze_id), ("account_id", command.account_id)]
         case pb.FreezeProject() | pb.UnfreezeProject():
             return [("project_id", command.project_id)]
         case pb.ProposeTrustedAccount() | pb.ApproveTrustedAccount() | pb.RemoveTrustedAccount():
@@ -647,7 +655,15 @@ def bind(channel: str, command: Message, account: Account | None) -> None:
             parties = [command.host_party]
         case pb.AnswerExternalTransfer() | pb.ProposeInboundTransfer() | pb.AnswerHoldingsDigest():
             parties = []  # the sending registry's own business: checked where it is decided
-        case pb.GrantMandate() | pb.RevokeMandate() | pb.FreezeAccount() | pb.UnfreezeAccount() | pb.RetireUnits():
+        case (
+            pb.GrantMandate()
+            | pb.RevokeMandate()
+            | pb.FreezeAccount()
+            | pb.UnfreezeAccount()
+            | pb.FreezeBlocks()
+            | pb.UnfreezeBlocks()
+            | pb.RetireUnits()
+        ):
             parties = []
         case _:
             # Moving units and the holder's controls (four eyes need two people, not
@@ -745,6 +761,10 @@ def changes(event: Message) -> list[Change]:
         case pb.UnitsRetired():
             source = Holding(event.account_id, Status.RESERVED, event.retirement_id)
             target = Holding(event.account_id, Status.CANCELLED if event.cancelled else Status.RETIRED)
+        case pb.BlocksFrozen():
+            source, target = Holding(event.account_id), frozen_under(event.account_id, event.freeze_id)
+        case pb.BlocksUnfrozen():
+            source, target = frozen_under(event.account_id, event.freeze_id), Holding(event.account_id)
         case pb.ExternalTransferCompleted():
             source = Holding(event.account_id, Status.RESERVED, event.transfer_id)
             target = exported(event.account_id, event.to_registry)

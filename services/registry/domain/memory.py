@@ -13,7 +13,7 @@ from services.common.errors import DomainError
 from services.common.topics import JURISDICTIONS
 from services.registry.domain import fingerprint
 from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
-from services.registry.domain.blocks import Block
+from services.registry.domain.blocks import Block, frozen_under
 from services.registry.domain.controls import Controls, Policy
 from services.registry.domain.external import ExternalTransfers, named, receive
 from services.registry.domain.fingerprint import Prior
@@ -190,6 +190,17 @@ class MemoryRegistry:
                 return controls.freeze_project(command, self._project(command.project_id))
             case pb.FreezeAccount() | pb.UnfreezeAccount():
                 return controls.freeze_account(command, self.account(command.account_id))
+            case pb.FreezeBlocks():
+                valid = command.namespace and 1 <= command.start <= command.end
+                covering = (
+                    self.index.overlapping(command.namespace, command.start, command.end, EVIDENCE_LIMIT)
+                    if valid
+                    else []
+                )
+                return controls.freeze_blocks(command, self.account(command.account_id), covering)
+            case pb.UnfreezeBlocks():
+                frozen = self.index.reserved(frozen_under(command.account_id, command.freeze_id).reservation_id)
+                return controls.unfreeze_blocks(command, self.account(command.account_id), frozen)
             case pb.CloseAccount():
                 units = self.index.available(command.account_id, pb.UnitSelector())
                 return controls.close_account(command, self.account(command.account_id), units)
@@ -234,6 +245,8 @@ class MemoryRegistry:
             pb.RevokeMandate,
             pb.FreezeAccount,
             pb.UnfreezeAccount,
+            pb.FreezeBlocks,
+            pb.UnfreezeBlocks,
             pb.RetireUnits,
         )
         if isinstance(command, named):
