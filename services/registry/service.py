@@ -638,6 +638,8 @@ def destinations(event: Message) -> Destinations:
             return _heard(event.account_id, event.issuance_id, event.account_id[:2])
         case pb.UnitsRetired():
             return _heard(event.account_id, event.retirement_id, event.jurisdiction)
+        case pb.BlocksFrozen() | pb.BlocksUnfrozen():
+            return _heard(event.account_id, event.freeze_id, event.jurisdiction)
         case pb.UnitsTransferred():
             return _heard(event.from_account_id, event.transfer_id, event.from_jurisdiction, event.to_jurisdiction)
         case pb.UnitsAllocated():
