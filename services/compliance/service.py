@@ -34,13 +34,12 @@ from services.compliance.chain import AuditFeed, AuditLog
 from services.compliance.domain.authorizations import PREFIX, AuthorizationUsage, by_authorization
 from services.compliance.domain.facts import Facts, needed, spent
 from services.compliance.domain.jurisdictions import account_ids, concerned, is_party
-from services.compliance.domain.screening import Policy, claims, screen
+from services.compliance.domain.screening import Policies, Policy, claims, refusal, screen
 from services.compliance.domain.signing import DEVELOPMENT_SEED, Signer
 from services.compliance.domain.validation import (
     check_fact,
     check_request_keys,
     is_identifier,
-    refuse,
     request_problems,
 )
 from tonne.v1 import compliance_pb2 as cpb
@@ -225,8 +224,8 @@ async def facts_for(conn: asyncpg.Connection, request: cpb.ScreenTransfer) -> Fa
 
 
 class Compliance:
-    def __init__(self, kernel: Kernel, policy: Policy, config: ComplianceSettings) -> None:
-        self.policy = policy
+    def __init__(self, kernel: Kernel, policies: Policies | Policy, config: ComplianceSettings) -> None:
+        self.policies = policies  # every policy (build); one Policy decides for every acquirer
         self.signer = config.signer()
         self.pool = kernel.pool
         self.auth = kernel.auth
@@ -276,7 +275,7 @@ class Compliance:
             return
         problems = request_problems(request)
         if problems:
-            refused = refuse(request, problems, self.policy.version)
+            refused = refusal(request, problems, self.policies)
             await uow.append(stream, 0, [(refused, [(topics.COMPLIANCE_DECISIONS, request.trade_id)])], context)
             return
         # Serialised with the reservation's arrival: a screen deferred here is seen by the
@@ -304,7 +303,7 @@ class Compliance:
     async def decide(self, uow: UnitOfWork, request: cpb.ScreenTransfer, facts: Facts, context: Context) -> None:
         """Screen and record the decision; an approval claims, in the same transaction,
         what the delivery may spend of each LoA."""
-        decision = screen(request, facts, self.policy)
+        decision = screen(request, facts, self.policies)
         if decision.verdict == cpb.APPROVED:
             for loa_id, quantity in claims(request, facts).items():
                 usage = facts.usage[loa_id]
@@ -372,4 +371,4 @@ class Compliance:
 
 
 def build(kernel: Kernel) -> Compliance:
-    return Compliance(kernel, Policy.load(), ComplianceSettings())
+    return Compliance(kernel, Policies.load(), ComplianceSettings())

@@ -53,6 +53,7 @@ from services.registry.domain.ledger import (
     bind_venue,
     check,
     command_id,
+    is_party,
     picking,
 )
 from services.registry.domain.reconciliation import Reconciliation
@@ -599,7 +600,8 @@ def _uuid(cause: str) -> str:
 
 def rejection(command: Message, error: DomainError) -> CommandRejected:
     """The refusal as recorded: the stable code and its transaction-log number
-    (services/registry/domain/codes.py; 0 for a code not in the table)."""
+    (services/registry/domain/codes.py; 0 for a code not in the table), and the party
+    whose regulator sees it (scenario 2: a recycled unit offered for sale)."""
     return CommandRejected(
         command_id=command_id(command),
         command_type=command.DESCRIPTOR.full_name,
@@ -607,7 +609,21 @@ def rejection(command: Message, error: DomainError) -> CommandRejected:
         numeric_code=numeric(error.code),
         reason=error.reason,
         evidence=error.evidence,
+        jurisdiction=party_of(command),
     )
+
+
+def party_of(command: Message) -> str:
+    """The party of the account the command names ("TH-…"), or the party it names."""
+    for name in ("account_id", "to_account_id"):
+        value = getattr(command, name, "")
+        if isinstance(value, str) and value[2:3] == "-" and is_party(value[:2]):
+            return value[:2]
+    for name in ("jurisdiction", "host_party"):
+        value = getattr(command, name, "")
+        if isinstance(value, str) and is_party(value):
+            return value
+    return ""
 
 
 def _heard(key: str, notice_key: str, *parties: str) -> Destinations:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -157,6 +158,18 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any, dev_iss
     assert latency > 0
 
 
+async def refusal_on_stream(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], command_id: str
+) -> dict[str, Any]:
+    """The refusal of `command_id` as the audit stream shows it (within a deadline)."""
+    async with asyncio.timeout(60), client.stream("GET", url, headers=headers, timeout=60) as stream:
+        async for line in stream.aiter_lines():
+            payload: dict[str, Any] = json.loads(line).get("payload", {})
+            if payload.get("command_id") == command_id:
+                return payload
+    raise AssertionError(f"{command_id}'s refusal never reached {url}")
+
+
 async def test_unauthorized_ccer_export_is_refused(running_stack: Any, dev_issuer: DevIssuer) -> None:
     """Scenario 3: a CCER block without a Chinese authorization bought for a Japanese account
     trades, but its cross-border settlement is refused and the units go back. Scenario 2's
@@ -192,6 +205,9 @@ async def test_unauthorized_ccer_export_is_refused(running_stack: Any, dev_issue
         short_id = await venue.place(venue.seller, "CCER-2025", "SELL", 8000, 5000, cn_seller, f"short-{run}")
         refused = await venue.wait_order(short_id, venue.seller, "rejected")
         assert refused["reject_code"] == "HOLDINGS_INSUFFICIENT"
+        # China's regulator sees the attempt, with its code and evidence, on its audit stream.
+        seen = await refusal_on_stream(client, f"{venue.compliance}/audit/CN/stream", venue.regulator("CN"), short_id)
+        assert (seen["code"], seen["jurisdiction"], seen["numeric_code"]) == ("HOLDINGS_INSUFFICIENT", "CN", 7301)
 
         sell_id = await venue.place(venue.seller, "CCER-2025", "SELL", 8000, 400, cn_seller, f"sell-{run}")
         await venue.wait_order(sell_id, venue.seller, "resting")

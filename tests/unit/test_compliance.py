@@ -3,7 +3,7 @@ from __future__ import annotations
 from services.compliance.domain import audit
 from services.compliance.domain.facts import Facts
 from services.compliance.domain.jurisdictions import concerned
-from services.compliance.domain.screening import Policy, screen
+from services.compliance.domain.screening import Policies, Policy, screen
 from tests.unit.factories import issuance, loa
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import matching_pb2 as mpb
@@ -44,6 +44,15 @@ def test_authorized_itmo_export_is_approved() -> None:
     decision = screen(request(), facts_with(block(authorization_id="LOA-TH-1")), Policy.load())
     assert decision.verdict == cpb.APPROVED, failed(decision)
     assert len(decision.results) == 6 and decision.policy_version
+    assert decision.policy == f"default@{decision.policy_version}"
+    assert all(r.numeric_code for r in decision.results)
+
+
+def test_the_service_screens_under_the_policies_as_one_policy_does_for_the_default() -> None:
+    """What the service passes (every policy) decides as the default policy alone for an
+    acquirer without a policy of its own (Switzerland)."""
+    facts = facts_with(block(authorization_id="LOA-TH-1"))
+    assert screen(request(), facts, Policies.load()) == screen(request(), facts, Policy.load())
 
 
 def test_unauthorized_export_is_refused_but_domestic_is_not() -> None:

@@ -80,19 +80,24 @@ class RuleResult(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     PASSED_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
+    NUMERIC_CODE_FIELD_NUMBER: _builtins.int
     code: _builtins.str
+    """stable string: docs/compliance-rules.md"""
     passed: _builtins.bool
     evidence: _builtins.str
+    numeric_code: _builtins.int
+    """the transaction log's 8xxx number beside `code` (0: not in the table)"""
     def __init__(
         self,
         *,
         code: _builtins.str = ...,
         passed: _builtins.bool = ...,
         evidence: _builtins.str = ...,
+        numeric_code: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "evidence", b"evidence", "passed", b"passed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "evidence", b"evidence", "numeric_code", b"numeric_code", "passed", b"passed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -110,10 +115,14 @@ class ScreeningDecision(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     REQUEST_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     trade_id: _builtins.str
     verdict: Global___Verdict.ValueType
     policy_version: _builtins.str
+    """the version of `policy`, kept for readers of field 5"""
+    policy: _builtins.str
+    """the policy that decided: `<id>@<version>` (services/compliance/policies)"""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleResult]: ...
     @_builtins.property
@@ -127,10 +136,11 @@ class ScreeningDecision(_message.Message):
         results: _abc.Iterable[Global___RuleResult] | None = ...,
         policy_version: _builtins.str = ...,
         request: Global___ScreenTransfer | None = ...,
+        policy: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy_version", b"policy_version", "request", b"request", "request_id", b"request_id", "results", b"results", "trade_id", b"trade_id", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "policy_version", b"policy_version", "request", b"request", "request_id", b"request_id", "results", b"results", "trade_id", b"trade_id", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

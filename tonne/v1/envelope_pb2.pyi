@@ -131,6 +131,7 @@ class CommandRejected(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
     NUMERIC_CODE_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     command_type: _builtins.str
     code: _builtins.str
@@ -139,6 +140,10 @@ class CommandRejected(_message.Message):
     numeric_code: _builtins.int
     """The transaction log's number for `code` (ITL/CITL style, 7xxx; the table in
     services/registry/domain/codes.py and docs/registry-reject-codes.md); 0: none.
+    """
+    jurisdiction: _builtins.str
+    """The party whose account the refused command named, when it names one: its
+    regulator sees the refusal on its audit stream ("" otherwise).
     """
     @_builtins.property
     def evidence(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -151,10 +156,11 @@ class CommandRejected(_message.Message):
         reason: _builtins.str = ...,
         evidence: _abc.Iterable[_builtins.str] | None = ...,
         numeric_code: _builtins.int = ...,
+        jurisdiction: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "command_id", b"command_id", "command_type", b"command_type", "evidence", b"evidence", "numeric_code", b"numeric_code", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "command_id", b"command_id", "command_type", b"command_type", "evidence", b"evidence", "jurisdiction", b"jurisdiction", "numeric_code", b"numeric_code", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
