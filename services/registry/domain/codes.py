@@ -30,17 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    first: int
-    last: int
-    title: str
-
-    def __contains__(self, number: object) -> bool:
-        return isinstance(number, int) and self.first <= number <= self.last
-
+from services.common.codes import Family, cell, families_table
 
 SEQUENCE = Family("sequence", 7001, 7099, "requests, commands, identifiers and sequence")
 ACCOUNTS = Family("accounts", 7101, 7199, "accounts and their mandates")
@@ -546,10 +536,6 @@ def numeric(code: str) -> int:
     return entry.numeric if entry is not None else 0
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def markdown() -> str:
     """docs/registry-reject-codes.md, from this table."""
     lines = [
@@ -572,9 +558,7 @@ def markdown() -> str:
         "",
         "## Families",
         "",
-        "| range | family |",
-        "| --- | --- |",
-        *(f"| {f.first}-{f.last} | {_cell(f.title)} |" for f in FAMILIES),
+        *families_table(FAMILIES),
         "",
         "## Codes",
         "",
@@ -584,7 +568,7 @@ def markdown() -> str:
     for entry in sorted(CODES, key=lambda e: e.numeric):
         meaning = entry.meaning + (f" (reserved: {entry.reserved})" if entry.reserved else "")
         lines.append(
-            f"| {entry.numeric} | `{entry.code}` | {_cell(meaning)} | {_cell(entry.evidence)} | {entry.carrier.value} |"
+            f"| {entry.numeric} | `{entry.code}` | {cell(meaning)} | {cell(entry.evidence)} | {entry.carrier.value} |"
         )
     lines += [
         "",

@@ -12,22 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from services.common.codes import Family
 from services.compliance.domain.facts import Facts
 from services.compliance.domain.policies import Policy, Use
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as rpb
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    first: int
-    last: int
-    title: str
-
-    def __contains__(self, number: object) -> bool:
-        return isinstance(number, int) and self.first <= number <= self.last
-
 
 # The hundreds digit names the family, as in the registry's 7xxx reject codes
 # (services/registry/domain/codes.py), with the same digit for the same subject.

@@ -4,12 +4,9 @@
 
 from __future__ import annotations
 
+from services.common.codes import cell, families_table
 from services.compliance.domain.rules import REQUEST_INVALID, RULES
 from services.compliance.domain.rules.rule import FAMILIES, Code, Rule
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
 
 
 def _module(rule: Rule) -> str:
@@ -18,8 +15,8 @@ def _module(rule: Rule) -> str:
 
 def _row(entry: Code, order: str, module: str) -> str:
     return (
-        f"| {order} | {entry.numeric} | `{entry.code}` | {entry.family.name} | {_cell(entry.meaning)} "
-        f"| {_cell(entry.evidence)} | `{module}` |"
+        f"| {order} | {entry.numeric} | `{entry.code}` | {entry.family.name} | {cell(entry.meaning)} "
+        f"| {cell(entry.evidence)} | `{module}` |"
     )
 
 
@@ -54,9 +51,7 @@ def markdown() -> str:
         "",
         "## Families",
         "",
-        "| range | family |",
-        "| --- | --- |",
-        *(f"| {f.first}-{f.last} | {_cell(f.title)} |" for f in FAMILIES),
+        *families_table(FAMILIES),
         "",
         "## Rules, in the order they run",
         "",
