@@ -83,6 +83,21 @@ async def read_topic(
     return records
 
 
+def jcm_th_block(namespace: str, end: int, project_id: str, authorization_id: str = "") -> rpb.SerialBlock:
+    """Units 1..`end` of a 2024 JCM floating-solar style project in Thailand."""
+    attributes = rpb.UnitAttributes(
+        standard=rpb.JCM,
+        issuing_registry="TH-JCM-registry",
+        host_party="TH",
+        project_id=project_id,
+        methodology="JCM_TH_AM014",
+        vintage=2024,
+        mitigation_type=rpb.REDUCTION,
+        authorization_id=authorization_id,
+    )
+    return rpb.SerialBlock(namespace=namespace, start=1, end=end, attributes=attributes)
+
+
 def bearer(issuer: DevIssuer, subject: str, roles: list[str], broker_id: str = "") -> dict[str, str]:
     return {"authorization": f"Bearer {issuer.mint(subject, roles, broker_id)}"}
 
@@ -116,6 +131,20 @@ class Venue:
     ) -> None:
         command = rpb.OpenAccount(account_id=account_id, holder=holder, jurisdiction=party, type=type)
         await self.from_national_registry(party, account_id, command)
+
+    async def authorize_thai_itmos(self, loa_id: str, quantity: int) -> None:
+        """Thailand's Letter of Authorization for 2024 JCM outcomes, NDC use, first
+        transfer at the first international transfer (DOMAIN.md scenario 1)."""
+        loa = rpb.RecordAuthorization(
+            authorization_id=loa_id,
+            host_party="TH",
+            quantity=quantity,
+            use=rpb.NDC,
+            first_transfer=rpb.AT_FIRST_INTERNATIONAL_TRANSFER,
+            vintage_from=2024,
+            vintage_to=2024,
+        )
+        await self.from_national_registry("TH", "TH", loa)
 
     async def issue(self, party: str, account_id: str, issuance_id: str, block: rpb.SerialBlock) -> None:
         command = rpb.RecordIssuance(issuance_id=issuance_id, account_id=account_id, block=block)

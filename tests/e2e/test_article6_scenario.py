@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from services.common.auth import DevIssuer
-from tests.support import Venue
+from tests.support import Venue, jcm_th_block
 from tonne.v1 import registry_pb2 as rpb
 
 JCM = "JCM-TH-2024-NDC"
@@ -27,34 +27,8 @@ async def test_itmos_are_resold_freely_claimed_once_and_reported(running_stack: 
     async with httpx.AsyncClient(timeout=10) as client:
         venue = Venue(stack, client, dev_issuer)
         await venue.open_national_account("TH", th_gov, "Government of Thailand", rpb.GOVERNMENT)
-        await venue.from_national_registry(
-            "TH",
-            "TH",
-            rpb.RecordAuthorization(
-                authorization_id=loa_id,
-                host_party="TH",
-                quantity=4000,
-                use=rpb.NDC,
-                first_transfer=rpb.AT_FIRST_INTERNATIONAL_TRANSFER,
-                vintage_from=2024,
-                vintage_to=2024,
-            ),
-        )
-        block = rpb.SerialBlock(
-            namespace=f"JCM-TH6-{run}",
-            start=1,
-            end=5000,
-            attributes=rpb.UnitAttributes(
-                standard=rpb.JCM,
-                issuing_registry="TH-JCM-registry",
-                host_party="TH",
-                project_id="TH-FLOATING-SOLAR-6",
-                methodology="JCM_TH_AM014",
-                vintage=2024,
-                mitigation_type=rpb.REDUCTION,
-                authorization_id=loa_id,
-            ),
-        )
+        await venue.authorize_thai_itmos(loa_id, 4000)
+        block = jcm_th_block(f"JCM-TH6-{run}", 5000, "TH-FLOATING-SOLAR-6", loa_id)
         await venue.issue("TH", th_gov, f"JC-TH6-{run}", block)
         for account, holder, party in ((ch, "Swiss buyer AG", "CH"), (sg, "Singapore buyer Pte", "SG")):
             assert (await venue.open_account(account, holder, party)).status_code == 201

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from services.common.auth import DevIssuer
-from tests.support import Venue, bearer
+from tests.support import Venue, bearer, jcm_th_block
 from tonne.v1 import registry_pb2 as rpb
 
 JCM = "JCM-TH-2024-NDC"
@@ -180,28 +180,8 @@ async def test_every_role_may_do_only_what_its_authority_allows(running_stack: A
         # A settled JCM trade from a Thai account (broker-a) to a Swiss one (broker-b).
         await venue.open_national_account("TH", th_gov, "Government of Thailand", rpb.GOVERNMENT)
         await venue.open_national_account("CH", ch_buyer, "Swiss buyer AG")
-        await venue.from_national_registry(
-            "TH",
-            "TH",
-            rpb.RecordAuthorization(
-                authorization_id=loa_id,
-                host_party="TH",
-                quantity=1000,
-                use=rpb.NDC,
-                first_transfer=rpb.AT_FIRST_INTERNATIONAL_TRANSFER,
-                vintage_from=2024,
-                vintage_to=2024,
-            ),
-        )
-        attributes = rpb.UnitAttributes(
-            standard=rpb.JCM,
-            host_party="TH",
-            project_id="TH-SOLAR-AU",
-            methodology="JCM_TH_AM014",
-            vintage=2024,
-            authorization_id=loa_id,
-        )
-        block = rpb.SerialBlock(namespace=f"AU-{run}", start=1, end=1000, attributes=attributes)
+        await venue.authorize_thai_itmos(loa_id, 1000)
+        block = jcm_th_block(f"AU-{run}", 1000, "TH-SOLAR-AU", loa_id)
         await venue.issue("TH", th_gov, f"AU-ISS-{run}", block)
         await venue.wait_held(th_gov, 1000)
         await venue.grant_mandate("TH", th_gov, "broker-a")

@@ -13,7 +13,7 @@ import httpx
 from services.common import topics
 from services.common.auth import DevIssuer
 from services.common.envelope import unwrap
-from tests.support import Venue, read_topic
+from tests.support import Venue, jcm_th_block, read_topic
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1.envelope_pb2 import Envelope
@@ -38,39 +38,9 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any, dev_iss
     async with httpx.AsyncClient(timeout=10) as client:
         venue = Venue(stack, client, dev_issuer)
         await venue.open_national_account("TH", th_gov, "Government of Thailand", rpb.GOVERNMENT)
-        await venue.from_national_registry(
-            "TH",
-            "TH",
-            rpb.RecordAuthorization(
-                authorization_id=loa_id,
-                host_party="TH",
-                quantity=4000,
-                use=rpb.NDC,
-                first_transfer=rpb.AT_FIRST_INTERNATIONAL_TRANSFER,
-                vintage_from=2024,
-                vintage_to=2024,
-            ),
-        )
-        await venue.issue(
-            "TH",
-            th_gov,
-            f"JC-TH-2024-{run}",
-            rpb.SerialBlock(
-                namespace=f"JCM-TH-{run}",
-                start=1,
-                end=5000,
-                attributes=rpb.UnitAttributes(
-                    standard=rpb.JCM,
-                    issuing_registry="TH-JCM-registry",
-                    host_party="TH",
-                    project_id="TH-FLOATING-SOLAR-1",
-                    methodology="JCM_TH_AM014",
-                    vintage=2024,
-                    mitigation_type=rpb.REDUCTION,
-                    authorization_id=loa_id,
-                ),
-            ),
-        )
+        await venue.authorize_thai_itmos(loa_id, 4000)
+        block = jcm_th_block(f"JCM-TH-{run}", 5000, "TH-FLOATING-SOLAR-1", loa_id)
+        await venue.issue("TH", th_gov, f"JC-TH-2024-{run}", block)
         opened = await venue.open_account(ch_buyer, "Swiss buyer AG", "CH")
         assert opened.status_code == 201, opened.text
         again = await venue.open_account(ch_buyer, "Swiss buyer AG", "CH")
