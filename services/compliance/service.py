@@ -36,6 +36,7 @@ from services.compliance.domain.facts import Facts, needed, spent
 from services.compliance.domain.jurisdictions import account_ids, concerned, is_party
 from services.compliance.domain.screening import Policies, Policy, claims, refusal, screen
 from services.compliance.domain.signing import DEVELOPMENT_SEED, Signer
+from services.compliance.domain.surveillance import Watch
 from services.compliance.domain.validation import (
     check_fact,
     check_request_keys,
@@ -43,6 +44,7 @@ from services.compliance.domain.validation import (
     request_problems,
 )
 from tonne.v1 import compliance_pb2 as cpb
+from tonne.v1 import matching_pb2 as mpb
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1 import settlement_pb2 as spb
 from tonne.v1.envelope_pb2 import Envelope
@@ -94,6 +96,12 @@ class ComplianceSettings(BaseSettings):
                 raise ValueError("production needs TONNE_AUDIT_SIGNING_KEY: the development key is public")
             return Signer(DEVELOPMENT_SEED, self.audit_checkpoint_every)
         return Signer(base64.b64decode(self.audit_signing_key.get_secret_value()), self.audit_checkpoint_every)
+
+
+def _alerted(event: Message) -> list[tuple[str, str]]:
+    if isinstance(event, cpb.SurveillanceAlert):
+        return [(topics.COMPLIANCE_DECISIONS, event.instrument_id)]
+    return []
 
 
 def decision_stream(request_id: str) -> str:
@@ -233,7 +241,8 @@ class Compliance:
         self.usages = Repository(
             AuthorizationUsage, PREFIX, snapshot_every=settings.snapshot_every, cache_size=settings.aggregate_cache
         )
-        self.state = ServiceState(repositories=(self.usages,), project=project, projections=PROJECTIONS)
+        self.watches = Repository(Watch, "watch-", snapshot_every=settings.snapshot_every, cache_size=256)
+        self.state = ServiceState(repositories=(self.usages, self.watches), project=project, projections=PROJECTIONS)
         self.unit_of_work = UnitOfWorkFactory(kernel.pool, project)
         self.audit = AuditLog(kernel.pool, readers=max(1, kernel.pool.get_max_size() // 2))
         self.feed = AuditFeed(settings.database_url, config.audit_streams)
@@ -260,6 +269,12 @@ class Compliance:
         elif isinstance(event, cpb.ScreenTransfer):
             await self.answer(uow, event, context)
             await self.expire(uow, context)
+        elif isinstance(event, mpb.TradeExecuted) and is_identifier(event.instrument_id):
+            watch = await uow.load(self.watches, event.instrument_id)
+            at = envelope.occurred_at.seconds * 1_000_000 + envelope.occurred_at.nanos // 1000
+            found = watch.watch(event, at)
+            # Alerts go out on compliance.decisions, which compliance audits: both parties' chains.
+            await uow.record(watch, [(e, _alerted(e)) for e in found], context)
         await self._audit(uow, topic, envelope, event)
 
     async def answer(self, uow: UnitOfWork, request: cpb.ScreenTransfer, context: Context) -> None:

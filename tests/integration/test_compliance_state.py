@@ -530,3 +530,34 @@ async def test_an_exported_chain_verifies_offline_with_its_signed_checkpoints(st
         1,
         "broken at sequence 3: does not follow from the record before it",
     )
+
+
+async def test_a_round_trip_between_two_accounts_alerts_both_parties_regulators(stack: Stack) -> None:
+    await observe_scenario(stack)
+    instrument = "JCM-TH-2024-NDC"
+
+    def trade(trade_id: str, buyer: str, seller: str) -> mpb.TradeExecuted:
+        return mpb.TradeExecuted(
+            trade_id=trade_id,
+            instrument_id=instrument,
+            price=1500,
+            quantity=10,
+            buyer_account_id=buyer,
+            seller_account_id=seller,
+            buyer_broker_id="B-1",
+            seller_broker_id="B-2",
+        )
+
+    await stack.deliver(topics.MATCHING_EVENTS, trade("TR-1", "CH-BUYER", "TH-GOV"))
+    await stack.deliver(topics.MATCHING_EVENTS, trade("TR-2", "TH-GOV", "CH-BUYER"))  # and back
+    rows = await stack.pool.fetch("SELECT value FROM outbox WHERE topic = $1 ORDER BY id", topics.COMPLIANCE_DECISIONS)
+    sent = [unwrap(r["value"])[1] for r in rows]
+    alerts = [payload for payload in sent if isinstance(payload, cpb.SurveillanceAlert)]
+    assert [(a.alert_id, list(a.trade_ids)) for a in alerts] == [("ROUND_TRIP:TR-2", ["TR-2", "TR-1"])]
+    # Consumed back from compliance.decisions, the alert is in both parties' audit chains.
+    await stack.deliver(topics.COMPLIANCE_DECISIONS, alerts[0])
+    for party in ("TH", "CH"):
+        page = (await stack.http.get(f"/audit/{party}?limit=1000")).json()
+        assert [i["payload"]["alert_id"] for i in page["items"] if i["event_type"].endswith("SurveillanceAlert")] == [
+            "ROUND_TRIP:TR-2"
+        ], party

@@ -390,3 +390,110 @@ class AuthorizationUsageSnapshot(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuthorizationUsageSnapshot: _TypeAlias = AuthorizationUsageSnapshot  # noqa: Y015
+
+@_typing.final
+class SurveillanceAlert(_message.Message):
+    """--- market surveillance (services/compliance/domain/surveillance.py) ---
+
+    A trade that looks like wash trading, on compliance.decisions: the regulators of both
+    accounts' parties read it on their audit streams.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    INSTRUMENT_ID_FIELD_NUMBER: _builtins.int
+    TRADE_IDS_FIELD_NUMBER: _builtins.int
+    BUYER_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SELLER_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    BUYER_BROKER_ID_FIELD_NUMBER: _builtins.int
+    SELLER_BROKER_ID_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    alert_id: _builtins.str
+    """"<kind>:<trade id>" """
+    kind: _builtins.str
+    """SELF_TRADE, ROUND_TRIP, SAME_BROKER_CROSS"""
+    instrument_id: _builtins.str
+    buyer_account_id: _builtins.str
+    seller_account_id: _builtins.str
+    buyer_broker_id: _builtins.str
+    seller_broker_id: _builtins.str
+    detail: _builtins.str
+    @_builtins.property
+    def trade_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the trade, and for a round trip the one it reverses"""
+
+    def __init__(
+        self,
+        *,
+        alert_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        instrument_id: _builtins.str = ...,
+        trade_ids: _abc.Iterable[_builtins.str] | None = ...,
+        buyer_account_id: _builtins.str = ...,
+        seller_account_id: _builtins.str = ...,
+        buyer_broker_id: _builtins.str = ...,
+        seller_broker_id: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "buyer_account_id", b"buyer_account_id", "buyer_broker_id", b"buyer_broker_id", "detail", b"detail", "instrument_id", b"instrument_id", "kind", b"kind", "seller_account_id", b"seller_account_id", "seller_broker_id", b"seller_broker_id", "trade_ids", b"trade_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SurveillanceAlert: _TypeAlias = SurveillanceAlert  # noqa: Y015
+
+@_typing.final
+class TradeWatched(_message.Message):
+    """An instrument's recent trades as surveillance remembers them (stream `watch-<instrument>`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRADE_ID_FIELD_NUMBER: _builtins.int
+    BUYER_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SELLER_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    AT_MICROS_FIELD_NUMBER: _builtins.int
+    trade_id: _builtins.str
+    buyer_account_id: _builtins.str
+    seller_account_id: _builtins.str
+    at_micros: _builtins.int
+    """the trade's time (its envelope's occurred_at)"""
+    def __init__(
+        self,
+        *,
+        trade_id: _builtins.str = ...,
+        buyer_account_id: _builtins.str = ...,
+        seller_account_id: _builtins.str = ...,
+        at_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_micros", b"at_micros", "buyer_account_id", b"buyer_account_id", "seller_account_id", b"seller_account_id", "trade_id", b"trade_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TradeWatched: _TypeAlias = TradeWatched  # noqa: Y015
+
+@_typing.final
+class WatchSnapshot(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def recent(self) -> _containers.RepeatedCompositeFieldContainer[Global___TradeWatched]:
+        """oldest first"""
+
+    def __init__(
+        self,
+        *,
+        recent: _abc.Iterable[Global___TradeWatched] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recent", b"recent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchSnapshot: _TypeAlias = WatchSnapshot  # noqa: Y015
