@@ -252,6 +252,20 @@ CODES: tuple[RejectCode, ...] = (
         "the project (by fingerprint) had a day of this monitoring period issued already, in any programme",
         "the earlier issuances, `<issuance id> (<standard>, <start>..<end>)` (at most 20)",
     ),
+    RejectCode(
+        "MANIFEST_INVALID",
+        7208,
+        UNITS,
+        "a carbon-inclusion manifest is empty, repeats a record id, or has a malformed record",
+        "the record id concerned (at most 64 characters)",
+    ),
+    RejectCode(
+        "MANIFEST_RECORD_UNKNOWN",
+        7209,
+        UNITS,
+        "no record with this id is in the manifest (no inclusion proof)",
+        "the record id given (at most 64 characters)",
+    ),
     # --- 73xx holdings and reservations ---
     RejectCode(
         "HOLDINGS_INSUFFICIENT",
