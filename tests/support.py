@@ -143,6 +143,8 @@ class Venue:
             first_transfer=rpb.AT_FIRST_INTERNATIONAL_TRANSFER,
             vintage_from=2024,
             vintage_to=2024,
+            cooperative_approach="JCM-JP-TH",
+            authorized_entities=["Swiss buyer AG", "Singapore buyer Pte"],
         )
         await self.from_national_registry("TH", "TH", loa)
 

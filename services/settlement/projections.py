@@ -58,7 +58,17 @@ PROJECTIONS = (
     ),
     Projection(
         "authorizations",
-        ("authorization_id", "host_party", "quantity", "use", "first_transfer", "vintage_from", "vintage_to"),
+        (
+            "authorization_id",
+            "host_party",
+            "quantity",
+            "use",
+            "first_transfer",
+            "vintage_from",
+            "vintage_to",
+            "cooperative_approach",
+            "authorized_entities::text",
+        ),
         ("authorization_id",),
     ),
     Projection("first_transferred", ("namespace", "start", '"end"'), ("namespace", "start")),
@@ -143,9 +153,11 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
             # The latest record of an LoA stands, as it did in the in-memory dict before.
             await conn.execute(
                 "INSERT INTO authorizations (authorization_id, host_party, quantity, use, first_transfer, "
-                "vintage_from, vintage_to) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "vintage_from, vintage_to, cooperative_approach, authorized_entities) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
                 "ON CONFLICT (authorization_id) DO UPDATE SET host_party = $2, quantity = $3, use = $4, "
-                "first_transfer = $5, vintage_from = $6, vintage_to = $7",
+                "first_transfer = $5, vintage_from = $6, vintage_to = $7, cooperative_approach = $8, "
+                "authorized_entities = $9",
                 a.authorization_id,
                 a.host_party,
                 a.quantity,
@@ -153,6 +165,8 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 a.first_transfer,
                 a.vintage_from,
                 a.vintage_to,
+                a.cooperative_approach,
+                list(a.authorized_entities),
             )
         case rpb.AccountOpened():
             await conn.execute(

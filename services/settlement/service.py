@@ -340,6 +340,13 @@ class Settlement:
                 spb.ACQUIRING,
                 rpb.AT_FIRST_INTERNATIONAL_TRANSFER,
             )
+            # Tables 2 and 5: every authorization the party gave, whether or not it was used.
+            own = [
+                _loa(row)
+                for row in await conn.fetch(
+                    "SELECT * FROM authorizations WHERE host_party = $1 ORDER BY authorization_id", party
+                )
+            ]
         ledger = {(row["vintage"], row["side"]): int(row["quantity"]) for row in rows}
         findings = aef.check(party, year, loas, history, ledger)
         this_year = [a for a in history if a.year == year]
@@ -347,13 +354,17 @@ class Settlement:
             "party": party,
             "year": year,
             "submission": {"party": party, "reported_year": year, "format": "AEF (decision 6/CMA.4)"},
-            "authorizations": [_json(loa) for loa in loas.values() if loa.host_party == party],
+            "authorizations": [_json(loa) for loa in own],
             "actions": [_json(a) for a in this_year],
             "holdings": [
                 {"namespace": namespace, "vintage": vintage, "quantity": quantity}
                 for (namespace, vintage), quantity in sorted(aef.holdings(history).items())
             ],
-            "authorized_entities": [],
+            "authorized_entities": [
+                {"authorization_id": loa.authorization_id, "entity": entity}
+                for loa in own
+                for entity in loa.authorized_entities
+            ],
             "findings": [{"code": f.code, "detail": f.detail, "rows": list(f.rows)} for f in findings],
             "consistent": not findings,
         }
@@ -565,18 +576,21 @@ async def _authorizations(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[
     if not ids:
         return {}
     rows = await conn.fetch("SELECT * FROM authorizations WHERE authorization_id = ANY($1::text[])", list(ids))
-    return {
-        row["authorization_id"]: rpb.RecordAuthorization(
-            authorization_id=row["authorization_id"],
-            host_party=row["host_party"],
-            quantity=row["quantity"],
-            use=row["use"],
-            first_transfer=row["first_transfer"],
-            vintage_from=row["vintage_from"],
-            vintage_to=row["vintage_to"],
-        )
-        for row in rows
-    }
+    return {row["authorization_id"]: _loa(row) for row in rows}
+
+
+def _loa(row: asyncpg.Record) -> rpb.RecordAuthorization:
+    return rpb.RecordAuthorization(
+        authorization_id=row["authorization_id"],
+        host_party=row["host_party"],
+        quantity=row["quantity"],
+        use=row["use"],
+        first_transfer=row["first_transfer"],
+        vintage_from=row["vintage_from"],
+        vintage_to=row["vintage_to"],
+        cooperative_approach=row["cooperative_approach"],
+        authorized_entities=row["authorized_entities"],
+    )
 
 
 async def _first_transferred(conn: asyncpg.Connection, blocks: Sequence[rpb.SerialBlock]) -> dict[str, list[Interval]]:

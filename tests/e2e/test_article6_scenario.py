@@ -75,6 +75,10 @@ async def test_itmos_are_resold_freely_claimed_once_and_reported(running_stack: 
         first_transfers = [a for a in th_actions if a["action"] == "ITMO_FIRST_TRANSFER"]
         assert sum(int(a["quantity"]) for a in first_transfers) == 3800
         assert th_report["consistent"], th_report["findings"]
+        [loa] = [a for a in th_report["authorizations"] if a["authorization_id"] == loa_id]  # table 2
+        assert loa["cooperative_approach"] == "JCM-JP-TH"
+        entities = [e["entity"] for e in th_report["authorized_entities"] if e["authorization_id"] == loa_id]
+        assert entities == ["Swiss buyer AG", "Singapore buyer Pte"]  # table 5
         ch_report, ch_actions = await report("CH")
         kinds = {a["action"]: 0 for a in ch_actions}
         for action in ch_actions:

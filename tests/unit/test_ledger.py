@@ -65,6 +65,11 @@ def test_overlap_evidence_names_every_block_the_range_touches(registry: MemoryRe
     registry.decide(issuance("I-5", "TH-GOV", 5001, 6000))
 
 
+def with_entities(authorization: pb.RecordAuthorization, entities: list[str]) -> pb.RecordAuthorization:
+    authorization.authorized_entities.extend(entities)
+    return authorization
+
+
 @pytest.mark.parametrize(
     ("command", "code"),
     [
@@ -95,6 +100,9 @@ def test_overlap_evidence_names_every_block_the_range_touches(registry: MemoryRe
         (pb.ReleaseReservation(reservation_id="R-none", quantity=1), "RESERVATION_UNKNOWN"),
         (pb.RecordAuthorization(authorization_id="L", host_party="A'", quantity=1), "AUTHORIZATION_INVALID"),
         (loa(), "AUTHORIZATION_EXISTS"),
+        (with_entities(loa("LOA-2"), ["Acme", "Acme"]), "AUTHORIZATION_INVALID"),  # twice
+        (with_entities(loa("LOA-2"), ["Acme\x00"]), "AUTHORIZATION_INVALID"),
+        (with_entities(loa("LOA-2"), [f"E{n}" for n in range(101)]), "AUTHORIZATION_INVALID"),
     ],
 )
 def test_bad_commands_are_refused_and_change_nothing(registry: MemoryRegistry, command: Message, code: str) -> None:

@@ -447,6 +447,8 @@ class RecordAuthorization(_message.Message):
     FIRST_TRANSFER_FIELD_NUMBER: _builtins.int
     VINTAGE_FROM_FIELD_NUMBER: _builtins.int
     VINTAGE_TO_FIELD_NUMBER: _builtins.int
+    COOPERATIVE_APPROACH_FIELD_NUMBER: _builtins.int
+    AUTHORIZED_ENTITIES_FIELD_NUMBER: _builtins.int
     authorization_id: _builtins.str
     host_party: _builtins.str
     quantity: _builtins.int
@@ -454,6 +456,12 @@ class RecordAuthorization(_message.Message):
     first_transfer: Global___FirstTransfer.ValueType
     vintage_from: _builtins.int
     vintage_to: _builtins.int
+    cooperative_approach: _builtins.str
+    """the cooperative approach's id (AEF table 2)"""
+    @_builtins.property
+    def authorized_entities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the entities the host authorizes to take part (AEF table 5)"""
+
     def __init__(
         self,
         *,
@@ -464,10 +472,12 @@ class RecordAuthorization(_message.Message):
         first_transfer: Global___FirstTransfer.ValueType = ...,
         vintage_from: _builtins.int = ...,
         vintage_to: _builtins.int = ...,
+        cooperative_approach: _builtins.str = ...,
+        authorized_entities: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_id", b"authorization_id", "first_transfer", b"first_transfer", "host_party", b"host_party", "quantity", b"quantity", "use", b"use", "vintage_from", b"vintage_from", "vintage_to", b"vintage_to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_id", b"authorization_id", "authorized_entities", b"authorized_entities", "cooperative_approach", b"cooperative_approach", "first_transfer", b"first_transfer", "host_party", b"host_party", "quantity", b"quantity", "use", b"use", "vintage_from", b"vintage_from", "vintage_to", b"vintage_to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -37,6 +37,7 @@ _TEXT_MAX = 200
 # Blocks one inbound transfer may carry (each is looked up on its own).
 BLOCKS_MAX = 100
 _LABELS_MAX = 16
+_ENTITIES_MAX = 100
 
 
 def is_identifier(value: str) -> bool:
@@ -56,7 +57,8 @@ def _identifiers(command: Message) -> list[tuple[str, str]]:
         case pb.OpenAccount():
             return [("account_id", command.account_id)]
         case pb.RecordAuthorization():
-            return [("authorization_id", command.authorization_id)]
+            approach = [("cooperative_approach", command.cooperative_approach)]
+            return [("authorization_id", command.authorization_id), *approach]
         case pb.RecordIssuance():
             return [
                 ("issuance_id", command.issuance_id),
@@ -222,6 +224,11 @@ class Ledger:
             raise DomainError("AUTHORIZATION_INVALID", "the first-transfer event is required")
         if command.vintage_from > command.vintage_to:
             raise DomainError("AUTHORIZATION_INVALID", "vintage range is empty")
+        entities = command.authorized_entities
+        if len(entities) > _ENTITIES_MAX or not all(map(text_ok, entities)) or len(set(entities)) != len(entities):
+            raise DomainError(
+                "AUTHORIZATION_INVALID", f"at most {_ENTITIES_MAX} distinct authorized entities, each printable text"
+            )
         if existing is not None:
             raise DomainError("AUTHORIZATION_EXISTS", f"authorization {command.authorization_id!r} exists")
         return [pb.AuthorizationRecorded(authorization=command)]
