@@ -10,7 +10,7 @@ shares, then the rest), so the same issuance always allocates the same serials."
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated, Literal, NamedTuple, Self
 
@@ -188,7 +188,3 @@ class IssuancePolicies:
         if rules is None or not rules.applies(command):
             return Applied(None, command.account_id, {})
         return Applied(rules, rules.landing_account(command), rules.account_ids(command))
-
-    @property
-    def versions(self) -> Mapping[str, str]:
-        return {r.policy: r.version for r in self._rules.values()}
