@@ -92,11 +92,20 @@ class ClaimUse(StrEnum):
     VOLUNTARY = "VOLUNTARY"
 
 
+class Cancellation(StrEnum):
+    """Why units are cancelled (registry.proto's CancellationKind)."""
+
+    VOLUNTARY = "VOLUNTARY"
+    MANDATORY = "MANDATORY"  # the registry's order: a frozen account does not stop it
+    OMGE = "OMGE"  # overall mitigation in global emissions (A6.4)
+
+
 class RetirementRequest(UnitsWanted):
     retirement_id: Identifier
     beneficiary: Text | None = None  # whose claim the retirement backs; not for a cancellation
     purpose: Text  # the claim in words
     cancel: bool = False
+    cancellation: Cancellation | None = None  # with `cancel`; VOLUNTARY when unset
     use: ClaimUse | None = None  # required for a retirement
     claim_year: Annotated[int, Field(ge=0, le=9999)] = 0  # the year claimed for; required for a retirement
 
@@ -111,11 +120,27 @@ class RetirementView(BaseModel):
     use: ClaimUse | None
     claim_year: int
     requested_by: str
+    cancellation: Cancellation | None
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> RetirementView:
         use = pb.ClaimUse.Name(row["use"]).removeprefix("CLAIM_") if row["use"] else None
-        return cls(**{**row, "use": use})
+        kind = row["cancellation"]
+        cancellation = pb.CancellationKind.Name(kind).removeprefix("CANCELLATION_") if kind else None
+        return cls(**{**row, "use": use, "cancellation": cancellation})
+
+
+class ExpiryRequest(UnitsWanted):
+    expiry_id: Identifier
+    reason: Text  # why the units' validity ended (the programme's rule)
+
+
+class ExpiryView(BaseModel):
+    expiry_id: str
+    account_id: str
+    quantity: int
+    reason: str
+    requested_by: str
 
 
 class RetirementPage(BaseModel):
@@ -177,6 +202,7 @@ class AccountView(BaseModel):
     reserved: int
     retired: int
     cancelled: int
+    expired: int
     frozen: bool  # no units leave a frozen account
     closed: bool  # no units enter or leave a closed account
     transfer_limit: int  # the account's own limit on units per outgoing transfer; 0: none
@@ -328,6 +354,7 @@ async def account_view(registry: Registry, identity: Identity, account_id: str) 
         reserved=int(totals.get(Status.RESERVED.value, 0)),
         retired=int(totals.get(Status.RETIRED.value, 0)),
         cancelled=int(totals.get(Status.CANCELLED.value, 0)),
+        expired=int(totals.get(Status.EXPIRED.value, 0)),
         frozen=account["frozen"],
         closed=account["closed"],
         transfer_limit=account["transfer_limit"],
@@ -451,6 +478,11 @@ def router(registry: Registry) -> APIRouter:
             cancel=body.cancel,
             use=pb.ClaimUse.Value(f"CLAIM_{body.use.value}") if body.use else pb.CLAIM_USE_UNSPECIFIED,
             claim_year=body.claim_year,
+            cancellation=(
+                pb.CancellationKind.Value(f"CANCELLATION_{body.cancellation.value}")
+                if body.cancellation
+                else pb.CANCELLATION_KIND_UNSPECIFIED
+            ),
         )
         events = await command(registry, retirement, identity)
         retired = events[-1]
@@ -466,7 +498,40 @@ def router(registry: Registry) -> APIRouter:
                 "use": retired.use,
                 "claim_year": retired.claim_year,
                 "requested_by": retired.by,
+                "cancellation": retired.cancellation,
             }
+        )
+
+    @api.post(
+        "/accounts/{account_id}/expiries",
+        status_code=201,
+        response_model=ExpiryView,
+        responses=refusals(
+            _404="ACCOUNT_UNKNOWN: no account the caller may keep",
+            _422="REQUEST_INVALID, EXPIRY_INVALID, SEQUENCE_DUPLICATE_ID, HOLDINGS_INSUFFICIENT or PROJECT_FROZEN",
+        ),
+    )
+    async def expire(
+        account_id: Annotated[Identifier, Path()], body: ExpiryRequest, identity: Identity = keeper
+    ) -> ExpiryView:
+        """Expires held units whose validity has ended (the registry's act: a frozen
+        account does not stop it); they stay in the account as expired and never move again."""
+        await governed(registry, identity, account_id)
+        expiry = pb.ExpireUnits(
+            expiry_id=body.expiry_id,
+            account_id=account_id,
+            selector=body.selector(),
+            quantity=body.quantity,
+            reason=body.reason,
+        )
+        expired = (await command(registry, expiry, identity))[-1]
+        assert isinstance(expired, pb.UnitsExpired)
+        return ExpiryView(
+            expiry_id=expired.expiry_id,
+            account_id=expired.account_id,
+            quantity=expired.quantity,
+            reason=expired.reason,
+            requested_by=expired.by,
         )
 
     @api.get("/accounts/{account_id}/retirements", response_model=RetirementPage, responses=READ_RESPONSES)
@@ -482,7 +547,7 @@ def router(registry: Registry) -> APIRouter:
             rows, more = await keyset(
                 conn,
                 "SELECT retirement_id, account_id, quantity, cancelled, beneficiary, purpose, use, claim_year, "
-                "requested_by FROM retirements WHERE account_id = $1 AND retirement_id > $2 "
+                "requested_by, cancellation FROM retirements WHERE account_id = $1 AND retirement_id > $2 "
                 "ORDER BY retirement_id LIMIT $3",
                 account_id,
                 after,

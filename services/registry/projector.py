@@ -66,6 +66,7 @@ PROJECTIONS = (
             "use",
             "claim_year",
             "requested_by",
+            "cancellation",
         ),
         ("retirement_id",),
     ),
@@ -128,10 +129,10 @@ def index_call(event: Message) -> Call | None:
             return sql_index.moved("transferred", event.transfer_id, event.account_id, event.quantity, _moves(event))
         case pb.ExternalTransferReturned():
             return sql_index.moved("released", event.transfer_id, event.account_id, event.quantity, _moves(event))
-        case pb.UnitsRetired():
+        case pb.UnitsRetired() | pb.UnitsExpired():
             # The reservation that picked the serials is spent whole ("transferred").
-            kind = "transferred"
-            return sql_index.moved(kind, event.retirement_id, event.account_id, event.quantity, _moves(event))
+            own_id = event.retirement_id if isinstance(event, pb.UnitsRetired) else event.expiry_id
+            return sql_index.moved("transferred", own_id, event.account_id, event.quantity, _moves(event))
     return None
 
 
@@ -231,7 +232,7 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
         case pb.UnitsRetired():
             await conn.execute(
                 "INSERT INTO retirements (retirement_id, account_id, quantity, cancelled, beneficiary, purpose, "
-                "use, claim_year, requested_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "use, claim_year, requested_by, cancellation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 event.retirement_id,
                 event.account_id,
                 event.quantity,
@@ -241,6 +242,7 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 event.use,
                 event.claim_year,
                 event.by,
+                event.cancellation,
             )
         case _:
             await _project_control(conn, event)

@@ -39,7 +39,7 @@ from services.registry.domain import fingerprint
 from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
 from services.registry.domain.blocks import Block, frozen_under
 from services.registry.domain.codes import numeric
-from services.registry.domain.controls import Controls, Policy
+from services.registry.domain.controls import DISPUTE_BLOCKS_MAX, Controls, Policy
 from services.registry.domain.external import ExternalTransfers, named, receive
 from services.registry.domain.fingerprint import Prior
 from services.registry.domain.issuance_rules import IssuancePolicies
@@ -56,9 +56,9 @@ from services.registry.domain.ledger import (
     is_party,
     picking,
 )
-from services.registry.domain.reconciliation import Reconciliation
+from services.registry.domain.reconciliation import Kind, Reconciliation, disputed
 from services.registry.projector import PROJECTIONS, inline, project
-from services.registry.sql_index import SqlIndex
+from services.registry.sql_index import COLUMNS, SqlIndex, block_of
 from tonne.v1 import registry_pb2 as pb
 from tonne.v1.envelope_pb2 import CommandRejected, Envelope
 
@@ -90,6 +90,7 @@ _NAMES_ACCOUNT = (
     pb.FreezeBlocks,
     pb.UnfreezeBlocks,
     pb.RetireUnits,
+    pb.ExpireUnits,
 )
 
 
@@ -220,12 +221,13 @@ class Registry:
             raise
 
     async def _freeze_concerned(self, uow: UnitOfWork, mismatch: pb.ReconciliationMismatch, context: Context) -> None:
-        """The accounts a reconciliation found in dispute are frozen with it, atomically."""
-        reason = f"reconciliation {mismatch.digest_id}: the registry's books differ"
-        for account_id in mismatch.frozen_accounts:
+        """The units a reconciliation found in dispute are frozen with it, atomically."""
+        for account_id, kinds in disputed(mismatch).items():
             account = await uow.load(self.accounts, account_id)
-            freeze = pb.FreezeAccount(account_id=account_id, reason=reason, by="registry-reconciliation")
-            if account.opened and (events := self.controls.freeze_account(freeze, account)):
+            if not account.opened:
+                continue
+            held, reserved = await disputed_units(uow.conn, account_id, kinds)
+            if events := self.controls.freeze_disputed(account, mismatch.digest_id, held, reserved):
                 await uow.record(account, [(e, destinations(e)) for e in events], context)
 
     async def _decide(
@@ -254,7 +256,11 @@ class Registry:
             case pb.ReserveUnits():
                 return await self._reserve(uow, index, command)
             case pb.RetireUnits():
-                return await self._retire(uow, index, command, channel)
+                account, held = await self._held(uow, index, picking(command), channel, command)
+                return account, self.ledger.retire(command, _opened(account), held)
+            case pb.ExpireUnits():
+                account, held = await self._held(uow, index, picking(command), channel, command)
+                return account, self.ledger.expire(command, _opened(account), held)
             case pb.ReleaseReservation():
                 owner, _, reserved, _, _ = await self._reservation(uow, index, command.reservation_id)
                 events = self.ledger.release(command, _opened(owner), reserved)
@@ -433,13 +439,6 @@ class Registry:
         )
         return account, events
 
-    async def _retire(
-        self, uow: UnitOfWork, index: SqlIndex, command: pb.RetireUnits, channel: str
-    ) -> tuple[Aggregate, list[Message]]:
-        account, held = await self._held(uow, index, picking(command), channel, command)
-        events = self.ledger.retire(command, _opened(account), held)
-        return account, events
-
     async def _held(
         self,
         uow: UnitOfWork,
@@ -557,6 +556,35 @@ def signed(command: Message, by: str) -> Message:
     return copy
 
 
+async def disputed_units(conn: asyncpg.Connection, account_id: str, kinds: Sequence[Kind]) -> tuple[list[Block], int]:
+    """The account's held blocks of `kinds` (one past DISPUTE_BLOCKS_MAX at most), and
+    how many of its units of those kinds are reserved."""
+    standards, parties, vintages, authorizations = (list(column) for column in zip(*kinds, strict=True))
+    kind = (
+        "(standard, host_party, vintage, authorization_id) IN "
+        "(SELECT * FROM unnest($2::int[], $3::text[], $4::int[], $5::text[]))"
+    )
+    rows = await conn.fetch(
+        f"SELECT {COLUMNS} FROM blocks WHERE account_id = $1 AND status = 'held' AND {kind} "
+        "ORDER BY namespace, serial_start LIMIT $6",
+        account_id,
+        standards,
+        parties,
+        vintages,
+        authorizations,
+        DISPUTE_BLOCKS_MAX + 1,
+    )
+    reserved = await conn.fetchval(
+        f"SELECT coalesce(sum(quantity), 0) FROM holdings WHERE account_id = $1 AND status = 'reserved' AND {kind}",
+        account_id,
+        standards,
+        parties,
+        vintages,
+        authorizations,
+    )
+    return [block_of(r) for r in rows], int(reserved)
+
+
 async def holding_rows(conn: asyncpg.Connection, jurisdiction: str) -> list[pb.HoldingRow]:
     """The party's accounts' non-zero holdings by kind of unit; held and reserved together."""
     rows = await conn.fetch(
@@ -654,6 +682,8 @@ def destinations(event: Message) -> Destinations:
             return _heard(event.account_id, event.issuance_id, event.account_id[:2])
         case pb.UnitsRetired():
             return _heard(event.account_id, event.retirement_id, event.jurisdiction)
+        case pb.UnitsExpired():
+            return _heard(event.account_id, event.expiry_id, event.jurisdiction)
         case pb.BlocksFrozen() | pb.BlocksUnfrozen():
             return _heard(event.account_id, event.freeze_id, event.jurisdiction)
         case pb.UnitsTransferred():

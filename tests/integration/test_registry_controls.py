@@ -196,6 +196,7 @@ async def test_retirement_through_the_api(world: tuple[Registry, dict[str, Calle
         "use": "OIMP",
         "claim_year": 2025,
         "requested_by": "alice",
+        "cancellation": None,
     }
     cancel = {"retirement_id": "RT-2", "quantity": 100, "purpose": "voluntary cancellation", "cancel": True}
     assert (await alice.post("/accounts/TH-CO/retirements", cancel)).status_code == 201
@@ -210,6 +211,41 @@ async def test_retirement_through_the_api(world: tuple[Registry, dict[str, Calle
     assert [r.code for r in refused] == ["HOLDINGS_INSUFFICIENT"]  # type: ignore[attr-defined]
     assert (await ch.post("/accounts/TH-CO/retirements", body | {"retirement_id": "RT-3"})).status_code == 404
     assert (await regulator.post("/accounts/TH-CO/retirements", body | {"retirement_id": "RT-3"})).status_code == 403
+
+
+async def test_mandatory_cancellation_and_expiry_pass_a_frozen_account(
+    world: tuple[Registry, dict[str, Caller]],
+) -> None:
+    _, callers = world
+    alice, regulator, ch = callers["alice"], callers["regulator"], callers["ch"]
+    frozen = await regulator.post("/accounts/TH-CO/freeze", {"reason": "reversal under review"})
+    assert frozen.status_code == 200, frozen.text
+    cancel = {"retirement_id": "C-1", "quantity": 100, "purpose": "reversal", "cancel": True}
+    voluntary = await alice.post("/accounts/TH-CO/retirements", cancel)
+    assert (voluntary.status_code, voluntary.json()["code"]) == (422, "ACCOUNT_FROZEN")
+    mandatory = await alice.post("/accounts/TH-CO/retirements", cancel | {"cancellation": "MANDATORY"})
+    assert mandatory.status_code == 201, mandatory.text
+    assert (mandatory.json()["cancelled"], mandatory.json()["cancellation"]) == (True, "MANDATORY")
+    expiry = {"expiry_id": "X-1", "quantity": 50, "reason": "temporary credits: period ended"}
+    expired = await alice.post("/accounts/TH-CO/expiries", expiry)
+    assert expired.status_code == 201, expired.text
+    assert expired.json() == {
+        "expiry_id": "X-1",
+        "account_id": "TH-CO",
+        "quantity": 50,
+        "reason": "temporary credits: period ended",
+        "requested_by": "alice",
+    }
+    again = await alice.post("/accounts/TH-CO/expiries", expiry)
+    assert (again.status_code, again.json()["code"]) == (422, "SEQUENCE_DUPLICATE_ID")
+    unexplained = await alice.post("/accounts/TH-CO/expiries", expiry | {"expiry_id": "X-2", "reason": "\x00"})
+    assert (unexplained.status_code, unexplained.json()["code"]) == (422, "REQUEST_INVALID")
+    account = (await regulator.get("/accounts/TH-CO")).json()
+    assert (account["held"], account["cancelled"], account["expired"]) == (4850, 100, 50)
+    listed = (await regulator.get("/accounts/TH-CO/retirements")).json()["items"]
+    assert [(r["retirement_id"], r["cancellation"]) for r in listed] == [("C-1", "MANDATORY")]
+    assert (await ch.post("/accounts/TH-CO/expiries", expiry | {"expiry_id": "X-3"})).status_code == 404
+    assert (await regulator.post("/accounts/TH-CO/expiries", expiry | {"expiry_id": "X-3"})).status_code == 403
 
 
 async def test_an_empty_account_closes_and_takes_nothing_after(world: tuple[Registry, dict[str, Caller]]) -> None:
@@ -303,7 +339,7 @@ async def test_external_transfers_complete_on_the_answer_or_return_at_expiry(
     assert await held(registry, "TH-CO") == 4700
 
 
-async def test_a_registry_that_disagrees_with_its_digest_gets_the_accounts_frozen(
+async def test_a_registry_that_disagrees_with_its_digest_gets_the_disputed_units_frozen(
     world: tuple[Registry, dict[str, Caller]],
 ) -> None:
     registry, callers = world
@@ -326,15 +362,50 @@ async def test_a_registry_that_disagrees_with_its_digest_gets_the_accounts_froze
     # Another registry's answer is looked up among its own digests: none is TH-1.
     assert [r.code for r in await from_registry(registry, "CH", answer)] == ["DIGEST_UNKNOWN"]  # type: ignore[attr-defined]
     [mismatch] = await from_registry(registry, "TH", answer)
-    assert isinstance(mismatch, pb.ReconciliationMismatch) and list(mismatch.frozen_accounts) == ["TH-CO"]
+    assert isinstance(mismatch, pb.ReconciliationMismatch) and list(mismatch.accounts) == ["TH-CO"]
+    # 100 of the disputed kind are reserved (an order's): a block freeze would not stop
+    # their settlement, so the whole account is frozen, in the mismatch's transaction.
     account = (await callers["regulator"].get("/accounts/TH-CO")).json()
-    assert account["frozen"] is True  # in the same transaction as the mismatch
+    assert account["frozen"] is True
     frozen = await registry.pool.fetchval(
         "SELECT envelope FROM events WHERE stream_id = 'account-TH-CO' ORDER BY version DESC LIMIT 1"
     )
     assert "reconciliation TH-1" in unwrap(frozen)[1].reason  # type: ignore[attr-defined]
     late = await from_registry(registry, "TH", pb.AnswerHoldingsDigest(digest_id=issued.digest_id, matches=True))
     assert [r.code for r in late] == ["DIGEST_UNKNOWN"]  # type: ignore[attr-defined]
+
+
+async def test_a_dispute_over_held_units_freezes_those_blocks_alone(
+    world: tuple[Registry, dict[str, Caller]],
+) -> None:
+    registry, callers = world
+    assert await Scheduler(registry).run_once() == 0
+    _, issued = unwrap(
+        await registry.pool.fetchval(
+            "SELECT envelope FROM events WHERE stream_id = 'reconciliation-TH' ORDER BY version DESC LIMIT 1"
+        )
+    )
+    assert isinstance(issued, pb.HoldingsDigestIssued)
+    theirs = pb.HoldingRow()
+    theirs.CopyFrom(issued.rows[0])
+    theirs.vintage += 1  # the registry books the account's units under another vintage
+    gone = pb.HoldingRow()
+    gone.CopyFrom(issued.rows[0])
+    gone.quantity = 0
+    answer = pb.AnswerHoldingsDigest(digest_id=issued.digest_id, theirs=[gone, theirs])
+    [mismatch] = await from_registry(registry, "TH", answer)
+    assert isinstance(mismatch, pb.ReconciliationMismatch)
+    account = (await callers["regulator"].get("/accounts/TH-CO")).json()
+    assert (account["frozen"], account["held"]) == (False, 0)  # the account stays open; its units do not
+    blocks = await registry.pool.fetch("SELECT serial_start, serial_end, status, reservation_id FROM blocks")
+    assert [tuple(b) for b in blocks] == [(1, 5000, "frozen", f"!TH-CO:reconciliation-{issued.digest_id}")]
+    refused = await run(registry, pb.ReserveUnits(reservation_id="R-1", account_id="TH-CO", quantity=1))
+    assert [r.code for r in refused] == ["HOLDINGS_INSUFFICIENT"]  # type: ignore[attr-defined]
+    released = await callers["regulator"].post(
+        f"/accounts/TH-CO/block-freezes/reconciliation-{issued.digest_id}/release", {"reason": "books corrected"}
+    )
+    assert (released.status_code, released.json()["state"]) == (200, "unfrozen")
+    assert await held(registry, "TH-CO") == 5000
 
 
 async def test_a_regulator_freezes_serials_under_review_and_lifts_the_freeze(

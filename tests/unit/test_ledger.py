@@ -362,6 +362,70 @@ def test_a_retirement_is_refused_with_its_reason(registry: MemoryRegistry, comma
     assert caught.value.code == code
 
 
+def cancel(retirement_id: str, quantity: int, kind: pb.CancellationKind.ValueType) -> pb.RetireUnits:
+    command = retire(retirement_id, quantity, cancel=True, beneficiary="")
+    command.cancellation = kind
+    return command
+
+
+def test_cancellations_record_their_kind_and_only_the_registrys_own_pass_a_frozen_account(
+    registry: MemoryRegistry,
+) -> None:
+    [_, voluntary] = registry.execute(retire("C-1", 10, cancel=True, beneficiary=""))
+    assert isinstance(voluntary, pb.UnitsRetired) and voluntary.cancellation == pb.CANCELLATION_VOLUNTARY
+    registry.execute(pb.FreezeAccount(account_id="TH-GOV", reason="reversal under review", by="regulator"))
+    with pytest.raises(DomainError) as caught:
+        registry.decide(cancel("C-2", 10, pb.CANCELLATION_VOLUNTARY))
+    assert caught.value.code == "ACCOUNT_FROZEN"
+    [_, mandatory] = registry.execute(cancel("C-3", 10, pb.CANCELLATION_MANDATORY))
+    assert isinstance(mandatory, pb.UnitsRetired)
+    assert (mandatory.cancelled, mandatory.cancellation) == (True, pb.CANCELLATION_MANDATORY)
+    assert holdings(registry, "TH-GOV")[:2] == [
+        ("JCM-TH", 1, 20, "TH-GOV", Status.CANCELLED),
+        ("JCM-TH", 21, 5000, "TH-GOV", Status.HELD),
+    ]
+
+
+@pytest.mark.parametrize("kind", [pb.CANCELLATION_MANDATORY, 7])
+def test_a_cancellation_kind_needs_a_cancellation(registry: MemoryRegistry, kind: int) -> None:
+    command = retire("RT-1", 1)
+    command.cancellation = kind  # type: ignore[assignment]
+    with pytest.raises(DomainError) as caught:
+        registry.decide(command)
+    assert caught.value.code == "RETIREMENT_INVALID"
+
+
+def expire(expiry_id: str, quantity: int, reason: str = "temporary credit: its period ended") -> pb.ExpireUnits:
+    return pb.ExpireUnits(expiry_id=expiry_id, account_id="TH-GOV", quantity=quantity, reason=reason, by="op")
+
+
+def test_expired_units_stay_expired_and_never_move(registry: MemoryRegistry) -> None:
+    registry.execute(pb.FreezeAccount(account_id="TH-GOV", reason="supervisory hold", by="regulator"))
+    [reserved, expired] = registry.execute(expire("X-1", 100))
+    assert isinstance(reserved, pb.UnitsReserved) and isinstance(expired, pb.UnitsExpired)
+    assert (expired.quantity, expired.jurisdiction, expired.by) == (100, "TH", "op")
+    assert holdings(registry, "TH-GOV")[0] == ("JCM-TH", 1, 100, "TH-GOV", Status.EXPIRED)
+    assert registry.accounts["TH-GOV"].reservations == {}
+    registry.execute(pb.UnfreezeAccount(account_id="TH-GOV", reason="cleared", by="regulator"))
+    with pytest.raises(DomainError) as caught:
+        registry.decide(reserve("R-1", 4901))
+    assert caught.value.code == "HOLDINGS_INSUFFICIENT"  # the expired serials are not held
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        (expire("X-1", 1, reason=""), "EXPIRY_INVALID"),
+        (expire("X-1", 5001), "HOLDINGS_INSUFFICIENT"),
+        (expire("X 1", 1), "IDENTIFIER_INVALID"),
+    ],
+)
+def test_an_expiry_is_refused_with_its_reason(registry: MemoryRegistry, command: pb.ExpireUnits, code: str) -> None:
+    with pytest.raises(DomainError) as caught:
+        registry.decide(command)
+    assert caught.value.code == code
+
+
 def test_a_retirement_id_is_used_once(registry: MemoryRegistry) -> None:
     registry.execute(retire("RT-1", 1))
     with pytest.raises(DomainError) as caught:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.common.errors import DomainError
-from services.registry.domain.reconciliation import Reconciliation, sha256
+from services.registry.domain.reconciliation import Reconciliation, disputed, sha256
 from tonne.v1 import registry_pb2 as pb
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
@@ -69,8 +69,20 @@ def test_an_agreeing_answer_reconciles_and_a_disagreeing_one_names_the_accounts(
     theirs = [row("TH-B", 4), row("TH-C", 3)]  # a row it has and tonne has not
     [mismatch] = reconciliation.answer(pb.AnswerHoldingsDigest(digest_id=digest.digest_id, theirs=theirs), "TH")
     assert isinstance(mismatch, pb.ReconciliationMismatch)
-    assert list(mismatch.frozen_accounts) == ["TH-B", "TH-C"]
+    assert list(mismatch.accounts) == ["TH-B", "TH-C"]
     assert [(r.account_id, r.quantity) for r in mismatch.ours] == [("TH-B", 5)]
+    assert disputed(mismatch) == {"TH-B": [(pb.JCM, "TH", 2024, "")], "TH-C": [(pb.JCM, "TH", 2024, "")]}
+
+
+def test_a_dispute_freezes_only_units_that_can_still_move() -> None:
+    retired = row("TH-A", 3, 2023)
+    retired.status = "retired"
+    mismatch = pb.ReconciliationMismatch(
+        digest_id="TH-1", jurisdiction="TH", ours=[row("TH-A", 7), retired], theirs=[row("TH-A", 6)], accounts=["TH-A"]
+    )
+    assert disputed(mismatch) == {"TH-A": [(pb.JCM, "TH", 2024, "")]}
+    only_retired = pb.ReconciliationMismatch(digest_id="TH-1", jurisdiction="TH", ours=[retired], accounts=["TH-A"])
+    assert disputed(only_retired) == {}
 
 
 def test_only_the_party_s_registry_answers_the_pending_digest() -> None:

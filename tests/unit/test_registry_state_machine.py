@@ -1,8 +1,8 @@
 """The registry's pure core and memory index under long random runs of commands,
 snapshots and restarts: units conserved (issued or transferred in = held + reserved +
-retired + cancelled + exported), no serial in two places, no unmerged neighbours,
-mandate ids unique across accounts, foreign channels refused, retired, cancelled and
-exported units never moving again, A6.4 levies never below their share, no unit leaving
+retired + cancelled + expired + exported), no serial in two places, no unmerged neighbours,
+mandate ids unique across accounts, foreign channels refused, retired, cancelled,
+expired and exported units never moving again, A6.4 levies never below their share, no unit leaving
 a frozen account, no frozen project's units moving, every scheduled transfer and every
 pending external transfer holding exactly its units, aggregates from snapshot + tail
 identical to a fold from zero."""
@@ -62,8 +62,12 @@ class RegistryMachine(RuleBasedStateMachine):
             events = self.registry.decide(command, channel)
         except DomainError:
             return []
+        by_authority = isinstance(command, pb.ExpireUnits) or (
+            isinstance(command, pb.RetireUnits) and command.cancellation == pb.CANCELLATION_MANDATORY
+        )
         for event in events:
-            self.moves_nothing_frozen(event)
+            if not by_authority:
+                self.moves_nothing_frozen(event)
             self.registry.apply(event)
             self.streams[stream_of(event)].append(event)
             match event:
@@ -190,6 +194,7 @@ class RegistryMachine(RuleBasedStateMachine):
     )
     def retire(self, account: str, quantity: int, cancel: bool, vintage: int) -> None:
         selector = pb.UnitSelector(host_party="TH", vintage=vintage)
+        kind = pb.CANCELLATION_MANDATORY if cancel and quantity % 2 else pb.CANCELLATION_KIND_UNSPECIFIED
         retirement = pb.RetireUnits(
             retirement_id=f"RT-{self.n}",
             account_id=account,
@@ -200,11 +205,22 @@ class RegistryMachine(RuleBasedStateMachine):
             cancel=cancel,
             use=pb.CLAIM_USE_UNSPECIFIED if cancel else pb.CLAIM_OIMP,
             claim_year=0 if cancel else 2025,
+            cancellation=kind,
         )
         for event in self.run(retirement):
             if isinstance(event, pb.UnitsRetired):
                 status = Status.CANCELLED if cancel else Status.RETIRED
                 self.terminal += [(b.namespace, b.start, b.end, account, status) for b in event.blocks]
+
+    @rule(account=st.sampled_from(ACCOUNTS), quantity=st.integers(1, 60), vintage=st.sampled_from([0, 2023]))
+    def expire(self, account: str, quantity: int, vintage: int) -> None:
+        selector = pb.UnitSelector(vintage=vintage)
+        expiry = pb.ExpireUnits(
+            expiry_id=f"EX-{self.n}", account_id=account, selector=selector, quantity=quantity, reason="period ended"
+        )
+        for event in self.run(expiry):
+            if isinstance(event, pb.UnitsExpired):
+                self.terminal += [(b.namespace, b.start, b.end, account, Status.EXPIRED) for b in event.blocks]
 
     # --- the Union Registry's controls ---
 
@@ -338,7 +354,8 @@ class RegistryMachine(RuleBasedStateMachine):
 
     def moves_nothing_frozen(self, event: Message) -> None:
         """Units leave no frozen account (a release or cancellation gives them back), and
-        a frozen project's units neither reserve nor transfer."""
+        a frozen project's units neither reserve nor transfer; the registry's own mandatory
+        cancellations and expiries alone pass a frozen account."""
         if isinstance(event, pb.UnitsReserved | pb.UnitsTransferred):
             source = event.account_id if isinstance(event, pb.UnitsReserved) else event.from_account_id
             assert not self.registry.accounts[source].frozen, event

@@ -147,6 +147,29 @@ AT_FIRST_INTERNATIONAL_TRANSFER: FirstTransfer.ValueType  # 3
 AT_USE_OR_CANCELLATION: FirstTransfer.ValueType  # 4
 Global___FirstTransfer: _TypeAlias = FirstTransfer  # noqa: Y015
 
+class _CancellationKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CancellationKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CancellationKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CANCELLATION_KIND_UNSPECIFIED: _CancellationKind.ValueType  # 0
+    CANCELLATION_VOLUNTARY: _CancellationKind.ValueType  # 1
+    CANCELLATION_MANDATORY: _CancellationKind.ValueType  # 2
+    CANCELLATION_OMGE: _CancellationKind.ValueType  # 3
+
+class CancellationKind(_CancellationKind, metaclass=_CancellationKindEnumTypeWrapper):
+    """Why units are cancelled (Kyoto's 04 transactions): by the holder's choice, by the
+    registry's order (mandatory: e.g. a reversal, a non-compliance), or for overall
+    mitigation in global emissions (A6.4's OMGE share).
+    """
+
+CANCELLATION_KIND_UNSPECIFIED: CancellationKind.ValueType  # 0
+CANCELLATION_VOLUNTARY: CancellationKind.ValueType  # 1
+CANCELLATION_MANDATORY: CancellationKind.ValueType  # 2
+CANCELLATION_OMGE: CancellationKind.ValueType  # 3
+Global___CancellationKind: _TypeAlias = CancellationKind  # noqa: Y015
+
 class _ClaimUse:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -950,6 +973,7 @@ class RetireUnits(_message.Message):
     BY_FIELD_NUMBER: _builtins.int
     USE_FIELD_NUMBER: _builtins.int
     CLAIM_YEAR_FIELD_NUMBER: _builtins.int
+    CANCELLATION_FIELD_NUMBER: _builtins.int
     retirement_id: _builtins.str
     account_id: _builtins.str
     quantity: _builtins.int
@@ -962,6 +986,8 @@ class RetireUnits(_message.Message):
     """required for a retirement"""
     claim_year: _builtins.int
     """the year the claim is made for; required for a retirement"""
+    cancellation: Global___CancellationKind.ValueType
+    """with `cancel`: unspecified is voluntary"""
     @_builtins.property
     def selector(self) -> Global___UnitSelector: ...
     def __init__(
@@ -977,14 +1003,93 @@ class RetireUnits(_message.Message):
         by: _builtins.str = ...,
         use: Global___ClaimUse.ValueType = ...,
         claim_year: _builtins.int = ...,
+        cancellation: Global___CancellationKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "beneficiary", b"beneficiary", "by", b"by", "cancel", b"cancel", "claim_year", b"claim_year", "purpose", b"purpose", "quantity", b"quantity", "retirement_id", b"retirement_id", "selector", b"selector", "use", b"use"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "beneficiary", b"beneficiary", "by", b"by", "cancel", b"cancel", "cancellation", b"cancellation", "claim_year", b"claim_year", "purpose", b"purpose", "quantity", b"quantity", "retirement_id", b"retirement_id", "selector", b"selector", "use", b"use"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RetireUnits: _TypeAlias = RetireUnits  # noqa: Y015
+
+@_typing.final
+class ExpireUnits(_message.Message):
+    """The registry operator expires held units whose programme validity has ended (e.g. a
+    temporary credit at the end of its period): they stay in the account as expired and
+    never move again.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPIRY_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    expiry_id: _builtins.str
+    account_id: _builtins.str
+    quantity: _builtins.int
+    reason: _builtins.str
+    by: _builtins.str
+    @_builtins.property
+    def selector(self) -> Global___UnitSelector: ...
+    def __init__(
+        self,
+        *,
+        expiry_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        selector: Global___UnitSelector | None = ...,
+        quantity: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "by", b"by", "expiry_id", b"expiry_id", "quantity", b"quantity", "reason", b"reason", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpireUnits: _TypeAlias = ExpireUnits  # noqa: Y015
+
+@_typing.final
+class UnitsExpired(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPIRY_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    BLOCKS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    expiry_id: _builtins.str
+    account_id: _builtins.str
+    jurisdiction: _builtins.str
+    quantity: _builtins.int
+    reason: _builtins.str
+    by: _builtins.str
+    @_builtins.property
+    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SerialBlock]: ...
+    def __init__(
+        self,
+        *,
+        expiry_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        blocks: _abc.Iterable[Global___SerialBlock] | None = ...,
+        reason: _builtins.str = ...,
+        by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "blocks", b"blocks", "by", b"by", "expiry_id", b"expiry_id", "jurisdiction", b"jurisdiction", "quantity", b"quantity", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnitsExpired: _TypeAlias = UnitsExpired  # noqa: Y015
 
 @_typing.final
 class UnitsRetired(_message.Message):
@@ -1003,6 +1108,7 @@ class UnitsRetired(_message.Message):
     BY_FIELD_NUMBER: _builtins.int
     USE_FIELD_NUMBER: _builtins.int
     CLAIM_YEAR_FIELD_NUMBER: _builtins.int
+    CANCELLATION_FIELD_NUMBER: _builtins.int
     retirement_id: _builtins.str
     account_id: _builtins.str
     jurisdiction: _builtins.str
@@ -1013,6 +1119,8 @@ class UnitsRetired(_message.Message):
     by: _builtins.str
     use: Global___ClaimUse.ValueType
     claim_year: _builtins.int
+    cancellation: Global___CancellationKind.ValueType
+    """set when `cancelled`"""
     @_builtins.property
     def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SerialBlock]: ...
     def __init__(
@@ -1029,10 +1137,11 @@ class UnitsRetired(_message.Message):
         by: _builtins.str = ...,
         use: Global___ClaimUse.ValueType = ...,
         claim_year: _builtins.int = ...,
+        cancellation: Global___CancellationKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "beneficiary", b"beneficiary", "blocks", b"blocks", "by", b"by", "cancelled", b"cancelled", "claim_year", b"claim_year", "jurisdiction", b"jurisdiction", "purpose", b"purpose", "quantity", b"quantity", "retirement_id", b"retirement_id", "use", b"use"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "beneficiary", b"beneficiary", "blocks", b"blocks", "by", b"by", "cancellation", b"cancellation", "cancelled", b"cancelled", "claim_year", b"claim_year", "jurisdiction", b"jurisdiction", "purpose", b"purpose", "quantity", b"quantity", "retirement_id", b"retirement_id", "use", b"use"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2349,7 +2458,7 @@ class ReconciliationMismatch(_message.Message):
     JURISDICTION_FIELD_NUMBER: _builtins.int
     OURS_FIELD_NUMBER: _builtins.int
     THEIRS_FIELD_NUMBER: _builtins.int
-    FROZEN_ACCOUNTS_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
     digest_id: _builtins.str
     jurisdiction: _builtins.str
     @_builtins.property
@@ -2357,7 +2466,9 @@ class ReconciliationMismatch(_message.Message):
     @_builtins.property
     def theirs(self) -> _containers.RepeatedCompositeFieldContainer[Global___HoldingRow]: ...
     @_builtins.property
-    def frozen_accounts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def accounts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the party's accounts in dispute (their disputed units are frozen)"""
+
     def __init__(
         self,
         *,
@@ -2365,11 +2476,11 @@ class ReconciliationMismatch(_message.Message):
         jurisdiction: _builtins.str = ...,
         ours: _abc.Iterable[Global___HoldingRow] | None = ...,
         theirs: _abc.Iterable[Global___HoldingRow] | None = ...,
-        frozen_accounts: _abc.Iterable[_builtins.str] | None = ...,
+        accounts: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest_id", b"digest_id", "frozen_accounts", b"frozen_accounts", "jurisdiction", b"jurisdiction", "ours", b"ours", "theirs", b"theirs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "digest_id", b"digest_id", "jurisdiction", b"jurisdiction", "ours", b"ours", "theirs", b"theirs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -102,6 +102,8 @@ class Account(Aggregate):
                     self.scheduled.pop(event.transfer_id, None)
             case pb.UnitsRetired():
                 del self.reservations[event.retirement_id]  # spent whole on retiring
+            case pb.UnitsExpired():
+                del self.reservations[event.expiry_id]
             case pb.MandateGranted():
                 self.mandates[event.mandate_id] = event.broker_id
             case pb.MandateRevoked():

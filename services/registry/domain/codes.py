@@ -235,7 +235,8 @@ CODES: tuple[RejectCode, ...] = (
         "RETIREMENT_INVALID",
         7205,
         UNITS,
-        "a retirement lacks beneficiary, purpose, use (NDC, OIMP, voluntary) or claim year; a cancellation its purpose",
+        "a retirement lacks beneficiary, purpose, use (NDC, OIMP, voluntary) or claim year; a cancellation its "
+        "purpose; a cancellation kind names no cancellation",
         "none, or the claim use given",
     ),
     RejectCode(
@@ -265,6 +266,13 @@ CODES: tuple[RejectCode, ...] = (
         UNITS,
         "no record with this id is in the manifest (no inclusion proof)",
         "the record id given (at most 64 characters)",
+    ),
+    RejectCode(
+        "EXPIRY_INVALID",
+        7220,
+        UNITS,
+        "an expiry does not name its reason",
+        "none",
     ),
     # --- 73xx holdings and reservations ---
     RejectCode(

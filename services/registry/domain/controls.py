@@ -40,6 +40,11 @@ from services.registry.domain.ledger import (
 )
 from tonne.v1 import registry_pb2 as pb
 
+# Who freezes what a reconciliation disputes, and the blocks of one account such a freeze
+# names at most (a dispute over more freezes the account).
+RECONCILIATION = "registry-reconciliation"
+DISPUTE_BLOCKS_MAX = 1000
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -90,6 +95,30 @@ class Controls:
         kind = pb.AccountFrozen if freeze else pb.AccountUnfrozen
         return [
             kind(account_id=account.account_id, jurisdiction=account.jurisdiction, reason=command.reason, by=command.by)
+        ]
+
+    def freeze_disputed(self, account: Account, digest_id: str, held: Sequence[Block], reserved: int) -> list[Message]:
+        """What a reconciliation's dispute freezes in `account`: its held blocks of the
+        kinds in dispute (`held`, read up to one past DISPUTE_BLOCKS_MAX), under a freeze
+        named after the digest; the whole account instead when `reserved` of those units
+        are reserved (in flight to a settlement, which a block freeze would not stop) or
+        more blocks than that share them."""
+        reason = f"reconciliation {digest_id}: the registry's books differ"
+        if reserved or len(held) > DISPUTE_BLOCKS_MAX:
+            freeze = pb.FreezeAccount(account_id=account.account_id, reason=reason, by=RECONCILIATION)
+            return self.freeze_account(freeze, account)
+        freeze_id = f"reconciliation-{digest_id}"
+        if not held or freeze_id in account.frozen_blocks:
+            return []
+        return [
+            pb.BlocksFrozen(
+                freeze_id=freeze_id,
+                account_id=account.account_id,
+                jurisdiction=account.jurisdiction,
+                blocks=[b.to_message() for b in held],
+                reason=reason,
+                by=RECONCILIATION,
+            )
         ]
 
     def close_account(self, command: pb.CloseAccount, account: Account | None, held: int) -> list[Message]:

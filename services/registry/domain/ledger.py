@@ -106,6 +106,8 @@ def _identifiers(command: Message) -> list[tuple[str, str]]:
             return [("transfer_id", command.transfer_id), ("account_id", command.account_id)]
         case pb.RetireUnits():
             return [("retirement_id", command.retirement_id), ("account_id", command.account_id)]
+        case pb.ExpireUnits():
+            return [("expiry_id", command.expiry_id), ("account_id", command.account_id)]
         case pb.ProposeExternalTransfer():
             return [
                 ("transfer_id", command.transfer_id),
@@ -150,7 +152,7 @@ def check(command: Message) -> None:
                 [f"{name}: {len(value)} characters"],
             )
     if (
-        isinstance(command, pb.ReserveUnits | pb.RequestTransfer | pb.RetireUnits | pb.ProposeExternalTransfer)
+        isinstance(command, pb.ReserveUnits | Picking)
         and command.selector.host_party
         and not is_party(command.selector.host_party)
     ):
@@ -169,7 +171,10 @@ def command_id(command: Message) -> str:
 
 
 # The commands whose units are picked as a reservation would pick them.
-Picking = pb.RetireUnits | pb.RequestTransfer | pb.ProposeExternalTransfer
+Picking = pb.RetireUnits | pb.ExpireUnits | pb.RequestTransfer | pb.ProposeExternalTransfer
+# Picked on the registry's own authority: a frozen account or a holder's transfer limit
+# does not stop them (a reversal is often why the account was frozen).
+_BY_AUTHORITY = frozenset({pb.CANCELLATION_MANDATORY, pb.CANCELLATION_OMGE})
 
 
 class Held(NamedTuple):
@@ -301,17 +306,19 @@ class Ledger:
         eligible: Sequence[Block],
         available: int,
         frozen_projects: Set[str] = frozenset(),
+        by_authority: bool = False,
     ) -> list[Message]:
         """`eligible`: the account's held blocks the selector takes, in (namespace, start)
         order, enough to cover the quantity when `available` (their total) does;
-        `frozen_projects`: those of their projects that are frozen."""
+        `frozen_projects`: those of their projects that are frozen; `by_authority`: the
+        registry picks them itself (mandatory cancellation, expiry)."""
         check(command)
         if not command.reservation_id or reservation_used:
             raise DomainError("SEQUENCE_DUPLICATE_ID", f"reservation id {command.reservation_id!r} is missing or used")
         _quantity(command.quantity)
         if account is None:
             raise DomainError("ACCOUNT_UNKNOWN", f"no account {command.account_id!r}", [command.account_id])
-        outgoing(account, command.quantity)
+        outgoing(account, command.quantity, by_authority=by_authority)
         picked = _take(eligible, command.quantity) if available >= command.quantity else None
         if picked is None:
             raise DomainError(
@@ -329,7 +336,9 @@ class Ledger:
             )
         ]
 
-    def pick(self, command: Picking, account: Account | None, held: Held) -> pb.UnitsReserved:
+    def pick(
+        self, command: Picking, account: Account | None, held: Held, *, by_authority: bool = False
+    ) -> pb.UnitsReserved:
         """The reservation that picks a retirement's or a holder's transfer's units, under
         the command's own id, as an order's reservation would pick them."""
         [reserved] = self.reserve(
@@ -339,6 +348,7 @@ class Ledger:
             eligible=held.eligible,
             available=held.available,
             frozen_projects=held.frozen,
+            by_authority=by_authority,
         )
         assert isinstance(reserved, pb.UnitsReserved)
         return reserved
@@ -346,8 +356,14 @@ class Ledger:
     def retire(self, command: pb.RetireUnits, account: Account | None, held: Held) -> list[Message]:
         """Retire (or cancel) held units: they are picked as a reservation would pick them
         (UnitsReserved under the retirement's id), then end in the account as retired or
-        cancelled (UnitsRetired), where nothing ever moves them again."""
+        cancelled (UnitsRetired), where nothing ever moves them again. A mandatory or OMGE
+        cancellation is the registry's own act: a frozen account does not stop it."""
         check(command)
+        kind = command.cancellation
+        if kind not in pb.CancellationKind.values() or (kind and not command.cancel):
+            raise DomainError("RETIREMENT_INVALID", "a cancellation kind names a cancellation", [str(kind)])
+        if command.cancel and not kind:
+            kind = pb.CANCELLATION_VOLUNTARY
         if not text_ok(command.purpose) or (not command.cancel and not text_ok(command.beneficiary)):
             raise DomainError(
                 "RETIREMENT_INVALID", "a retirement names its beneficiary and purpose (a cancellation its purpose)"
@@ -361,7 +377,7 @@ class Ledger:
                 f"({CLAIM_YEARS[0]}-{CLAIM_YEARS[1]})",
                 [pb.ClaimUse.Name(command.use) if command.use in pb.ClaimUse.values() else str(command.use)],
             )
-        reserved = self.pick(command, account, held)
+        reserved = self.pick(command, account, held, by_authority=kind in _BY_AUTHORITY)
         assert account is not None  # picked from it
         return [
             reserved,
@@ -377,6 +393,29 @@ class Ledger:
                 by=command.by,
                 use=command.use,
                 claim_year=command.claim_year,
+                cancellation=kind,
+            ),
+        ]
+
+    def expire(self, command: pb.ExpireUnits, account: Account | None, held: Held) -> list[Message]:
+        """Expire held units whose validity has ended, on the registry's authority: picked
+        as a reservation would pick them (UnitsReserved under the expiry's id), then kept
+        in the account as expired (UnitsExpired), where nothing ever moves them again."""
+        check(command)
+        if not text_ok(command.reason):
+            raise DomainError("EXPIRY_INVALID", "an expiry names its reason")
+        reserved = self.pick(command, account, held, by_authority=True)
+        assert account is not None  # picked from it
+        return [
+            reserved,
+            pb.UnitsExpired(
+                expiry_id=command.expiry_id,
+                account_id=account.account_id,
+                jurisdiction=account.jurisdiction,
+                quantity=command.quantity,
+                blocks=reserved.blocks,
+                reason=command.reason,
+                by=command.by,
             ),
         ]
 
@@ -541,9 +580,15 @@ def allocated(
 def picking(command: Picking) -> pb.ReserveUnits:
     """The reservation that picks a retirement's or a holder transfer's serials (its id is
     the command's own): the same selection as an order's."""
-    command_id = command.retirement_id if isinstance(command, pb.RetireUnits) else command.transfer_id
+    match command:
+        case pb.RetireUnits():
+            own_id = command.retirement_id
+        case pb.ExpireUnits():
+            own_id = command.expiry_id
+        case _:
+            own_id = command.transfer_id
     return pb.ReserveUnits(
-        reservation_id=command_id, account_id=command.account_id, selector=command.selector, quantity=command.quantity
+        reservation_id=own_id, account_id=command.account_id, selector=command.selector, quantity=command.quantity
     )
 
 
@@ -578,14 +623,16 @@ def transferred(
     )
 
 
-def outgoing(account: Account, quantity: int = 0) -> None:
-    """Units may leave the account: it is open, not terminal, not frozen, and `quantity`
-    is within its own per-transfer limit."""
+def outgoing(account: Account, quantity: int = 0, *, by_authority: bool = False) -> None:
+    """Units may leave the account: it is open, not terminal, and (unless the registry
+    acts on its own authority) not frozen, with `quantity` within its per-transfer limit."""
     not_closed(account.ref)
     if account.terminal:
         raise DomainError(
             "ACCOUNT_TERMINAL", f"units never leave {pb.AccountType.Name(account.type)} accounts", [account.account_id]
         )
+    if by_authority:
+        return
     if account.frozen:
         raise DomainError("ACCOUNT_FROZEN", f"account {account.account_id!r} is frozen", [account.account_id])
     if account.transfer_limit and quantity > account.transfer_limit:
@@ -670,6 +717,7 @@ def bind(channel: str, command: Message, account: Account | None) -> None:
             | pb.FreezeBlocks()
             | pb.UnfreezeBlocks()
             | pb.RetireUnits()
+            | pb.ExpireUnits()
         ):
             parties = []
         case _:
@@ -768,6 +816,9 @@ def changes(event: Message) -> list[Change]:
         case pb.UnitsRetired():
             source = Holding(event.account_id, Status.RESERVED, event.retirement_id)
             target = Holding(event.account_id, Status.CANCELLED if event.cancelled else Status.RETIRED)
+        case pb.UnitsExpired():
+            source = Holding(event.account_id, Status.RESERVED, event.expiry_id)
+            target = Holding(event.account_id, Status.EXPIRED)
         case pb.BlocksFrozen():
             source, target = Holding(event.account_id), frozen_under(event.account_id, event.freeze_id)
         case pb.BlocksUnfrozen():

@@ -133,6 +133,9 @@ class MemoryRegistry:
             case pb.RetireUnits():
                 held = self._held(command, command.retirement_id in self.reservations)
                 return self.ledger.retire(command, self.account(command.account_id), held)
+            case pb.ExpireUnits():
+                held = self._held(command, command.expiry_id in self.reservations)
+                return self.ledger.expire(command, self.account(command.account_id), held)
             case pb.ReleaseReservation():
                 owner = self.account(self.reservations.get(command.reservation_id, ""))
                 return self.ledger.release(command, owner, self.index.reserved(command.reservation_id))
@@ -248,6 +251,7 @@ class MemoryRegistry:
             pb.FreezeBlocks,
             pb.UnfreezeBlocks,
             pb.RetireUnits,
+            pb.ExpireUnits,
         )
         if isinstance(command, named):
             return self.account(command.account_id)

@@ -1,8 +1,9 @@
 """Reconciliation with the national registries (docs/national-registry-protocol.md): tonne
 sends each party's registry what the party's accounts hold as tonne records it (a digest:
 rows per account and kind of unit, and their SHA-256); the registry answers whether its
-books agree. A disagreement freezes the accounts concerned and alerts the party's
-regulator (ReconciliationMismatch reaches its audit stream).
+books agree. A disagreement freezes the units in dispute (domain/controls.py
+freeze_disputed) and alerts the party's regulator (ReconciliationMismatch reaches its
+audit stream).
 
 The aggregate is the party's reconciliation (stream "reconciliation-<JUR>"): the digests
 issued and the one awaiting its answer. Pure."""
@@ -25,8 +26,23 @@ from tonne.v1 import registry_pb2 as pb
 ROWS_MAX = 10_000
 
 
+# The kind of unit a row counts: (standard, host party, vintage, authorization id).
+Kind = tuple[int, str, int, str]
+
+
 def key(row: pb.HoldingRow) -> tuple[str, str, int, str, int, str]:
     return (row.account_id, row.status, row.standard, row.host_party, row.vintage, row.authorization_id)
+
+
+def disputed(mismatch: pb.ReconciliationMismatch) -> dict[str, list[Kind]]:
+    """Per account in dispute, the kinds of unit it holds (held or reserved) on which the
+    two sides differ: what can still move, so what a dispute freezes. Differences over
+    retired, cancelled, exported or frozen units are reported alone: those never move."""
+    kinds: dict[str, set[Kind]] = {account_id: set() for account_id in mismatch.accounts}
+    for row in (*mismatch.ours, *mismatch.theirs):
+        if row.account_id in kinds and row.status == "holding":
+            kinds[row.account_id].add((row.standard, row.host_party, row.vintage, row.authorization_id))
+    return {account_id: sorted(found) for account_id, found in kinds.items() if found}
 
 
 def sha256(rows: Iterable[pb.HoldingRow]) -> bytes:
@@ -97,7 +113,7 @@ class Reconciliation(Aggregate):
 
     def answer(self, command: pb.AnswerHoldingsDigest, channel: str) -> list[Message]:
         """The registry's answer to the pending digest: matched, or the mismatch with the
-        accounts to freeze (those of either side's differing rows that are the party's)."""
+        accounts in dispute (those of either side's differing rows that are the party's)."""
         check(command)
         pending = self.pending
         if pending is None or command.digest_id != pending.digest_id:
@@ -122,6 +138,6 @@ class Reconciliation(Aggregate):
                 jurisdiction=pending.jurisdiction,
                 ours=ours,
                 theirs=list(theirs.values()),
-                frozen_accounts=accounts,
+                accounts=accounts,
             )
         ]
