@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Literal
@@ -34,13 +34,23 @@ from services.compliance.chain import AuditFeed, AuditLog
 from services.compliance.domain.authorizations import PREFIX, AuthorizationUsage, by_authorization
 from services.compliance.domain.facts import Facts, needed, spent
 from services.compliance.domain.jurisdictions import account_ids, concerned, is_party
-from services.compliance.domain.screening import Policies, Policy, claims, refusal, screen
+from services.compliance.domain.screening import (
+    Policies,
+    Policy,
+    claims,
+    proposal_refusal,
+    refusal,
+    screen,
+    screen_proposal,
+)
 from services.compliance.domain.signing import DEVELOPMENT_SEED, Signer
 from services.compliance.domain.surveillance import Watch
 from services.compliance.domain.validation import (
     check_fact,
+    check_proposal_keys,
     check_request_keys,
     is_identifier,
+    proposal_problems,
     request_problems,
 )
 from tonne.v1 import compliance_pb2 as cpb
@@ -75,6 +85,11 @@ PROJECTIONS = (
         ("request_id",),
     ),
     Projection("deferred_screens", ("request_id", "reservation_id", "request", "deferred_at"), ("request_id",)),
+    Projection(
+        "used_serials", ("namespace", "serial_start", "serial_end", "proposal_id"), ("namespace", "serial_start")
+    ),
+    Projection("proposal_decisions", ("proposal_id", "account_id", "verdict", "decision"), ("proposal_id",)),
+    Projection("deferred_proposals", ("proposal_id", "account_id", "proposal", "deferred_at"), ("proposal_id",)),
 )
 # How long a screen waits for the registry's reservation before it is refused.
 DEFER_LIMIT = timedelta(seconds=30)
@@ -112,8 +127,16 @@ def deferral_stream(request_id: str) -> str:
     return f"deferred-{request_id}"
 
 
+def proposal_stream(proposal_id: str) -> str:
+    return f"proposal-{proposal_id}"
+
+
 async def hold_reservation(conn: asyncpg.Connection, reservation_id: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))", f"reservation:{reservation_id}")
+
+
+async def hold_account(conn: asyncpg.Connection, account_id: str) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))", f"account:{account_id}")
 
 
 async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
@@ -171,6 +194,32 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 event.SerializeToString(deterministic=True),
                 envelope.occurred_at.ToDatetime(tzinfo=UTC),
             )
+        case rpb.ScreenProposal():  # deferred until its account is known
+            await conn.execute(
+                "INSERT INTO deferred_proposals (proposal_id, account_id, proposal, deferred_at) "
+                "VALUES ($1, $2, $3, $4)",
+                event.proposal_id,
+                event.account_id,
+                event.SerializeToString(deterministic=True),
+                envelope.occurred_at.ToDatetime(tzinfo=UTC),
+            )
+        case cpb.ProposalScreened():
+            await conn.execute("DELETE FROM deferred_proposals WHERE proposal_id = $1", event.proposal_id)
+            await conn.execute(
+                "INSERT INTO proposal_decisions (proposal_id, account_id, verdict, decision) VALUES ($1, $2, $3, $4)",
+                event.proposal_id,
+                event.account_id,
+                cpb.Verdict.Name(event.verdict),
+                event.SerializeToString(deterministic=True),
+            )
+            if event.verdict == cpb.APPROVED:
+                await conn.executemany(
+                    "INSERT INTO used_serials (namespace, serial_start, serial_end, proposal_id) "
+                    "VALUES ($1, $2, $3, $4)",
+                    [(b.namespace, b.start, b.end, event.proposal_id) for b in event.request.blocks],
+                )
+        case rpb.ProposalRejected():
+            await conn.execute("DELETE FROM used_serials WHERE proposal_id = $1", event.proposal_id)
         case cpb.ScreeningDecision():
             await conn.execute("DELETE FROM deferred_screens WHERE request_id = $1", event.request_id)
             await conn.execute(
@@ -201,12 +250,42 @@ async def _unclaim(conn: asyncpg.Connection, request_id: str, authorization_id: 
     )
 
 
+async def used_overlapping(conn: asyncpg.Connection, blocks: Sequence[rpb.SerialBlock]) -> list[rpb.SerialBlock]:
+    """The serials recorded as used that share one with `blocks` (at most 20 per block):
+    the predecessor of each block's start, and those starting inside it (used ranges are
+    disjoint, so nothing else can overlap)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT u.namespace, u.serial_start, u.serial_end "
+        "FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS b(namespace, s, e) CROSS JOIN LATERAL ("
+        "(SELECT namespace, serial_start, serial_end FROM used_serials WHERE namespace = b.namespace "
+        "AND serial_start <= b.s ORDER BY serial_start DESC LIMIT 1) UNION ALL "
+        "(SELECT namespace, serial_start, serial_end FROM used_serials WHERE namespace = b.namespace "
+        "AND serial_start > b.s AND serial_start <= b.e ORDER BY serial_start LIMIT 20)) u "
+        "WHERE u.serial_end >= b.s ORDER BY 1, 2",
+        [b.namespace for b in blocks],
+        [b.start for b in blocks],
+        [b.end for b in blocks],
+    )
+    return [rpb.SerialBlock(namespace=r["namespace"], start=r["serial_start"], end=r["serial_end"]) for r in rows]
+
+
 async def accounts_of(conn: asyncpg.Connection, ids: Iterable[str]) -> dict[str, str]:
     """Account id -> jurisdiction, for the given accounts only."""
     rows = await conn.fetch(
         "SELECT account_id, jurisdiction FROM accounts WHERE account_id = ANY($1::text[])", sorted(set(ids))
     )
     return {row["account_id"]: row["jurisdiction"] for row in rows}
+
+
+async def proposal_facts(conn: asyncpg.Connection, proposal: rpb.ScreenProposal) -> Facts:
+    """What screening a proposal needs from the tables: its account and the authorizations
+    its blocks name."""
+    facts = Facts(accounts=await accounts_of(conn, [proposal.account_id]))
+    loas = sorted({b.attributes.authorization_id for b in proposal.blocks if b.attributes.authorization_id})
+    for row in await conn.fetch("SELECT loa FROM authorizations WHERE authorization_id = ANY($1::text[])", loas):
+        loa = rpb.RecordAuthorization.FromString(row["loa"])
+        facts.authorizations[loa.authorization_id] = loa
+    return facts
 
 
 async def facts_for(conn: asyncpg.Connection, request: cpb.ScreenTransfer) -> Facts:
@@ -266,6 +345,12 @@ class Compliance:
             if isinstance(event, rpb.UnitsReserved):
                 await hold_reservation(uow.conn, event.reservation_id)
                 await self.resume(uow, event.reservation_id, context)
+            if isinstance(event, rpb.AccountOpened):
+                await hold_account(uow.conn, event.account_id)
+                await self.resume_proposals(uow, event.account_id, context)
+        elif isinstance(event, rpb.ScreenProposal):
+            await self.answer_proposal(uow, event, context)
+            await self.expire_proposals(uow, context)
         elif isinstance(event, cpb.ScreenTransfer):
             await self.answer(uow, event, context)
             await self.expire(uow, context)
@@ -325,6 +410,61 @@ class Compliance:
                 await uow.record(usage, [(e, []) for e in usage.claim(request.request_id, quantity)], context)
         sink = [(topics.COMPLIANCE_DECISIONS, request.trade_id)]
         await uow.append(decision_stream(request.request_id), 0, [(decision, sink)], context)
+
+    async def answer_proposal(self, uow: UnitOfWork, proposal: rpb.ScreenProposal, context: Context) -> None:
+        """Screen a registry operation, once: asked again, the recorded answer again."""
+        check_proposal_keys(proposal)
+        stream = proposal_stream(proposal.proposal_id)
+        recorded = await eventstore.read_stream(uow.conn, stream)
+        sink = [(topics.COMPLIANCE_DECISIONS, proposal.account_id)]
+        if recorded:
+            await outbox.enqueue(uow.conn, topics.COMPLIANCE_DECISIONS, proposal.account_id, recorded[0])
+            return
+        problems = proposal_problems(proposal)
+        if problems:
+            await uow.append(stream, 0, [(proposal_refusal(proposal, problems, self.policies), sink)], context)
+            return
+        # Serialised with the account's arrival: a proposal deferred here is seen by the
+        # instance that folds the account, or the account is seen here.
+        await hold_account(uow.conn, proposal.account_id)
+        facts = await proposal_facts(uow.conn, proposal)
+        if proposal.account_id not in facts.accounts:
+            # Never decide on stale facts: the registry's AccountOpened may still be on its way.
+            if not await eventstore.read_stream(uow.conn, deferral_stream(f"proposal-{proposal.proposal_id}")):
+                await uow.append(deferral_stream(f"proposal-{proposal.proposal_id}"), 0, [(proposal, [])], context)
+            return
+        await self.decide_proposal(uow, proposal, facts, context)
+
+    async def decide_proposal(
+        self, uow: UnitOfWork, proposal: rpb.ScreenProposal, facts: Facts, context: Context
+    ) -> None:
+        """Screen under the locks of the proposal's namespaces (one order: no deadlock), so
+        two approvals never record one serial as used twice."""
+        for namespace in sorted({b.namespace for b in proposal.blocks}):
+            await uow.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 2))", f"used:{namespace}")
+        used = await used_overlapping(uow.conn, proposal.blocks)
+        decision = screen_proposal(proposal, facts, used, self.policies)
+        sink = [(topics.COMPLIANCE_DECISIONS, proposal.account_id)]
+        await uow.append(proposal_stream(proposal.proposal_id), 0, [(decision, sink)], context)
+
+    async def resume_proposals(self, uow: UnitOfWork, account_id: str, context: Context) -> None:
+        """Screen the proposals that were waiting for this account."""
+        rows = await uow.conn.fetch(
+            "SELECT proposal FROM deferred_proposals WHERE account_id = $1 ORDER BY proposal_id", account_id
+        )
+        for row in rows:
+            await self.answer_proposal(uow, rpb.ScreenProposal.FromString(row["proposal"]), context)
+
+    async def expire_proposals(self, uow: UnitOfWork, context: Context) -> None:
+        """Screen, with the facts as they are (no account: refused), the proposals that
+        waited longer than DEFER_LIMIT."""
+        rows = await uow.conn.fetch(
+            "SELECT proposal FROM deferred_proposals WHERE deferred_at < $1 ORDER BY deferred_at LIMIT 100",
+            datetime.now(UTC) - DEFER_LIMIT,
+        )
+        for row in rows:
+            proposal = rpb.ScreenProposal.FromString(row["proposal"])
+            await self.decide_proposal(uow, proposal, await proposal_facts(uow.conn, proposal), context)
 
     async def release(self, uow: UnitOfWork, request_id: str, reason: str, context: Context) -> None:
         """A delivery that will not happen gives back what it claimed."""

@@ -10,12 +10,15 @@ An account outside the caller's tenancy is answered exactly like one that does n
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Path, Query, Security
+from fastapi.responses import JSONResponse
 from google.protobuf.message import Message
 from pydantic import BaseModel, Field
 
@@ -31,6 +34,8 @@ from tonne.v1.envelope_pb2 import CommandRejected
 
 # Blocks shown inside an AccountView; the rest through /accounts/{id}/blocks.
 FIRST_PAGE = 100
+# How often the API looks whether the transaction log answered a proposal.
+SCREENING_POLL = 0.02
 
 
 class AccountType(StrEnum):
@@ -361,6 +366,47 @@ async def account_view(registry: Registry, identity: Identity, account_id: str) 
     )
 
 
+class ProposalView(BaseModel):
+    """An operation the transaction log screens before it completes (domain/screening.py)."""
+
+    proposal_id: str
+    account_id: str
+    transaction_type: str  # docs/registry-transaction-types.md
+    quantity: int
+    state: str  # screening, completed or rejected
+    expires_at: datetime  # unanswered by then, its units are held again (SCREENING_TIMEOUT)
+    code: str  # why rejected: SCREENING_REJECTED or SCREENING_TIMEOUT
+    reason: str
+
+
+SCREENING_RESPONSE: dict[int | str, dict[str, Any]] = {
+    202: {"model": ProposalView, "description": "the transaction log has not answered yet: the proposal"}
+}
+_PROPOSAL = "SELECT proposal_id, account_id, transaction_type, quantity, state, expires_at, code, reason FROM proposals"
+
+
+async def screened(registry: Registry, events: list[Message]) -> pb.ScreenProposal | ProposalView:
+    """The proposal `events` recorded, once the transaction log approved it; its view if
+    the answer has not come within the registry's wait. A rejection is raised as the
+    caller's refusal: SCREENING_REJECTED with the failed rules, or SCREENING_TIMEOUT."""
+    proposal = events[-1]
+    assert isinstance(proposal, pb.ScreenProposal)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + registry.screening_wait
+    while True:
+        row = await registry.pool.fetchrow(f"{_PROPOSAL} WHERE proposal_id = $1", proposal.proposal_id)
+        assert row is not None  # recorded by `events`
+        if row["state"] == "completed":
+            return proposal
+        if row["state"] == "rejected" and row["code"] == "SCREENING_TIMEOUT":
+            raise DomainError("SCREENING_TIMEOUT", row["reason"], [proposal.proposal_id], 422)
+        if row["state"] == "rejected":
+            raise DomainError("SCREENING_REJECTED", row["reason"], [proposal.proposal_id], 422)
+        if loop.time() >= deadline:
+            return ProposalView(**dict(row))
+        await asyncio.sleep(SCREENING_POLL)
+
+
 def router(registry: Registry) -> APIRouter:
     api = APIRouter(tags=["registry"])
     # Dependencies as defaults: annotations are strings here and cannot name these locals.
@@ -458,15 +504,19 @@ def router(registry: Registry) -> APIRouter:
             _404="ACCOUNT_UNKNOWN: no account the caller may keep",
             _422=(
                 "REQUEST_INVALID, RETIREMENT_INVALID, SEQUENCE_DUPLICATE_ID, HOLDINGS_INSUFFICIENT, "
-                "ACCOUNT_FROZEN, PROJECT_FROZEN or TRANSFER_LIMIT_EXCEEDED"
+                "ACCOUNT_FROZEN, PROJECT_FROZEN, TRANSFER_LIMIT_EXCEEDED or SCREENING_REJECTED"
             ),
-        ),
+        )
+        | SCREENING_RESPONSE,
     )
     async def retire(
         account_id: Annotated[Identifier, Path()], body: RetirementRequest, identity: Identity = keeper
-    ) -> RetirementView:
+    ) -> RetirementView | JSONResponse:
         """Retires held units for a beneficiary (or, with `cancel`, cancels them): they
-        stay in the account as retired or cancelled and never move again."""
+        stay in the account as retired or cancelled and never move again. The transaction
+        log screens it first: 201 once it approved, 202 with the proposal while it has not
+        answered yet (GET /accounts/{id}/proposals/{retirement_id} follows it), 422
+        SCREENING_REJECTED if it refused."""
         await governed(registry, identity, account_id)
         retirement = pb.RetireUnits(
             retirement_id=body.retirement_id,
@@ -484,9 +534,10 @@ def router(registry: Registry) -> APIRouter:
                 else pb.CANCELLATION_KIND_UNSPECIFIED
             ),
         )
-        events = await command(registry, retirement, identity)
-        retired = events[-1]
-        assert isinstance(retired, pb.UnitsRetired)
+        proposal = await screened(registry, await command(registry, retirement, identity))
+        if isinstance(proposal, ProposalView):
+            return JSONResponse(proposal.model_dump(mode="json"), status_code=202)
+        retired = proposal.retirement
         return RetirementView.of(
             {
                 "retirement_id": retired.retirement_id,
@@ -508,14 +559,19 @@ def router(registry: Registry) -> APIRouter:
         response_model=ExpiryView,
         responses=refusals(
             _404="ACCOUNT_UNKNOWN: no account the caller may keep",
-            _422="REQUEST_INVALID, EXPIRY_INVALID, SEQUENCE_DUPLICATE_ID, HOLDINGS_INSUFFICIENT or PROJECT_FROZEN",
-        ),
+            _422=(
+                "REQUEST_INVALID, EXPIRY_INVALID, SEQUENCE_DUPLICATE_ID, HOLDINGS_INSUFFICIENT, PROJECT_FROZEN "
+                "or SCREENING_REJECTED"
+            ),
+        )
+        | SCREENING_RESPONSE,
     )
     async def expire(
         account_id: Annotated[Identifier, Path()], body: ExpiryRequest, identity: Identity = keeper
-    ) -> ExpiryView:
+    ) -> ExpiryView | JSONResponse:
         """Expires held units whose validity has ended (the registry's act: a frozen
-        account does not stop it); they stay in the account as expired and never move again."""
+        account does not stop it); they stay in the account as expired and never move again.
+        Screened by the transaction log first, like a retirement (201, 202 or 422)."""
         await governed(registry, identity, account_id)
         expiry = pb.ExpireUnits(
             expiry_id=body.expiry_id,
@@ -524,8 +580,10 @@ def router(registry: Registry) -> APIRouter:
             quantity=body.quantity,
             reason=body.reason,
         )
-        expired = (await command(registry, expiry, identity))[-1]
-        assert isinstance(expired, pb.UnitsExpired)
+        proposal = await screened(registry, await command(registry, expiry, identity))
+        if isinstance(proposal, ProposalView):
+            return JSONResponse(proposal.model_dump(mode="json"), status_code=202)
+        expired = proposal.expiry
         return ExpiryView(
             expiry_id=expired.expiry_id,
             account_id=expired.account_id,
@@ -533,6 +591,27 @@ def router(registry: Registry) -> APIRouter:
             reason=expired.reason,
             requested_by=expired.by,
         )
+
+    @api.get(
+        "/accounts/{account_id}/proposals/{proposal_id}",
+        response_model=ProposalView,
+        responses=refusals(
+            _404="ACCOUNT_UNKNOWN (no account the caller may see) or PROPOSAL_UNKNOWN", _422="REQUEST_INVALID"
+        ),
+    )
+    async def proposal(
+        account_id: Annotated[Identifier, Path()],
+        proposal_id: Annotated[Identifier, Path()],
+        identity: Identity = reader,
+    ) -> ProposalView:
+        """A retirement, cancellation or expiry as the transaction log screens it."""
+        async with registry.pool.acquire() as conn:
+            await readable(conn, identity, account_id)
+            query = f"{_PROPOSAL} WHERE proposal_id = $1 AND account_id = $2"
+            row = await conn.fetchrow(query, proposal_id, account_id)
+        if row is None:
+            raise NotFound("PROPOSAL_UNKNOWN", f"no proposal {proposal_id!r} of this account")
+        return ProposalView(**dict(row))
 
     @api.get("/accounts/{account_id}/retirements", response_model=RetirementPage, responses=READ_RESPONSES)
     async def retirements(

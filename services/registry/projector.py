@@ -55,6 +55,20 @@ PROJECTIONS = (
     ),
     Projection("projects", ("project_id", "host_party", "frozen", "reason"), ("project_id",)),
     Projection(
+        "proposals",
+        (
+            "proposal_id",
+            "account_id",
+            "transaction_type",
+            "quantity",
+            "state",
+            _MICROS.format("expires_at"),
+            "code",
+            "reason",
+        ),
+        ("proposal_id",),
+    ),
+    Projection(
         "retirements",
         (
             "retirement_id",
@@ -139,7 +153,9 @@ def index_call(event: Message) -> Call | None:
 def inline(envelope: Envelope, event: Message) -> Call | None:
     """The event's whole projection when that is its index call alone: the unit of work
     makes it inside the append's statement (a reserve or a transfer is one round trip)."""
-    if isinstance(event, pb.UnitsRetired | pb.ExternalTransferCompleted | pb.ExternalTransferReturned):
+    if isinstance(
+        event, pb.UnitsRetired | pb.UnitsExpired | pb.ExternalTransferCompleted | pb.ExternalTransferReturned
+    ):
         return None
     if isinstance(event, pb.UnitsIssued) and event.fingerprint_key:
         return None
@@ -229,7 +245,27 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
             await conn.execute("DELETE FROM mandates WHERE mandate_id = $1", event.mandate_id)
         case pb.UnitsTransferred() if _holders_transfer(event):
             await conn.execute("DELETE FROM scheduled_transfers WHERE transfer_id = $1", event.transfer_id)
+        case pb.ScreenProposal():
+            await conn.execute(
+                "INSERT INTO proposals (proposal_id, account_id, transaction_type, quantity, state, expires_at) "
+                "VALUES ($1, $2, $3, $4, 'screening', $5)",
+                event.proposal_id,
+                event.account_id,
+                event.transaction_type,
+                event.quantity,
+                event.expires_at.ToDatetime(tzinfo=UTC),
+            )
+        case pb.ProposalRejected():
+            await conn.execute(
+                "UPDATE proposals SET state = 'rejected', code = $2, reason = $3 WHERE proposal_id = $1",
+                event.proposal_id,
+                event.code,
+                event.reason,
+            )
+        case pb.UnitsExpired():
+            await conn.execute("UPDATE proposals SET state = 'completed' WHERE proposal_id = $1", event.expiry_id)
         case pb.UnitsRetired():
+            await conn.execute("UPDATE proposals SET state = 'completed' WHERE proposal_id = $1", event.retirement_id)
             await conn.execute(
                 "INSERT INTO retirements (retirement_id, account_id, quantity, cancelled, beneficiary, purpose, "
                 "use, claim_year, requested_by, cancellation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",

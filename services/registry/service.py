@@ -35,7 +35,7 @@ from services.common.runtime import Kernel
 from services.common.statehash import ServiceState
 from services.common.unit_of_work import Destinations, UnitOfWork, UnitOfWorkFactory
 from services.registry import policies, sql_index
-from services.registry.domain import fingerprint
+from services.registry.domain import fingerprint, screening
 from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
 from services.registry.domain.blocks import Block, frozen_under
 from services.registry.domain.codes import numeric
@@ -59,6 +59,7 @@ from services.registry.domain.ledger import (
 from services.registry.domain.reconciliation import Kind, Reconciliation, disputed
 from services.registry.projector import PROJECTIONS, inline, project
 from services.registry.sql_index import COLUMNS, SqlIndex, block_of
+from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
 from tonne.v1.envelope_pb2 import CommandRejected, Envelope
 
@@ -107,6 +108,10 @@ class ControlSettings(BaseSettings):
     untrusted_cap: int = Field(2_000_000, ge=1, le=INT64_MAX, validation_alias="TONNE_UNTRUSTED_CAP")
     # How often each party's registry is sent the digest of its accounts' holdings.
     reconcile_every_seconds: int = Field(3600, ge=1, validation_alias="TONNE_RECONCILE_EVERY_SECONDS")
+    # How long a proposal waits for the transaction log's answer before its units return.
+    screening_window_seconds: int = Field(600, ge=1, validation_alias="TONNE_SCREENING_WINDOW_SECONDS")
+    # How long the API waits for that answer before it answers 202 (the proposal goes on).
+    screening_wait_seconds: float = Field(10.0, ge=0, le=60, validation_alias="TONNE_SCREENING_WAIT_SECONDS")
     # How long a proposed external transfer waits for the acquiring registry's answer.
     external_transfer_expiry_seconds: int = Field(
         24 * 3600, ge=1, validation_alias="TONNE_EXTERNAL_TRANSFER_EXPIRY_SECONDS"
@@ -148,6 +153,8 @@ class Registry:
             cache_size=len(topics.JURISDICTIONS),
         )
         self.reconcile_every = timedelta(seconds=controls.reconcile_every_seconds)
+        self.screening_window = timedelta(seconds=controls.screening_window_seconds)
+        self.screening_wait = controls.screening_wait_seconds
         self.ledger = Ledger()
         self.controls = Controls(policy or controls.policy(), self.ledger)
         self.external = ExternalTransfers(
@@ -161,11 +168,18 @@ class Registry:
     def handlers(self) -> Mapping[str, Handler]:
         # A national registry's channel is bound to its jurisdiction: the handler knows which.
         inbound = {topics.registry_inbound(j): partial(self.on_national, j) for j in topics.JURISDICTIONS}
-        return {topics.REGISTRY_COMMANDS: self.on_command, **inbound}
+        return {topics.REGISTRY_COMMANDS: self.on_command, topics.COMPLIANCE_DECISIONS: self.on_screened, **inbound}
 
     async def on_command(self, uow: UnitOfWork, envelope: Envelope, command: Message) -> None:
         """registry.commands: the venue's own services."""
         await self.execute(uow, command, Context.following(envelope, "registry"), envelope.event_id, channel=VENUE)
+
+    async def on_screened(self, uow: UnitOfWork, envelope: Envelope, decision: Message) -> None:
+        """compliance.decisions: the transaction log's answers to the registry's proposals
+        (the topic's other decisions are settlement's)."""
+        if isinstance(decision, cpb.ProposalScreened):
+            context = Context.following(envelope, "compliance")
+            await self.execute(uow, decision, context, envelope.event_id, channel=COMPLIANCE)
 
     async def on_national(self, jurisdiction: str, uow: UnitOfWork, envelope: Envelope, command: Message) -> None:
         """registry.inbound.<jurisdiction>: that jurisdiction's national registry."""
@@ -238,6 +252,12 @@ class Registry:
         if channel == VENUE:
             bind_venue(command)
             channel = ""
+        if (channel == COMPLIANCE) != isinstance(command, cpb.ProposalScreened):
+            raise DomainError(
+                "COMMAND_NOT_ALLOWED_ON_CHANNEL", "only the transaction log answers proposals, and only that", [channel]
+            )
+        if channel == COMPLIANCE:
+            channel = ""
         elif channel and not isinstance(command, _NAMES_ACCOUNT):
             bind(channel, command, None)  # before anything is looked up or locked
         if isinstance(command, CONTROLS):
@@ -255,12 +275,24 @@ class Registry:
                 return await self._issue(uow, index, command, channel)
             case pb.ReserveUnits():
                 return await self._reserve(uow, index, command)
-            case pb.RetireUnits():
+            case pb.RetireUnits() | pb.ExpireUnits():
+                # Completed only once the transaction log approves (domain/screening.py).
                 account, held = await self._held(uow, index, picking(command), channel, command)
-                return account, self.ledger.retire(command, _opened(account), held)
-            case pb.ExpireUnits():
-                account, held = await self._held(uow, index, picking(command), channel, command)
-                return account, self.ledger.expire(command, _opened(account), held)
+                if isinstance(command, pb.RetireUnits):
+                    decided = self.ledger.retire(command, _opened(account), held)
+                else:
+                    decided = self.ledger.expire(command, _opened(account), held)
+                return account, screening.propose(decided, now, self.screening_window)
+            case cpb.ProposalScreened():
+                account = await uow.load(self.accounts, command.account_id)
+                if command.proposal_id not in account.screening:
+                    return account, []  # answered already, or given up on at its time
+                return account, screening.answer(command, account)
+            case pb.ExpireProposal():
+                account = await uow.load(self.accounts, command.account_id)
+                if command.proposal_id not in account.screening:
+                    return account, []
+                return account, screening.expire(account, command.proposal_id, now)
             case pb.ReleaseReservation():
                 owner, _, reserved, _, _ = await self._reservation(uow, index, command.reservation_id)
                 events = self.ledger.release(command, _opened(owner), reserved)
@@ -528,6 +560,8 @@ class Registry:
 
 # The channel of the venue's own services (registry.commands).
 VENUE = "venue"
+# The channel of the transaction log's answers (compliance.decisions).
+COMPLIANCE = "compliance"
 # The Union Registry's controls: decided by `Registry._control`.
 ACCOUNT_CONTROLS = (
     pb.CloseAccount,
@@ -684,6 +718,10 @@ def destinations(event: Message) -> Destinations:
             return _heard(event.account_id, event.retirement_id, event.jurisdiction)
         case pb.UnitsExpired():
             return _heard(event.account_id, event.expiry_id, event.jurisdiction)
+        case pb.ScreenProposal():
+            return [(topics.COMPLIANCE_REQUESTS, event.account_id)]
+        case pb.ProposalRejected():
+            return _heard(event.account_id, event.proposal_id, event.jurisdiction)
         case pb.BlocksFrozen() | pb.BlocksUnfrozen():
             return _heard(event.account_id, event.freeze_id, event.jurisdiction)
         case pb.UnitsTransferred():

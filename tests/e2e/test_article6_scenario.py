@@ -1,8 +1,11 @@
 """DOMAIN.md scenario 1 carried on, end to end through the running stack: after the first
 transfer TH -> CH, the CH -> SG resale of the ITMOs moves freely (no second adjustment, the
 authorization not consumed again); two more sales from Thailand that together exceed what
-is left of its authorization: one settles, the other is refused; the parties' AEF reports
-for the year show First Transfer, Transfer and Acquisition rows and pass their checks."""
+is left of its authorization: one settles, the other is refused; Switzerland uses ITMOs
+toward its NDC only once the transaction log approved the retirement, and a claim the
+authorization does not cover (OIMP) is refused with its rule and the units held again; the
+parties' AEF reports for the year show First Transfer, Transfer, Acquisition and use rows
+and pass their checks."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from typing import Any
 import httpx
 
 from services.common.auth import DevIssuer
-from tests.support import Venue, jcm_th_block
+from tests.support import Venue, bearer, eventually, jcm_th_block
 from tonne.v1 import registry_pb2 as rpb
 
 JCM = "JCM-TH-2024-NDC"
@@ -64,6 +67,34 @@ async def test_itmos_are_resold_freely_claimed_once_and_reported(running_stack: 
         await venue.wait_held(th_gov, 1200)  # 5,000 - 3,000 - 800; the refused 800 are back
 
         year = datetime.now(UTC).year
+        # Switzerland uses 1,000 t toward its NDC: compliance screens the retirement first.
+        ch_registry = bearer(dev_issuer, "ch-registry-operator", ["registry-operator:CH"])
+        claim = {"beneficiary": "Swiss Confederation", "purpose": "NDC 2021-2030", "claim_year": year}
+
+        async def retire(retirement_id: str, quantity: int, use: str) -> httpx.Response:
+            body = claim | {"retirement_id": retirement_id, "quantity": quantity, "use": use}
+            return await client.post(f"{venue.registry}/accounts/{ch}/retirements", json=body, headers=ch_registry)
+
+        used = await retire(f"RT-NDC-{run}", 1000, "NDC")
+        assert used.status_code == 201, used.text
+        assert (used.json()["use"], used.json()["quantity"]) == ("NDC", 1000)
+        # The LoA covers NDC use only: CORSIA (OIMP) use of its ITMOs is double claiming.
+        corsia = await retire(f"RT-OIMP-{run}", 100, "OIMP")
+        assert (corsia.status_code, corsia.json()["code"]) == (422, "SCREENING_REJECTED"), corsia.text
+        assert "USE_AUTHORIZED" in corsia.json()["reason"]
+        account = await venue.wait_held(ch, 800)
+        assert account["retired"] == 1000
+
+        # The transaction log's answers reach the Swiss regulator's audit chain.
+        async def audited() -> dict[str, str] | None:
+            answers: dict[str, str] = {}
+            async for record in venue.pages(f"{venue.compliance}/audit/CH", venue.regulator("CH")):
+                if record["event_type"] == "tonne.v1.ProposalScreened":
+                    answers[record["payload"]["proposal_id"]] = record["payload"]["verdict"]
+            return answers if len(answers) == 2 else None
+
+        answers = await eventually(audited, "both answers on CH's audit chain")
+        assert answers == {f"RT-NDC-{run}": "APPROVED", f"RT-OIMP-{run}": "REJECTED"}
 
         async def report(party: str) -> Any:
             found = await venue.get(f"{venue.settlement}/aef/{party}/{year}")
@@ -83,7 +114,7 @@ async def test_itmos_are_resold_freely_claimed_once_and_reported(running_stack: 
         kinds = {a["action"]: 0 for a in ch_actions}
         for action in ch_actions:
             kinds[action["action"]] += int(action["quantity"])
-        assert kinds == {"ITMO_ACQUISITION": 3800, "ITMO_TRANSFER": 2000}
+        assert kinds == {"ITMO_ACQUISITION": 3800, "ITMO_TRANSFER": 2000, "ITMO_USE": 1000}
         assert ch_report["consistent"], ch_report["findings"]
         _, sg_actions = await report("SG")
         assert [(a["action"], int(a["quantity"])) for a in sg_actions] == [("ITMO_ACQUISITION", 2000)]

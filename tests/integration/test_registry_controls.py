@@ -22,9 +22,10 @@ from services.registry import sql_index
 from services.registry.domain.blocks import Holding, Move, Status
 from services.registry.domain.controls import Policy
 from services.registry.scheduler import Scheduler
-from services.registry.service import Registry
+from services.registry.service import COMPLIANCE, Registry
 from tests.integration.test_registry_state import app_for, kernel, run  # noqa: F401 (fixture)
 from tests.unit.factories import issuance
+from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
 from tonne.v1.envelope_pb2 import Envelope
 
@@ -68,6 +69,34 @@ async def world(kernel: Kernel, dev_issuer: DevIssuer) -> AsyncIterator[tuple[Re
             assert opened.status_code == 201, opened.text
         await run(registry, issuance("I-1", "TH-CO", 1, 5000))
         yield registry, callers
+
+
+async def screen(
+    registry: Registry, proposal_id: str, account_id: str, verdict: cpb.Verdict.ValueType = cpb.APPROVED
+) -> list[Message]:
+    """The transaction log's answer to a proposal, as it arrives on compliance.decisions."""
+    failed = [] if verdict == cpb.APPROVED else [cpb.RuleResult(code="DOUBLE_USE", evidence="JCM-TH:1-400 used")]
+    decision = cpb.ProposalScreened(proposal_id=proposal_id, account_id=account_id, verdict=verdict, results=failed)
+    async with registry.unit_of_work() as uow:
+        return await registry.execute(uow, decision, Context.new("compliance"), channel=COMPLIANCE)
+
+
+async def screened(
+    registry: Registry, caller: Caller, path: str, body: dict[str, Any], verdict: cpb.Verdict.ValueType = cpb.APPROVED
+) -> httpx.Response:
+    """POST an operation the transaction log screens, answered while the API waits for it
+    (the answer of a request refused before it is proposed: none)."""
+    posted = asyncio.create_task(caller.post(path, body))
+    proposal_id = body.get("retirement_id") or body["expiry_id"]
+    deadline = asyncio.get_running_loop().time() + 10
+    while not posted.done():
+        row = await registry.pool.fetchrow("SELECT account_id FROM proposals WHERE proposal_id = $1", proposal_id)
+        if row is not None:
+            await screen(registry, proposal_id, row["account_id"], verdict)
+            break
+        assert asyncio.get_running_loop().time() < deadline, "no proposal recorded"
+        await asyncio.sleep(0.01)
+    return await posted
 
 
 async def held(registry: Registry, account_id: str) -> int:
@@ -184,7 +213,7 @@ async def test_retirement_through_the_api(world: tuple[Registry, dict[str, Calle
     unclaimed = await alice.post("/accounts/TH-CO/retirements", body)
     assert (unclaimed.status_code, unclaimed.json()["code"]) == (422, "RETIREMENT_INVALID")  # no use, no year
     body |= {"use": "OIMP", "claim_year": 2025}
-    retired = await alice.post("/accounts/TH-CO/retirements", body)
+    retired = await screened(registry, alice, "/accounts/TH-CO/retirements", body)
     assert retired.status_code == 201, retired.text
     assert retired.json() == {
         "retirement_id": "RT-1",
@@ -199,7 +228,7 @@ async def test_retirement_through_the_api(world: tuple[Registry, dict[str, Calle
         "cancellation": None,
     }
     cancel = {"retirement_id": "RT-2", "quantity": 100, "purpose": "voluntary cancellation", "cancel": True}
-    assert (await alice.post("/accounts/TH-CO/retirements", cancel)).status_code == 201
+    assert (await screened(registry, alice, "/accounts/TH-CO/retirements", cancel)).status_code == 201
     again = await alice.post("/accounts/TH-CO/retirements", body)
     assert (again.status_code, again.json()["code"]) == (422, "SEQUENCE_DUPLICATE_ID")
     account = (await regulator.get("/accounts/TH-CO")).json()
@@ -213,21 +242,60 @@ async def test_retirement_through_the_api(world: tuple[Registry, dict[str, Calle
     assert (await regulator.post("/accounts/TH-CO/retirements", body | {"retirement_id": "RT-3"})).status_code == 403
 
 
+async def test_the_transaction_log_completes_refuses_or_times_out_a_retirement(
+    world: tuple[Registry, dict[str, Caller]],
+) -> None:
+    registry, callers = world
+    alice, regulator = callers["alice"], callers["regulator"]
+    body = {"quantity": 400, "beneficiary": "Acme", "purpose": "NDC 2025", "use": "NDC", "claim_year": 2025}
+    refused = await screened(
+        registry, alice, "/accounts/TH-CO/retirements", body | {"retirement_id": "RT-1"}, cpb.REJECTED
+    )
+    assert (refused.status_code, refused.json()["code"]) == (422, "SCREENING_REJECTED"), refused.text
+    assert "DOUBLE_USE" in refused.json()["reason"]
+    assert await held(registry, "TH-CO") == 5000  # given back
+    # Unanswered within the API's wait: 202 and the proposal, which the caller follows.
+    registry.screening_wait = 0
+    waiting = await alice.post("/accounts/TH-CO/retirements", body | {"retirement_id": "RT-2"})
+    assert (waiting.status_code, waiting.json()["state"], waiting.json()["transaction_type"]) == (
+        202,
+        "screening",
+        "05-00",
+    )
+    assert await held(registry, "TH-CO") == 4600
+    # The venue cannot deliver or release the proposal's units meanwhile.
+    [taken] = await run(registry, pb.ReleaseReservation(reservation_id="RT-2", quantity=400))
+    assert taken.code == "RESERVATION_HELD_FOR_TRANSFER"  # type: ignore[attr-defined]
+    expires_at = datetime.fromisoformat(waiting.json()["expires_at"])
+    assert await Scheduler(registry).run_once(expires_at - timedelta(seconds=1)) == 0
+    assert await Scheduler(registry).run_once(expires_at) == 1
+    followed = (await regulator.get("/accounts/TH-CO/proposals/RT-2")).json()
+    assert (followed["state"], followed["code"]) == ("rejected", "SCREENING_TIMEOUT")
+    assert await held(registry, "TH-CO") == 5000
+    assert await screen(registry, "RT-2", "TH-CO") == []  # too late: nothing happens
+    assert (await callers["ch"].get("/accounts/TH-CO/proposals/RT-2")).status_code == 404
+    # Only compliance's channel answers proposals, and it answers nothing else.
+    async with registry.unit_of_work() as uow:
+        decision = cpb.ProposalScreened(proposal_id="RT-9", account_id="TH-CO", verdict=cpb.APPROVED)
+        [foreign] = await registry.execute(uow, decision, Context.new("th"), channel="TH")
+    assert foreign.code == "COMMAND_NOT_ALLOWED_ON_CHANNEL"  # type: ignore[attr-defined]
+
+
 async def test_mandatory_cancellation_and_expiry_pass_a_frozen_account(
     world: tuple[Registry, dict[str, Caller]],
 ) -> None:
-    _, callers = world
+    registry, callers = world
     alice, regulator, ch = callers["alice"], callers["regulator"], callers["ch"]
     frozen = await regulator.post("/accounts/TH-CO/freeze", {"reason": "reversal under review"})
     assert frozen.status_code == 200, frozen.text
     cancel = {"retirement_id": "C-1", "quantity": 100, "purpose": "reversal", "cancel": True}
     voluntary = await alice.post("/accounts/TH-CO/retirements", cancel)
     assert (voluntary.status_code, voluntary.json()["code"]) == (422, "ACCOUNT_FROZEN")
-    mandatory = await alice.post("/accounts/TH-CO/retirements", cancel | {"cancellation": "MANDATORY"})
+    mandatory = await screened(registry, alice, "/accounts/TH-CO/retirements", cancel | {"cancellation": "MANDATORY"})
     assert mandatory.status_code == 201, mandatory.text
     assert (mandatory.json()["cancelled"], mandatory.json()["cancellation"]) == (True, "MANDATORY")
     expiry = {"expiry_id": "X-1", "quantity": 50, "reason": "temporary credits: period ended"}
-    expired = await alice.post("/accounts/TH-CO/expiries", expiry)
+    expired = await screened(registry, alice, "/accounts/TH-CO/expiries", expiry)
     assert expired.status_code == 201, expired.text
     assert expired.json() == {
         "expiry_id": "X-1",

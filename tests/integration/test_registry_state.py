@@ -30,9 +30,10 @@ from services.common.settings import Settings
 from services.registry.api import router
 from services.registry.domain.memory import MemoryRegistry
 from services.registry.policies import issuance_policies
-from services.registry.service import Registry
+from services.registry.service import COMPLIANCE, Registry
 from services.registry.sql_index import COLUMNS, block_of
 from tests.unit.factories import issuance, loa, open_account
+from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
 from tonne.v1.envelope_pb2 import CommandRejected
 
@@ -158,6 +159,14 @@ def control_command(rng: random.Random, memory: MemoryRegistry, n: int) -> Messa
         if rng.random() < 0.7:
             return pb.ExecuteTransfer(transfer_id=transfer_id, account_id=owner)
         return pb.CancelTransfer(transfer_id=transfer_id, account_id=owner, reason="holder's request", by="bob")
+    screening = sorted((p, a.account_id) for a in memory.accounts.values() for p in a.screening)
+    if screening and rng.random() < 0.5:
+        proposal_id, owner = rng.choice(screening)
+        if rng.random() < 0.1:
+            memory.now += timedelta(hours=1)
+            return pb.ExpireProposal(proposal_id=proposal_id, account_id=owner)
+        verdict = cpb.APPROVED if rng.random() < 0.8 else cpb.REJECTED
+        return cpb.ProposalScreened(proposal_id=proposal_id, account_id=owner, verdict=verdict)
     pending = sorted(
         (a.account_id, t) for a in memory.accounts.values() for t, e in a.trusted.items() if e.effective_at is None
     )
@@ -201,8 +210,10 @@ def outcome(events: list[Message]) -> list[bytes]:
 async def drive(registry: Registry, memory: MemoryRegistry, commands: list[Message]) -> None:
     """Each command through the service and the memory registry: same events or same refusal."""
     for command in commands:
+        # The transaction log answers on its own channel (compliance.decisions).
+        channel = COMPLIANCE if isinstance(command, cpb.ProposalScreened) else ""
         async with registry.unit_of_work() as uow:  # on the memory registry's clock
-            events = await registry.execute(uow, command, Context.new("test"), now=memory.now)
+            events = await registry.execute(uow, command, Context.new("test"), channel=channel, now=memory.now)
         try:
             expected = memory.execute(command)
         except DomainError as error:
@@ -260,7 +271,15 @@ async def test_the_sql_index_agrees_with_the_memory_index(kernel: Kernel) -> Non
     assert await kernel.pool.fetchval("SELECT max(length(stream_id)) FROM events") <= 100
     # The controls and retirements were exercised, not only offered.
     recorded = dict(await kernel.pool.fetch("SELECT type, count(*) FROM events GROUP BY type"))
-    exercised = ("AccountFrozen", "TrustedAccountApproved", "TransferScheduled", "UnitsRetired", "UnitsAllocated")
+    exercised = (
+        "AccountFrozen",
+        "TrustedAccountApproved",
+        "TransferScheduled",
+        "UnitsRetired",
+        "UnitsAllocated",
+        "ScreenProposal",
+        "ProposalRejected",
+    )
     assert await kernel.pool.fetchval("SELECT count(*) FROM issuance_fingerprints") > 0
     refusals = await kernel.pool.fetch("SELECT envelope FROM events WHERE type = 'tonne.v1.CommandRejected'")
     codes = {unwrap(r["envelope"])[1].code for r in refusals}  # type: ignore[attr-defined]

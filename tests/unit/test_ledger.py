@@ -9,9 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.common.errors import DomainError
+from services.registry.domain import screening
 from services.registry.domain.blocks import Status
 from services.registry.domain.memory import MemoryRegistry
 from tests.unit.factories import issuance, loa, open_account
+from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
 
 
@@ -313,11 +315,26 @@ def retire(retirement_id: str, quantity: int, *, cancel: bool = False, beneficia
     )
 
 
+def screened(
+    registry: MemoryRegistry, command: Message, verdict: cpb.Verdict.ValueType = cpb.APPROVED
+) -> list[Message]:
+    """`command` proposed, and answered by the transaction log: its reservation, then what
+    the answer completes it with."""
+    [reserved, proposal] = registry.execute(command)
+    assert isinstance(proposal, pb.ScreenProposal)
+    assert registry.accounts[proposal.account_id].screening == {proposal.proposal_id: proposal}
+    failed = [] if verdict == cpb.APPROVED else [cpb.RuleResult(code="DOUBLE_USE", evidence="JCM-TH:1-1 used")]
+    answer = cpb.ProposalScreened(
+        proposal_id=proposal.proposal_id, account_id=proposal.account_id, verdict=verdict, results=failed
+    )
+    return [reserved, *registry.execute(answer)]
+
+
 def test_retired_and_cancelled_units_stay_and_never_move(registry: MemoryRegistry) -> None:
-    [reserved, retired] = registry.execute(retire("RT-1", 100))
+    [reserved, retired] = screened(registry, retire("RT-1", 100))
     assert isinstance(reserved, pb.UnitsReserved) and isinstance(retired, pb.UnitsRetired)
     assert (retired.quantity, retired.jurisdiction, retired.cancelled) == (100, "TH", False)
-    registry.execute(retire("RT-2", 50, cancel=True, beneficiary=""))
+    screened(registry, retire("RT-2", 50, cancel=True, beneficiary=""))
     assert holdings(registry, "TH-GOV") == [
         ("JCM-TH", 1, 100, "TH-GOV", Status.RETIRED),
         ("JCM-TH", 101, 150, "TH-GOV", Status.CANCELLED),
@@ -371,13 +388,13 @@ def cancel(retirement_id: str, quantity: int, kind: pb.CancellationKind.ValueTyp
 def test_cancellations_record_their_kind_and_only_the_registrys_own_pass_a_frozen_account(
     registry: MemoryRegistry,
 ) -> None:
-    [_, voluntary] = registry.execute(retire("C-1", 10, cancel=True, beneficiary=""))
+    [_, voluntary] = screened(registry, retire("C-1", 10, cancel=True, beneficiary=""))
     assert isinstance(voluntary, pb.UnitsRetired) and voluntary.cancellation == pb.CANCELLATION_VOLUNTARY
     registry.execute(pb.FreezeAccount(account_id="TH-GOV", reason="reversal under review", by="regulator"))
     with pytest.raises(DomainError) as caught:
         registry.decide(cancel("C-2", 10, pb.CANCELLATION_VOLUNTARY))
     assert caught.value.code == "ACCOUNT_FROZEN"
-    [_, mandatory] = registry.execute(cancel("C-3", 10, pb.CANCELLATION_MANDATORY))
+    [_, mandatory] = screened(registry, cancel("C-3", 10, pb.CANCELLATION_MANDATORY))
     assert isinstance(mandatory, pb.UnitsRetired)
     assert (mandatory.cancelled, mandatory.cancellation) == (True, pb.CANCELLATION_MANDATORY)
     assert holdings(registry, "TH-GOV")[:2] == [
@@ -401,7 +418,7 @@ def expire(expiry_id: str, quantity: int, reason: str = "temporary credit: its p
 
 def test_expired_units_stay_expired_and_never_move(registry: MemoryRegistry) -> None:
     registry.execute(pb.FreezeAccount(account_id="TH-GOV", reason="supervisory hold", by="regulator"))
-    [reserved, expired] = registry.execute(expire("X-1", 100))
+    [reserved, expired] = screened(registry, expire("X-1", 100))
     assert isinstance(reserved, pb.UnitsReserved) and isinstance(expired, pb.UnitsExpired)
     assert (expired.quantity, expired.jurisdiction, expired.by) == (100, "TH", "op")
     assert holdings(registry, "TH-GOV")[0] == ("JCM-TH", 1, 100, "TH-GOV", Status.EXPIRED)
@@ -424,6 +441,46 @@ def test_an_expiry_is_refused_with_its_reason(registry: MemoryRegistry, command:
     with pytest.raises(DomainError) as caught:
         registry.decide(command)
     assert caught.value.code == code
+
+
+def test_a_rejected_or_unanswered_proposal_gives_its_units_back(registry: MemoryRegistry) -> None:
+    [_, rejected, released] = screened(registry, retire("RT-1", 100), cpb.REJECTED)
+    assert isinstance(rejected, pb.ProposalRejected) and isinstance(released, pb.ReservationReleased)
+    assert (rejected.code, list(rejected.rules)) == ("SCREENING_REJECTED", ["DOUBLE_USE"])
+    assert "JCM-TH:1-1 used" in rejected.reason
+    assert holdings(registry, "TH-GOV") == [("JCM-TH", 1, 5000, "TH-GOV", Status.HELD)]
+    assert registry.accounts["TH-GOV"].screening == {} and registry.accounts["TH-GOV"].reservations == {}
+
+    [_, proposal] = registry.execute(expire("X-1", 10))
+    assert isinstance(proposal, pb.ScreenProposal) and proposal.transaction_type == "20-00"
+    # The venue cannot take a screened proposal's units for an order's delivery or release.
+    with pytest.raises(DomainError) as caught:
+        registry.decide(pb.ReleaseReservation(reservation_id="X-1", quantity=10))
+    assert caught.value.code == "RESERVATION_HELD_FOR_TRANSFER"
+    overdue = pb.ExpireProposal(proposal_id="X-1", account_id="TH-GOV")
+    assert registry.decide(overdue) == []  # not yet due
+    registry.now += screening.WINDOW
+    [timed_out, _] = registry.execute(overdue)
+    assert isinstance(timed_out, pb.ProposalRejected) and timed_out.code == "SCREENING_TIMEOUT"
+    late = cpb.ProposalScreened(proposal_id="X-1", account_id="TH-GOV", verdict=cpb.APPROVED)
+    assert registry.decide(late) == []  # answered after its time: nothing happens
+    assert holdings(registry, "TH-GOV") == [("JCM-TH", 1, 5000, "TH-GOV", Status.HELD)]
+
+
+@pytest.mark.parametrize(
+    ("command", "kind"),
+    [
+        (retire("R", 1), "05-00"),
+        (cancel("C", 1, pb.CANCELLATION_KIND_UNSPECIFIED), "04-01"),
+        (cancel("C", 1, pb.CANCELLATION_MANDATORY), "04-02"),
+        (cancel("C", 1, pb.CANCELLATION_OMGE), "04-03"),
+        (expire("E", 1), "20-00"),
+    ],
+)
+def test_a_proposal_names_its_transaction_type(registry: MemoryRegistry, command: Message, kind: str) -> None:
+    [_, proposal] = registry.decide(command)
+    assert isinstance(proposal, pb.ScreenProposal)
+    assert (proposal.transaction_type, proposal.jurisdiction, proposal.quantity) == (kind, "TH", 1)
 
 
 def test_a_retirement_id_is_used_once(registry: MemoryRegistry) -> None:

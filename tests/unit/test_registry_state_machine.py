@@ -19,11 +19,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from services.common.errors import DomainError
+from services.registry.domain import screening
 from services.registry.domain.accounts import Account, Authorization, Project
 from services.registry.domain.blocks import Holding, Move, Status
 from services.registry.domain.memory import MemoryRegistry, stream_of
 from services.registry.policies import issuance_policies
 from tests.unit.factories import issuance, loa, open_account
+from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
 
 ACCOUNTS = ("TH-GOV", "TH-CO", "CH-BUYER", "JP-BUYER")
@@ -207,10 +209,7 @@ class RegistryMachine(RuleBasedStateMachine):
             claim_year=0 if cancel else 2025,
             cancellation=kind,
         )
-        for event in self.run(retirement):
-            if isinstance(event, pb.UnitsRetired):
-                status = Status.CANCELLED if cancel else Status.RETIRED
-                self.terminal += [(b.namespace, b.start, b.end, account, status) for b in event.blocks]
+        self.run(retirement)
 
     @rule(account=st.sampled_from(ACCOUNTS), quantity=st.integers(1, 60), vintage=st.sampled_from([0, 2023]))
     def expire(self, account: str, quantity: int, vintage: int) -> None:
@@ -218,9 +217,31 @@ class RegistryMachine(RuleBasedStateMachine):
         expiry = pb.ExpireUnits(
             expiry_id=f"EX-{self.n}", account_id=account, selector=selector, quantity=quantity, reason="period ended"
         )
-        for event in self.run(expiry):
-            if isinstance(event, pb.UnitsExpired):
-                self.terminal += [(b.namespace, b.start, b.end, account, Status.EXPIRED) for b in event.blocks]
+        self.run(expiry)
+
+    @precondition(lambda self: any(a.screening for a in self.registry.accounts.values()))
+    @rule(data=st.data(), answer=st.sampled_from(["approve", "reject", "time out"]))
+    def screen(self, data: st.DataObject, answer: str) -> None:
+        """The transaction log answers a proposal, or leaves it to time out."""
+        pending = sorted((p, a.account_id) for a in self.registry.accounts.values() for p in a.screening)
+        proposal_id, account = data.draw(st.sampled_from(pending))
+        self.answer(proposal_id, account, answer)
+
+    def answer(self, proposal_id: str, account: str, answer: str) -> None:
+        if answer == "time out":
+            self.registry.now += screening.WINDOW
+            events = self.run(pb.ExpireProposal(proposal_id=proposal_id, account_id=account))
+        else:
+            verdict = cpb.APPROVED if answer == "approve" else cpb.REJECTED
+            events = self.run(cpb.ProposalScreened(proposal_id=proposal_id, account_id=account, verdict=verdict))
+        for event in events:
+            match event:
+                case pb.UnitsRetired():
+                    status = Status.CANCELLED if event.cancelled else Status.RETIRED
+                    self.terminal += [(b.namespace, b.start, b.end, account, status) for b in event.blocks]
+                case pb.UnitsExpired():
+                    self.terminal += [(b.namespace, b.start, b.end, account, Status.EXPIRED) for b in event.blocks]
+        assert account not in {a.account_id for a in self.registry.accounts.values() if proposal_id in a.screening}
 
     # --- the Union Registry's controls ---
 
@@ -512,6 +533,8 @@ def test_a_moved_retired_unit_is_caught() -> None:
     machine = RegistryMachine()
     machine.issue("TH-GOV", "JCM-TH", 1, 50, 2024, False, PROJECTS[0])
     machine.retire("TH-GOV", 10, False, 0)
+    machine.answer(f"RT-{machine.n - 1}", "TH-GOV", "approve")
+    assert machine.terminal
     machine.terminal_units_never_move()
     retired = Holding("TH-GOV", Status.RETIRED)
     machine.registry.index.apply(Move("JCM-TH", 1, 10, retired, Holding("CH-BUYER")))

@@ -25,41 +25,43 @@ _sym_db = _symbol_database.Default()
 from tonne.v1 import registry_pb2 as tonne_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tonne/v1/compliance.proto\x12\x08tonne.v1\x1a\x17tonne/v1/registry.proto\"\x90\x01\n\x0eScreenTransfer\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08trade_id\x18\x02 \x01(\t\x12\x16\n\x0ereservation_id\x18\x03 \x01(\t\x12\x17\n\x0f\x66rom_account_id\x18\x04 \x01(\t\x12\x15\n\rto_account_id\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x04\"R\n\nRuleResult\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x10\n\x08\x65vidence\x18\x03 \x01(\t\x12\x14\n\x0cnumeric_code\x18\x04 \x01(\r\"\xd7\x01\n\x11ScreeningDecision\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08trade_id\x18\x02 \x01(\t\x12\"\n\x07verdict\x18\x03 \x01(\x0e\x32\x11.tonne.v1.Verdict\x12%\n\x07results\x18\x04 \x03(\x0b\x32\x14.tonne.v1.RuleResult\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12)\n\x07request\x18\x06 \x01(\x0b\x32\x18.tonne.v1.ScreenTransfer\x12\x0e\n\x06policy\x18\x07 \x01(\t\"\xa8\x01\n\x0b\x41uditRecord\x12\x14\n\x0cjurisdiction\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x15\n\rprevious_hash\x18\x03 \x01(\t\x12\x0c\n\x04hash\x18\x04 \x01(\t\x12\x14\n\x0csource_topic\x18\x05 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\x12\x12\n\nevent_type\x18\x07 \x01(\t\x12\x10\n\x08\x65nvelope\x18\x08 \x01(\x0c\":\n\x11ReservationBlocks\x12%\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x15.tonne.v1.SerialBlock\"<\n\x0bSerialRange\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x04\"V\n\x14\x41uthorizationClaimed\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x04\"l\n\x1a\x41uthorizationClaimReleased\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x04\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x9e\x01\n\x1d\x41uthorizationFirstTransferred\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12%\n\x06ranges\x18\x03 \x03(\x0b\x32\x15.tonne.v1.SerialRange\x12\x10\n\x08quantity\x18\x04 \x01(\x04\x12\x15\n\rclaim_settled\x18\x05 \x01(\x04\"\xe1\x01\n\x1a\x41uthorizationUsageSnapshot\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x0c\n\x04used\x18\x02 \x01(\x04\x12\x30\n\x11\x66irst_transferred\x18\x03 \x03(\x0b\x32\x15.tonne.v1.SerialRange\x12:\n\x06\x63laims\x18\x04 \x03(\x0b\x32*.tonne.v1.AuthorizationUsageSnapshot.Claim\x1a-\n\x05\x43laim\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x04\"\xd5\x01\n\x11SurveillanceAlert\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x15\n\rinstrument_id\x18\x03 \x01(\t\x12\x11\n\ttrade_ids\x18\x04 \x03(\t\x12\x18\n\x10\x62uyer_account_id\x18\x05 \x01(\t\x12\x19\n\x11seller_account_id\x18\x06 \x01(\t\x12\x17\n\x0f\x62uyer_broker_id\x18\x07 \x01(\t\x12\x18\n\x10seller_broker_id\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\"h\n\x0cTradeWatched\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x18\n\x10\x62uyer_account_id\x18\x02 \x01(\t\x12\x19\n\x11seller_account_id\x18\x03 \x01(\t\x12\x11\n\tat_micros\x18\x04 \x01(\x03\"7\n\rWatchSnapshot\x12&\n\x06recent\x18\x01 \x03(\x0b\x32\x16.tonne.v1.TradeWatched*>\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41PPROVED\x10\x01\x12\x0c\n\x08REJECTED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tonne/v1/compliance.proto\x12\x08tonne.v1\x1a\x17tonne/v1/registry.proto\"\x90\x01\n\x0eScreenTransfer\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08trade_id\x18\x02 \x01(\t\x12\x16\n\x0ereservation_id\x18\x03 \x01(\t\x12\x17\n\x0f\x66rom_account_id\x18\x04 \x01(\t\x12\x15\n\rto_account_id\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x04\"R\n\nRuleResult\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x10\n\x08\x65vidence\x18\x03 \x01(\t\x12\x14\n\x0cnumeric_code\x18\x04 \x01(\r\"\xd7\x01\n\x11ScreeningDecision\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08trade_id\x18\x02 \x01(\t\x12\"\n\x07verdict\x18\x03 \x01(\x0e\x32\x11.tonne.v1.Verdict\x12%\n\x07results\x18\x04 \x03(\x0b\x32\x14.tonne.v1.RuleResult\x12\x16\n\x0epolicy_version\x18\x05 \x01(\t\x12)\n\x07request\x18\x06 \x01(\x0b\x32\x18.tonne.v1.ScreenTransfer\x12\x0e\n\x06policy\x18\x07 \x01(\t\"\xc1\x01\n\x10ProposalScreened\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\"\n\x07verdict\x18\x03 \x01(\x0e\x32\x11.tonne.v1.Verdict\x12%\n\x07results\x18\x04 \x03(\x0b\x32\x14.tonne.v1.RuleResult\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12)\n\x07request\x18\x06 \x01(\x0b\x32\x18.tonne.v1.ScreenProposal\"\xa8\x01\n\x0b\x41uditRecord\x12\x14\n\x0cjurisdiction\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x15\n\rprevious_hash\x18\x03 \x01(\t\x12\x0c\n\x04hash\x18\x04 \x01(\t\x12\x14\n\x0csource_topic\x18\x05 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\x12\x12\n\nevent_type\x18\x07 \x01(\t\x12\x10\n\x08\x65nvelope\x18\x08 \x01(\x0c\":\n\x11ReservationBlocks\x12%\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x15.tonne.v1.SerialBlock\"<\n\x0bSerialRange\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x04\"V\n\x14\x41uthorizationClaimed\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x04\"l\n\x1a\x41uthorizationClaimReleased\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x04\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x9e\x01\n\x1d\x41uthorizationFirstTransferred\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12%\n\x06ranges\x18\x03 \x03(\x0b\x32\x15.tonne.v1.SerialRange\x12\x10\n\x08quantity\x18\x04 \x01(\x04\x12\x15\n\rclaim_settled\x18\x05 \x01(\x04\"\xe1\x01\n\x1a\x41uthorizationUsageSnapshot\x12\x18\n\x10\x61uthorization_id\x18\x01 \x01(\t\x12\x0c\n\x04used\x18\x02 \x01(\x04\x12\x30\n\x11\x66irst_transferred\x18\x03 \x03(\x0b\x32\x15.tonne.v1.SerialRange\x12:\n\x06\x63laims\x18\x04 \x03(\x0b\x32*.tonne.v1.AuthorizationUsageSnapshot.Claim\x1a-\n\x05\x43laim\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x04\"\xd5\x01\n\x11SurveillanceAlert\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x15\n\rinstrument_id\x18\x03 \x01(\t\x12\x11\n\ttrade_ids\x18\x04 \x03(\t\x12\x18\n\x10\x62uyer_account_id\x18\x05 \x01(\t\x12\x19\n\x11seller_account_id\x18\x06 \x01(\t\x12\x17\n\x0f\x62uyer_broker_id\x18\x07 \x01(\t\x12\x18\n\x10seller_broker_id\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\"h\n\x0cTradeWatched\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x18\n\x10\x62uyer_account_id\x18\x02 \x01(\t\x12\x19\n\x11seller_account_id\x18\x03 \x01(\t\x12\x11\n\tat_micros\x18\x04 \x01(\x03\"7\n\rWatchSnapshot\x12&\n\x06recent\x18\x01 \x03(\x0b\x32\x16.tonne.v1.TradeWatched*>\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41PPROVED\x10\x01\x12\x0c\n\x08REJECTED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tonne.v1.compliance_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERDICT']._serialized_start=1772
-  _globals['_VERDICT']._serialized_end=1834
+  _globals['_VERDICT']._serialized_start=1968
+  _globals['_VERDICT']._serialized_end=2030
   _globals['_SCREENTRANSFER']._serialized_start=65
   _globals['_SCREENTRANSFER']._serialized_end=209
   _globals['_RULERESULT']._serialized_start=211
   _globals['_RULERESULT']._serialized_end=293
   _globals['_SCREENINGDECISION']._serialized_start=296
   _globals['_SCREENINGDECISION']._serialized_end=511
-  _globals['_AUDITRECORD']._serialized_start=514
-  _globals['_AUDITRECORD']._serialized_end=682
-  _globals['_RESERVATIONBLOCKS']._serialized_start=684
-  _globals['_RESERVATIONBLOCKS']._serialized_end=742
-  _globals['_SERIALRANGE']._serialized_start=744
-  _globals['_SERIALRANGE']._serialized_end=804
-  _globals['_AUTHORIZATIONCLAIMED']._serialized_start=806
-  _globals['_AUTHORIZATIONCLAIMED']._serialized_end=892
-  _globals['_AUTHORIZATIONCLAIMRELEASED']._serialized_start=894
-  _globals['_AUTHORIZATIONCLAIMRELEASED']._serialized_end=1002
-  _globals['_AUTHORIZATIONFIRSTTRANSFERRED']._serialized_start=1005
-  _globals['_AUTHORIZATIONFIRSTTRANSFERRED']._serialized_end=1163
-  _globals['_AUTHORIZATIONUSAGESNAPSHOT']._serialized_start=1166
-  _globals['_AUTHORIZATIONUSAGESNAPSHOT']._serialized_end=1391
-  _globals['_AUTHORIZATIONUSAGESNAPSHOT_CLAIM']._serialized_start=1346
-  _globals['_AUTHORIZATIONUSAGESNAPSHOT_CLAIM']._serialized_end=1391
-  _globals['_SURVEILLANCEALERT']._serialized_start=1394
-  _globals['_SURVEILLANCEALERT']._serialized_end=1607
-  _globals['_TRADEWATCHED']._serialized_start=1609
-  _globals['_TRADEWATCHED']._serialized_end=1713
-  _globals['_WATCHSNAPSHOT']._serialized_start=1715
-  _globals['_WATCHSNAPSHOT']._serialized_end=1770
+  _globals['_PROPOSALSCREENED']._serialized_start=514
+  _globals['_PROPOSALSCREENED']._serialized_end=707
+  _globals['_AUDITRECORD']._serialized_start=710
+  _globals['_AUDITRECORD']._serialized_end=878
+  _globals['_RESERVATIONBLOCKS']._serialized_start=880
+  _globals['_RESERVATIONBLOCKS']._serialized_end=938
+  _globals['_SERIALRANGE']._serialized_start=940
+  _globals['_SERIALRANGE']._serialized_end=1000
+  _globals['_AUTHORIZATIONCLAIMED']._serialized_start=1002
+  _globals['_AUTHORIZATIONCLAIMED']._serialized_end=1088
+  _globals['_AUTHORIZATIONCLAIMRELEASED']._serialized_start=1090
+  _globals['_AUTHORIZATIONCLAIMRELEASED']._serialized_end=1198
+  _globals['_AUTHORIZATIONFIRSTTRANSFERRED']._serialized_start=1201
+  _globals['_AUTHORIZATIONFIRSTTRANSFERRED']._serialized_end=1359
+  _globals['_AUTHORIZATIONUSAGESNAPSHOT']._serialized_start=1362
+  _globals['_AUTHORIZATIONUSAGESNAPSHOT']._serialized_end=1587
+  _globals['_AUTHORIZATIONUSAGESNAPSHOT_CLAIM']._serialized_start=1542
+  _globals['_AUTHORIZATIONUSAGESNAPSHOT_CLAIM']._serialized_end=1587
+  _globals['_SURVEILLANCEALERT']._serialized_start=1590
+  _globals['_SURVEILLANCEALERT']._serialized_end=1803
+  _globals['_TRADEWATCHED']._serialized_start=1805
+  _globals['_TRADEWATCHED']._serialized_end=1909
+  _globals['_WATCHSNAPSHOT']._serialized_start=1911
+  _globals['_WATCHSNAPSHOT']._serialized_end=1966
 # @@protoc_insertion_point(module_scope)

@@ -147,6 +147,49 @@ class ScreeningDecision(_message.Message):
 Global___ScreeningDecision: _TypeAlias = ScreeningDecision  # noqa: Y015
 
 @_typing.final
+class ProposalScreened(_message.Message):
+    """--- the transaction log of registry operations (docs/national-registry-protocol.md
+    "Screening"): the registry's ScreenProposal (registry.proto) is answered here.
+
+    compliance.decisions (key: the account): the answer the registry completes or refuses on.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.str
+    account_id: _builtins.str
+    verdict: Global___Verdict.ValueType
+    policy: _builtins.str
+    """`<id>@<version>`"""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleResult]: ...
+    @_builtins.property
+    def request(self) -> _registry_pb2.ScreenProposal: ...
+    def __init__(
+        self,
+        *,
+        proposal_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        verdict: Global___Verdict.ValueType = ...,
+        results: _abc.Iterable[Global___RuleResult] | None = ...,
+        policy: _builtins.str = ...,
+        request: _registry_pb2.ScreenProposal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "policy", b"policy", "proposal_id", b"proposal_id", "request", b"request", "results", b"results", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposalScreened: _TypeAlias = ProposalScreened  # noqa: Y015
+
+@_typing.final
 class AuditRecord(_message.Message):
     """audit.<JUR>: one link of a jurisdiction's hash chain."""
 

@@ -1054,6 +1054,138 @@ class ExpireUnits(_message.Message):
 Global___ExpireUnits: _TypeAlias = ExpireUnits  # noqa: Y015
 
 @_typing.final
+class ScreenProposal(_message.Message):
+    """--- the transaction log (docs/national-registry-protocol.md "Screening"): the registry
+    records a proposal on the account's stream, holding its units under the operation's id,
+    and completes it only when compliance approves (compliance.proto ProposalScreened); a
+    rejection, or no answer by `expires_at`, gives the units back.
+
+    compliance.requests (key: the account).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    TRANSACTION_TYPE_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    BLOCKS_FIELD_NUMBER: _builtins.int
+    RETIREMENT_FIELD_NUMBER: _builtins.int
+    EXPIRY_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.str
+    """the operation's own id (a retirement's, an expiry's)"""
+    transaction_type: _builtins.str
+    """its type code: 05-00 retirement, 04-0x cancellation, 20-00 expiry"""
+    account_id: _builtins.str
+    jurisdiction: _builtins.str
+    """the account's party"""
+    quantity: _builtins.int
+    @_builtins.property
+    def blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___SerialBlock]:
+        """the serials it concerns, as the registry picked them"""
+
+    @_builtins.property
+    def retirement(self) -> Global___UnitsRetired:
+        """a retirement or a cancellation"""
+
+    @_builtins.property
+    def expiry(self) -> Global___UnitsExpired: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        proposal_id: _builtins.str = ...,
+        transaction_type: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        blocks: _abc.Iterable[Global___SerialBlock] | None = ...,
+        retirement: Global___UnitsRetired | None = ...,
+        expiry: Global___UnitsExpired | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "expiry", b"expiry", "outcome", b"outcome", "retirement", b"retirement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "blocks", b"blocks", "expires_at", b"expires_at", "expiry", b"expiry", "jurisdiction", b"jurisdiction", "outcome", b"outcome", "proposal_id", b"proposal_id", "quantity", b"quantity", "retirement", b"retirement", "transaction_type", b"transaction_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["retirement", "expiry"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___ScreenProposal: _TypeAlias = ScreenProposal  # noqa: Y015
+
+@_typing.final
+class ExpireProposal(_message.Message):
+    """The registry's scheduler: reject the proposal if it is still unanswered at its time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.str
+    account_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        proposal_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "proposal_id", b"proposal_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpireProposal: _TypeAlias = ExpireProposal  # noqa: Y015
+
+@_typing.final
+class ProposalRejected(_message.Message):
+    """A proposal the transaction log refused, or left unanswered past its time: its units are
+    held again (ReservationReleased beside it). On registry.events, so compliance releases
+    what its approval may have claimed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.str
+    account_id: _builtins.str
+    jurisdiction: _builtins.str
+    code: _builtins.str
+    """SCREENING_REJECTED or SCREENING_TIMEOUT"""
+    reason: _builtins.str
+    """the failed rules' codes and evidence, or the timeout"""
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the codes of the rules that failed (none on a timeout)"""
+
+    def __init__(
+        self,
+        *,
+        proposal_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        rules: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "code", b"code", "jurisdiction", b"jurisdiction", "proposal_id", b"proposal_id", "reason", b"reason", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposalRejected: _TypeAlias = ProposalRejected  # noqa: Y015
+
+@_typing.final
 class UnitsExpired(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2586,6 +2718,7 @@ class AccountSnapshot(_message.Message):
     CLOSED_FIELD_NUMBER: _builtins.int
     EXTERNAL_FIELD_NUMBER: _builtins.int
     FROZEN_BLOCKS_FIELD_NUMBER: _builtins.int
+    SCREENING_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     holder: _builtins.str
     jurisdiction: _builtins.str
@@ -2609,6 +2742,10 @@ class AccountSnapshot(_message.Message):
     def frozen_blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReservationBalance]:
         """freeze id -> units frozen under it"""
 
+    @_builtins.property
+    def screening(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScreenProposal]:
+        """proposals awaiting the transaction log, by id"""
+
     def __init__(
         self,
         *,
@@ -2625,10 +2762,11 @@ class AccountSnapshot(_message.Message):
         closed: _builtins.bool = ...,
         external: _abc.Iterable[Global___ExternalTransferProposed] | None = ...,
         frozen_blocks: _abc.Iterable[Global___ReservationBalance] | None = ...,
+        screening: _abc.Iterable[Global___ScreenProposal] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "closed", b"closed", "external", b"external", "frozen", b"frozen", "frozen_blocks", b"frozen_blocks", "holder", b"holder", "jurisdiction", b"jurisdiction", "mandates", b"mandates", "reservations", b"reservations", "scheduled", b"scheduled", "transfer_limit", b"transfer_limit", "trusted", b"trusted", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "closed", b"closed", "external", b"external", "frozen", b"frozen", "frozen_blocks", b"frozen_blocks", "holder", b"holder", "jurisdiction", b"jurisdiction", "mandates", b"mandates", "reservations", b"reservations", "scheduled", b"scheduled", "screening", b"screening", "transfer_limit", b"transfer_limit", "trusted", b"trusted", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -14,8 +14,9 @@ from google.protobuf.message import Message
 from services.compliance.domain.authorizations import AuthorizationUsage
 from tonne.v1 import registry_pb2 as pb
 
-# Observed registry events that screening may need later.
-OBSERVED = (pb.AccountOpened, pb.AuthorizationRecorded, pb.UnitsReserved, pb.UnitsTransferred)
+# Observed registry events that screening may need later (a proposal the registry gave up
+# on releases the serials its approval recorded as used).
+OBSERVED = (pb.AccountOpened, pb.AuthorizationRecorded, pb.UnitsReserved, pb.UnitsTransferred, pb.ProposalRejected)
 
 
 def spent(event: pb.UnitsTransferred) -> dict[str, int]:

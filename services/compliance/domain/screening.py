@@ -1,4 +1,6 @@
-"""Screening a transfer before units move: the transaction log of the venue.
+"""Screening before units move or are used up: the transaction log of the venue. A
+delivery (`ScreenTransfer`, from settlement) and a registry operation (`ScreenProposal`:
+retirement, cancellation, expiry) each run their rules.
 
 Each rule is a predicate with a stable code, one module each under `rules/` (the table:
 docs/compliance-rules.md); a decision names every rule it ran, whether it passed, the
@@ -8,14 +10,17 @@ the use of the transfer, else the default (domain/policies.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from services.compliance.domain.facts import Facts
 from services.compliance.domain.policies import Policies, Policy, Use
-from services.compliance.domain.rules import RULES, Case, numeric
+from services.compliance.domain.rules import PROPOSAL_RULES, RULES, Case, ProposalCase, numeric
 from services.compliance.domain.rules.double_claiming import claims
-from services.compliance.domain.validation import refuse
+from services.compliance.domain.validation import refuse, refuse_proposal
 from tonne.v1 import compliance_pb2 as cpb
+from tonne.v1 import registry_pb2 as rpb
 
-__all__ = ["Policies", "Policy", "claims", "refusal", "screen", "selected"]
+__all__ = ["Policies", "Policy", "claims", "proposal_refusal", "refusal", "screen", "screen_proposal", "selected"]
 
 
 def use_of(request: cpb.ScreenTransfer, policies: Policies) -> Use:
@@ -57,4 +62,43 @@ def refusal(request: cpb.ScreenTransfer, problems: list[str], policies: Policies
     for result in decision.results:
         result.numeric_code = numeric(result.code)
     decision.policy = policy.id
+    return decision
+
+
+def proposal_policy(proposal: rpb.ScreenProposal, policies: Policies | Policy) -> Policy:
+    """A retirement toward an NDC or OIMP claim is screened under the claiming party's
+    policy for that use; every other proposal under the default."""
+    if isinstance(policies, Policy):
+        return policies
+    retired = proposal.retirement
+    if proposal.HasField("retirement") and not retired.cancelled and retired.use in (rpb.CLAIM_NDC, rpb.CLAIM_OIMP):
+        use: Use = "NDC" if retired.use == rpb.CLAIM_NDC else "OIMP"
+        return policies.select(proposal.jurisdiction, use)
+    return policies.default
+
+
+def screen_proposal(
+    proposal: rpb.ScreenProposal, facts: Facts, used: Sequence[rpb.SerialBlock], policies: Policies | Policy
+) -> cpb.ProposalScreened:
+    """`used`: the serials compliance recorded as used up that share one with the proposal."""
+    policy = proposal_policy(proposal, policies)
+    case = ProposalCase(proposal, facts, used, policy)
+    results = [rule.run(case) for rule in PROPOSAL_RULES]
+    return cpb.ProposalScreened(
+        proposal_id=proposal.proposal_id,
+        account_id=proposal.account_id,
+        verdict=cpb.APPROVED if all(r.passed for r in results) else cpb.REJECTED,
+        results=results,
+        policy=policy.id,
+        request=proposal,
+    )
+
+
+def proposal_refusal(
+    proposal: rpb.ScreenProposal, problems: list[str], policies: Policies | Policy
+) -> cpb.ProposalScreened:
+    policy = policies if isinstance(policies, Policy) else policies.default
+    decision = refuse_proposal(proposal, problems, policy.id)
+    for result in decision.results:
+        result.numeric_code = numeric(result.code)
     return decision

@@ -80,6 +80,8 @@ def check_fact(event: Message) -> None:
             loa = event.authorization
             problems += _identifier("authorization_id", loa.authorization_id) + _text("host_party", loa.host_party)
             problems += _quantity("quantity", loa.quantity)
+        case rpb.ProposalRejected():
+            problems += _identifier("proposal_id", event.proposal_id)
         case rpb.UnitsReserved():
             problems += _identifier("reservation_id", event.reservation_id)
             problems += _identifier("account_id", event.account_id) + _quantity("quantity", event.quantity)
@@ -93,3 +95,42 @@ def check_fact(event: Message) -> None:
                 problems += [p for loa, q in spent(event).items() for p in _quantity(f"units of {loa}", q)]
     if problems:
         raise DomainError("FACT_INVALID", f"observed {event.DESCRIPTOR.name} is malformed", problems[:20])
+
+
+# Blocks one proposal may carry: the registry picks at most this many for one operation.
+PROPOSAL_BLOCKS_MAX = 10_000
+
+
+def check_proposal_keys(proposal: rpb.ScreenProposal) -> None:
+    """A proposal's answer is keyed by its id and account: without them nothing answers."""
+    problems = [*_identifier("proposal_id", proposal.proposal_id), *_identifier("account_id", proposal.account_id)]
+    if problems:
+        raise DomainError("REQUEST_INVALID", "the proposal cannot be keyed", problems)
+
+
+def proposal_problems(proposal: rpb.ScreenProposal) -> list[str]:
+    """What is wrong with a proposal's fields, beyond its keys: what no rule could read."""
+    problems = _text("jurisdiction", proposal.jurisdiction) + _quantity("quantity", proposal.quantity)
+    if not 0 < len(proposal.blocks) <= PROPOSAL_BLOCKS_MAX:
+        problems.append(f"a proposal carries 1-{PROPOSAL_BLOCKS_MAX} blocks (got {len(proposal.blocks)})")
+    for n, block in enumerate(proposal.blocks[:PROPOSAL_BLOCKS_MAX]):
+        problems += _identifier(f"blocks[{n}].namespace", block.namespace)
+        if not 1 <= block.start <= INT64_MAX or not 1 <= block.end <= INT64_MAX:
+            problems.append(f"blocks[{n}] serials must be within 1..{INT64_MAX}")
+        if block.attributes.authorization_id:
+            problems += _identifier(f"blocks[{n}].authorization_id", block.attributes.authorization_id)
+    if not proposal.HasField("retirement") and not proposal.HasField("expiry"):
+        problems.append("a proposal carries its outcome (a retirement or an expiry)")
+    return problems[:20]
+
+
+def refuse_proposal(proposal: rpb.ScreenProposal, problems: list[str], policy: str) -> cpb.ProposalScreened:
+    """A rejection that runs no rule and keeps none of the malformed fields."""
+    return cpb.ProposalScreened(
+        proposal_id=proposal.proposal_id,
+        account_id=proposal.account_id,
+        verdict=cpb.REJECTED,
+        results=[cpb.RuleResult(code="REQUEST_INVALID", passed=False, evidence="; ".join(problems))],
+        policy=policy,
+        request=rpb.ScreenProposal(proposal_id=proposal.proposal_id, account_id=proposal.account_id),
+    )

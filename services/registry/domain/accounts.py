@@ -66,6 +66,7 @@ class Account(Aggregate):
         self.scheduled: dict[str, pb.TransferScheduled] = {}  # transfer id -> waiting transfer
         self.external: dict[str, pb.ExternalTransferProposed] = {}  # transfer id -> unanswered proposal
         self.frozen_blocks: dict[str, int] = {}  # freeze id -> units frozen under it
+        self.screening: dict[str, pb.ScreenProposal] = {}  # proposal id -> awaiting the transaction log
 
     @property
     def opened(self) -> bool:
@@ -102,8 +103,14 @@ class Account(Aggregate):
                     self.scheduled.pop(event.transfer_id, None)
             case pb.UnitsRetired():
                 del self.reservations[event.retirement_id]  # spent whole on retiring
+                self.screening.pop(event.retirement_id, None)
             case pb.UnitsExpired():
                 del self.reservations[event.expiry_id]
+                self.screening.pop(event.expiry_id, None)
+            case pb.ScreenProposal():
+                self.screening[event.proposal_id] = event
+            case pb.ProposalRejected():
+                del self.screening[event.proposal_id]  # its units: the ReservationReleased beside it
             case pb.MandateGranted():
                 self.mandates[event.mandate_id] = event.broker_id
             case pb.MandateRevoked():
@@ -153,6 +160,7 @@ class Account(Aggregate):
             frozen_blocks=[
                 pb.ReservationBalance(reservation_id=f, quantity=q) for f, q in sorted(self.frozen_blocks.items())
             ],
+            screening=[p for _, p in sorted(self.screening.items())],
         )
         return message.SerializeToString(deterministic=True)
 
@@ -172,6 +180,7 @@ class Account(Aggregate):
         account.scheduled = {s.transfer_id: s for s in message.scheduled}
         account.external = {e.transfer_id: e for e in message.external}
         account.frozen_blocks = {f.reservation_id: f.quantity for f in message.frozen_blocks}
+        account.screening = {p.proposal_id: p for p in message.screening}
         return account
 
 

@@ -16,6 +16,7 @@ Numbering: the hundreds digit names the family, the last two count within it.
 | 7501-7599 | controls: freezes, limits, the holder's transfers, trusted-account lists |
 | 7601-7699 | channels and trust: who may send what (national channels, tokens, rates) |
 | 7701-7799 | external transfers (transaction 03) to and from other registries         |
+| 7801-7899 | the transaction log: proposals screened by compliance before they complete |
 
 A number, once given, is never renumbered nor given to another string: a new code takes
 the next free number of its family; a code no longer raised stays, marked reserved with
@@ -40,7 +41,8 @@ AUTHORIZATIONS = Family("authorizations", 7401, 7499, "authorizations (letters o
 CONTROLS = Family("controls", 7501, 7599, "controls: freezes, limits, the holder's transfers, trusted accounts")
 CHANNELS = Family("channels", 7601, 7699, "channels and trust: who may send what")
 EXTERNAL = Family("external", 7701, 7799, "other registries: external transfers (transaction 03) and reconciliation")
-FAMILIES = (SEQUENCE, ACCOUNTS, UNITS, HOLDINGS, AUTHORIZATIONS, CONTROLS, CHANNELS, EXTERNAL)
+SCREENING = Family("screening", 7801, 7899, "the transaction log: proposals screened before they complete")
+FAMILIES = (SEQUENCE, ACCOUNTS, UNITS, HOLDINGS, AUTHORIZATIONS, CONTROLS, CHANNELS, EXTERNAL, SCREENING)
 
 
 class Carrier(Enum):
@@ -50,6 +52,7 @@ class Carrier(Enum):
     HTTP = "HTTP only"  # refused at the HTTP API before any command is decided; nothing recorded
     CANCELLED = "TransferCancelled"  # the code of a scheduled transfer's cancellation, not a refusal
     RETURNED = "ExternalTransferReturned"  # why an external transfer's units came back, not a refusal
+    PROPOSAL = "ProposalRejected"  # why a screened proposal's units came back
 
 
 # Where the registry's code lives; an entry raised by the shared kernel for the
@@ -546,6 +549,30 @@ CODES: tuple[RejectCode, ...] = (
         EXTERNAL,
         "an inbound transfer proposes serials known here already (they cannot be in both registries)",
         "up to 20 blocks here that share a serial with the proposal, `namespace:start-end`",
+    ),
+    # --- 78xx the transaction log (domain/screening.py) ---
+    RejectCode(
+        "PROPOSAL_UNKNOWN",
+        7801,
+        SCREENING,
+        "no proposal awaits the transaction log's answer under this id (answered already, or timed out)",
+        "the proposal id given (at most 64 characters)",
+    ),
+    RejectCode(
+        "SCREENING_REJECTED",
+        7802,
+        SCREENING,
+        "the transaction log (compliance) rejected the proposal: its units are held again",
+        "ProposalRejected's `rules` (the failed rules' codes, docs/compliance-rules.md) and `reason` (their evidence)",
+        Carrier.PROPOSAL,
+    ),
+    RejectCode(
+        "SCREENING_TIMEOUT",
+        7803,
+        SCREENING,
+        "the transaction log did not answer by the proposal's `expires_at`: its units are held again",
+        "none",
+        Carrier.PROPOSAL,
     ),
 )
 

@@ -22,6 +22,7 @@ from services.registry.domain.accounts import Account, AccountRef
 from services.registry.domain.blocks import Block, Change, Holding, Move, Put, Status, Units, frozen_under
 from services.registry.domain.fingerprint import Prior
 from services.registry.domain.issuance_rules import IssuanceRules, account_type, allocate
+from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
 
 INT64_MAX = 2**63 - 1
@@ -116,6 +117,8 @@ def _identifiers(command: Message) -> list[tuple[str, str]]:
             ]
         case pb.AnswerExternalTransfer():
             return [("transfer_id", command.transfer_id)]
+        case pb.ExpireProposal() | cpb.ProposalScreened():
+            return [("proposal_id", command.proposal_id), ("account_id", command.account_id)]
         case pb.ProposeInboundTransfer():
             return [
                 ("transfer_id", command.transfer_id),
@@ -686,10 +689,13 @@ def unfrozen(blocks: Sequence[Block], frozen_projects: Set[str]) -> None:
 
 def venue_reservation(owner: Account, reservation_id: str) -> None:
     """The venue's release and delivery never touch the units of a holder's scheduled or
-    external transfer (those complete, return or are cancelled through their own path)."""
-    if reservation_id in owner.scheduled or reservation_id in owner.external:
+    external transfer, nor of a proposal the transaction log screens (those complete,
+    return or are cancelled through their own path)."""
+    if reservation_id in owner.scheduled or reservation_id in owner.external or reservation_id in owner.screening:
         raise DomainError(
-            "RESERVATION_HELD_FOR_TRANSFER", f"{reservation_id!r} holds a scheduled transfer's units", [reservation_id]
+            "RESERVATION_HELD_FOR_TRANSFER",
+            f"{reservation_id!r} holds the units of a transfer or of a proposal under screening",
+            [reservation_id],
         )
 
 

@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 
 from services.common.errors import DomainError
 from services.common.topics import JURISDICTIONS
-from services.registry.domain import fingerprint
+from services.registry.domain import fingerprint, screening
 from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
 from services.registry.domain.blocks import Block, frozen_under
 from services.registry.domain.controls import Controls, Policy
@@ -30,6 +30,7 @@ from services.registry.domain.ledger import (
     check,
     picking,
 )
+from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
 
 PAGE = 100
@@ -132,10 +133,20 @@ class MemoryRegistry:
                 )
             case pb.RetireUnits():
                 held = self._held(command, command.retirement_id in self.reservations)
-                return self.ledger.retire(command, self.account(command.account_id), held)
+                decided = self.ledger.retire(command, self.account(command.account_id), held)
+                return screening.propose(decided, self.now, screening.WINDOW)
             case pb.ExpireUnits():
                 held = self._held(command, command.expiry_id in self.reservations)
-                return self.ledger.expire(command, self.account(command.account_id), held)
+                decided = self.ledger.expire(command, self.account(command.account_id), held)
+                return screening.propose(decided, self.now, screening.WINDOW)
+            case cpb.ProposalScreened():
+                account = self.account(command.account_id)
+                answered = account is None or command.proposal_id not in account.screening
+                return [] if answered else screening.answer(command, account)
+            case pb.ExpireProposal():
+                account = self.account(command.account_id)
+                answered = account is None or command.proposal_id not in account.screening
+                return [] if answered else screening.expire(account, command.proposal_id, self.now)
             case pb.ReleaseReservation():
                 owner = self.account(self.reservations.get(command.reservation_id, ""))
                 return self.ledger.release(command, owner, self.index.reserved(command.reservation_id))

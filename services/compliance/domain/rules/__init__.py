@@ -14,21 +14,30 @@ from __future__ import annotations
 from services.compliance.domain.rules import (
     accounts_known,
     double_claiming,
+    double_use,
     holdings_reserved,
+    proposal_account,
     quality_methodology,
     quality_vintage,
     serial_integrity,
+    use_authorized,
 )
-from services.compliance.domain.rules.rule import SEQUENCE, Case, Code, Finding, Rule
+from services.compliance.domain.rules.rule import SEQUENCE, Case, Code, Finding, ProposalCase, Rule
 
 # The order decisions list their results in (and settlement's failure text names them in).
-RULES: tuple[Rule, ...] = (
+RULES: tuple[Rule[Case], ...] = (
     accounts_known.RULE,
     holdings_reserved.RULE,
     serial_integrity.RULE,
     quality_vintage.RULE,
     quality_methodology.RULE,
     double_claiming.RULE,
+)
+# The rules a registry operation's proposal runs (retirement, cancellation, expiry).
+PROPOSAL_RULES: tuple[Rule[ProposalCase], ...] = (
+    proposal_account.RULE,
+    double_use.RULE,
+    use_authorized.RULE,
 )
 
 # A request whose fields are malformed is refused before any rule runs, with this one
@@ -43,7 +52,7 @@ REQUEST_INVALID = Code(
     "`quantity must be within 1..<max>`), never the values",
 )
 
-CODES: tuple[Code, ...] = (REQUEST_INVALID, *RULES)
+CODES: tuple[Code, ...] = (REQUEST_INVALID, *RULES, *PROPOSAL_RULES)
 BY_CODE = {c.code: c for c in CODES}
 
 
@@ -53,4 +62,16 @@ def numeric(code: str) -> int:
     return entry.numeric if entry else 0
 
 
-__all__ = ["BY_CODE", "CODES", "REQUEST_INVALID", "RULES", "Case", "Code", "Finding", "Rule", "numeric"]
+__all__ = [
+    "BY_CODE",
+    "CODES",
+    "PROPOSAL_RULES",
+    "REQUEST_INVALID",
+    "RULES",
+    "Case",
+    "Code",
+    "Finding",
+    "ProposalCase",
+    "Rule",
+    "numeric",
+]

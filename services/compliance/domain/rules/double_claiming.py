@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from services.compliance.domain.authorizations import by_authorization
 from services.compliance.domain.facts import Facts
-from services.compliance.domain.rules.rule import CLAIMING, Case, Finding, Rule, where
+from services.compliance.domain.rules.rule import CLAIMING, Case, Finding, Rule, unauthorized
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as rpb
 
@@ -42,20 +42,7 @@ def authorized_abroad(case: Case) -> Finding:
     crossing = abroad(request, facts)
     if crossing is None:
         return Finding([], "domestic transfer: no authorization needed")
-    use = rpb.AuthorizedUse.Value(case.use)
-    problems = []
-    for b in case.blocks:
-        a = b.attributes
-        loa = facts.authorizations.get(a.authorization_id)
-        if loa is None:
-            problems.append(f"{where(b)} has no authorization from {a.host_party}")
-            continue
-        if loa.host_party != a.host_party:
-            problems.append(f"{where(b)} authorization {loa.authorization_id} is {loa.host_party}'s")
-        if loa.use not in (use, rpb.NDC_AND_OIMP):
-            problems.append(f"{where(b)} authorization does not cover {case.use}")
-        if not loa.vintage_from <= a.vintage <= loa.vintage_to:
-            problems.append(f"{where(b)} vintage {a.vintage} outside {loa.vintage_from}-{loa.vintage_to}")
+    problems = [p for b in case.blocks for p in unauthorized(b, facts, case.use)]
     for loa_id, wanted in claims(request, facts).items():
         if loa_id in facts.authorizations:
             left = facts.usage_of(loa_id).left(facts.authorizations[loa_id].quantity)

@@ -1,6 +1,7 @@
-"""What a screening rule is: a predicate over one screening (`Case`) that names what is
-wrong (`Finding`), and the metadata the table documents (stable string code, numeric
-transaction-log code within its family's 8xxx range, meaning, evidence).
+"""What a screening rule is: a predicate over one screening (`Case`: a delivery;
+`ProposalCase`: a registry operation) that names what is wrong (`Finding`), and the
+metadata the table documents (stable string code, numeric transaction-log code within
+its family's 8xxx range, meaning, evidence).
 
 A rule builds no `RuleResult` itself: `Rule.run` does, with the rule's own code and
 number, so a rule cannot emit a code that is not its table entry.
@@ -8,9 +9,9 @@ number, so a rule cannot emit a code that is not its table entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from services.common.codes import Family
 from services.compliance.domain.facts import Facts
@@ -50,6 +51,23 @@ class Case:
         return list(reservation.blocks) if reservation else []
 
 
+@dataclass(frozen=True)
+class ProposalCase:
+    """One registry operation screened before it completes (registry.proto ScreenProposal):
+    what compliance knows of its account and authorizations, and `used`, the serials it
+    recorded as used up (retired, cancelled, expired) that share a serial with the
+    proposal's blocks."""
+
+    proposal: rpb.ScreenProposal
+    facts: Facts
+    used: Sequence[rpb.SerialBlock]
+    policy: Policy
+
+    @property
+    def retirement(self) -> rpb.UnitsRetired | None:
+        return self.proposal.retirement if self.proposal.HasField("retirement") else None
+
+
 class Finding(NamedTuple):
     problems: list[str]  # what is wrong, one line each; none: the rule passes
     cleared: str  # the evidence when nothing is wrong
@@ -57,6 +75,23 @@ class Finding(NamedTuple):
 
 def where(block: rpb.SerialBlock) -> str:
     return f"{block.namespace}:{block.start}-{block.end}"
+
+
+def unauthorized(block: rpb.SerialBlock, facts: Facts, use: Use) -> list[str]:
+    """What keeps `block` from being used for `use` under its authorization: none named
+    (or none recorded), another party's, another use, a vintage outside its range."""
+    a = block.attributes
+    loa = facts.authorizations.get(a.authorization_id)
+    if loa is None:
+        return [f"{where(block)} has no authorization from {a.host_party}"]
+    problems = []
+    if loa.host_party != a.host_party:
+        problems.append(f"{where(block)} authorization {loa.authorization_id} is {loa.host_party}'s")
+    if loa.use not in (rpb.AuthorizedUse.Value(use), rpb.NDC_AND_OIMP):
+        problems.append(f"{where(block)} authorization does not cover {use}")
+    if not loa.vintage_from <= a.vintage <= loa.vintage_to:
+        problems.append(f"{where(block)} vintage {a.vintage} outside {loa.vintage_from}-{loa.vintage_to}")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -70,11 +105,14 @@ class Code:
     evidence: str  # what the evidence carries, failing and passing
 
 
-@dataclass(frozen=True)
-class Rule(Code):
-    check: Callable[[Case], Finding]
+AnyCase = TypeVar("AnyCase", Case, ProposalCase)
 
-    def run(self, case: Case) -> cpb.RuleResult:
+
+@dataclass(frozen=True)
+class Rule(Code, Generic[AnyCase]):
+    check: Callable[[AnyCase], Finding]
+
+    def run(self, case: AnyCase) -> cpb.RuleResult:
         problems, cleared = self.check(case)
         return cpb.RuleResult(
             code=self.code,

@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from services.common.codes import cell, families_table
-from services.compliance.domain.rules import REQUEST_INVALID, RULES
+from services.compliance.domain.rules import PROPOSAL_RULES, REQUEST_INVALID, RULES
 from services.compliance.domain.rules.rule import FAMILIES, Code, Rule
 
 
-def _module(rule: Rule) -> str:
+def _module(rule: Rule[Any]) -> str:
     return rule.check.__module__.replace(".", "/") + ".py"
 
 
@@ -58,6 +60,20 @@ def markdown() -> str:
         "| order | numeric | code | family | meaning | evidence | module |",
         "| --- | --- | --- | --- | --- | --- | --- |",
         *(_row(rule, str(n), _module(rule)) for n, rule in enumerate(RULES, start=1)),
+        "",
+        "## A registry operation's rules, in the order they run",
+        "",
+        "The registry completes a retirement, cancellation or expiry only once compliance approved",
+        "its proposal (`ScreenProposal` on `compliance.requests`, from the registry; the answer",
+        "`ProposalScreened` on `compliance.decisions`, with the same `RuleResult`s and policy).",
+        "An approval records the proposal's serials as used, in compliance's own table; a",
+        "proposal the registry then gives up on (`ProposalRejected`) releases them. A proposal",
+        "whose account compliance has not seen opened yet waits for it (at most 30 s), so a",
+        "valid request is not refused on stale facts.",
+        "",
+        "| order | numeric | code | family | meaning | evidence | module |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *(_row(rule, str(n), _module(rule)) for n, rule in enumerate(PROPOSAL_RULES, start=1)),
         "",
         "## Before the rules",
         "",

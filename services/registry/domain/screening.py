@@ -1,0 +1,106 @@
+"""The transaction log's part in registry operations (DOMAIN.md §4; Kyoto's ITL): an
+operation that uses units up (retirement, cancellation, expiry) is not completed when it
+is asked for. Its units are reserved under the operation's id and the registry records
+a `ScreenProposal` carrying the very event it would record; compliance screens it and
+answers `ProposalScreened`. An approval completes the operation (that event, recorded);
+a rejection, or no answer by the proposal's `expires_at`, gives the units back
+(`ProposalRejected` beside `ReservationReleased`). Pure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.message import Message
+
+from services.common.errors import DomainError
+from services.registry.domain.accounts import Account
+from tonne.v1 import compliance_pb2 as cpb
+from tonne.v1 import registry_pb2 as pb
+
+# Transaction types (primary-supplementary, Kyoto style) of the operations screened here.
+RETIREMENT = "05-00"
+CANCELLATIONS = {
+    pb.CANCELLATION_VOLUNTARY: "04-01",
+    pb.CANCELLATION_MANDATORY: "04-02",
+    pb.CANCELLATION_OMGE: "04-03",
+}
+EXPIRY = "20-00"
+# How long a proposal waits for the answer by default (TONNE_SCREENING_WINDOW_SECONDS).
+WINDOW = timedelta(minutes=10)
+
+
+def propose(decided: list[Message], now: datetime, window: timedelta) -> list[Message]:
+    """The events of a decided retirement, cancellation or expiry ([UnitsReserved, the
+    outcome]) as a proposal: the reservation, then the ScreenProposal that carries the
+    outcome until the transaction log approves it."""
+    reserved, outcome = decided
+    assert isinstance(reserved, pb.UnitsReserved)
+    proposal = pb.ScreenProposal(
+        proposal_id=reserved.reservation_id,
+        account_id=reserved.account_id,
+        quantity=reserved.quantity,
+        blocks=reserved.blocks,
+    )
+    match outcome:
+        case pb.UnitsRetired():
+            proposal.retirement.CopyFrom(outcome)
+            proposal.jurisdiction = outcome.jurisdiction
+            proposal.transaction_type = CANCELLATIONS[outcome.cancellation] if outcome.cancelled else RETIREMENT
+        case pb.UnitsExpired():
+            proposal.expiry.CopyFrom(outcome)
+            proposal.jurisdiction = outcome.jurisdiction
+            proposal.transaction_type = EXPIRY
+        case _:
+            raise TypeError(f"{outcome.DESCRIPTOR.name} is not screened as a proposal")
+    proposal.expires_at.FromDatetime(now + window)
+    return [reserved, proposal]
+
+
+def outcome(proposal: pb.ScreenProposal) -> Message:
+    """The event the proposal completes with."""
+    completed: Message = proposal.retirement if proposal.HasField("retirement") else proposal.expiry
+    return completed
+
+
+def pending(account: Account | None, proposal_id: str) -> pb.ScreenProposal:
+    proposal = account.screening.get(proposal_id) if account else None
+    if proposal is None:
+        raise DomainError("PROPOSAL_UNKNOWN", "no proposal awaits screening under this id", [proposal_id[:64]])
+    return proposal
+
+
+def answer(decision: cpb.ProposalScreened, account: Account | None) -> list[Message]:
+    """Complete the proposal the transaction log approved, or give its units back."""
+    proposal = pending(account, decision.proposal_id)
+    if decision.verdict == cpb.APPROVED:
+        return [outcome(proposal)]
+    failed = [r for r in decision.results if not r.passed]
+    reason = "; ".join(f"{r.code}: {r.evidence}" for r in failed)[:500] or "rejected by the transaction log"
+    return rejected(proposal, "SCREENING_REJECTED", reason, [r.code for r in failed])
+
+
+def expire(account: Account | None, proposal_id: str, now: datetime) -> list[Message]:
+    """A proposal still unanswered at its `expires_at` is rejected (nothing before)."""
+    proposal = pending(account, proposal_id)
+    if now < proposal.expires_at.ToDatetime(tzinfo=UTC):
+        return []
+    return rejected(proposal, "SCREENING_TIMEOUT", "the transaction log did not answer in time", [])
+
+
+def rejected(proposal: pb.ScreenProposal, code: str, reason: str, rules: list[str]) -> list[Message]:
+    return [
+        pb.ProposalRejected(
+            proposal_id=proposal.proposal_id,
+            account_id=proposal.account_id,
+            jurisdiction=proposal.jurisdiction,
+            code=code,
+            reason=reason,
+            rules=rules,
+        ),
+        pb.ReservationReleased(
+            reservation_id=proposal.proposal_id,
+            account_id=proposal.account_id,
+            quantity=proposal.quantity,
+            blocks=proposal.blocks,
+        ),
+    ]
