@@ -131,6 +131,12 @@ def proposal_stream(proposal_id: str) -> str:
     return f"proposal-{proposal_id}"
 
 
+def uses_up(proposal: rpb.ScreenProposal) -> bool:
+    """A retirement, cancellation or expiry: its serials never move again. An external
+    transfer's leave the venue (the registry keeps them as exported)."""
+    return proposal.WhichOneof("outcome") in ("retirement", "expiry")
+
+
 async def hold_reservation(conn: asyncpg.Connection, reservation_id: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))", f"reservation:{reservation_id}")
 
@@ -212,7 +218,7 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 cpb.Verdict.Name(event.verdict),
                 event.SerializeToString(deterministic=True),
             )
-            if event.verdict == cpb.APPROVED:
+            if event.verdict == cpb.APPROVED and uses_up(event.request):
                 await conn.executemany(
                     "INSERT INTO used_serials (namespace, serial_start, serial_end, proposal_id) "
                     "VALUES ($1, $2, $3, $4)",

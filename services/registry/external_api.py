@@ -9,12 +9,22 @@ from typing import Annotated, Literal
 
 import asyncpg
 from fastapi import APIRouter, Path, Query, Security
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.common.auth import Identity
 from services.common.inputs import Identifier, Limit, Party
 from services.common.problems import refusals
-from services.registry.api import UnitsWanted, command, governed, keyset, readable
+from services.registry.api import (
+    SCREENING_RESPONSE,
+    ProposalView,
+    UnitsWanted,
+    command,
+    governed,
+    keyset,
+    readable,
+    screened,
+)
 from services.registry.service import Registry
 from tonne.v1 import registry_pb2 as pb
 
@@ -44,13 +54,16 @@ class ExternalTransferPage(BaseModel):
     next: str | None
 
 
-PROPOSE_RESPONSES = refusals(
-    _404="ACCOUNT_UNKNOWN: no account the caller keeps (unknown, or outside its tenancy)",
-    _422=(
-        "REQUEST_INVALID, EXTERNAL_REGISTRY_UNKNOWN, TRANSFER_INVALID, SEQUENCE_DUPLICATE_ID, "
-        "HOLDINGS_INSUFFICIENT, ACCOUNT_FROZEN, ACCOUNT_CLOSED, ACCOUNT_TERMINAL, PROJECT_FROZEN or "
-        "TRANSFER_LIMIT_EXCEEDED"
-    ),
+PROPOSE_RESPONSES = (
+    refusals(
+        _404="ACCOUNT_UNKNOWN: no account the caller keeps (unknown, or outside its tenancy)",
+        _422=(
+            "REQUEST_INVALID, EXTERNAL_REGISTRY_UNKNOWN, TRANSFER_INVALID, SEQUENCE_DUPLICATE_ID, "
+            "HOLDINGS_INSUFFICIENT, ACCOUNT_FROZEN, ACCOUNT_CLOSED, ACCOUNT_TERMINAL, PROJECT_FROZEN, "
+            "TRANSFER_LIMIT_EXCEEDED or SCREENING_REJECTED"
+        ),
+    )
+    | SCREENING_RESPONSE
 )
 
 
@@ -71,10 +84,12 @@ def router(registry: Registry) -> APIRouter:
     )
     async def propose(
         account_id: Annotated[Identifier, Path()], body: ExternalTransferRequest, identity: Identity = keeper
-    ) -> ExternalTransferView:
+    ) -> ExternalTransferView | JSONResponse:
         """Proposes held units to an account in another party's registry: they are reserved
-        now, exported when that registry accepts on its channel, and held again if it
-        refuses or does not answer before `expires_at`."""
+        now and, once the transaction log approved (201; 202 with the proposal while it has
+        not answered, 422 SCREENING_REJECTED if it refused), proposed to that registry: exported
+        when it accepts on its channel, held again if it refuses or does not answer before
+        `expires_at`."""
         await governed(registry, identity, account_id)
         proposal = pb.ProposeExternalTransfer(
             transfer_id=body.transfer_id,
@@ -84,7 +99,9 @@ def router(registry: Registry) -> APIRouter:
             selector=body.selector(),
             quantity=body.quantity,
         )
-        await command(registry, proposal, identity)
+        screened_proposal = await screened(registry, await command(registry, proposal, identity))
+        if isinstance(screened_proposal, ProposalView):
+            return JSONResponse(screened_proposal.model_dump(mode="json"), status_code=202)
         async with registry.pool.acquire() as conn:
             return await view(conn, body.transfer_id)
 

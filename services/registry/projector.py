@@ -191,6 +191,7 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 event.quantity,
             )
         case pb.ExternalTransferProposed():
+            await conn.execute("UPDATE proposals SET state = 'completed' WHERE proposal_id = $1", event.transfer_id)
             await conn.execute(
                 "INSERT INTO external_transfers (transfer_id, account_id, to_registry, to_account, quantity, "
                 "expires_at, state) VALUES ($1, $2, $3, $4, $5, $6, 'proposed')",

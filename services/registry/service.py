@@ -307,7 +307,8 @@ class Registry:
                 return owner, events
             case pb.ProposeExternalTransfer():
                 account, held = await self._held(uow, index, picking(command), transfer_id=command.transfer_id)
-                return account, self.external.propose(command, _opened(account), held, now)
+                decided = self.external.propose(command, _opened(account), held, now)
+                return account, screening.propose(decided, now, self.screening_window)
             case pb.ProposeInboundTransfer():
                 return await self._receive(uow, index, command, channel)
             case pb.IssueHoldingsDigest():

@@ -87,7 +87,7 @@ async def screened(
     """POST an operation the transaction log screens, answered while the API waits for it
     (the answer of a request refused before it is proposed: none)."""
     posted = asyncio.create_task(caller.post(path, body))
-    proposal_id = body.get("retirement_id") or body["expiry_id"]
+    proposal_id = body.get("retirement_id") or body.get("expiry_id") or body["transfer_id"]
     deadline = asyncio.get_running_loop().time() + 10
     while not posted.done():
         row = await registry.pool.fetchrow("SELECT account_id FROM proposals WHERE proposal_id = $1", proposal_id)
@@ -376,7 +376,7 @@ async def test_external_transfers_complete_on_the_answer_or_return_at_expiry(
     registry, callers = world
     alice, regulator = callers["alice"], callers["regulator"]
     body = {"transfer_id": "X-1", "to_registry": "JP", "to_account": "JP-100-7", "quantity": 300}
-    proposed = await alice.post("/accounts/TH-CO/external-transfers", body)
+    proposed = await screened(registry, alice, "/accounts/TH-CO/external-transfers", body)
     assert proposed.status_code == 201, proposed.text
     assert (proposed.json()["state"], proposed.json()["quantity"]) == ("proposed", 300)
     assert (await regulator.post("/accounts/TH-CO/external-transfers", body)).status_code == 403
@@ -393,7 +393,7 @@ async def test_external_transfers_complete_on_the_answer_or_return_at_expiry(
     )
     assert exported == 300
 
-    second = await alice.post("/accounts/TH-CO/external-transfers", body | {"transfer_id": "X-2"})
+    second = await screened(registry, alice, "/accounts/TH-CO/external-transfers", body | {"transfer_id": "X-2"})
     expires_at = datetime.fromisoformat(second.json()["expires_at"])
     assert await Scheduler(registry).run_once(expires_at - timedelta(seconds=1)) == 0
     assert await Scheduler(registry).run_once(expires_at) == 1

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from google.protobuf.message import Message
+
+from services.registry.domain.memory import MemoryRegistry
+from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
 
 
@@ -53,3 +57,18 @@ def loa(authorization_id: str = "LOA-TH-1", quantity: int = 4000) -> pb.RecordAu
         vintage_from=2021,
         vintage_to=2030,
     )
+
+
+def screened(
+    registry: MemoryRegistry, command: Message, verdict: cpb.Verdict.ValueType = cpb.APPROVED
+) -> list[Message]:
+    """`command` proposed, and answered by the transaction log: its reservation, then what
+    the answer completes it with."""
+    [reserved, proposal] = registry.execute(command)
+    assert isinstance(proposal, pb.ScreenProposal)
+    assert registry.accounts[proposal.account_id].screening == {proposal.proposal_id: proposal}
+    failed = [] if verdict == cpb.APPROVED else [cpb.RuleResult(code="DOUBLE_USE", evidence="JCM-TH:1-1 used")]
+    answer = cpb.ProposalScreened(
+        proposal_id=proposal.proposal_id, account_id=proposal.account_id, verdict=verdict, results=failed
+    )
+    return [reserved, *registry.execute(answer)]

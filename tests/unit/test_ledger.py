@@ -12,7 +12,7 @@ from services.common.errors import DomainError
 from services.registry.domain import screening
 from services.registry.domain.blocks import Status
 from services.registry.domain.memory import MemoryRegistry
-from tests.unit.factories import issuance, loa, open_account
+from tests.unit.factories import issuance, loa, open_account, screened
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
 
@@ -313,21 +313,6 @@ def retire(retirement_id: str, quantity: int, *, cancel: bool = False, beneficia
         use=pb.CLAIM_NDC,
         claim_year=2025,
     )
-
-
-def screened(
-    registry: MemoryRegistry, command: Message, verdict: cpb.Verdict.ValueType = cpb.APPROVED
-) -> list[Message]:
-    """`command` proposed, and answered by the transaction log: its reservation, then what
-    the answer completes it with."""
-    [reserved, proposal] = registry.execute(command)
-    assert isinstance(proposal, pb.ScreenProposal)
-    assert registry.accounts[proposal.account_id].screening == {proposal.proposal_id: proposal}
-    failed = [] if verdict == cpb.APPROVED else [cpb.RuleResult(code="DOUBLE_USE", evidence="JCM-TH:1-1 used")]
-    answer = cpb.ProposalScreened(
-        proposal_id=proposal.proposal_id, account_id=proposal.account_id, verdict=verdict, results=failed
-    )
-    return [reserved, *registry.execute(answer)]
 
 
 def test_retired_and_cancelled_units_stay_and_never_move(registry: MemoryRegistry) -> None:

@@ -13,7 +13,7 @@ from services.common.errors import DomainError
 from services.registry.domain.accounts import Account
 from services.registry.domain.blocks import Status
 from services.registry.domain.memory import MemoryRegistry
-from tests.unit.factories import issuance, open_account
+from tests.unit.factories import issuance, open_account, screened
 from tonne.v1 import registry_pb2 as pb
 
 
@@ -47,7 +47,7 @@ def units(registry: MemoryRegistry, status: Status) -> int:
 
 
 def test_an_accepted_proposal_exports_its_units_for_good(registry: MemoryRegistry) -> None:
-    reserved, proposed = registry.execute(propose())
+    reserved, proposed = screened(registry, propose())
     assert isinstance(reserved, pb.UnitsReserved) and reserved.reservation_id == "X-1"
     assert isinstance(proposed, pb.ExternalTransferProposed)
     assert proposed.expires_at.ToDatetime(tzinfo=UTC) == registry.now + timedelta(hours=24)
@@ -67,7 +67,7 @@ def test_an_accepted_proposal_exports_its_units_for_good(registry: MemoryRegistr
 
 
 def test_a_refusal_returns_the_units_and_must_say_why(registry: MemoryRegistry) -> None:
-    registry.execute(propose())
+    screened(registry, propose())
     assert refused(registry, answer(False), "JP") == "REASON_REQUIRED"
     [returned] = registry.execute(answer(False, reason="account JP-100-7 is closed"), "JP")
     assert isinstance(returned, pb.ExternalTransferReturned)
@@ -76,7 +76,7 @@ def test_a_refusal_returns_the_units_and_must_say_why(registry: MemoryRegistry) 
 
 
 def test_only_the_acquiring_registry_answers(registry: MemoryRegistry) -> None:
-    registry.execute(propose())
+    screened(registry, propose())
     assert refused(registry, answer(True), "CH") == "CHANNEL_JURISDICTION_MISMATCH"
     assert refused(registry, answer(True)) == "CHANNEL_JURISDICTION_MISMATCH"  # not through the API either
     assert refused(registry, answer(True, transfer_id="X-NONE"), "JP") == "EXTERNAL_TRANSFER_UNKNOWN"
@@ -88,7 +88,7 @@ def test_only_the_acquiring_registry_answers(registry: MemoryRegistry) -> None:
 
 
 def test_an_unanswered_proposal_returns_at_its_expiry_and_a_late_answer_is_refused(registry: MemoryRegistry) -> None:
-    registry.execute(propose())
+    screened(registry, propose())
     expire = pb.ExpireExternalTransfer(transfer_id="X-1", account_id="TH-CO")
     registry.now += timedelta(hours=23)
     assert registry.execute(expire) == []  # not yet due
@@ -101,7 +101,7 @@ def test_an_unanswered_proposal_returns_at_its_expiry_and_a_late_answer_is_refus
 
 
 def test_a_freeze_after_the_proposal_holds_the_units_until_the_expiry(registry: MemoryRegistry) -> None:
-    registry.execute(propose())
+    screened(registry, propose())
     registry.execute(pb.FreezeAccount(account_id="TH-CO", reason="suspected takeover", by="regulator-th"))
     assert refused(registry, answer(True), "JP") == "ACCOUNT_FROZEN"
     registry.now += timedelta(hours=24)
@@ -124,13 +124,13 @@ def test_a_proposal_is_refused_with_its_reason(registry: MemoryRegistry, command
 
 
 def test_a_transfer_id_is_proposed_once(registry: MemoryRegistry) -> None:
-    registry.execute(propose())
+    screened(registry, propose())
     registry.execute(answer(False, reason="no"), "JP")
     assert refused(registry, propose()) == "SEQUENCE_DUPLICATE_ID"
 
 
 def test_a_pending_proposal_survives_a_snapshot(registry: MemoryRegistry) -> None:
-    registry.execute(propose())
+    screened(registry, propose())
     account = registry.accounts["TH-CO"]
     restored = Account.restore(account.stream_id, account.snapshot())
     assert restored.external == account.external and restored.snapshot() == account.snapshot()
@@ -183,7 +183,7 @@ def test_an_inbound_transfer_is_refused_with_its_reason(
 
 
 def test_exported_serials_come_back_only_from_where_they_went_as_they_left(registry: MemoryRegistry) -> None:
-    registry.execute(propose())
+    screened(registry, propose())
     [completed] = registry.execute(answer(True), "JP")
     assert isinstance(completed, pb.ExternalTransferCompleted)
     [left] = completed.blocks  # JCM-TH 1-300, with the attributes it left with

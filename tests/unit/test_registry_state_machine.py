@@ -1,11 +1,12 @@
 """The registry's pure core and memory index under long random runs of commands,
 snapshots and restarts: units conserved (issued or transferred in = held + reserved +
-retired + cancelled + expired + exported), no serial in two places, no unmerged neighbours,
-mandate ids unique across accounts, foreign channels refused, retired, cancelled,
-expired and exported units never moving again, A6.4 levies never below their share, no unit leaving
-a frozen account, no frozen project's units moving, every scheduled transfer and every
-pending external transfer holding exactly its units, aggregates from snapshot + tail
-identical to a fold from zero."""
+retired + cancelled + expired + exported), no serial in two places, no unmerged
+neighbours, mandate ids unique across accounts, foreign channels refused, retired,
+cancelled, expired and exported units never moving again, A6.4 levies never below their
+share, no unit leaving a frozen account (but by the registry's own authority), no frozen
+project's units moving, every scheduled transfer, pending external transfer and proposal
+under screening holding exactly its units, aggregates from snapshot + tail identical to a
+fold from zero."""
 
 from __future__ import annotations
 
@@ -451,6 +452,9 @@ class RegistryMachine(RuleBasedStateMachine):
                 assert account.reservations[transfer_id] == scheduled.quantity
             for transfer_id, proposed in account.external.items():
                 assert account.reservations[transfer_id] == proposed.quantity
+            for proposal_id, screened in account.screening.items():
+                assert account.reservations[proposal_id] == screened.quantity
+                assert proposal_id not in account.external
 
     @invariant()
     def frozen_serials_stay_frozen(self) -> None:

@@ -1073,11 +1073,12 @@ class ScreenProposal(_message.Message):
     BLOCKS_FIELD_NUMBER: _builtins.int
     RETIREMENT_FIELD_NUMBER: _builtins.int
     EXPIRY_FIELD_NUMBER: _builtins.int
+    EXTERNAL_TRANSFER_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     proposal_id: _builtins.str
-    """the operation's own id (a retirement's, an expiry's)"""
+    """the operation's own id (a retirement's, an expiry's, a transfer's)"""
     transaction_type: _builtins.str
-    """its type code: 05-00 retirement, 04-0x cancellation, 20-00 expiry"""
+    """05-00 retirement, 04-0x cancellation, 20-00 expiry, 03-00 external transfer"""
     account_id: _builtins.str
     jurisdiction: _builtins.str
     """the account's party"""
@@ -1093,6 +1094,10 @@ class ScreenProposal(_message.Message):
     @_builtins.property
     def expiry(self) -> Global___UnitsExpired: ...
     @_builtins.property
+    def external_transfer(self) -> Global___ExternalTransferProposed:
+        """sent to the acquiring registry once approved"""
+
+    @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
@@ -1105,13 +1110,14 @@ class ScreenProposal(_message.Message):
         blocks: _abc.Iterable[Global___SerialBlock] | None = ...,
         retirement: Global___UnitsRetired | None = ...,
         expiry: Global___UnitsExpired | None = ...,
+        external_transfer: Global___ExternalTransferProposed | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "expiry", b"expiry", "outcome", b"outcome", "retirement", b"retirement"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "expiry", b"expiry", "external_transfer", b"external_transfer", "outcome", b"outcome", "retirement", b"retirement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "blocks", b"blocks", "expires_at", b"expires_at", "expiry", b"expiry", "jurisdiction", b"jurisdiction", "outcome", b"outcome", "proposal_id", b"proposal_id", "quantity", b"quantity", "retirement", b"retirement", "transaction_type", b"transaction_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "blocks", b"blocks", "expires_at", b"expires_at", "expiry", b"expiry", "external_transfer", b"external_transfer", "jurisdiction", b"jurisdiction", "outcome", b"outcome", "proposal_id", b"proposal_id", "quantity", b"quantity", "retirement", b"retirement", "transaction_type", b"transaction_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["retirement", "expiry"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["retirement", "expiry", "external_transfer"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 

@@ -119,8 +119,8 @@ def proposal_problems(proposal: rpb.ScreenProposal) -> list[str]:
             problems.append(f"blocks[{n}] serials must be within 1..{INT64_MAX}")
         if block.attributes.authorization_id:
             problems += _identifier(f"blocks[{n}].authorization_id", block.attributes.authorization_id)
-    if not proposal.HasField("retirement") and not proposal.HasField("expiry"):
-        problems.append("a proposal carries its outcome (a retirement or an expiry)")
+    if proposal.WhichOneof("outcome") is None:
+        problems.append("a proposal carries its outcome (a retirement, an expiry or an external transfer)")
     return problems[:20]
 
 

@@ -137,6 +137,7 @@ class Account(Aggregate):
                 del self.frozen_blocks[event.freeze_id]
             case pb.ExternalTransferProposed():
                 self.external[event.transfer_id] = event
+                self.screening.pop(event.transfer_id, None)
             case pb.ExternalTransferCompleted() | pb.ExternalTransferReturned():
                 del self.external[event.transfer_id]
                 del self.reservations[event.transfer_id]  # the proposal's units, spent whole

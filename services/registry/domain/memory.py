@@ -164,7 +164,8 @@ class MemoryRegistry:
                 )
             case pb.ProposeExternalTransfer():
                 held = self._held(command, self._transfer_used(command.transfer_id))
-                return self.external.propose(command, self.account(command.account_id), held, self.now)
+                decided = self.external.propose(command, self.account(command.account_id), held, self.now)
+                return screening.propose(decided, self.now, screening.WINDOW)
             case pb.ProposeInboundTransfer():
                 overlapping = [
                     o

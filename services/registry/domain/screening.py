@@ -1,9 +1,10 @@
 """The transaction log's part in registry operations (DOMAIN.md §4; Kyoto's ITL): an
-operation that uses units up (retirement, cancellation, expiry) is not completed when it
-is asked for. Its units are reserved under the operation's id and the registry records
-a `ScreenProposal` carrying the very event it would record; compliance screens it and
-answers `ProposalScreened`. An approval completes the operation (that event, recorded);
-a rejection, or no answer by the proposal's `expires_at`, gives the units back
+operation that uses units up (retirement, cancellation, expiry) or sends them to another
+registry (an external transfer's proposal) is not completed when it is asked for. Its
+units are reserved under the operation's id and the registry records a `ScreenProposal`
+carrying the very event it would record; compliance screens it and answers
+`ProposalScreened`. An approval completes the operation (that event, recorded); a
+rejection, or no answer by the proposal's `expires_at`, gives the units back
 (`ProposalRejected` beside `ReservationReleased`). Pure."""
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ CANCELLATIONS = {
     pb.CANCELLATION_OMGE: "04-03",
 }
 EXPIRY = "20-00"
+EXTERNAL_TRANSFER = "03-00"
 # How long a proposal waits for the answer by default (TONNE_SCREENING_WINDOW_SECONDS).
 WINDOW = timedelta(minutes=10)
 
 
 def propose(decided: list[Message], now: datetime, window: timedelta) -> list[Message]:
-    """The events of a decided retirement, cancellation or expiry ([UnitsReserved, the
-    outcome]) as a proposal: the reservation, then the ScreenProposal that carries the
-    outcome until the transaction log approves it."""
+    """The events of a decided retirement, cancellation, expiry or external transfer
+    ([UnitsReserved, the outcome]) as a proposal: the reservation, then the ScreenProposal
+    that carries the outcome until the transaction log approves it."""
     reserved, outcome = decided
     assert isinstance(reserved, pb.UnitsReserved)
     proposal = pb.ScreenProposal(
@@ -50,6 +52,10 @@ def propose(decided: list[Message], now: datetime, window: timedelta) -> list[Me
             proposal.expiry.CopyFrom(outcome)
             proposal.jurisdiction = outcome.jurisdiction
             proposal.transaction_type = EXPIRY
+        case pb.ExternalTransferProposed():
+            proposal.external_transfer.CopyFrom(outcome)
+            proposal.jurisdiction = outcome.jurisdiction
+            proposal.transaction_type = EXTERNAL_TRANSFER
         case _:
             raise TypeError(f"{outcome.DESCRIPTOR.name} is not screened as a proposal")
     proposal.expires_at.FromDatetime(now + window)
@@ -58,7 +64,9 @@ def propose(decided: list[Message], now: datetime, window: timedelta) -> list[Me
 
 def outcome(proposal: pb.ScreenProposal) -> Message:
     """The event the proposal completes with."""
-    completed: Message = proposal.retirement if proposal.HasField("retirement") else proposal.expiry
+    kind = proposal.WhichOneof("outcome")
+    assert kind is not None  # propose sets one
+    completed: Message = getattr(proposal, kind)
     return completed
 
 

@@ -21,8 +21,8 @@ RULE = Rule(
     code="PROPOSAL_ACCOUNT",
     numeric=8102,
     family=ACCOUNTS,
-    meaning="the account a retirement, cancellation or expiry uses units from was opened, in the party the "
-    "proposal names",
+    meaning="the account a retirement, cancellation, expiry or external transfer takes units from was opened, "
+    "in the party the proposal names",
     evidence="`unknown account <id>` or `account <id> is <JUR>'s, the proposal says <JUR>`; passed: `account of <JUR>`",
     check=proposal_account,
 )
