@@ -388,7 +388,8 @@ _PROPOSAL = "SELECT proposal_id, account_id, transaction_type, quantity, state, 
 async def screened(registry: Registry, events: list[Message]) -> pb.ScreenProposal | ProposalView:
     """The proposal `events` recorded, once the transaction log approved it; its view if
     the answer has not come within the registry's wait. A rejection is raised as the
-    caller's refusal: SCREENING_REJECTED with the failed rules, or SCREENING_TIMEOUT."""
+    caller's refusal: SCREENING_REJECTED with the failed rules, SCREENING_TIMEOUT, or the
+    code of what stopped an approved transfer (ACCOUNT_FROZEN, ACCOUNT_CLOSED, ...)."""
     proposal = events[-1]
     assert isinstance(proposal, pb.ScreenProposal)
     loop = asyncio.get_running_loop()
@@ -398,10 +399,10 @@ async def screened(registry: Registry, events: list[Message]) -> pb.ScreenPropos
         assert row is not None  # recorded by `events`
         if row["state"] == "completed":
             return proposal
-        if row["state"] == "rejected" and row["code"] == "SCREENING_TIMEOUT":
-            raise DomainError("SCREENING_TIMEOUT", row["reason"], [proposal.proposal_id], 422)
         if row["state"] == "rejected":
-            raise DomainError("SCREENING_REJECTED", row["reason"], [proposal.proposal_id], 422)
+            # SCREENING_REJECTED, SCREENING_TIMEOUT, or why a transfer could no longer complete.
+            code = str(row["code"])
+            raise DomainError(code, row["reason"], [proposal.proposal_id], 422)
         if loop.time() >= deadline:
             return ProposalView(**dict(row))
         await asyncio.sleep(SCREENING_POLL)

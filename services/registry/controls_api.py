@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 import asyncpg
 from fastapi import APIRouter, Path, Query, Security
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from services.common.auth import Identity, forbidden
@@ -22,7 +23,9 @@ from services.common.errors import DomainError
 from services.common.inputs import INT64_MAX, Identifier, Limit, Party, Text
 from services.common.problems import refusals
 from services.registry.api import (
+    SCREENING_RESPONSE,
     AccountView,
+    ProposalView,
     UnitsWanted,
     account_view,
     command,
@@ -30,6 +33,7 @@ from services.registry.api import (
     keyset,
     operates,
     readable,
+    screened,
 )
 from services.registry.service import Registry
 from tonne.v1 import registry_pb2 as pb
@@ -126,7 +130,7 @@ TRANSFER_RESPONSES = refusals(
     _404="ACCOUNT_UNKNOWN or TRANSFER_UNKNOWN",
     _422=(
         "REQUEST_INVALID, SEQUENCE_DUPLICATE_ID, ACCOUNT_FROZEN, PROJECT_FROZEN, TRANSFER_INVALID, "
-        "TRANSFER_LIMIT_EXCEEDED, HOLDINGS_INSUFFICIENT or REASON_REQUIRED"
+        "TRANSFER_LIMIT_EXCEEDED, HOLDINGS_INSUFFICIENT, REASON_REQUIRED, SCREENING_REJECTED or ACCOUNT_CLOSED"
     ),
 )
 PROJECT_RESPONSES = refusals(_422="REQUEST_INVALID, PROJECT_INVALID, PROJECT_PARTY_MISMATCH or REASON_REQUIRED")
@@ -344,14 +348,18 @@ def router(registry: Registry) -> APIRouter:
     # --- transfers the holder asks for ---
 
     @api.post(
-        "/accounts/{account_id}/transfers", status_code=201, response_model=TransferView, responses=TRANSFER_RESPONSES
+        "/accounts/{account_id}/transfers",
+        status_code=201,
+        response_model=TransferView,
+        responses=TRANSFER_RESPONSES | SCREENING_RESPONSE,
     )
     async def request_transfer(
         account_id: Annotated[Identifier, Path()], body: TransferRequest, identity: Identity = keeper
-    ) -> TransferView:
+    ) -> TransferView | JSONResponse:
         """Transfers held units selected by standard, host party and vintage: at once to
         an account on the trusted list (effective), otherwise scheduled after the
-        registry's delay and capped per transfer."""
+        registry's delay and capped per transfer. The transaction log screens it first
+        (201 once approved, 202 with the proposal while it has not answered)."""
         await governed(registry, identity, account_id)
         request = pb.RequestTransfer(
             transfer_id=body.transfer_id,
@@ -360,8 +368,10 @@ def router(registry: Registry) -> APIRouter:
             selector=body.selector(),
             quantity=body.quantity,
         )
-        events = await command(registry, request, identity)
-        scheduled = next((e for e in events if isinstance(e, pb.TransferScheduled)), None)
+        proposal = await screened(registry, await command(registry, request, identity))
+        if isinstance(proposal, ProposalView):
+            return JSONResponse(proposal.model_dump(mode="json"), status_code=202)
+        scheduled = proposal.scheduled_transfer if proposal.HasField("scheduled_transfer") else None
         return TransferView(
             transfer_id=body.transfer_id,
             account_id=account_id,

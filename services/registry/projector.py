@@ -246,6 +246,7 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
             await conn.execute("DELETE FROM mandates WHERE mandate_id = $1", event.mandate_id)
         case pb.UnitsTransferred() if _holders_transfer(event):
             await conn.execute("DELETE FROM scheduled_transfers WHERE transfer_id = $1", event.transfer_id)
+            await conn.execute("UPDATE proposals SET state = 'completed' WHERE proposal_id = $1", event.transfer_id)
         case pb.ScreenProposal():
             await conn.execute(
                 "INSERT INTO proposals (proposal_id, account_id, transaction_type, quantity, state, expires_at) "
@@ -332,6 +333,7 @@ async def _project_control(conn: asyncpg.Connection, event: Message) -> None:
                 event.trusted_account_id,
             )
         case pb.TransferScheduled():
+            await conn.execute("UPDATE proposals SET state = 'completed' WHERE proposal_id = $1", event.transfer_id)
             await conn.execute(
                 "INSERT INTO scheduled_transfers (transfer_id, account_id, to_account_id, quantity, execute_at, "
                 "requested_by) VALUES ($1, $2, $3, $4, $5, $6)",

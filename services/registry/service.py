@@ -282,12 +282,9 @@ class Registry:
                     decided = self.ledger.retire(command, _opened(account), held)
                 else:
                     decided = self.ledger.expire(command, _opened(account), held)
-                return account, screening.propose(decided, now, self.screening_window)
+                return account, screening.propose(decided, account.jurisdiction, now, self.screening_window)
             case cpb.ProposalScreened():
-                account = await uow.load(self.accounts, command.account_id)
-                if command.proposal_id not in account.screening:
-                    return account, []  # answered already, or given up on at its time
-                return account, screening.answer(command, account)
+                return await self._screened(uow, index, command)
             case pb.ExpireProposal():
                 account = await uow.load(self.accounts, command.account_id)
                 if command.proposal_id not in account.screening:
@@ -308,7 +305,7 @@ class Registry:
             case pb.ProposeExternalTransfer():
                 account, held = await self._held(uow, index, picking(command), transfer_id=command.transfer_id)
                 decided = self.external.propose(command, _opened(account), held, now)
-                return account, screening.propose(decided, now, self.screening_window)
+                return account, screening.propose(decided, account.jurisdiction, now, self.screening_window)
             case pb.ProposeInboundTransfer():
                 return await self._receive(uow, index, command, channel)
             case pb.IssueHoldingsDigest():
@@ -350,8 +347,8 @@ class Registry:
         if isinstance(command, pb.RequestTransfer):
             target = await account_ref(uow.conn, command.to_account_id)
             account, held = await self._held(uow, index, picking(command), transfer_id=command.transfer_id)
-            events = controls.request_transfer(command, _opened(account), target, held, now)
-            return account, events
+            decided = controls.request_transfer(command, _opened(account), target, held, now)
+            return account, screening.propose(decided, account.jurisdiction, now, self.screening_window)
         assert isinstance(command, ACCOUNT_CONTROLS)
         account = await self._account(uow, command.account_id, channel, command)
         opened = _opened(account)
@@ -519,6 +516,21 @@ class Registry:
             found += page
             covered += sum(b.quantity for b in page)
         return found
+
+    async def _screened(
+        self, uow: UnitOfWork, index: SqlIndex, decision: cpb.ProposalScreened
+    ) -> tuple[Aggregate, list[Message]]:
+        """The transaction log's answer: a holder's transfer reads its facts again."""
+        account = await uow.load(self.accounts, decision.account_id)
+        proposal = account.screening.get(decision.proposal_id)
+        if proposal is None:
+            return account, []  # answered already, or given up on at its time
+        delivery = None
+        if proposal.HasField("internal_transfer"):
+            to_account_id = proposal.internal_transfer.to_account_id
+            _, target, reserved, frozen, _ = await self._reservation(uow, index, proposal.proposal_id, to_account_id)
+            delivery = screening.Delivery(target, reserved, frozen)
+        return account, screening.answer(decision, account, delivery)
 
     async def _reservation(
         self, uow: UnitOfWork, index: SqlIndex, reservation_id: str, target_id: str = "", transfer_id: str = ""

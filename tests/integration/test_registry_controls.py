@@ -162,14 +162,22 @@ async def test_trusted_list_four_eyes_and_scheduled_transfers(world: tuple[Regis
         "/accounts/TH-CO/transfers", {"transfer_id": "X-0", "to_account_id": "CH-BUYER", "quantity": 1001}
     )
     assert over.json()["code"] == "TRANSFER_LIMIT_EXCEEDED"
-    sent = await alice.post(
-        "/accounts/TH-CO/transfers", {"transfer_id": "X-1", "to_account_id": "CH-BUYER", "quantity": 300}
+    sent = await screened(
+        registry,
+        alice,
+        "/accounts/TH-CO/transfers",
+        {"transfer_id": "X-1", "to_account_id": "CH-BUYER", "quantity": 300},
     )
     assert sent.status_code == 201, sent.text
     assert sent.json()["state"] == "scheduled"
     due = datetime.fromisoformat(sent.json()["execute_at"])
     assert await held(registry, "TH-CO") == 4700 and await held(registry, "CH-BUYER") == 0
-    await alice.post("/accounts/TH-CO/transfers", {"transfer_id": "X-2", "to_account_id": "CH-BUYER", "quantity": 200})
+    await screened(
+        registry,
+        alice,
+        "/accounts/TH-CO/transfers",
+        {"transfer_id": "X-2", "to_account_id": "CH-BUYER", "quantity": 200},
+    )
     pending = await callers["regulator"].get("/accounts/TH-CO/transfers")
     assert [t["transfer_id"] for t in pending.json()["items"]] == ["X-1", "X-2"]
 

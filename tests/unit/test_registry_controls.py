@@ -13,7 +13,8 @@ from services.common.errors import DomainError
 from services.registry.domain.blocks import Status
 from services.registry.domain.controls import Policy
 from services.registry.domain.memory import MemoryRegistry
-from tests.unit.factories import issuance, open_account
+from tests.unit.factories import issuance, open_account, screened
+from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
 
 POLICY = Policy(trust_delay=timedelta(days=7), untrusted_delay=timedelta(hours=26), untrusted_cap=1000)
@@ -99,10 +100,10 @@ def test_a_trusted_account_needs_a_second_person_and_the_delay(registry: MemoryR
     assert isinstance(approved, pb.TrustedAccountApproved)
     assert approved.effective_at.ToDatetime().replace(tzinfo=registry.now.tzinfo) == registry.now + POLICY.trust_delay
     # Not effective yet: a transfer to it is still scheduled.
-    [_, scheduled] = registry.execute(send("X-1", 5))
+    [_, scheduled] = screened(registry, send("X-1", 5))
     assert isinstance(scheduled, pb.TransferScheduled)
     registry.now += POLICY.trust_delay
-    [_, delivered] = registry.execute(send("X-2", 5))
+    [_, delivered] = screened(registry, send("X-2", 5))
     assert isinstance(delivered, pb.UnitsTransferred) and delivered.to_account_id == "CH-BUYER"
     assert held(registry, "CH-BUYER") == 5
     propose_again = pb.ProposeTrustedAccount(account_id="TH-CO", trusted_account_id="CH-BUYER", by="rep-3")
@@ -111,17 +112,31 @@ def test_a_trusted_account_needs_a_second_person_and_the_delay(registry: MemoryR
     assert refused(registry, own) == "TRUSTED_ACCOUNT_INVALID"
 
 
+def test_an_approved_transfer_completes_only_if_its_units_can_still_leave(registry: MemoryRegistry) -> None:
+    trust(registry)
+    registry.now += POLICY.trust_delay
+    [_, proposal] = registry.execute(send("X-1", 5))
+    assert isinstance(proposal, pb.ScreenProposal) and proposal.transaction_type == "10-00"
+    assert held(registry, "CH-BUYER") == 0  # nothing moves before the transaction log answers
+    registry.execute(pb.FreezeAccount(account_id="TH-CO", reason="takeover suspected", by="regulator"))
+    approval = cpb.ProposalScreened(proposal_id="X-1", account_id="TH-CO", verdict=cpb.APPROVED)
+    [rejected, released] = registry.execute(approval)
+    assert isinstance(rejected, pb.ProposalRejected) and rejected.code == "ACCOUNT_FROZEN"
+    assert isinstance(released, pb.ReservationReleased) and released.quantity == 5
+    assert held(registry, "CH-BUYER") == 0
+
+
 def test_removing_trust_takes_effect_at_once(registry: MemoryRegistry) -> None:
     trust(registry)
     registry.now += POLICY.trust_delay
     registry.execute(pb.RemoveTrustedAccount(account_id="TH-CO", trusted_account_id="CH-BUYER", by="rep-1"))
-    [_, scheduled] = registry.execute(send("X-1", 5))
+    [_, scheduled] = screened(registry, send("X-1", 5))
     assert isinstance(scheduled, pb.TransferScheduled)
 
 
 def test_an_untrusted_transfer_waits_is_capped_and_completes_once(registry: MemoryRegistry) -> None:
     assert refused(registry, send("X-1", POLICY.untrusted_cap + 1)) == "TRANSFER_LIMIT_EXCEEDED"
-    [reserved, scheduled] = registry.execute(send("X-1", 300))
+    [reserved, scheduled] = screened(registry, send("X-1", 300))
     assert isinstance(reserved, pb.UnitsReserved) and isinstance(scheduled, pb.TransferScheduled)
     assert held(registry, "TH-CO") == 4700 and held(registry, "CH-BUYER") == 0
     execute = pb.ExecuteTransfer(transfer_id="X-1", account_id="TH-CO")
@@ -142,7 +157,7 @@ def test_an_untrusted_transfer_waits_is_capped_and_completes_once(registry: Memo
 def test_a_trusted_transfer_is_not_capped_by_the_registry(registry: MemoryRegistry) -> None:
     trust(registry)
     registry.now += POLICY.trust_delay
-    [_, delivered] = registry.execute(send("X-1", POLICY.untrusted_cap + 1))
+    [_, delivered] = screened(registry, send("X-1", POLICY.untrusted_cap + 1))
     assert isinstance(delivered, pb.UnitsTransferred)
 
 
@@ -156,7 +171,7 @@ def test_the_account_s_own_limit_applies_to_every_outgoing_transfer(registry: Me
 
 
 def test_a_cancelled_transfer_gives_its_units_back(registry: MemoryRegistry) -> None:
-    registry.execute(send("X-1", 300))
+    screened(registry, send("X-1", 300))
     cancel = pb.CancelTransfer(transfer_id="X-1", account_id="TH-CO", reason="not ours", by="rep-2")
     [cancelled, released] = registry.execute(cancel)
     assert isinstance(cancelled, pb.TransferCancelled) and cancelled.code == "TRANSFER_CANCELLED"
@@ -168,7 +183,7 @@ def test_a_cancelled_transfer_gives_its_units_back(registry: MemoryRegistry) -> 
 
 
 def test_a_transfer_due_on_a_frozen_account_is_cancelled_with_that_reason(registry: MemoryRegistry) -> None:
-    registry.execute(send("X-1", 300))
+    screened(registry, send("X-1", 300))
     registry.execute(pb.FreezeAccount(account_id="TH-CO", reason="suspected hijack", by="reg"))
     registry.now += POLICY.untrusted_delay
     [cancelled, released] = registry.execute(pb.ExecuteTransfer(transfer_id="X-1", account_id="TH-CO"))

@@ -101,6 +101,7 @@ class Account(Aggregate):
                     self.reservations[event.reservation_id] = left
                 if isinstance(event, pb.UnitsTransferred):
                     self.scheduled.pop(event.transfer_id, None)
+                    self.screening.pop(event.transfer_id, None)
             case pb.UnitsRetired():
                 del self.reservations[event.retirement_id]  # spent whole on retiring
                 self.screening.pop(event.retirement_id, None)
@@ -129,6 +130,7 @@ class Account(Aggregate):
                 del self.trusted[event.trusted_account_id]
             case pb.TransferScheduled():
                 self.scheduled[event.transfer_id] = event
+                self.screening.pop(event.transfer_id, None)
             case pb.TransferCancelled():
                 del self.scheduled[event.transfer_id]
             case pb.BlocksFrozen():

@@ -134,15 +134,22 @@ class MemoryRegistry:
             case pb.RetireUnits():
                 held = self._held(command, command.retirement_id in self.reservations)
                 decided = self.ledger.retire(command, self.account(command.account_id), held)
-                return screening.propose(decided, self.now, screening.WINDOW)
+                return self._propose(decided)
             case pb.ExpireUnits():
                 held = self._held(command, command.expiry_id in self.reservations)
                 decided = self.ledger.expire(command, self.account(command.account_id), held)
-                return screening.propose(decided, self.now, screening.WINDOW)
+                return self._propose(decided)
             case cpb.ProposalScreened():
                 account = self.account(command.account_id)
-                answered = account is None or command.proposal_id not in account.screening
-                return [] if answered else screening.answer(command, account)
+                proposal = account.screening.get(command.proposal_id) if account else None
+                if proposal is None:
+                    return []
+                delivery = None
+                if proposal.HasField("internal_transfer"):
+                    target = self.account(proposal.internal_transfer.to_account_id)
+                    reserved = self.index.reserved(proposal.proposal_id)
+                    delivery = screening.Delivery(target.ref if target else None, reserved, self.frozen(reserved))
+                return screening.answer(command, account, delivery)
             case pb.ExpireProposal():
                 account = self.account(command.account_id)
                 answered = account is None or command.proposal_id not in account.screening
@@ -165,7 +172,7 @@ class MemoryRegistry:
             case pb.ProposeExternalTransfer():
                 held = self._held(command, self._transfer_used(command.transfer_id))
                 decided = self.external.propose(command, self.account(command.account_id), held, self.now)
-                return screening.propose(decided, self.now, screening.WINDOW)
+                return self._propose(decided)
             case pb.ProposeInboundTransfer():
                 overlapping = [
                     o
@@ -233,9 +240,10 @@ class MemoryRegistry:
             case pb.RequestTransfer():
                 target = self.account(command.to_account_id)
                 held = self._held(command, self._transfer_used(command.transfer_id))
-                return controls.request_transfer(
+                decided = controls.request_transfer(
                     command, self.account(command.account_id), target.ref if target else None, held, self.now
                 )
+                return self._propose(decided)
             case pb.ExecuteTransfer():
                 account = self.account(command.account_id)
                 scheduled = account.scheduled.get(command.transfer_id) if account else None
@@ -268,6 +276,13 @@ class MemoryRegistry:
         if isinstance(command, named):
             return self.account(command.account_id)
         return None
+
+    def _propose(self, decided: list[Message]) -> list[Message]:
+        """As the service: the decided operation as a proposal for the transaction log."""
+        reserved = decided[0]
+        assert isinstance(reserved, pb.UnitsReserved)
+        account = self.accounts[reserved.account_id]
+        return screening.propose(decided, account.jurisdiction, self.now, screening.WINDOW)
 
     def _transfer_used(self, transfer_id: str) -> bool:
         """A holder's transfer's id is also a reservation's: unique among both."""

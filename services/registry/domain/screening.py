@@ -1,6 +1,6 @@
 """The transaction log's part in registry operations (DOMAIN.md §4; Kyoto's ITL): an
-operation that uses units up (retirement, cancellation, expiry) or sends them to another
-registry (an external transfer's proposal) is not completed when it is asked for. Its
+operation that uses units up (retirement, cancellation, expiry) or moves them (a holder's
+transfer, an external transfer's proposal) is not completed when it is asked for. Its
 units are reserved under the operation's id and the registry records a `ScreenProposal`
 carrying the very event it would record; compliance screens it and answers
 `ProposalScreened`. An approval completes the operation (that event, recorded); a
@@ -9,12 +9,16 @@ rejection, or no answer by the proposal's `expires_at`, gives the units back
 
 from __future__ import annotations
 
+from collections.abc import Sequence, Set
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from google.protobuf.message import Message
 
 from services.common.errors import DomainError
-from services.registry.domain.accounts import Account
+from services.registry.domain.accounts import Account, AccountRef
+from services.registry.domain.blocks import Block
+from services.registry.domain.ledger import outgoing, transferred
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
 
@@ -27,35 +31,41 @@ CANCELLATIONS = {
 }
 EXPIRY = "20-00"
 EXTERNAL_TRANSFER = "03-00"
+INTERNAL_TRANSFER = "10-00"
 # How long a proposal waits for the answer by default (TONNE_SCREENING_WINDOW_SECONDS).
 WINDOW = timedelta(minutes=10)
 
 
-def propose(decided: list[Message], now: datetime, window: timedelta) -> list[Message]:
-    """The events of a decided retirement, cancellation, expiry or external transfer
-    ([UnitsReserved, the outcome]) as a proposal: the reservation, then the ScreenProposal
-    that carries the outcome until the transaction log approves it."""
+def propose(decided: list[Message], party: str, now: datetime, window: timedelta) -> list[Message]:
+    """The events of a decided retirement, cancellation, expiry, holder's transfer or
+    external transfer ([UnitsReserved, the outcome]) of an account of `party`, as a
+    proposal: the reservation, then the ScreenProposal that carries the outcome until the
+    transaction log approves it."""
     reserved, outcome = decided
     assert isinstance(reserved, pb.UnitsReserved)
     proposal = pb.ScreenProposal(
         proposal_id=reserved.reservation_id,
         account_id=reserved.account_id,
+        jurisdiction=party,
         quantity=reserved.quantity,
         blocks=reserved.blocks,
     )
     match outcome:
         case pb.UnitsRetired():
             proposal.retirement.CopyFrom(outcome)
-            proposal.jurisdiction = outcome.jurisdiction
             proposal.transaction_type = CANCELLATIONS[outcome.cancellation] if outcome.cancelled else RETIREMENT
         case pb.UnitsExpired():
             proposal.expiry.CopyFrom(outcome)
-            proposal.jurisdiction = outcome.jurisdiction
             proposal.transaction_type = EXPIRY
         case pb.ExternalTransferProposed():
             proposal.external_transfer.CopyFrom(outcome)
-            proposal.jurisdiction = outcome.jurisdiction
             proposal.transaction_type = EXTERNAL_TRANSFER
+        case pb.UnitsTransferred():
+            proposal.internal_transfer.CopyFrom(outcome)
+            proposal.transaction_type = INTERNAL_TRANSFER
+        case pb.TransferScheduled():
+            proposal.scheduled_transfer.CopyFrom(outcome)
+            proposal.transaction_type = INTERNAL_TRANSFER
         case _:
             raise TypeError(f"{outcome.DESCRIPTOR.name} is not screened as a proposal")
     proposal.expires_at.FromDatetime(now + window)
@@ -77,9 +87,43 @@ def pending(account: Account | None, proposal_id: str) -> pb.ScreenProposal:
     return proposal
 
 
-def answer(decision: cpb.ProposalScreened, account: Account | None) -> list[Message]:
-    """Complete the proposal the transaction log approved, or give its units back."""
+class Delivery(NamedTuple):
+    """What completing a holder's transfer to a trusted account needs to know now (the
+    facts may have moved since it was proposed): its target, its reserved blocks, the
+    frozen projects among theirs."""
+
+    target: AccountRef | None
+    reserved: Sequence[Block]
+    frozen: Set[str]
+
+
+def answer(decision: cpb.ProposalScreened, account: Account | None, delivery: Delivery | None = None) -> list[Message]:
+    """Complete the proposal the transaction log approved, or give its units back. A
+    holder's transfer completes only if its units can still leave for its target (the
+    account or a project not frozen, the target not closed since): else its units go back
+    with the refusal's code."""
     proposal = pending(account, decision.proposal_id)
+    if decision.verdict == cpb.APPROVED and proposal.HasField("internal_transfer"):
+        assert account is not None and delivery is not None  # pending found it; the caller read the facts
+        moved = proposal.internal_transfer
+        try:
+            if delivery.target is None:
+                raise DomainError("ACCOUNT_UNKNOWN", f"no account {moved.to_account_id!r}", [moved.to_account_id])
+            outgoing(account)
+            reserved = delivery.reserved
+            return [
+                transferred(
+                    moved.transfer_id,
+                    moved.transfer_id,
+                    account,
+                    delivery.target,
+                    moved.quantity,
+                    reserved,
+                    delivery.frozen,
+                )
+            ]
+        except DomainError as refusal:
+            return rejected(proposal, refusal.code, refusal.reason, [])
     if decision.verdict == cpb.APPROVED:
         return [outcome(proposal)]
     failed = [r for r in decision.results if not r.passed]
