@@ -172,10 +172,12 @@ class BlockView(BaseModel):
     vintage: int
     authorization_id: str
     reservation_id: str
+    manifest_root: str  # hex; a carbon-inclusion block's: its records' proofs check against it
 
     @classmethod
     def of(cls, row: asyncpg.Record) -> BlockView:
         b = block_of(row)
+        units = b.units.message()
         return cls(
             namespace=b.namespace,
             start=b.start,
@@ -184,10 +186,11 @@ class BlockView(BaseModel):
             status=b.status,
             standard=pb.Standard.Name(pb.Standard.ValueType(b.units.standard)),
             host_party=b.units.host_party,
-            project_id=b.units.message().project_id,
+            project_id=units.project_id,
             vintage=b.units.vintage,
             authorization_id=b.units.authorization_id,
             reservation_id=b.reservation_id,
+            manifest_root=units.manifest_root.hex(),
         )
 
 
@@ -638,8 +641,9 @@ def router(registry: Registry) -> APIRouter:
 
     # The Union Registry's controls and external transfers build on this module's
     # helpers, hence imported here.
-    from services.registry import controls_api, external_api
+    from services.registry import controls_api, external_api, manifest_api
 
     api.include_router(controls_api.router(registry))
     api.include_router(external_api.router(registry))
+    api.include_router(manifest_api.router(registry))
     return api

@@ -53,6 +53,7 @@ PROJECTIONS = (
         ("issuance_id", "fingerprint_key", "standard", "period_start::text", "period_end::text"),
         ("issuance_id",),
     ),
+    Projection("manifest_issuances", ("manifest_id", "issuance_id"), ("manifest_id",)),
     Projection("projects", ("project_id", "host_party", "frozen", "reason"), ("project_id",)),
     Projection(
         "proposals",
@@ -157,7 +158,7 @@ def inline(envelope: Envelope, event: Message) -> Call | None:
         event, pb.UnitsRetired | pb.UnitsExpired | pb.ExternalTransferCompleted | pb.ExternalTransferReturned
     ):
         return None
-    if isinstance(event, pb.UnitsIssued) and event.fingerprint_key:
+    if isinstance(event, pb.UnitsIssued) and (event.fingerprint_key or event.manifest_id):
         return None
     if _holders_transfer(event):
         return None
@@ -170,8 +171,11 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
     if (call := index_call(event)) is not None:
         await sql_index.run(conn, call)
     match event:
-        case pb.UnitsIssued() if event.fingerprint_key:
-            await sql_index.run(conn, sql_index.fingerprinted(event))
+        case pb.UnitsIssued():
+            if event.fingerprint_key:
+                await sql_index.run(conn, sql_index.fingerprinted(event))
+            if event.manifest_id:
+                await sql_index.run(conn, sql_index.manifest_issued(event))
         case pb.UnitsAllocated():
             for call in sql_index.unreserved(_moves(event)):
                 await sql_index.run(conn, call)

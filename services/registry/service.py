@@ -34,7 +34,7 @@ from services.common.repository import Repository
 from services.common.runtime import Kernel
 from services.common.statehash import ServiceState
 from services.common.unit_of_work import Destinations, UnitOfWork, UnitOfWorkFactory
-from services.registry import policies, sql_index
+from services.registry import manifests, policies, sql_index
 from services.registry.domain import fingerprint, screening
 from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
 from services.registry.domain.blocks import Block, frozen_under
@@ -413,6 +413,7 @@ class Registry:
         if command.HasField("fingerprint"):
             fingerprint_key = fingerprint.key(command.fingerprint)
             prior = await index.prior_issuances(fingerprint_key, fingerprint.period_of(command.period), EVIDENCE_LIMIT)
+        stored = await manifests.stored(uow.conn, command.manifest_id) if command.manifest_id else None
         events = self.ledger.issue(
             command,
             _opened(account),
@@ -422,6 +423,7 @@ class Registry:
             rules=applied.rules,
             roles=roles,
             prior=prior,
+            stored=stored,
         )
         return account, events
 

@@ -338,6 +338,11 @@ def fingerprinted(issued: pb.UnitsIssued) -> Call:
     )
 
 
+def manifest_issued(issued: pb.UnitsIssued) -> Call:
+    """The manifest issued by this issuance (re-checked: by no other)."""
+    return Call("registry_manifest_issued", (issued.manifest_id, issued.issuance_id))
+
+
 def closed(account_id: str) -> Call:
     """The account closed, if it still holds nothing."""
     return Call("registry_account_closed", (account_id,))

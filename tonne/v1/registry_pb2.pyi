@@ -205,6 +205,7 @@ class UnitAttributes(_message.Message):
     MITIGATION_TYPE_FIELD_NUMBER: _builtins.int
     AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
     QUALITY_LABELS_FIELD_NUMBER: _builtins.int
+    MANIFEST_ROOT_FIELD_NUMBER: _builtins.int
     standard: Global___Standard.ValueType
     issuing_registry: _builtins.str
     host_party: _builtins.str
@@ -215,6 +216,11 @@ class UnitAttributes(_message.Message):
     mitigation_type: Global___MitigationType.ValueType
     authorization_id: _builtins.str
     """empty when not authorized under Article 6.2"""
+    manifest_root: _builtins.bytes
+    """A carbon-inclusion block's manifest root (RFC 6962 tree head, 32 bytes): set by the
+    registry from the stored manifest the issuance names, so every holder of the block
+    can have a record's inclusion proof checked against it (GET /manifests/{id}/proof).
+    """
     @_builtins.property
     def quality_labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -229,10 +235,11 @@ class UnitAttributes(_message.Message):
         mitigation_type: Global___MitigationType.ValueType = ...,
         authorization_id: _builtins.str = ...,
         quality_labels: _abc.Iterable[_builtins.str] | None = ...,
+        manifest_root: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_id", b"authorization_id", "host_party", b"host_party", "issuing_registry", b"issuing_registry", "methodology", b"methodology", "mitigation_type", b"mitigation_type", "project_id", b"project_id", "quality_labels", b"quality_labels", "standard", b"standard", "vintage", b"vintage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_id", b"authorization_id", "host_party", b"host_party", "issuing_registry", b"issuing_registry", "manifest_root", b"manifest_root", "methodology", b"methodology", "mitigation_type", b"mitigation_type", "project_id", b"project_id", "quality_labels", b"quality_labels", "standard", b"standard", "vintage", b"vintage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -360,9 +367,14 @@ class RecordIssuance(_message.Message):
     ACCOUNTS_FIELD_NUMBER: _builtins.int
     FINGERPRINT_FIELD_NUMBER: _builtins.int
     PERIOD_FIELD_NUMBER: _builtins.int
+    MANIFEST_ID_FIELD_NUMBER: _builtins.int
     issuance_id: _builtins.str
     account_id: _builtins.str
     """the participants' account: what the issuance rules leave"""
+    manifest_id: _builtins.str
+    """A carbon-inclusion issuance names the manifest of records it aggregates, uploaded
+    first (PUT /manifests/{id}); the block issues its whole tonnes, once.
+    """
     @_builtins.property
     def block(self) -> Global___SerialBlock: ...
     @_builtins.property
@@ -388,10 +400,11 @@ class RecordIssuance(_message.Message):
         accounts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         fingerprint: Global___ProjectFingerprint | None = ...,
         period: Global___MonitoringPeriod | None = ...,
+        manifest_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "fingerprint", b"fingerprint", "period", b"period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "accounts", b"accounts", "block", b"block", "fingerprint", b"fingerprint", "issuance_id", b"issuance_id", "period", b"period"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "accounts", b"accounts", "block", b"block", "fingerprint", b"fingerprint", "issuance_id", b"issuance_id", "manifest_id", b"manifest_id", "period", b"period"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -626,10 +639,13 @@ class UnitsIssued(_message.Message):
     BLOCK_FIELD_NUMBER: _builtins.int
     FINGERPRINT_KEY_FIELD_NUMBER: _builtins.int
     PERIOD_FIELD_NUMBER: _builtins.int
+    MANIFEST_ID_FIELD_NUMBER: _builtins.int
     issuance_id: _builtins.str
     account_id: _builtins.str
     fingerprint_key: _builtins.bytes
     """empty when the issuance carried no fingerprint"""
+    manifest_id: _builtins.str
+    """empty when the block aggregates no manifest"""
     @_builtins.property
     def block(self) -> Global___SerialBlock: ...
     @_builtins.property
@@ -642,10 +658,11 @@ class UnitsIssued(_message.Message):
         block: Global___SerialBlock | None = ...,
         fingerprint_key: _builtins.bytes = ...,
         period: Global___MonitoringPeriod | None = ...,
+        manifest_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "period", b"period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "block", b"block", "fingerprint_key", b"fingerprint_key", "issuance_id", b"issuance_id", "period", b"period"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "block", b"block", "fingerprint_key", b"fingerprint_key", "issuance_id", b"issuance_id", "manifest_id", b"manifest_id", "period", b"period"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -260,15 +260,58 @@ CODES: tuple[RejectCode, ...] = (
         "MANIFEST_INVALID",
         7208,
         UNITS,
-        "a carbon-inclusion manifest is empty, repeats a record id, or has a malformed record",
-        "the record id concerned (at most 64 characters)",
+        "a carbon-inclusion manifest upload is not UTF-8 CSV with the header `record_id,participant_id,activity,"
+        "factor_mg`, is empty, repeats a record id, has a malformed record, or totals beyond int64 tonnes",
+        "`line <n>` of the first bad line, the repeated record id, `byte <n>` of text that is not UTF-8, "
+        "or none (no records, too many tonnes)",
+        Carrier.HTTP,
     ),
     RejectCode(
         "MANIFEST_RECORD_UNKNOWN",
         7209,
         UNITS,
-        "no record with this id is in the manifest (no inclusion proof)",
-        "the record id given (at most 64 characters)",
+        "no record of this id and participant is in the manifest (no inclusion proof; unknown manifests alike)",
+        "none",
+        Carrier.HTTP,
+    ),
+    RejectCode(
+        "MANIFEST_EXISTS",
+        7210,
+        UNITS,
+        "the manifest id names a stored manifest with another root, jurisdiction or methodology "
+        "(the same manifest again answers the stored one)",
+        "the manifest id",
+        Carrier.HTTP,
+    ),
+    RejectCode(
+        "MANIFEST_UNKNOWN",
+        7211,
+        UNITS,
+        "no manifest with this id (an issuance names one not uploaded, or a block carries a root "
+        "with no manifest named)",
+        "the manifest id, or none",
+    ),
+    RejectCode(
+        "MANIFEST_TOO_LARGE",
+        7212,
+        UNITS,
+        "a manifest upload is over 200 MB or 5,000,000 records (HTTP 413)",
+        "the limit exceeded",
+        Carrier.HTTP,
+    ),
+    RejectCode(
+        "MANIFEST_ISSUED",
+        7213,
+        UNITS,
+        "the manifest's tonnes were issued already, by another issuance",
+        "that issuance's id",
+    ),
+    RejectCode(
+        "MANIFEST_MISMATCH",
+        7214,
+        UNITS,
+        "the block is not what its manifest issues: another host party, methodology, number of tonnes or root",
+        "each difference, `<field>: <block's> here, <manifest's> in the manifest`",
     ),
     RejectCode(
         "EXPIRY_INVALID",

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from google.protobuf.message import Message
 
 from services.common.errors import DomainError
-from services.registry.domain import fingerprint
+from services.registry.domain import fingerprint, manifest
 from services.registry.domain.accounts import Account, AccountRef
 from services.registry.domain.blocks import Block, Change, Holding, Move, Put, Status, Units, frozen_under
 from services.registry.domain.fingerprint import Prior
@@ -65,6 +65,7 @@ def _identifiers(command: Message) -> list[tuple[str, str]]:
                 ("issuance_id", command.issuance_id),
                 ("account_id", command.account_id),
                 ("namespace", command.block.namespace),
+                ("manifest_id", command.manifest_id),
                 *_unit_ids(command.block.attributes),
             ]
         case pb.ReserveUnits():
@@ -252,6 +253,7 @@ class Ledger:
         rules: IssuanceRules | None = None,
         roles: Mapping[str, AccountRef | None] | None = None,
         prior: Sequence[Prior] = (),
+        stored: manifest.Stored | None = None,
     ) -> list[Message]:
         """`account`: the account the block is issued to (the rules' landing account, else
         the issuance's own); `overlapping`: blocks of the namespace that share a serial with
@@ -259,7 +261,7 @@ class Ledger:
         bounded few); `rules`: the programme's issuance rules when they apply to this
         issuance, and `roles` the account of each of their roles (None: no such account);
         `prior`: issuances recorded under the command's fingerprint whose monitoring period
-        shares a day with its own."""
+        shares a day with its own; `stored`: the manifest the command names, if stored."""
         block = command.block
         attributes = block.attributes
         check(command)
@@ -290,6 +292,11 @@ class Ledger:
             )
         authorized(attributes, authorization)
         issued = pb.UnitsIssued(issuance_id=command.issuance_id, account_id=account.account_id, block=block)
+        if command.manifest_id:
+            issued.block.attributes.manifest_root = manifest.issued_root(command, stored)
+            issued.manifest_id = command.manifest_id
+        elif attributes.manifest_root:
+            raise DomainError("MANIFEST_UNKNOWN", "a block carries the root of the manifest its issuance names")
         if command.HasField("fingerprint"):
             if command.fingerprint.host_party != attributes.host_party:
                 raise DomainError("FINGERPRINT_INVALID", "the fingerprint's host party is not the units'")

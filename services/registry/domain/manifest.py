@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from services.common.errors import DomainError
+from tonne.v1 import registry_pb2 as pb
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
 MG_PER_TONNE = 10**9
@@ -42,14 +44,22 @@ class Record:
         return self.activity * self.factor_mg
 
     def encode(self) -> bytes:
-        """Length-prefixed fields: no two records share bytes."""
-        parts = (
-            self.record_id.encode(),
-            self.participant_id.encode(),
-            str(self.activity).encode(),
-            str(self.factor_mg).encode(),
+        """Length-prefixed fields: no two records share bytes. (Spelled out rather than
+        looped: half the time, and a manifest encodes every record.)"""
+        record, participant = self.record_id.encode(), self.participant_id.encode()
+        activity, factor = b"%d" % self.activity, b"%d" % self.factor_mg
+        return b"".join(
+            (
+                len(record).to_bytes(2, "big"),
+                record,
+                len(participant).to_bytes(2, "big"),
+                participant,
+                len(activity).to_bytes(2, "big"),
+                activity,
+                len(factor).to_bytes(2, "big"),
+                factor,
+            )
         )
-        return b"".join(len(p).to_bytes(2, "big") + p for p in parts)
 
 
 def leaf_hash(encoded: bytes) -> bytes:
@@ -65,20 +75,27 @@ class Manifest:
     store can serve proofs without rebuilding it."""
 
     def __init__(self, records: Iterable[Record]) -> None:
-        ordered = sorted(records, key=lambda r: r.record_id)
-        for a, b in itertools.pairwise(ordered):
-            if a.record_id == b.record_id:
-                raise DomainError("MANIFEST_INVALID", "record ids are unique in a manifest", [a.record_id])
+        # The loops below are leaf_hash, node_hash and reduction_mg inlined: a million
+        # records make the function calls a third of the build.
+        ordered = sorted(records, key=operator.attrgetter("record_id"))
+        ids = [r.record_id for r in ordered]
+        if len(set(ids)) != len(ids):
+            for a, b in itertools.pairwise(ids):
+                if a == b:
+                    raise DomainError("MANIFEST_INVALID", "record ids are unique in a manifest", [a])
         if not ordered:
             raise DomainError("MANIFEST_INVALID", "a manifest has at least one record")
         self.records = ordered
-        self.total_mg = sum(r.reduction_mg for r in ordered)
-        self.levels: list[list[bytes]] = [[leaf_hash(r.encode()) for r in ordered]]
+        self.total_mg = sum([r.activity * r.factor_mg for r in ordered])
+        sha256 = hashlib.sha256
+        self.levels: list[list[bytes]] = [[sha256(b"\x00" + r.encode()).digest() for r in ordered]]
         while len(self.levels[-1]) > 1:
             below = self.levels[-1]
             # Pairing left to right and carrying an odd last node up unchanged builds the
             # same tree as RFC 6962's largest-power-of-two split.
-            above = [node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
+            above = [
+                sha256(b"\x01" + left + right).digest() for left, right in zip(below[::2], below[1::2], strict=False)
+            ]
             if len(below) % 2:
                 above.append(below[-1])
             self.levels.append(above)
@@ -94,18 +111,6 @@ class Manifest:
     @property
     def tonnes(self) -> int:
         return self.total_mg // MG_PER_TONNE
-
-    def index(self, record_id: str) -> int:
-        low, high = 0, len(self.records)
-        while low < high:
-            middle = (low + high) // 2
-            if self.records[middle].record_id < record_id:
-                low = middle + 1
-            else:
-                high = middle
-        if low == len(self.records) or self.records[low].record_id != record_id:
-            raise DomainError("MANIFEST_RECORD_UNKNOWN", "no such record in the manifest", [record_id[:64]])
-        return low
 
     def proof(self, index: int) -> list[bytes]:
         return proof(self.levels, index)
@@ -140,3 +145,43 @@ def verify(encoded: bytes, index: int, size: int, path: Sequence[bytes], root: b
             digest = node_hash(digest, steps.pop(0))
         index, width = index // 2, (width + 1) // 2
     return not steps and digest == root
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A stored manifest as an issuance that names it sees it."""
+
+    manifest_id: str
+    jurisdiction: str
+    methodology: str
+    root: bytes
+    tonnes: int
+    issued_by: str  # the issuance that issued its tonnes, "" while none has
+
+
+def issued_root(command: pb.RecordIssuance, stored: Stored | None) -> bytes:
+    """The root the issuance's block carries: the named manifest's, which must be stored,
+    of the block's host party and methodology, exactly the block's tonnes (its remainder
+    below a tonne is not issued), and not issued by another issuance."""
+    block, attributes = command.block, command.block.attributes
+    if stored is None:
+        raise DomainError("MANIFEST_UNKNOWN", f"no manifest {command.manifest_id!r}", [command.manifest_id])
+    if stored.issued_by and stored.issued_by != command.issuance_id:
+        raise DomainError(
+            "MANIFEST_ISSUED", f"manifest {stored.manifest_id!r} was issued by {stored.issued_by!r}", [stored.issued_by]
+        )
+    quantity = block.end - block.start + 1
+    mismatches = [
+        f"{name}: {ours} here, {theirs} in the manifest"
+        for name, ours, theirs in (
+            ("host_party", attributes.host_party, stored.jurisdiction),
+            ("methodology", attributes.methodology, stored.methodology),
+            ("tonnes", quantity, stored.tonnes),
+        )
+        if ours != theirs
+    ]
+    if attributes.manifest_root not in (b"", stored.root):
+        mismatches.append(f"root: another here, {stored.root.hex()} in the manifest")
+    if mismatches:
+        raise DomainError("MANIFEST_MISMATCH", "the block is not what its manifest issues", mismatches)
+    return stored.root

@@ -5,6 +5,7 @@ PostgreSQL. For unit tests, state machines and the memory-vs-SQL agreement test.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
@@ -30,6 +31,7 @@ from services.registry.domain.ledger import (
     check,
     picking,
 )
+from services.registry.domain.manifest import Stored
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
 
@@ -66,6 +68,7 @@ class MemoryRegistry:
         self.transfers: set[str] = set()
         self.inbound: set[tuple[str, str]] = set()  # (sending registry, transfer id)
         self.fingerprints: dict[bytes, list[Prior]] = {}  # fingerprint key -> its issuances
+        self.manifests: dict[str, Stored] = {}  # uploaded (tests add them), with who issued them
         self.reservations: dict[str, str] = {}  # reservation id -> account id
         self.mandates: dict[str, str] = {}  # mandate id -> account id (granted, not revoked)
 
@@ -116,6 +119,7 @@ class MemoryRegistry:
                     rules=applied.rules,
                     roles={role: self._ref(account_id) for role, account_id in applied.roles.items()},
                     prior=prior,
+                    stored=self.manifests.get(command.manifest_id),
                 )
             case pb.ReserveUnits():
                 available = self.index.available(command.account_id, command.selector)
@@ -325,6 +329,9 @@ class MemoryRegistry:
                     standard, period = event.block.attributes.standard, fingerprint.period_of(event.period)
                     prior = Prior(event.issuance_id, standard, period)
                     self.fingerprints.setdefault(event.fingerprint_key, []).append(prior)
+                if event.manifest_id:
+                    issued = replace(self.manifests[event.manifest_id], issued_by=event.issuance_id)
+                    self.manifests[event.manifest_id] = issued
             case pb.UnitsReserved():
                 self.reservations[event.reservation_id] = event.account_id
             case pb.UnitsTransferred():
