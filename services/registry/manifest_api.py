@@ -17,18 +17,21 @@ from pydantic import BaseModel
 from services.common.auth import Identity, forbidden
 from services.common.errors import NotFound
 from services.common.inputs import Identifier, Party, Text
+from services.common.limits import upload_limit
 from services.common.problems import refusals
 from services.registry import manifests
 from services.registry.api import operates
 from services.registry.service import Registry
 
-# The upload's body, for the OpenAPI document (the route reads the stream itself).
+# The upload's body, for the OpenAPI document (the route reads the body itself), and its
+# limit, which services/common/limits.py enforces before the route runs.
 CSV_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": "CSV: header `record_id,participant_id,activity,factor_mg`, one record a line",
         "content": {"text/csv": {"schema": {"type": "string"}}},
-    }
+    },
+    **upload_limit(manifests.MAX_BYTES),
 }
 
 
@@ -92,19 +95,6 @@ class InclusionProof(BaseModel):
         )
 
 
-async def upload_body(request: Request, limit: int = manifests.MAX_BYTES) -> bytes:
-    """The body, refused as soon as it is known to exceed `limit` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise manifests.too_large(f"{limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise manifests.too_large(f"{limit} bytes")
-    return bytes(body)
-
-
 def router(registry: Registry) -> APIRouter:
     api = APIRouter(tags=["registry carbon-inclusion manifests"])
     uploader = Security(registry.auth.authenticate, scopes=["operator", "registry-operator"])
@@ -118,7 +108,7 @@ def router(registry: Registry) -> APIRouter:
         response_model=ManifestSummary,
         responses=refusals(
             _409="MANIFEST_EXISTS: the id names a manifest with another root, jurisdiction or methodology",
-            _413="MANIFEST_TOO_LARGE: over 200 MB or 5,000,000 records",
+            _413="REQUEST_TOO_LARGE: over 200 MB; MANIFEST_TOO_LARGE: over 5,000,000 records",
             _422="REQUEST_INVALID or MANIFEST_INVALID (the reason names the first bad line)",
         ),
         openapi_extra=CSV_BODY,
@@ -136,7 +126,7 @@ def router(registry: Registry) -> APIRouter:
         if not operates(identity, jurisdiction):
             raise forbidden(f"only the operator and {jurisdiction}'s registry operator upload its manifests")
         async with building:
-            body = await upload_body(request)
+            body = await request.body()
             # Seconds of CPU for a million records: off the event loop.
             manifest = await asyncio.to_thread(manifests.build, body)
             del body

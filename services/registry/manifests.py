@@ -59,10 +59,6 @@ def _invalid(line: int, reason: str) -> DomainError:
     return DomainError("MANIFEST_INVALID", f"line {line}: {reason}", [f"line {line}"], 422)
 
 
-def too_large(what: str) -> DomainError:
-    return DomainError("MANIFEST_TOO_LARGE", f"a manifest upload is limited to {what}", [what], 413)
-
-
 def parse(lines: Iterable[str], limit: int = MAX_RECORDS) -> list[Record]:
     """The records of an upload: CSV, header `record_id,participant_id,activity,factor_mg`,
     blank lines ignored. Amounts are plain decimal digits (no sign, space or `_`), so one
@@ -89,7 +85,7 @@ def parse(lines: Iterable[str], limit: int = MAX_RECORDS) -> list[Record]:
             except DomainError as error:
                 raise _invalid(rows.line_num, error.reason) from None
             if len(records) > limit:
-                raise too_large(f"{limit} records")
+                raise DomainError("MANIFEST_TOO_LARGE", f"a manifest holds at most {limit} records", [], 413)
     except csv.Error as error:
         raise _invalid(rows.line_num, f"not CSV: {error}") from None
     return records

@@ -1,4 +1,4 @@
-"""The domain brief's scenarios, end to end through the running stack's APIs and topics."""
+"""The domain brief's scenarios 1, 2, 3 and 4, end to end through the running stack's APIs and topics."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import httpx
 from services.common import topics
 from services.common.auth import DevIssuer
 from services.common.envelope import unwrap
-from tests.support import Venue, jcm_th_block, read_topic
+from services.registry.domain.manifest import verify
+from tests.support import Venue, bearer, jcm_th_block, read_topic
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1.envelope_pb2 import Envelope
@@ -190,3 +191,75 @@ async def test_unauthorized_ccer_export_is_refused(running_stack: Any, dev_issue
         await venue.wait_held(cn_seller, 1000)  # the refused trade's units are back, unreserved
         assert (await venue.account(jp_buyer))["held"] == 0
         assert await venue.cash(jp_buyer, "CNY") == (8000 * 400, 0)  # its payment given back
+
+
+async def test_metro_rides_issued_as_one_block_and_sold(running_stack: Any, dev_issuer: DevIssuer) -> None:
+    """Scenario 4: 1.2 million Shenzhen metro rides of a few grams each, uploaded as the
+    manifest of one PHCER block, issued and sold to a local company; any rider's record
+    is proven to be in the block the company holds, against the root the block carries."""
+    stack, run = running_stack, uuid.uuid4().hex[:6]
+    platform, company, manifest_id = f"CN-SZ-LCT-{run}", f"CN-SZ-CO-{run}", f"SZ-METRO-2025-{run}"
+    # Rides of 1 to 20 km at 650 mg CO2e a km saved: 8.19 t, 8 issued.
+    rides = (f"ride-{i:07d},card-{i % 200_000:06d},{1 + i % 20},650" for i in range(1_200_000))
+    body = "\n".join(["record_id,participant_id,activity,factor_mg", *rides]).encode()
+    async with httpx.AsyncClient(timeout=10) as client:
+        venue = Venue(stack, client, dev_issuer)
+        shenzhen = bearer(dev_issuer, "registry-CN", ["registry-operator:CN"])
+        uploaded = await client.put(
+            f"{venue.registry}/manifests/{manifest_id}",
+            params={"jurisdiction": "CN", "methodology": "SZ-LCT-METRO-01"},
+            content=body,
+            headers=shenzhen | {"content-type": "text/csv"},
+            timeout=180,
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        manifest = uploaded.json()
+        assert (manifest["size"], manifest["tonnes"], manifest["remainder_mg"]) == (1_200_000, 8, 190_000_000)
+
+        await venue.open_national_account("CN", platform, "Shenzhen low-carbon travel platform")
+        block = rpb.SerialBlock(
+            namespace=f"PHCER-SZ-{run}",
+            start=1,
+            end=8,
+            attributes=rpb.UnitAttributes(
+                standard=rpb.PHCER,
+                issuing_registry="CN-SZ-carbon-inclusion",
+                host_party="CN",
+                project_id="SZ-METRO-LCT",
+                methodology="SZ-LCT-METRO-01",
+                vintage=2025,
+                mitigation_type=rpb.REDUCTION,
+            ),
+        )
+        issuance = rpb.RecordIssuance(
+            issuance_id=f"PHCER-{run}", account_id=platform, block=block, manifest_id=manifest_id
+        )
+        await venue.from_national_registry("CN", platform, issuance)
+        await venue.wait_held(platform, 8)
+        assert (await venue.open_account(company, "Shenzhen Bay logistics Co", "CN")).status_code == 201
+        await venue.grant_mandate("CN", platform, "broker-a")
+        await venue.grant_mandate("CN", company, "broker-b")
+        await venue.fund(company, "CNY", 6000 * 8)
+
+        sell_id = await venue.place(venue.seller, "PHCER-SZ-2025", "SELL", 6000, 8, platform, f"sell-{run}")
+        await venue.wait_order(sell_id, venue.seller, "resting")
+        buy_id = await venue.place(venue.buyer, "PHCER-SZ-2025", "BUY", 6000, 8, company, f"buy-{run}")
+        trade = await venue.wait_trade("PHCER-SZ-2025", buy_id)
+        done = await venue.wait_settlement(trade["trade_id"])
+        assert done["phase"] == "settled", done["failure"]
+        await venue.wait_held(company, 8)
+
+        # The company's block carries the manifest's root; rider card-004242's ride proves against it.
+        blocks = await venue.get(f"{venue.registry}/accounts/{company}/blocks", venue.buyer)
+        [held] = blocks["items"]
+        assert held["manifest_root"] == manifest["root"]
+        rider = bearer(dev_issuer, "card-004242", [])
+        proof = await venue.get(
+            f"{venue.registry}/manifests/{manifest_id}/proof",
+            rider,
+            params={"record_id": "ride-0204242", "participant_id": "card-004242"},
+        )
+        assert proof is not None and (proof["activity"], proof["factor_mg"]) == (3, 650)
+        path = [bytes.fromhex(h) for h in proof["path"]]
+        root = bytes.fromhex(held["manifest_root"])
+        assert verify(bytes.fromhex(proof["encoded"]), proof["index"], proof["size"], path, root)

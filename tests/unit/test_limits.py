@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.testclient import TestClient
 
 from services.common.errors import TooBusy
-from services.common.limits import BodyLimit, RateLimiter
+from services.common.limits import BodyLimit, RateLimiter, upload_limit
 
 
 def app() -> TestClient:
@@ -18,6 +18,13 @@ def app() -> TestClient:
     async def echo(body: dict[str, str]) -> dict[str, int]:
         return {"fields": len(body)}
 
+    uploads = APIRouter()  # included, as the services include their routers
+
+    @uploads.put("/uploads/{name}", openapi_extra=upload_limit(300))
+    async def upload(name: str, request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
+    api.include_router(uploads)
     return TestClient(api)
 
 
@@ -35,6 +42,19 @@ def test_a_streamed_oversize_body_without_length_is_refused() -> None:
     chunks = (b'{"a": "' + b"x" * 60, b"x" * 60 + b'"}')
     response = app().post("/echo", content=iter(chunks), headers={"content-type": "application/json"})
     assert response.status_code == 413 and response.json()["code"] == "REQUEST_TOO_LARGE"
+
+
+def test_an_upload_route_declares_its_own_limit() -> None:
+    client = app()
+    assert client.put("/uploads/a", content=b"x" * 300).json() == {"bytes": 300}
+    streamed = client.put("/uploads/a", content=iter((b"x" * 200, b"x" * 100)))
+    assert streamed.json() == {"bytes": 300}
+    over = client.put("/uploads/a", content=b"x" * 301)
+    assert (over.status_code, over.json()["reason"]) == (413, "request bodies are limited to 300 bytes")
+    assert client.put("/uploads/a", content=iter((b"x" * 200, b"x" * 101))).status_code == 413
+    # Only that route, and only its method.
+    assert client.post("/uploads/a", content=b"x" * 200).status_code == 413
+    assert client.post("/echo", json={"a": "x" * 150}).status_code == 413
 
 
 def test_a_caller_past_its_rate_is_told_when_to_come_back() -> None:
