@@ -133,9 +133,13 @@ class Venue:
         await self.from_national_registry(party, account_id, command)
 
     async def authorize_thai_itmos(self, loa_id: str, quantity: int) -> None:
+        await self.from_national_registry("TH", "TH", self.thai_itmos(loa_id, quantity))
+
+    @staticmethod
+    def thai_itmos(loa_id: str, quantity: int) -> rpb.RecordAuthorization:
         """Thailand's Letter of Authorization for 2024 JCM outcomes, NDC use, first
         transfer at the first international transfer (DOMAIN.md scenario 1)."""
-        loa = rpb.RecordAuthorization(
+        return rpb.RecordAuthorization(
             authorization_id=loa_id,
             host_party="TH",
             quantity=quantity,
@@ -146,7 +150,6 @@ class Venue:
             cooperative_approach="JCM-JP-TH",
             authorized_entities=["Swiss buyer AG", "Singapore buyer Pte"],
         )
-        await self.from_national_registry("TH", "TH", loa)
 
     async def issue(self, party: str, account_id: str, issuance_id: str, block: rpb.SerialBlock) -> None:
         command = rpb.RecordIssuance(issuance_id=issuance_id, account_id=account_id, block=block)

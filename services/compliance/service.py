@@ -72,7 +72,9 @@ AUDITED = (
 
 PROJECTIONS = (
     Projection("accounts", ("account_id", "jurisdiction"), ("account_id",)),
-    Projection("authorizations", ("authorization_id", "host_party", "quantity", "loa"), ("authorization_id",)),
+    Projection(
+        "authorizations", ("authorization_id", "host_party", "quantity", "loa", "revoked"), ("authorization_id",)
+    ),
     Projection("reservations", ("reservation_id", "account_id", "quantity", "blocks"), ("reservation_id",)),
     # numeric has no canonical form in the hash: its text has.
     Projection("authorization_usage", ("authorization_id", "used::text", "claimed::text"), ("authorization_id",)),
@@ -155,7 +157,11 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 event.account_id,
                 event.jurisdiction,
             )
-        case rpb.AuthorizationRecorded():
+        case rpb.AuthorizationRevoked():
+            await conn.execute(
+                "UPDATE authorizations SET revoked = true WHERE authorization_id = $1", event.authorization_id
+            )
+        case rpb.AuthorizationRecorded() | rpb.AuthorizationChanged():
             loa = event.authorization
             await conn.execute(
                 "INSERT INTO authorizations (authorization_id, host_party, quantity, loa) VALUES ($1, $2, $3, $4) "
@@ -287,11 +293,21 @@ async def proposal_facts(conn: asyncpg.Connection, proposal: rpb.ScreenProposal)
     """What screening a proposal needs from the tables: its account and the authorizations
     its blocks name."""
     facts = Facts(accounts=await accounts_of(conn, [proposal.account_id]))
-    loas = sorted({b.attributes.authorization_id for b in proposal.blocks if b.attributes.authorization_id})
-    for row in await conn.fetch("SELECT loa FROM authorizations WHERE authorization_id = ANY($1::text[])", loas):
+    await _authorizations(conn, facts, proposal.blocks)
+    return facts
+
+
+async def _authorizations(conn: asyncpg.Connection, facts: Facts, blocks: Sequence[rpb.SerialBlock]) -> None:
+    """The terms in force of the authorizations `blocks` name, and which are revoked."""
+    loas = sorted({b.attributes.authorization_id for b in blocks if b.attributes.authorization_id})
+    if not loas:
+        return
+    query = "SELECT loa, revoked FROM authorizations WHERE authorization_id = ANY($1::text[])"
+    for row in await conn.fetch(query, loas):
         loa = rpb.RecordAuthorization.FromString(row["loa"])
         facts.authorizations[loa.authorization_id] = loa
-    return facts
+        if row["revoked"]:
+            facts.revoked.add(loa.authorization_id)
 
 
 async def facts_for(conn: asyncpg.Connection, request: cpb.ScreenTransfer) -> Facts:
@@ -308,11 +324,7 @@ async def facts_for(conn: asyncpg.Connection, request: cpb.ScreenTransfer) -> Fa
     facts.reservations[request.reservation_id] = rpb.UnitsReserved(
         reservation_id=request.reservation_id, account_id=row["account_id"], quantity=row["quantity"], blocks=blocks
     )
-    loas = sorted({b.attributes.authorization_id for b in blocks if b.attributes.authorization_id})
-    if loas:
-        for row in await conn.fetch("SELECT loa FROM authorizations WHERE authorization_id = ANY($1::text[])", loas):
-            loa = rpb.RecordAuthorization.FromString(row["loa"])
-            facts.authorizations[loa.authorization_id] = loa
+    await _authorizations(conn, facts, blocks)
     return facts
 
 

@@ -97,7 +97,17 @@ PROJECTIONS = (
     ),
     Projection(
         "authorizations",
-        ("authorization_id", "host_party", "quantity", "use", "first_transfer", "vintage_from", "vintage_to"),
+        (
+            "authorization_id",
+            "host_party",
+            "quantity",
+            "use",
+            "first_transfer",
+            "vintage_from",
+            "vintage_to",
+            "version",
+            "revoked",
+        ),
         ("authorization_id",),
     ),
     Projection("mandates", ("mandate_id", "account_id", "broker_id", "jurisdiction"), ("mandate_id",)),
@@ -224,6 +234,21 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 event.holder,
                 event.jurisdiction,
                 event.type,
+            )
+        case pb.AuthorizationChanged():
+            a = event.authorization
+            await conn.execute(
+                "UPDATE authorizations SET quantity = $2, vintage_from = $3, vintage_to = $4, version = $5 "
+                "WHERE authorization_id = $1",
+                a.authorization_id,
+                a.quantity,
+                a.vintage_from,
+                a.vintage_to,
+                event.version,
+            )
+        case pb.AuthorizationRevoked():
+            await conn.execute(
+                "UPDATE authorizations SET revoked = true WHERE authorization_id = $1", event.authorization_id
             )
         case pb.AuthorizationRecorded():
             a = event.authorization

@@ -271,6 +271,12 @@ class Registry:
                 if loa.authorization is None:
                     self.authorizations.evict(loa.stream_id)
                 return loa, self.ledger.record_authorization(command, loa.authorization)
+            case pb.ChangeAuthorization():
+                loa = await uow.load(self.authorizations, command.authorization.authorization_id)
+                return loa, self.ledger.change_authorization(command, loa)
+            case pb.RevokeAuthorization():
+                loa = await uow.load(self.authorizations, command.authorization_id)
+                return loa, self.ledger.revoke_authorization(command, loa)
             case pb.RecordIssuance():
                 return await self._issue(uow, index, command, channel)
             case pb.ReserveUnits():
@@ -401,7 +407,7 @@ class Registry:
         # A valid range is looked up under its namespace's lock, held to commit: a
         # concurrent issuance into the namespace waits, then sees this one.
         valid = bool(block.namespace) and 1 <= block.start <= block.end <= INT64_MAX
-        used, authorization, overlapping = await index.issuance_facts(
+        used, authorization, revoked, overlapping = await index.issuance_facts(
             command.issuance_id,
             block.attributes.authorization_id,
             block.namespace if valid else "",
@@ -420,6 +426,7 @@ class Registry:
             issuance_used=used,
             overlapping=overlapping,
             authorization=authorization,
+            authorization_revoked=revoked,
             rules=applied.rules,
             roles=roles,
             prior=prior,
@@ -752,8 +759,10 @@ def destinations(event: Message) -> Destinations:
         case pb.HoldingsReconciled() | pb.ReconciliationMismatch():
             # The party's regulator reads it on its audit stream (compliance audits registry.events).
             return _heard(event.jurisdiction, event.digest_id, event.jurisdiction)
-        case pb.AuthorizationRecorded():
+        case pb.AuthorizationRecorded() | pb.AuthorizationChanged():
             return [(topics.REGISTRY_EVENTS, event.authorization.host_party)]
+        case pb.AuthorizationRevoked():
+            return [(topics.REGISTRY_EVENTS, event.host_party)]
         case CommandRejected():
             return [(topics.REGISTRY_EVENTS, event.command_id)]
         case _:

@@ -104,14 +104,15 @@ class SqlIndex:
 
     async def issuance_facts(
         self, issuance_id: str, authorization_id: str, namespace: str, start: int, end: int, limit: int
-    ) -> tuple[bool, pb.RecordAuthorization | None, list[Block]]:
-        """(is the issuance id used, the authorization named (as recorded), the blocks
-        sharing a serial with [start, end]), the namespace locked until commit. Pass
-        namespace "" for a range not to look up."""
+    ) -> tuple[bool, pb.RecordAuthorization | None, bool, list[Block]]:
+        """(is the issuance id used, the authorization named (its terms in force), is it
+        revoked, the blocks sharing a serial with [start, end]), the namespace locked until
+        commit. Pass namespace "" for a range not to look up."""
         rows = await self.conn.fetch(
             "SELECT f.*, a.authorization_id AS loa_id, a.host_party AS loa_host_party, a.quantity AS loa_quantity, "
             "a.use AS loa_use, a.first_transfer AS loa_first_transfer, a.vintage_from AS loa_vintage_from, "
-            "a.vintage_to AS loa_vintage_to FROM registry_issuance_facts($1, $2, $3, $4, $5) f "
+            "a.vintage_to AS loa_vintage_to, coalesce(a.revoked, false) AS loa_revoked "
+            "FROM registry_issuance_facts($1, $2, $3, $4, $5) f "
             "LEFT JOIN authorizations a ON a.authorization_id = $6",
             issuance_id,
             namespace,
@@ -132,7 +133,7 @@ class SqlIndex:
                 vintage_from=first["loa_vintage_from"],
                 vintage_to=first["loa_vintage_to"],
             )
-        return bool(first["used"]), authorization, _blocks(rows)
+        return bool(first["used"]), authorization, bool(first["loa_revoked"]), _blocks(rows)
 
     async def reserve_facts(
         self,
@@ -230,7 +231,7 @@ class SqlIndex:
         found: list[Block] = []
         for b in sorted(blocks, key=lambda b: (b.namespace, b.start)):  # one lock order
             if b.namespace and 1 <= b.start <= b.end <= INT64_MAX and len(found) < limit:
-                _, _, overlaps = await self.issuance_facts("", "", b.namespace, b.start, b.end, limit)
+                _, _, _, overlaps = await self.issuance_facts("", "", b.namespace, b.start, b.end, limit)
                 found += overlaps
         return found[:limit]
 

@@ -68,6 +68,8 @@ PROJECTIONS = (
             "vintage_to",
             "cooperative_approach",
             "authorized_entities::text",
+            "version",
+            "revoked",
         ),
         ("authorization_id",),
     ),
@@ -148,16 +150,20 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 )
         case spb.SettlementFailed():
             await _set_phase(conn, event.trade_id, Phase.FAILED, f"{event.code}: {event.reason}")
-        case rpb.AuthorizationRecorded():
+        case rpb.AuthorizationRevoked():
+            await conn.execute(
+                "UPDATE authorizations SET revoked = true WHERE authorization_id = $1", event.authorization_id
+            )
+        case rpb.AuthorizationRecorded() | rpb.AuthorizationChanged():
             a = event.authorization
-            # The latest record of an LoA stands, as it did in the in-memory dict before.
+            # The latest terms of an LoA stand.
             await conn.execute(
                 "INSERT INTO authorizations (authorization_id, host_party, quantity, use, first_transfer, "
-                "vintage_from, vintage_to, cooperative_approach, authorized_entities) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                "vintage_from, vintage_to, cooperative_approach, authorized_entities, version) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
                 "ON CONFLICT (authorization_id) DO UPDATE SET host_party = $2, quantity = $3, use = $4, "
                 "first_transfer = $5, vintage_from = $6, vintage_to = $7, cooperative_approach = $8, "
-                "authorized_entities = $9",
+                "authorized_entities = $9, version = $10",
                 a.authorization_id,
                 a.host_party,
                 a.quantity,
@@ -167,6 +173,7 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 a.vintage_to,
                 a.cooperative_approach,
                 list(a.authorized_entities),
+                event.version if isinstance(event, rpb.AuthorizationChanged) else 1,
             )
         case rpb.AccountOpened():
             await conn.execute(

@@ -174,6 +174,19 @@ class Settlement:
                 check_authorization(event.authorization)
                 await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
                 await self._adjust(uow, envelope, event, f"authorization:{event.authorization.authorization_id}")
+            case rpb.AuthorizationChanged():
+                loa = event.authorization
+                check_authorization(loa)
+                before = (await _authorizations(uow.conn, [loa.authorization_id])).get(loa.authorization_id)
+                await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
+                more = adjustments.added(loa, before)
+                if more is not None:
+                    # Adjusted and reported as if the added tonnes were authorized on their own.
+                    source = f"authorization:{loa.authorization_id}:v{event.version}"
+                    await self._adjust(uow, envelope, rpb.AuthorizationRecorded(authorization=more), source)
+            case rpb.AuthorizationRevoked():
+                check_authorization(event)
+                await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
             case rpb.AccountOpened():
                 check_account(event)
                 await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], context)
@@ -341,12 +354,10 @@ class Settlement:
                 rpb.AT_FIRST_INTERNATIONAL_TRANSFER,
             )
             # Tables 2 and 5: every authorization the party gave, whether or not it was used.
-            own = [
-                _loa(row)
-                for row in await conn.fetch(
-                    "SELECT * FROM authorizations WHERE host_party = $1 ORDER BY authorization_id", party
-                )
-            ]
+            terms = await conn.fetch(
+                "SELECT * FROM authorizations WHERE host_party = $1 ORDER BY authorization_id", party
+            )
+            own = [_loa(row) for row in terms]
         ledger = {(row["vintage"], row["side"]): int(row["quantity"]) for row in rows}
         findings = aef.check(party, year, loas, history, ledger)
         this_year = [a for a in history if a.year == year]
@@ -354,7 +365,10 @@ class Settlement:
             "party": party,
             "year": year,
             "submission": {"party": party, "reported_year": year, "format": "AEF (decision 6/CMA.4)"},
-            "authorizations": [_json(loa) for loa in own],
+            "authorizations": [
+                _json(loa) | {"version": row["version"], "revoked": row["revoked"]}
+                for loa, row in zip(own, terms, strict=True)
+            ],
             "actions": [_json(a) for a in this_year],
             "holdings": [
                 {"namespace": namespace, "vintage": vintage, "quantity": quantity}

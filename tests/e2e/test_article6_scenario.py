@@ -5,7 +5,10 @@ is left of its authorization: one settles, the other is refused; Switzerland use
 toward its NDC only once the transaction log approved the retirement, and a claim the
 authorization does not cover (OIMP) is refused with its rule and the units held again; the
 parties' AEF reports for the year show First Transfer, Transfer, Acquisition and use rows
-and pass their checks."""
+and pass their checks. Then Thailand raises the authorization (a sale it could not cover
+before settles) and revokes it: a new first transfer is refused, a resale of ITMOs
+first-transferred before still settles, and table 2 shows the terms' version and the
+revocation."""
 
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ async def test_itmos_are_resold_freely_claimed_once_and_reported(running_stack: 
         await venue.grant_mandate("CH", ch, "broker-a")  # it resells
         await venue.grant_mandate("CH", ch, "broker-b")  # it buys
         await venue.grant_mandate("SG", sg, "broker-b")
-        await venue.fund(ch, "USD", PRICE * 4600)
+        await venue.grant_mandate("SG", sg, "broker-a")  # it resells, after the revocation
+        await venue.fund(ch, "USD", PRICE * 5000)
         await venue.fund(sg, "USD", PRICE * 2000)
 
         async def trade(seller: str, buyer: str, quantity: int, tag: str) -> Any:
@@ -118,3 +122,36 @@ async def test_itmos_are_resold_freely_claimed_once_and_reported(running_stack: 
         assert ch_report["consistent"], ch_report["findings"]
         _, sg_actions = await report("SG")
         assert [(a["action"], int(a["quantity"])) for a in sg_actions] == [("ITMO_ACQUISITION", 2000)]
+
+        # Thailand raises the authorization by 500 t: 700 t are left, a 300 t sale settles.
+        raised = rpb.ChangeAuthorization(
+            authorization=venue.thai_itmos(loa_id, 4500), reason="Joint Committee decision 2"
+        )
+        await venue.from_national_registry("TH", "TH", raised)
+        await on_th_chain(venue, "tonne.v1.AuthorizationChanged", loa_id)
+        more = await venue.wait_settlement((await trade(th_gov, ch, 300, "raised"))["trade_id"])
+        assert more["phase"] == "settled", more["failure"]
+        # Revoked: no new first transfer, but ITMOs first-transferred before still resell.
+        revoke = rpb.RevokeAuthorization(authorization_id=loa_id, host_party="TH", reason="project withdrawn")
+        await venue.from_national_registry("TH", "TH", revoke)
+        await on_th_chain(venue, "tonne.v1.AuthorizationRevoked", loa_id)
+        fresh = await venue.wait_settlement((await trade(th_gov, ch, 100, "revoked"))["trade_id"])
+        assert fresh["failure"] == "COMPLIANCE_REJECTED: DOUBLE_CLAIMING_AUTHORIZATION"
+        resold = await venue.wait_settlement((await trade(sg, ch, 100, "resold"))["trade_id"])
+        assert resold["phase"] == "settled", resold["failure"]
+        th_report, _ = await report("TH")
+        [loa] = [a for a in th_report["authorizations"] if a["authorization_id"] == loa_id]
+        assert (loa["quantity"], loa["version"], loa["revoked"]) == ("4500", 2, True)
+        assert th_report["consistent"], th_report["findings"]
+
+
+async def on_th_chain(venue: Venue, event_type: str, loa_id: str) -> None:
+    """Wait until compliance, the transaction log, recorded the change on Thailand's chain."""
+
+    async def seen() -> bool | None:
+        async for record in venue.pages(f"{venue.compliance}/audit/TH", venue.regulator("TH")):
+            if record["event_type"] == event_type and loa_id in str(record["payload"]):
+                return True
+        return None
+
+    await eventually(seen, f"{event_type} of {loa_id} on TH's audit chain")

@@ -113,6 +113,17 @@ def test_a_proposal_rule_fails_with_its_evidence(
     assert decision.verdict == cpb.REJECTED
 
 
+def test_a_revoked_authorization_blocks_a_use_only_where_the_use_is_its_first_transfer() -> None:
+    known = facts()
+    known.apply(rpb.AuthorizationRevoked(authorization_id="LOA-TH-1", host_party="TH", reason="withdrawn"))
+    # First-transferred when they crossed to Switzerland: still used as before.
+    assert result(screen_proposal(retirement(), known, [], Policies.load()), "USE_AUTHORIZED").passed
+    known.authorizations["LOA-TH-1"].first_transfer = rpb.AT_USE_OR_CANCELLATION
+    refused = result(screen_proposal(retirement(), known, [], Policies.load()), "USE_AUTHORIZED")
+    assert not refused.passed
+    assert "JCM-TH:1-100 authorization LOA-TH-1 was revoked before its first transfer (at use)" in refused.evidence
+
+
 def test_an_approval_names_every_rule_its_number_and_the_claiming_party_s_policy() -> None:
     japan = retirement(account="JP-BUYER", party="JP")
     decision = screen_proposal(japan, facts(), [], Policies.load())

@@ -276,6 +276,27 @@ def test_an_authorization_must_cover_the_use_screened_for() -> None:
     assert result(screen(request(), facts, oimp), "DOUBLE_CLAIMING_AUTHORIZATION").passed
 
 
+def test_a_revoked_authorization_first_transfers_nothing_more_but_its_itmos_resell() -> None:
+    facts = facts_with(block(1, 1000), quantity=1000)
+    facts.apply(rpb.AuthorizationRevoked(authorization_id="LOA-TH-1", host_party="TH", reason="withdrawn"))
+    refused = result(screen(request(quantity=1000), facts, policies()), "DOUBLE_CLAIMING_AUTHORIZATION")
+    assert not refused.passed
+    assert "authorization LOA-TH-1 was revoked, transfer would first-transfer 1000" in refused.evidence
+    # Serials 1-1000 crossed before the revocation: a resale from Switzerland spends nothing.
+    crossed = rpb.UnitsTransferred(
+        from_account_id="TH-GOV", to_account_id="CH-BUYER", from_jurisdiction="TH", to_jurisdiction="CH"
+    )
+    crossed.blocks.append(block(1, 1000))
+    facts.apply(crossed)
+    resale = facts_with(block(1, 1000), seller="CH-BUYER", quantity=1000)
+    resale.revoked, resale.usage = facts.revoked, facts.usage
+    resold = result(
+        screen(request(frm="CH-BUYER", to="JP-BUYER", quantity=1000), resale, policies()),
+        "DOUBLE_CLAIMING_AUTHORIZATION",
+    )
+    assert resold.passed, resold.evidence
+
+
 # --- policies -----------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from services.common.errors import DomainError
 from services.common.inputs import INT64_MAX
 from services.common.serials import subtract
 from services.settlement.domain import cash, dvp
-from services.settlement.domain.adjustments import owed
+from services.settlement.domain.adjustments import added, owed
 from services.settlement.domain.cash import CashAccount
 from services.settlement.domain.settlement import Phase, TradeSettlement
 from tests.unit.factories import loa
@@ -106,6 +106,15 @@ def test_each_loa_is_adjusted_at_the_event_it_names() -> None:
     [authorized] = owed(rpb.AuthorizationRecorded(authorization=authorization), "authorization:LOA-TH-1", {}, {})
     assert isinstance(authorized, spb.CorrespondingAdjustmentApplied)
     assert (authorized.quantity, authorized.vintage, list(authorized.serials)) == (4000, 2021, [])
+    # A change that authorizes 500 t more owes their adjustment at the change; one that adds none, nothing.
+    raised = rpb.RecordAuthorization()
+    raised.CopyFrom(authorization)
+    raised.quantity = 4500
+    more = added(raised, authorization)
+    assert more is not None and more.quantity == 500
+    [extra] = owed(rpb.AuthorizationRecorded(authorization=more), "authorization:LOA-TH-1:v2", {}, {})
+    assert extra.quantity == 500  # type: ignore[attr-defined]
+    assert added(authorization, authorization) is None
 
     retired = rpb.UnitsRetired(retirement_id="R1", account_id="CH-BUYER", jurisdiction="CH", quantity=100,
                                blocks=[block], purpose="toward the NDC", use=rpb.CLAIM_NDC)  # fmt: skip

@@ -520,6 +520,63 @@ class RecordAuthorization(_message.Message):
 Global___RecordAuthorization: _TypeAlias = RecordAuthorization  # noqa: Y015
 
 @_typing.final
+class ChangeAuthorization(_message.Message):
+    """The host party changes its authorization's terms, the new terms whole. A change only
+    widens what is authorized (more tonnes, more vintages, the entities it names): outcomes
+    first-transferred under the old terms stay as they are. Narrowing is a revocation.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    @_builtins.property
+    def authorization(self) -> Global___RecordAuthorization: ...
+    def __init__(
+        self,
+        *,
+        authorization: Global___RecordAuthorization | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeAuthorization: _TypeAlias = ChangeAuthorization  # noqa: Y015
+
+@_typing.final
+class RevokeAuthorization(_message.Message):
+    """The host party revokes its authorization: nothing more is issued under it or
+    first-transferred under it; outcomes already first-transferred remain ITMOs.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    HOST_PARTY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    authorization_id: _builtins.str
+    host_party: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        authorization_id: _builtins.str = ...,
+        host_party: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_id", b"authorization_id", "host_party", b"host_party", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeAuthorization: _TypeAlias = RevokeAuthorization  # noqa: Y015
+
+@_typing.final
 class ReserveUnits(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -755,6 +812,60 @@ class AuthorizationRecorded(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuthorizationRecorded: _TypeAlias = AuthorizationRecorded  # noqa: Y015
+
+@_typing.final
+class AuthorizationChanged(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    version: _builtins.int
+    """1 was the recorded terms; each change adds one"""
+    @_builtins.property
+    def authorization(self) -> Global___RecordAuthorization:
+        """the terms in force from now on"""
+
+    def __init__(
+        self,
+        *,
+        authorization: Global___RecordAuthorization | None = ...,
+        reason: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "reason", b"reason", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizationChanged: _TypeAlias = AuthorizationChanged  # noqa: Y015
+
+@_typing.final
+class AuthorizationRevoked(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
+    HOST_PARTY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    authorization_id: _builtins.str
+    host_party: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        authorization_id: _builtins.str = ...,
+        host_party: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_id", b"authorization_id", "host_party", b"host_party", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizationRevoked: _TypeAlias = AuthorizationRevoked  # noqa: Y015
 
 @_typing.final
 class UnitsReserved(_message.Message):
@@ -2870,16 +2981,22 @@ class AuthorizationSnapshot(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AUTHORIZATION_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    revoked: _builtins.bool
     @_builtins.property
     def authorization(self) -> Global___RecordAuthorization: ...
     def __init__(
         self,
         *,
         authorization: Global___RecordAuthorization | None = ...,
+        version: _builtins.int = ...,
+        revoked: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization", b"authorization", "revoked", b"revoked", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,7 +16,15 @@ from tonne.v1 import registry_pb2 as pb
 
 # Observed registry events that screening may need later (a proposal the registry gave up
 # on releases the serials its approval recorded as used).
-OBSERVED = (pb.AccountOpened, pb.AuthorizationRecorded, pb.UnitsReserved, pb.UnitsTransferred, pb.ProposalRejected)
+OBSERVED = (
+    pb.AccountOpened,
+    pb.AuthorizationRecorded,
+    pb.AuthorizationChanged,
+    pb.AuthorizationRevoked,
+    pb.UnitsReserved,
+    pb.UnitsTransferred,
+    pb.ProposalRejected,
+)
 
 
 def spent(event: pb.UnitsTransferred) -> dict[str, int]:
@@ -43,7 +51,8 @@ def needed(event: Message) -> bool:
 @dataclass
 class Facts:
     accounts: dict[str, str] = field(default_factory=dict)  # account id -> jurisdiction
-    authorizations: dict[str, pb.RecordAuthorization] = field(default_factory=dict)
+    authorizations: dict[str, pb.RecordAuthorization] = field(default_factory=dict)  # the terms in force
+    revoked: set[str] = field(default_factory=set)  # authorizations nothing more is first-transferred under
     reservations: dict[str, pb.UnitsReserved] = field(default_factory=dict)
     # How each LoA the request names has been spent and claimed (domain/authorizations.py).
     usage: dict[str, AuthorizationUsage] = field(default_factory=dict)
@@ -55,8 +64,10 @@ class Facts:
         match event:
             case pb.AccountOpened():
                 self.accounts[event.account_id] = event.jurisdiction
-            case pb.AuthorizationRecorded():
+            case pb.AuthorizationRecorded() | pb.AuthorizationChanged():
                 self.authorizations[event.authorization.authorization_id] = event.authorization
+            case pb.AuthorizationRevoked():
+                self.revoked.add(event.authorization_id)
             case pb.UnitsReserved():
                 self.reservations[event.reservation_id] = event
             case pb.UnitsTransferred():

@@ -76,7 +76,9 @@ def check_fact(event: Message) -> None:
     match event:
         case rpb.AccountOpened():
             problems += _identifier("account_id", event.account_id) + _text("jurisdiction", event.jurisdiction)
-        case rpb.AuthorizationRecorded():
+        case rpb.AuthorizationRevoked():
+            problems += _identifier("authorization_id", event.authorization_id)
+        case rpb.AuthorizationRecorded() | rpb.AuthorizationChanged():
             loa = event.authorization
             problems += _identifier("authorization_id", loa.authorization_id) + _text("host_party", loa.host_party)
             problems += _quantity("quantity", loa.quantity)

@@ -199,24 +199,37 @@ def _entry(account_id: str, trust: Trust) -> pb.TrustedEntry:
 
 
 class Authorization(Aggregate):
-    """A host party's Letter of Authorization, as recorded."""
+    """A host party's Letter of Authorization: its terms in force, how many times they
+    were set (1: as recorded), and whether the party revoked it."""
+
+    SNAPSHOT_SCHEMA = 2  # 2: the terms' version and the revocation
 
     def __init__(self, stream_id: str) -> None:
         super().__init__(stream_id)
         self.authorization: pb.RecordAuthorization | None = None
+        self.terms_version = 0
+        self.revoked = False
 
     def apply(self, event: Message) -> None:
-        if isinstance(event, pb.AuthorizationRecorded):
-            self.authorization = event.authorization
+        match event:
+            case pb.AuthorizationRecorded() | pb.AuthorizationChanged():
+                self.authorization = event.authorization
+                self.terms_version += 1
+            case pb.AuthorizationRevoked():
+                self.revoked = True
 
     def snapshot(self) -> bytes:
-        return pb.AuthorizationSnapshot(authorization=self.authorization).SerializeToString(deterministic=True)
+        message = pb.AuthorizationSnapshot(
+            authorization=self.authorization, version=self.terms_version, revoked=self.revoked
+        )
+        return message.SerializeToString(deterministic=True)
 
     @classmethod
     def restore(cls, stream_id: str, state: bytes) -> Self:
         message = pb.AuthorizationSnapshot.FromString(state)
         authorization = cls(stream_id)
         authorization.authorization = message.authorization if message.HasField("authorization") else None
+        authorization.terms_version, authorization.revoked = message.version, message.revoked
         return authorization
 
 

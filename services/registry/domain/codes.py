@@ -354,8 +354,10 @@ CODES: tuple[RejectCode, ...] = (
         "AUTHORIZATION_INVALID",
         7401,
         AUTHORIZATIONS,
-        "an authorization lacks id, host party, quantity, use or first-transfer event, or its vintages are empty",
-        "none",
+        "an authorization lacks id, host party, quantity, use or first-transfer event, or its vintages are empty; "
+        "a change narrows it or alters its party, use, first transfer or approach; a change or revocation gives "
+        "no reason",
+        "none, or the fields a change may not alter",
     ),
     RejectCode(
         "AUTHORIZATION_EXISTS",
@@ -368,15 +370,22 @@ CODES: tuple[RejectCode, ...] = (
         "AUTHORIZATION_UNKNOWN",
         7403,
         AUTHORIZATIONS,
-        "the block names an authorization the registry has not recorded",
-        "none (the reason names the id)",
+        "the block, change or revocation names an authorization the registry has not recorded",
+        "none for a block (the reason names the id); the authorization id for a change or revocation",
     ),
     RejectCode(
         "AUTHORIZATION_PARTY_MISMATCH",
         7404,
         AUTHORIZATIONS,
-        "the block's authorization is another host party's",
+        "the block's authorization is another host party's, or another party revokes it",
         "none",
+    ),
+    RejectCode(
+        "AUTHORIZATION_REVOKED",
+        7405,
+        AUTHORIZATIONS,
+        "the authorization was revoked: nothing is issued under it, and it is not changed or revoked again",
+        "the authorization id",
     ),
     # --- 75xx controls: freezes, limits, the holder's transfers, trusted accounts ---
     RejectCode(

@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 
 from services.common.errors import DomainError
 from services.registry.domain import fingerprint, manifest
-from services.registry.domain.accounts import Account, AccountRef
+from services.registry.domain.accounts import Account, AccountRef, Authorization
 from services.registry.domain.blocks import Block, Change, Holding, Move, Put, Status, Units, frozen_under
 from services.registry.domain.fingerprint import Prior
 from services.registry.domain.issuance_rules import IssuanceRules, account_type, allocate
@@ -60,6 +60,8 @@ def _identifiers(command: Message) -> list[tuple[str, str]]:
         case pb.RecordAuthorization():
             approach = [("cooperative_approach", command.cooperative_approach)]
             return [("authorization_id", command.authorization_id), *approach]
+        case pb.RevokeAuthorization():
+            return [("authorization_id", command.authorization_id)]
         case pb.RecordIssuance():
             return [
                 ("issuance_id", command.issuance_id),
@@ -224,23 +226,44 @@ class Ledger:
     def record_authorization(
         self, command: pb.RecordAuthorization, existing: pb.RecordAuthorization | None
     ) -> list[Message]:
-        if not command.authorization_id or not is_party(command.host_party):
-            raise DomainError("AUTHORIZATION_INVALID", "authorization id and host party are required")
-        check(command)
-        if command.quantity <= 0 or command.quantity > INT64_MAX or command.use == pb.AUTHORIZED_USE_UNSPECIFIED:
-            raise DomainError("AUTHORIZATION_INVALID", "quantity (within int64) and authorized use are required")
-        if command.first_transfer == pb.FIRST_TRANSFER_UNSPECIFIED:
-            raise DomainError("AUTHORIZATION_INVALID", "the first-transfer event is required")
-        if command.vintage_from > command.vintage_to:
-            raise DomainError("AUTHORIZATION_INVALID", "vintage range is empty")
-        entities = command.authorized_entities
-        if len(entities) > _ENTITIES_MAX or not all(map(text_ok, entities)) or len(set(entities)) != len(entities):
-            raise DomainError(
-                "AUTHORIZATION_INVALID", f"at most {_ENTITIES_MAX} distinct authorized entities, each printable text"
-            )
+        valid_terms(command)
         if existing is not None:
             raise DomainError("AUTHORIZATION_EXISTS", f"authorization {command.authorization_id!r} exists")
         return [pb.AuthorizationRecorded(authorization=command)]
+
+    def change_authorization(self, command: pb.ChangeAuthorization, loa: Authorization) -> list[Message]:
+        """New terms that only widen the old: more tonnes, more vintages, any entities.
+        The use and the first-transfer event stay (outcomes were counted under them)."""
+        new = command.authorization
+        valid_terms(new)
+        old = in_force(loa, new.authorization_id)
+        reason(command.reason)
+        kept = [
+            name
+            for name in ("host_party", "use", "first_transfer", "cooperative_approach")
+            if getattr(new, name) != getattr(old, name)
+        ]
+        if kept:
+            raise DomainError(
+                "AUTHORIZATION_INVALID", "a change keeps the party, use, first transfer and approach", kept
+            )
+        if new.quantity < old.quantity or new.vintage_from > old.vintage_from or new.vintage_to < old.vintage_to:
+            raise DomainError(
+                "AUTHORIZATION_INVALID", "a change only widens the quantity and vintages (narrowing is a revocation)"
+            )
+        return [pb.AuthorizationChanged(authorization=new, reason=command.reason, version=loa.terms_version + 1)]
+
+    def revoke_authorization(self, command: pb.RevokeAuthorization, loa: Authorization) -> list[Message]:
+        check(command)
+        old = in_force(loa, command.authorization_id)
+        reason(command.reason)
+        if command.host_party != old.host_party:
+            raise DomainError("AUTHORIZATION_PARTY_MISMATCH", "only the host party revokes its authorization")
+        return [
+            pb.AuthorizationRevoked(
+                authorization_id=old.authorization_id, host_party=old.host_party, reason=command.reason
+            )
+        ]
 
     def issue(
         self,
@@ -250,6 +273,7 @@ class Ledger:
         issuance_used: bool,
         overlapping: Sequence[Block],
         authorization: pb.RecordAuthorization | None,
+        authorization_revoked: bool = False,
         rules: IssuanceRules | None = None,
         roles: Mapping[str, AccountRef | None] | None = None,
         prior: Sequence[Prior] = (),
@@ -290,7 +314,7 @@ class Ledger:
                 "the block overlaps units already issued in its namespace",
                 [b.label() for b in overlapping[:EVIDENCE_LIMIT]],
             )
-        authorized(attributes, authorization)
+        authorized(attributes, authorization, authorization_revoked)
         issued = pb.UnitsIssued(issuance_id=command.issuance_id, account_id=account.account_id, block=block)
         if command.manifest_id:
             issued.block.attributes.manifest_root = manifest.issued_root(command, stored)
@@ -672,14 +696,54 @@ def valid_units(attributes: pb.UnitAttributes) -> None:
         raise DomainError("UNITS_INVALID", f"at most {_LABELS_MAX} quality labels, each an identifier")
 
 
-def authorized(attributes: pb.UnitAttributes, authorization: pb.RecordAuthorization | None) -> None:
-    """Units that name an authorization name one recorded here, of their host party."""
+def valid_terms(terms: pb.RecordAuthorization) -> None:
+    if not terms.authorization_id or not is_party(terms.host_party):
+        raise DomainError("AUTHORIZATION_INVALID", "authorization id and host party are required")
+    check(terms)
+    if terms.quantity <= 0 or terms.quantity > INT64_MAX or terms.use == pb.AUTHORIZED_USE_UNSPECIFIED:
+        raise DomainError("AUTHORIZATION_INVALID", "quantity (within int64) and authorized use are required")
+    if terms.first_transfer == pb.FIRST_TRANSFER_UNSPECIFIED:
+        raise DomainError("AUTHORIZATION_INVALID", "the first-transfer event is required")
+    if terms.vintage_from > terms.vintage_to:
+        raise DomainError("AUTHORIZATION_INVALID", "vintage range is empty")
+    entities = terms.authorized_entities
+    if len(entities) > _ENTITIES_MAX or not all(map(text_ok, entities)) or len(set(entities)) != len(entities):
+        raise DomainError(
+            "AUTHORIZATION_INVALID", f"at most {_ENTITIES_MAX} distinct authorized entities, each printable text"
+        )
+
+
+def in_force(loa: Authorization, authorization_id: str) -> pb.RecordAuthorization:
+    """The authorization's terms, if it was recorded and not revoked."""
+    if loa.authorization is None:
+        raise DomainError("AUTHORIZATION_UNKNOWN", f"no authorization {authorization_id!r}", [authorization_id])
+    if loa.revoked:
+        raise DomainError(
+            "AUTHORIZATION_REVOKED", f"authorization {authorization_id!r} was revoked", [authorization_id]
+        )
+    return loa.authorization
+
+
+def reason(text: str) -> None:
+    if not text or not text_ok(text):
+        raise DomainError("AUTHORIZATION_INVALID", "a change or revocation gives its reason (printable text)")
+
+
+def authorized(
+    attributes: pb.UnitAttributes, authorization: pb.RecordAuthorization | None, revoked: bool = False
+) -> None:
+    """Units that name an authorization name one recorded here, of their host party, and
+    not revoked (nothing more is issued under a revoked authorization)."""
     if not attributes.authorization_id:
         return
     if authorization is None:
         raise DomainError("AUTHORIZATION_UNKNOWN", f"no authorization {attributes.authorization_id!r}")
     if authorization.host_party != attributes.host_party:
         raise DomainError("AUTHORIZATION_PARTY_MISMATCH", "the authorization is another party's")
+    if revoked:
+        raise DomainError(
+            "AUTHORIZATION_REVOKED", "units are not issued under a revoked authorization", [attributes.authorization_id]
+        )
 
 
 def not_closed(account: AccountRef) -> None:
@@ -714,8 +778,10 @@ def bind(channel: str, command: Message, account: Account | None) -> None:
     match command:
         case pb.OpenAccount():
             parties = [command.jurisdiction]
-        case pb.RecordAuthorization():
+        case pb.RecordAuthorization() | pb.RevokeAuthorization():
             parties = [command.host_party]
+        case pb.ChangeAuthorization():
+            parties = [command.authorization.host_party]
         case pb.RecordIssuance():
             parties = [command.block.attributes.host_party]
         case pb.FreezeProject() | pb.UnfreezeProject():

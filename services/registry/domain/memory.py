@@ -41,8 +41,10 @@ PAGE = 100
 def stream_of(event: Message) -> str:
     """The stream the service records `event` on."""
     match event:
-        case pb.AuthorizationRecorded():
+        case pb.AuthorizationRecorded() | pb.AuthorizationChanged():
             return f"authorization-{event.authorization.authorization_id}"
+        case pb.AuthorizationRevoked():
+            return f"authorization-{event.authorization_id}"
         case pb.UnitsTransferred():
             return f"account-{event.from_account_id}"
         case pb.UnitsAllocated():
@@ -76,6 +78,9 @@ class MemoryRegistry:
         account = self.account(account_id)
         return account.ref if account else None
 
+    def _authorization(self, authorization_id: str) -> Authorization:
+        return self.authorizations.get(authorization_id) or Authorization(f"authorization-{authorization_id}")
+
     def account(self, account_id: str) -> Account | None:
         account = self.accounts.get(account_id)
         return account if account is not None and account.opened else None
@@ -101,6 +106,11 @@ class MemoryRegistry:
             case pb.RecordAuthorization():
                 existing = self.authorizations.get(command.authorization_id)
                 return self.ledger.record_authorization(command, existing.authorization if existing else None)
+            case pb.ChangeAuthorization():
+                loa_id = command.authorization.authorization_id
+                return self.ledger.change_authorization(command, self._authorization(loa_id))
+            case pb.RevokeAuthorization():
+                return self.ledger.revoke_authorization(command, self._authorization(command.authorization_id))
             case pb.RecordIssuance():
                 block, authorization_id = command.block, command.block.attributes.authorization_id
                 loa = self.authorizations.get(authorization_id)
@@ -116,6 +126,7 @@ class MemoryRegistry:
                     issuance_used=command.issuance_id in self.issuances,
                     overlapping=self.index.overlapping(block.namespace, block.start, block.end, EVIDENCE_LIMIT),
                     authorization=loa.authorization if loa else None,
+                    authorization_revoked=loa.revoked if loa else False,
                     rules=applied.rules,
                     roles={role: self._ref(account_id) for role, account_id in applied.roles.items()},
                     prior=prior,
@@ -314,8 +325,8 @@ class MemoryRegistry:
     def apply(self, event: Message) -> None:
         """Fold a recorded event: its aggregate, the projected facts and the index."""
         stream_id = stream_of(event)
-        if isinstance(event, pb.AuthorizationRecorded):
-            key = event.authorization.authorization_id
+        if stream_id.startswith("authorization-"):
+            key = stream_id.removeprefix("authorization-")
             self.authorizations.setdefault(key, Authorization(stream_id)).mutate([event])
         elif isinstance(event, pb.ProjectFrozen | pb.ProjectUnfrozen):
             self.projects.setdefault(event.project_id, Project(stream_id)).mutate([event])

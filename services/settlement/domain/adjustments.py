@@ -52,6 +52,18 @@ def serial_blocks(event: Message) -> list[rpb.SerialBlock]:
     return []
 
 
+def added(changed: rpb.RecordAuthorization, before: rpb.RecordAuthorization | None) -> rpb.RecordAuthorization | None:
+    """The tonnes a change of terms adds, as an authorization of them alone: what an
+    authorization that is itself the first transfer owes (and AEF reports) at the change."""
+    more = changed.quantity - (before.quantity if before is not None else 0)
+    if more <= 0:
+        return None
+    widened = rpb.RecordAuthorization()
+    widened.CopyFrom(changed)
+    widened.quantity = more
+    return widened
+
+
 def owed(event: Message, source: str, loas: Loas, first_transferred: Mapping[str, Sequence[Interval]]) -> list[Message]:
     """The adjustments `event` causes (`source`: the trade or operation it belongs to)."""
     match event:

@@ -75,13 +75,13 @@ def check_cover(command: spb.ReserveCash | spb.ReleaseCash) -> None:
     _refuse("COVER_INVALID", problems, "the cover")
 
 
-def check_authorization(authorization: rpb.RecordAuthorization) -> None:
+def check_authorization(authorization: rpb.RecordAuthorization | rpb.AuthorizationRevoked) -> None:
     problems = []
     if not is_identifier(authorization.authorization_id):
         problems.append("authorization_id is not an identifier")
     if not is_party(authorization.host_party):
         problems.append("host_party is not an ISO 3166 alpha-2 code")
-    if authorization.quantity > INT64_MAX:
+    if isinstance(authorization, rpb.RecordAuthorization) and authorization.quantity > INT64_MAX:
         problems.append("quantity beyond 2^63-1")
     _refuse("AUTHORIZATION_INVALID", problems, "the authorization")
 

@@ -44,7 +44,9 @@ def authorized_abroad(case: Case) -> Finding:
         return Finding([], "domestic transfer: no authorization needed")
     problems = [p for b in case.blocks for p in unauthorized(b, facts, case.use)]
     for loa_id, wanted in claims(request, facts).items():
-        if loa_id in facts.authorizations:
+        if loa_id in facts.revoked:
+            problems.append(f"authorization {loa_id} was revoked, transfer would first-transfer {wanted}")
+        elif loa_id in facts.authorizations:
             left = facts.usage_of(loa_id).left(facts.authorizations[loa_id].quantity)
             if left < wanted:
                 problems.append(f"authorization {loa_id} has {left} left, transfer would first-transfer {wanted}")
@@ -58,7 +60,8 @@ RULE = Rule(
     meaning="a transfer across a border delivers only units whose host party authorized them for the "
     "acquirer's use (NDC or OIMP) and vintage, with quantity left for the units crossing for the first time",
     evidence="per block: no authorization, another party's, a use or vintage it does not cover; per LoA: "
-    "`authorization <id> has <n> left, transfer would first-transfer <m>`; passed: "
+    "`authorization <id> has <n> left, transfer would first-transfer <m>` or `authorization <id> was revoked, "
+    "transfer would first-transfer <m>` (resales of units first-transferred before pass); passed: "
     "`authorized for transfer <from> -> <to>` or `domestic transfer: no authorization needed`",
     check=authorized_abroad,
 )
