@@ -90,6 +90,7 @@ def registry_history(n: int) -> Seeded:
     attributes = rpb.UnitAttributes(standard=rpb.JCM, host_party="TH", project_id="TH-FS-1", vintage=2024)
     block = rpb.SerialBlock(namespace="JCM-TH", start=1, end=10**12, attributes=attributes)
     run(rpb.RecordIssuance(issuance_id="I-1", account_id="TH-GOV", block=block))
+    run(cpb.ProposalScreened(proposal_id="I-1", account_id="TH-GOV", verdict=cpb.APPROVED))  # the log approves
     i = 0
     while len(rows) < n:
         i += 1

@@ -44,8 +44,9 @@ from services.common.kafka import KafkaAccess
 from services.common.runtime import Kernel
 from services.common.settings import Settings
 from services.registry.domain.blocks import Block, Holding, Units
-from services.registry.service import Registry
+from services.registry.service import COMPLIANCE, Registry
 from services.registry.sql_index import COLUMNS, row_of
+from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
 from tonne.v1.envelope_pb2 import CommandRejected
 
@@ -224,9 +225,14 @@ async def measure(pool: asyncpg.Pool, registry: Registry, size: int, ops: int) -
     async def issue(n: int) -> None:
         start = tail + (n // NAMESPACES) * 2 * UNITS_PER_BLOCK  # gaps: no merges
         block = pb.SerialBlock(namespace=namespace(n % NAMESPACES), start=start, end=start + 9, attributes=ATTRIBUTES)
-        await execute(
-            registry, pb.RecordIssuance(issuance_id=f"BENCH-I-{n}", account_id=account(n % ACCOUNTS), block=block)
-        )
+        owner = account(n % ACCOUNTS)
+        await execute(registry, pb.RecordIssuance(issuance_id=f"BENCH-I-{n}", account_id=owner, block=block))
+        # Completed once the transaction log approves: decided again, as compliance.decisions delivers it.
+        approval = cpb.ProposalScreened(proposal_id=f"BENCH-I-{n}", account_id=owner, verdict=cpb.APPROVED)
+        async with registry.unit_of_work() as uow:
+            [issued] = await registry.execute(uow, approval, Context.new("bench"), channel=COMPLIANCE)
+        if not isinstance(issued, pb.UnitsIssued):
+            raise RuntimeError(f"issuance not completed: {issued}")
 
     selector = pb.UnitSelector(standard=pb.JCM, host_party="TH", vintage=2024)
 

@@ -90,6 +90,9 @@ PROJECTIONS = (
     Projection(
         "used_serials", ("namespace", "serial_start", "serial_end", "proposal_id"), ("namespace", "serial_start")
     ),
+    Projection(
+        "issued_serials", ("namespace", "serial_start", "serial_end", "proposal_id"), ("namespace", "serial_start")
+    ),
     Projection("proposal_decisions", ("proposal_id", "account_id", "verdict", "decision"), ("proposal_id",)),
     Projection("deferred_proposals", ("proposal_id", "account_id", "proposal", "deferred_at"), ("proposal_id",)),
 )
@@ -137,6 +140,13 @@ def uses_up(proposal: rpb.ScreenProposal) -> bool:
     """A retirement, cancellation or expiry: its serials never move again. An external
     transfer's leave the venue (the registry keeps them as exported)."""
     return proposal.WhichOneof("outcome") in ("retirement", "expiry")
+
+
+def recorded_in(proposal: rpb.ScreenProposal) -> str | None:
+    """The table of serials an approval of `proposal` records its blocks in, if any."""
+    if uses_up(proposal):
+        return "used_serials"
+    return "issued_serials" if proposal.HasField("issuance") else None
 
 
 async def hold_reservation(conn: asyncpg.Connection, reservation_id: str) -> None:
@@ -224,14 +234,16 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 cpb.Verdict.Name(event.verdict),
                 event.SerializeToString(deterministic=True),
             )
-            if event.verdict == cpb.APPROVED and uses_up(event.request):
+            table = recorded_in(event.request)
+            if event.verdict == cpb.APPROVED and table is not None:
                 await conn.executemany(
-                    "INSERT INTO used_serials (namespace, serial_start, serial_end, proposal_id) "
-                    "VALUES ($1, $2, $3, $4)",
+                    f"INSERT INTO {table} (namespace, serial_start, serial_end, proposal_id) VALUES ($1, $2, $3, $4)",
                     [(b.namespace, b.start, b.end, event.proposal_id) for b in event.request.blocks],
                 )
         case rpb.ProposalRejected():
+            # What an approval recorded is released: the registry did not complete it.
             await conn.execute("DELETE FROM used_serials WHERE proposal_id = $1", event.proposal_id)
+            await conn.execute("DELETE FROM issued_serials WHERE proposal_id = $1", event.proposal_id)
         case cpb.ScreeningDecision():
             await conn.execute("DELETE FROM deferred_screens WHERE request_id = $1", event.request_id)
             await conn.execute(
@@ -262,16 +274,18 @@ async def _unclaim(conn: asyncpg.Connection, request_id: str, authorization_id: 
     )
 
 
-async def used_overlapping(conn: asyncpg.Connection, blocks: Sequence[rpb.SerialBlock]) -> list[rpb.SerialBlock]:
-    """The serials recorded as used that share one with `blocks` (at most 20 per block):
-    the predecessor of each block's start, and those starting inside it (used ranges are
-    disjoint, so nothing else can overlap)."""
+async def overlapping(
+    conn: asyncpg.Connection, blocks: Sequence[rpb.SerialBlock], table: str = "used_serials"
+) -> list[rpb.SerialBlock]:
+    """The serials recorded in `table` (used_serials, issued_serials) that share one with
+    `blocks` (at most 20 per block): the predecessor of each block's start, and those
+    starting inside it (recorded ranges are disjoint, so nothing else can overlap)."""
     rows = await conn.fetch(
         "SELECT DISTINCT u.namespace, u.serial_start, u.serial_end "
         "FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS b(namespace, s, e) CROSS JOIN LATERAL ("
-        "(SELECT namespace, serial_start, serial_end FROM used_serials WHERE namespace = b.namespace "
+        f"(SELECT namespace, serial_start, serial_end FROM {table} WHERE namespace = b.namespace "
         "AND serial_start <= b.s ORDER BY serial_start DESC LIMIT 1) UNION ALL "
-        "(SELECT namespace, serial_start, serial_end FROM used_serials WHERE namespace = b.namespace "
+        f"(SELECT namespace, serial_start, serial_end FROM {table} WHERE namespace = b.namespace "
         "AND serial_start > b.s AND serial_start <= b.e ORDER BY serial_start LIMIT 20)) u "
         "WHERE u.serial_end >= b.s ORDER BY 1, 2",
         [b.namespace for b in blocks],
@@ -457,11 +471,12 @@ class Compliance:
         self, uow: UnitOfWork, proposal: rpb.ScreenProposal, facts: Facts, context: Context
     ) -> None:
         """Screen under the locks of the proposal's namespaces (one order: no deadlock), so
-        two approvals never record one serial as used twice."""
+        two approvals never record one serial as used, or issued, twice."""
         for namespace in sorted({b.namespace for b in proposal.blocks}):
             await uow.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 2))", f"used:{namespace}")
-        used = await used_overlapping(uow.conn, proposal.blocks)
-        decision = screen_proposal(proposal, facts, used, self.policies)
+        used = await overlapping(uow.conn, proposal.blocks)
+        issued = await overlapping(uow.conn, proposal.blocks, "issued_serials") if proposal.HasField("issuance") else []
+        decision = screen_proposal(proposal, facts, used, self.policies, issued)
         sink = [(topics.COMPLIANCE_DECISIONS, proposal.account_id)]
         await uow.append(proposal_stream(proposal.proposal_id), 0, [(decision, sink)], context)
 

@@ -165,10 +165,9 @@ def inline(envelope: Envelope, event: Message) -> Call | None:
     """The event's whole projection when that is its index call alone: the unit of work
     makes it inside the append's statement (a reserve or a transfer is one round trip)."""
     if isinstance(
-        event, pb.UnitsRetired | pb.UnitsExpired | pb.ExternalTransferCompleted | pb.ExternalTransferReturned
+        event,
+        pb.UnitsIssued | pb.UnitsRetired | pb.UnitsExpired | pb.ExternalTransferCompleted | pb.ExternalTransferReturned,
     ):
-        return None
-    if isinstance(event, pb.UnitsIssued) and (event.fingerprint_key or event.manifest_id):
         return None
     if _holders_transfer(event):
         return None
@@ -182,6 +181,7 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
         await sql_index.run(conn, call)
     match event:
         case pb.UnitsIssued():
+            await conn.execute("UPDATE proposals SET state = 'completed' WHERE proposal_id = $1", event.issuance_id)
             if event.fingerprint_key:
                 await sql_index.run(conn, sql_index.fingerprinted(event))
             if event.manifest_id:

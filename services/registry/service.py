@@ -278,7 +278,10 @@ class Registry:
                 loa = await uow.load(self.authorizations, command.authorization_id)
                 return loa, self.ledger.revoke_authorization(command, loa)
             case pb.RecordIssuance():
-                return await self._issue(uow, index, command, channel)
+                # Decided now (what is wrong already is refused now), completed once the
+                # transaction log approves (decided again then: screening.propose_issuance).
+                account, _ = await self._issue(uow, index, command, channel)
+                return account, screening.propose_issuance(command, account, now, self.screening_window)
             case pb.ReserveUnits():
                 return await self._reserve(uow, index, command)
             case pb.RetireUnits() | pb.ExpireUnits():
@@ -395,8 +398,10 @@ class Registry:
         raise DomainError("COMMAND_UNSUPPORTED", f"registry does not take {type(command).__name__}")
 
     async def _issue(
-        self, uow: UnitOfWork, index: SqlIndex, command: pb.RecordIssuance, channel: str
-    ) -> tuple[Aggregate, list[Message]]:
+        self, uow: UnitOfWork, index: SqlIndex, command: pb.RecordIssuance, channel: str = "", approved: bool = False
+    ) -> tuple[Account, list[Message]]:
+        """The issuance decided; `approved`: the transaction log approved its proposal, so
+        its id is pending under that proposal rather than used by another."""
         block = command.block
         applied = self.issuance.applying(command)
         roles = {
@@ -415,6 +420,10 @@ class Registry:
             block.end if valid else 0,
             EVIDENCE_LIMIT,
         )
+        if not approved:  # an id proposed (pending, or rejected) is not proposed again
+            used = used or await uow.conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM proposals WHERE proposal_id = $1)", command.issuance_id
+            )
         prior: list[Prior] = []
         if command.HasField("fingerprint"):
             fingerprint_key = fingerprint.key(command.fingerprint)
@@ -529,11 +538,17 @@ class Registry:
     async def _screened(
         self, uow: UnitOfWork, index: SqlIndex, decision: cpb.ProposalScreened
     ) -> tuple[Aggregate, list[Message]]:
-        """The transaction log's answer: a holder's transfer reads its facts again."""
+        """The transaction log's answer: a holder's transfer reads its facts again, an
+        issuance is decided again."""
         account = await uow.load(self.accounts, decision.account_id)
         proposal = account.screening.get(decision.proposal_id)
         if proposal is None:
             return account, []  # answered already, or given up on at its time
+        if proposal.HasField("issuance") and decision.verdict == cpb.APPROVED:
+            try:
+                return await self._issue(uow, index, proposal.issuance, approved=True)
+            except DomainError as refusal:
+                return account, screening.rejected(proposal, refusal.code, refusal.reason, [])
         delivery = None
         if proposal.HasField("internal_transfer"):
             to_account_id = proposal.internal_transfer.to_account_id

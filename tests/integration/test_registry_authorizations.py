@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from services.common.runtime import Kernel
 from services.registry.service import Registry
-from tests.integration.test_registry_state import kernel, run  # noqa: F401 (fixture)
+from tests.integration.test_registry_state import issued, kernel, run  # noqa: F401 (fixture)
 from tests.unit.factories import issuance, loa, open_account
 from tonne.v1 import registry_pb2 as pb
 from tonne.v1.envelope_pb2 import CommandRejected
@@ -19,7 +19,7 @@ async def test_a_revoked_authorization_issues_nothing_more(kernel: Kernel) -> No
     raised = loa("LOA-TH-9", 6000)
     [changed] = await run(registry, pb.ChangeAuthorization(authorization=raised, reason="more tonnes"))
     assert isinstance(changed, pb.AuthorizationChanged) and changed.version == 2
-    await run(registry, issuance("I-1", "TH-GOV", 1, 100, authorization_id="LOA-TH-9"))
+    await issued(registry, issuance("I-1", "TH-GOV", 1, 100, authorization_id="LOA-TH-9"))
     revoke = pb.RevokeAuthorization(authorization_id="LOA-TH-9", host_party="TH", reason="project withdrawn")
     [revoked] = await run(registry, revoke)
     assert isinstance(revoked, pb.AuthorizationRevoked)

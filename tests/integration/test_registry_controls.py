@@ -22,8 +22,8 @@ from services.registry import sql_index
 from services.registry.domain.blocks import Holding, Move, Status
 from services.registry.domain.controls import Policy
 from services.registry.scheduler import Scheduler
-from services.registry.service import COMPLIANCE, Registry
-from tests.integration.test_registry_state import app_for, kernel, run  # noqa: F401 (fixture)
+from services.registry.service import Registry
+from tests.integration.test_registry_state import app_for, issued, kernel, run, screen  # noqa: F401 (fixture)
 from tests.unit.factories import issuance
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
@@ -67,18 +67,8 @@ async def world(kernel: Kernel, dev_issuer: DevIssuer) -> AsyncIterator[tuple[Re
             opener = callers["alice"] if party == "TH" else callers["ch"]
             opened = await opener.post("/accounts", {"account_id": account, "holder": account, "jurisdiction": party})
             assert opened.status_code == 201, opened.text
-        await run(registry, issuance("I-1", "TH-CO", 1, 5000))
+        await issued(registry, issuance("I-1", "TH-CO", 1, 5000))
         yield registry, callers
-
-
-async def screen(
-    registry: Registry, proposal_id: str, account_id: str, verdict: cpb.Verdict.ValueType = cpb.APPROVED
-) -> list[Message]:
-    """The transaction log's answer to a proposal, as it arrives on compliance.decisions."""
-    failed = [] if verdict == cpb.APPROVED else [cpb.RuleResult(code="DOUBLE_USE", evidence="JCM-TH:1-400 used")]
-    decision = cpb.ProposalScreened(proposal_id=proposal_id, account_id=account_id, verdict=verdict, results=failed)
-    async with registry.unit_of_work() as uow:
-        return await registry.execute(uow, decision, Context.new("compliance"), channel=COMPLIANCE)
 
 
 async def screened(

@@ -64,6 +64,25 @@ async def run(registry: Registry, command: Message) -> list[Message]:
         return await registry.execute(uow, command, Context.new("test"))
 
 
+async def screen(
+    registry: Registry, proposal_id: str, account_id: str, verdict: cpb.Verdict.ValueType = cpb.APPROVED
+) -> list[Message]:
+    """The transaction log's answer to a proposal, as it arrives on compliance.decisions."""
+    failed = [] if verdict == cpb.APPROVED else [cpb.RuleResult(code="DOUBLE_USE", evidence="JCM-TH:1-400 used")]
+    decision = cpb.ProposalScreened(proposal_id=proposal_id, account_id=account_id, verdict=verdict, results=failed)
+    async with registry.unit_of_work() as uow:
+        return await registry.execute(uow, decision, Context.new("compliance"), channel=COMPLIANCE)
+
+
+async def issued(registry: Registry, command: pb.RecordIssuance) -> list[Message]:
+    """An issuance proposed and approved by the transaction log: what the approval records
+    (the refusal, if it was refused when asked)."""
+    [proposal] = await run(registry, command)
+    if not isinstance(proposal, pb.ScreenProposal):
+        return [proposal]
+    return await screen(registry, proposal.proposal_id, proposal.account_id)
+
+
 def setup_commands() -> list[Message]:
     return [
         open_account("TH-GOV", "TH", pb.GOVERNMENT),
@@ -97,6 +116,8 @@ def random_command(rng: random.Random, memory: MemoryRegistry, n: int) -> Messag
         return pb.RevokeMandate(mandate_id=mandate, account_id=account)
     if rng.random() < 0.15:
         return control_command(rng, memory, n)
+    if rng.random() < 0.3 and (answered := answer(rng, memory)) is not None:
+        return answered
     if roll < 0.3:
         start = rng.randint(1, 3000)
         command = issuance(
@@ -149,6 +170,20 @@ def random_command(rng: random.Random, memory: MemoryRegistry, n: int) -> Messag
     )
 
 
+def answer(rng: random.Random, memory: MemoryRegistry) -> Message | None:
+    """The transaction log's answer to a pending proposal, or its timing out; None if
+    nothing is pending."""
+    screening = sorted((p, a.account_id) for a in memory.accounts.values() for p in a.screening)
+    if not screening:
+        return None
+    proposal_id, owner = rng.choice(screening)
+    if rng.random() < 0.1:
+        memory.now += timedelta(hours=1)
+        return pb.ExpireProposal(proposal_id=proposal_id, account_id=owner)
+    verdict = cpb.APPROVED if rng.random() < 0.8 else cpb.REJECTED
+    return cpb.ProposalScreened(proposal_id=proposal_id, account_id=owner, verdict=verdict)
+
+
 def control_command(rng: random.Random, memory: MemoryRegistry, n: int) -> Message:
     """A Union Registry control or a retirement; time passes now and then."""
     account, other = rng.choice(ACCOUNTS), rng.choice(ACCOUNTS)
@@ -159,14 +194,6 @@ def control_command(rng: random.Random, memory: MemoryRegistry, n: int) -> Messa
         if rng.random() < 0.7:
             return pb.ExecuteTransfer(transfer_id=transfer_id, account_id=owner)
         return pb.CancelTransfer(transfer_id=transfer_id, account_id=owner, reason="holder's request", by="bob")
-    screening = sorted((p, a.account_id) for a in memory.accounts.values() for p in a.screening)
-    if screening and rng.random() < 0.5:
-        proposal_id, owner = rng.choice(screening)
-        if rng.random() < 0.1:
-            memory.now += timedelta(hours=1)
-            return pb.ExpireProposal(proposal_id=proposal_id, account_id=owner)
-        verdict = cpb.APPROVED if rng.random() < 0.8 else cpb.REJECTED
-        return cpb.ProposalScreened(proposal_id=proposal_id, account_id=owner, verdict=verdict)
     pending = sorted(
         (a.account_id, t) for a in memory.accounts.values() for t, e in a.trusted.items() if e.effective_at is None
     )
@@ -297,6 +324,7 @@ async def test_serials_at_the_top_of_int64_move_and_merge(kernel: Kernel) -> Non
         memory,
         [
             issuance("I-TOP", "TH-GOV", top - 99, top),
+            cpb.ProposalScreened(proposal_id="I-TOP", account_id="TH-GOV", verdict=cpb.APPROVED),
             pb.ReserveUnits(reservation_id="R-1", account_id="TH-GOV", quantity=100),
             pb.ReleaseReservation(reservation_id="R-1", quantity=30),  # the highest: [top - 29, top]
             pb.TransferUnits(transfer_id="T-1", reservation_id="R-1", to_account_id="TH-CO", quantity=70),
@@ -309,8 +337,9 @@ async def test_serials_at_the_top_of_int64_move_and_merge(kernel: Kernel) -> Non
 
 async def test_a_failed_unit_of_work_changes_nothing(kernel: Kernel) -> None:
     registry = Registry(kernel)
-    for command in [*setup_commands(), issuance("I-1", "TH-GOV", 1, 1000, authorization_id="LOA-TH-1")]:
+    for command in setup_commands():
         await run(registry, command)
+    await issued(registry, issuance("I-1", "TH-GOV", 1, 1000, authorization_id="LOA-TH-1"))
     await run(registry, pb.ReserveUnits(reservation_id="R-1", account_id="TH-GOV", quantity=400))
     async with kernel.pool.acquire() as conn:
         before = await registry.state.hash(conn)
@@ -355,8 +384,9 @@ async def test_live_hash_equals_replay_from_zero_and_from_snapshots(kernel: Kern
 
 async def test_the_hash_sees_a_changed_projection(kernel: Kernel) -> None:
     registry = Registry(kernel)
-    for command in [*setup_commands(), issuance("I-1", "TH-GOV", 1, 1000)]:
+    for command in setup_commands():
         await run(registry, command)
+    await issued(registry, issuance("I-1", "TH-GOV", 1, 1000))
     zero = await replay(kernel.settings, Registry, "zero")
     await kernel.pool.execute("UPDATE blocks SET serial_end = 999")
     async with kernel.pool.acquire() as conn:
@@ -373,13 +403,15 @@ async def test_concurrent_issuances_into_one_namespace_serialise(fresh_database_
         for command in setup_commands():
             await run(first, command)
         for attempt in range(10):
+            # Both proposed (nothing is issued yet), then approved at once: decided again, one wins.
+            await run(first, issuance(f"A-{attempt}", "TH-GOV", attempt * 100 + 1, attempt * 100 + 60))
+            await run(second, issuance(f"B-{attempt}", "TH-CO", attempt * 100 + 40, attempt * 100 + 99))
             a, b = await asyncio.gather(
-                run(first, issuance(f"A-{attempt}", "TH-GOV", attempt * 100 + 1, attempt * 100 + 60)),
-                run(second, issuance(f"B-{attempt}", "TH-CO", attempt * 100 + 40, attempt * 100 + 99)),
+                screen(first, f"A-{attempt}", "TH-GOV"), screen(second, f"B-{attempt}", "TH-CO")
             )
             kinds = sorted(type(e[0]).__name__ for e in (a, b))
-            assert kinds == ["CommandRejected", "UnitsIssued"]
-            rejected = next(e[0] for e in (a, b) if isinstance(e[0], CommandRejected))
+            assert kinds == ["ProposalRejected", "UnitsIssued"]
+            rejected = next(e[0] for e in (a, b) if isinstance(e[0], pb.ProposalRejected))
             assert rejected.code == "DOUBLE_ISSUANCE_OVERLAP"
         overlaps = await pools[0].fetchval(
             "SELECT count(*) FROM blocks x JOIN blocks y ON x.namespace = y.namespace AND x.serial_start < "
@@ -420,7 +452,7 @@ async def test_the_api_pages_blocks_and_refuses_hostile_input(kernel: Kernel, de
         assert again.status_code == 409 and again.json()["code"] == "ACCOUNT_EXISTS"
         # Gaps between issuances keep 7 separate blocks.
         for n in range(7):
-            await run(registry, issuance(f"I-{n}", "TH-GOV", n * 10 + 1, n * 10 + 5, vintage=2023 + n % 2))
+            await issued(registry, issuance(f"I-{n}", "TH-GOV", n * 10 + 1, n * 10 + 5, vintage=2023 + n % 2))
         account = (await client.get("/accounts/TH-GOV")).json()
         assert (account["held"], account["reserved"], len(account["holdings"])) == (35, 0, 7)
         seen, after = [], None

@@ -27,7 +27,7 @@ from services.registry import sql_index
 from services.registry.domain.blocks import Holding, IndexConflict, Move, Status
 from services.registry.service import Registry
 from services.registry.sql_index import moved
-from tests.integration.test_registry_state import app_for, run, settings_for
+from tests.integration.test_registry_state import app_for, issued, run, screen, settings_for
 from tests.unit.factories import issuance, loa, open_account
 from tonne.v1 import registry_pb2 as pb
 from tonne.v1.envelope_pb2 import CommandRejected, Envelope
@@ -115,6 +115,9 @@ async def national_channels(kernel: Kernel, channels: Channels) -> None:
     )
     assert own == ["applied"] * 3
     await channels.send(th, open_account("TH-GOV", "TH", pb.GOVERNMENT), loa(), issuance("I-TH-1", "TH-GOV", 1, 500))
+    # The transaction log approves both issuances (only on its own channel: compliance.decisions).
+    await screen(registry, "I-CN-1", "CN-GOV")
+    await screen(registry, "I-TH-1", "TH-GOV")
     # The venue reserves CN units (registry.commands): a TH message must not move them.
     await run(registry, pb.ReserveUnits(reservation_id="R-CN", account_id="CN-GOV", quantity=100))
     assert await rejections(kernel) == []
@@ -166,8 +169,8 @@ async def national_channels(kernel: Kernel, channels: Channels) -> None:
 
 async def test_the_index_refuses_an_event_that_does_not_match_it(kernel: Kernel) -> None:
     registry = Registry(kernel)
-    for command in [open_account("TH-GOV", "TH", pb.GOVERNMENT), issuance("I-1", "TH-GOV", 1, 100)]:
-        await run(registry, command)
+    await run(registry, open_account("TH-GOV", "TH", pb.GOVERNMENT))
+    await issued(registry, issuance("I-1", "TH-GOV", 1, 100))
     reserved = Holding("TH-GOV", Status.RESERVED, "R-X")
     async with kernel.pool.acquire() as conn:
         with pytest.raises(IndexConflict):  # not held as the event says
@@ -225,6 +228,7 @@ async def api(kernel: Kernel, dev_issuer: DevIssuer) -> AsyncIterator[tuple[Regi
     ):
         [event] = await run(registry, command)
         assert not isinstance(event, CommandRejected), event
+    await screen(registry, "I-CN-1", "CN-GOV")
     transport = httpx.ASGITransport(app=app_for(registry))
     clients = {}
     for role, (roles, broker_id) in ROLES.items():

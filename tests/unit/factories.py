@@ -62,13 +62,13 @@ def loa(authorization_id: str = "LOA-TH-1", quantity: int = 4000) -> pb.RecordAu
 def screened(
     registry: MemoryRegistry, command: Message, verdict: cpb.Verdict.ValueType = cpb.APPROVED
 ) -> list[Message]:
-    """`command` proposed, and answered by the transaction log: its reservation, then what
-    the answer completes it with."""
-    [reserved, proposal] = registry.execute(command)
-    assert isinstance(proposal, pb.ScreenProposal)
+    """`command` proposed, and answered by the transaction log: its reservation (an
+    issuance has none), then what the answer completes it with."""
+    *reserved, proposal = registry.execute(command)
+    assert isinstance(proposal, pb.ScreenProposal), proposal
     assert registry.accounts[proposal.account_id].screening == {proposal.proposal_id: proposal}
     failed = [] if verdict == cpb.APPROVED else [cpb.RuleResult(code="DOUBLE_USE", evidence="JCM-TH:1-1 used")]
     answer = cpb.ProposalScreened(
         proposal_id=proposal.proposal_id, account_id=proposal.account_id, verdict=verdict, results=failed
     )
-    return [reserved, *registry.execute(answer)]
+    return [*reserved, *registry.execute(answer)]

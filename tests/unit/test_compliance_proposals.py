@@ -124,6 +124,32 @@ def test_a_revoked_authorization_blocks_a_use_only_where_the_use_is_its_first_tr
     assert "JCM-TH:1-100 authorization LOA-TH-1 was revoked before its first transfer (at use)" in refused.evidence
 
 
+def test_an_issuance_is_screened_against_the_serials_issued_before() -> None:
+    command = issuance("I-9", "TH-GOV", 1, 100)
+    proposal = rpb.ScreenProposal(
+        proposal_id="I-9",
+        transaction_type="01-00",
+        account_id="TH-GOV",
+        jurisdiction="TH",
+        quantity=100,
+        blocks=[command.block],
+        issuance=command,
+    )
+    fresh = screen_proposal(proposal, facts(), [], Policies.load())
+    assert fresh.verdict == cpb.APPROVED
+    assert result(fresh, "DOUBLE_ISSUANCE").evidence == "no serial issued before"
+    before = [rpb.SerialBlock(namespace="JCM-TH", start=90, end=200)]
+    again = screen_proposal(proposal, facts(), [], Policies.load(), issued=before)
+    assert again.verdict == cpb.REJECTED
+    assert result(again, "DOUBLE_ISSUANCE").evidence == "JCM-TH:90-200 issued already"
+    # A retired serial issued again is a recycled unit: DOUBLE_USE catches it.
+    recycled = screen_proposal(proposal, facts(), before, Policies.load())
+    assert not result(recycled, "DOUBLE_USE").passed
+    assert result(screen_proposal(retirement(), facts(), [], Policies.load()), "DOUBLE_ISSUANCE").evidence == (
+        "not an issuance"
+    )
+
+
 def test_an_approval_names_every_rule_its_number_and_the_claiming_party_s_policy() -> None:
     japan = retirement(account="JP-BUYER", party="JP")
     decision = screen_proposal(japan, facts(), [], Policies.load())

@@ -23,7 +23,7 @@ def registry() -> MemoryRegistry:
     registry.execute(open_account("TH-GOV", "TH", pb.GOVERNMENT))
     registry.execute(open_account("CH-BUYER", "CH"))
     registry.execute(loa())
-    registry.execute(issuance("I-1", "TH-GOV", 1, 5000, authorization_id="LOA-TH-1"))
+    screened(registry, issuance("I-1", "TH-GOV", 1, 5000, authorization_id="LOA-TH-1"))
     return registry
 
 
@@ -58,8 +58,8 @@ def test_overlapping_issuance_is_double_issuance(registry: MemoryRegistry) -> No
 
 
 def test_overlap_evidence_names_every_block_the_range_touches(registry: MemoryRegistry) -> None:
-    registry.execute(issuance("I-2", "TH-GOV", 6001, 7000))
-    registry.execute(issuance("I-3", "TH-GOV", 8001, 9000))
+    screened(registry, issuance("I-2", "TH-GOV", 6001, 7000))
+    screened(registry, issuance("I-3", "TH-GOV", 8001, 9000))
     with pytest.raises(DomainError) as caught:
         registry.decide(issuance("I-4", "TH-GOV", 5000, 8001))
     assert caught.value.evidence == ["JCM-TH:1-5000", "JCM-TH:6001-7000", "JCM-TH:8001-9000"]
@@ -194,9 +194,9 @@ def test_units_are_conserved_and_never_overlap(steps: list[tuple[str, int]]) -> 
         open_account("TH-GOV", "TH", pb.GOVERNMENT),
         open_account("CH-BUYER", "CH"),
         loa(),
-        issuance("I-1", "TH-GOV", 1, 2000, authorization_id="LOA-TH-1"),
     ):
         registry.execute(setup)
+    screened(registry, issuance("I-1", "TH-GOV", 1, 2000, authorization_id="LOA-TH-1"))
     for n, (action, quantity) in enumerate(steps):
         command: Message
         if action == "reserve":

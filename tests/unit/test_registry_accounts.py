@@ -10,7 +10,7 @@ from google.protobuf.message import Message
 from services.common.errors import DomainError
 from services.registry.domain.accounts import Account
 from services.registry.domain.memory import MemoryRegistry
-from tests.unit.factories import issuance, open_account
+from tests.unit.factories import issuance, open_account, screened
 from tonne.v1 import registry_pb2 as pb
 
 
@@ -19,7 +19,7 @@ def registry() -> MemoryRegistry:
     registry = MemoryRegistry()
     registry.execute(open_account("TH-CO", "TH"))
     registry.execute(open_account("CH-BUYER", "CH", pb.TRADING))
-    registry.execute(issuance("I-1", "TH-CO", 1, 5000))
+    screened(registry, issuance("I-1", "TH-CO", 1, 5000))
     return registry
 
 

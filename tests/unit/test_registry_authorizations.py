@@ -9,7 +9,7 @@ import pytest
 from services.common.errors import DomainError
 from services.registry.domain.ledger import bind
 from services.registry.domain.memory import MemoryRegistry
-from tests.unit.factories import issuance, loa, open_account
+from tests.unit.factories import issuance, loa, open_account, screened
 from tests.unit.test_registry_fingerprint import refused
 from tonne.v1 import registry_pb2 as pb
 
@@ -62,7 +62,7 @@ def test_a_change_never_narrows_nor_rewrites_what_was_counted(
 
 
 def test_a_revocation_stops_issuance_and_further_changes(registry: MemoryRegistry) -> None:
-    registry.execute(issuance("I-1", "TH-GOV", 1, 100, authorization_id="LOA-TH-1"))
+    screened(registry, issuance("I-1", "TH-GOV", 1, 100, authorization_id="LOA-TH-1"))
     revoke = pb.RevokeAuthorization(authorization_id="LOA-TH-1", host_party="TH", reason="project withdrawn")
     [revoked] = registry.execute(revoke)
     assert isinstance(revoked, pb.AuthorizationRevoked) and revoked.host_party == "TH"

@@ -25,7 +25,7 @@ def registry() -> MemoryRegistry:
     registry = MemoryRegistry(POLICY)
     registry.execute(open_account("TH-CO", "TH"))
     registry.execute(open_account("CH-BUYER", "CH"))
-    registry.execute(issuance("I-1", "TH-CO", 1, 5000))
+    screened(registry, issuance("I-1", "TH-CO", 1, 5000))
     return registry
 
 
@@ -77,7 +77,7 @@ def test_a_freeze_needs_a_reason(registry: MemoryRegistry) -> None:
 
 
 def test_a_frozen_project_s_units_neither_reserve_nor_transfer(registry: MemoryRegistry) -> None:
-    registry.execute(issuance("I-2", "TH-CO", 6001, 7000, project_id="TH-WIND-2"))
+    screened(registry, issuance("I-2", "TH-CO", 6001, 7000, project_id="TH-WIND-2"))
     registry.execute(reserve("R-1", 10))  # the lowest serials: TH-FSOLAR-1's
     registry.execute(pb.FreezeProject(project_id="TH-FSOLAR-1", host_party="TH", reason="review", by="reg"))
     assert refused(registry, reserve("R-2", 10)) == "PROJECT_FROZEN"

@@ -22,7 +22,7 @@ def registry() -> MemoryRegistry:
     registry = MemoryRegistry()
     registry.execute(open_account("TH-CO", "TH"))
     registry.execute(open_account("TH-OTHER", "TH"))
-    registry.execute(issuance("I-1", "TH-CO", 1, 1000))
+    screened(registry, issuance("I-1", "TH-CO", 1, 1000))
     return registry
 
 

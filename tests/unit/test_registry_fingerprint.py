@@ -10,7 +10,7 @@ from google.protobuf.message import Message
 from services.common.errors import DomainError
 from services.registry.domain.fingerprint import key
 from services.registry.domain.memory import MemoryRegistry
-from tests.unit.factories import issuance, open_account
+from tests.unit.factories import issuance, open_account, screened
 from tonne.v1 import registry_pb2 as pb
 
 JANUARY = ("2024-01-01", "2024-01-31")
@@ -45,15 +45,15 @@ def refused(registry: MemoryRegistry, command: Message) -> DomainError:
 
 
 def test_a_project_period_issued_as_vcu_is_not_issued_again_as_ccer(registry: MemoryRegistry) -> None:
-    [first] = registry.execute(issued("VCU-1", 1, pb.VCU, ("2024-01-01", "2024-06-30")))
+    [first] = screened(registry, issued("VCU-1", 1, pb.VCU, ("2024-01-01", "2024-06-30")))
     assert isinstance(first, pb.UnitsIssued) and first.fingerprint_key == key(PLANT)
     again = refused(registry, issued("CCER-1", 1, pb.CCER, ("2024-06-30", "2024-12-31")))  # one shared day
     assert again.code == "DOUBLE_ISSUANCE_PROJECT_PERIOD"
     assert again.evidence == ["VCU-1 (VCU, 2024-01-01..2024-06-30)"]
     # The next period is new reductions, and another plant is another project.
-    registry.execute(issued("CCER-2", 1, pb.CCER, ("2024-07-01", "2024-12-31")))
+    screened(registry, issued("CCER-2", 1, pb.CCER, ("2024-07-01", "2024-12-31")))
     other = pb.ProjectFingerprint(host_party="CN", location="CN-GD-Shenzhen", capacity_kw=60_000, operator="Sunrise")
-    registry.execute(issued("VCU-2", 101, pb.VCU, ("2024-01-01", "2024-06-30"), other))
+    screened(registry, issued("VCU-2", 101, pb.VCU, ("2024-01-01", "2024-06-30"), other))
 
 
 def test_spelling_does_not_make_a_new_project() -> None:

@@ -18,7 +18,7 @@ from services.registry.domain.issuance_rules import IssuancePolicies, IssuanceRu
 from services.registry.domain.memory import MemoryRegistry
 from services.registry.policies import HERE, SCHEMA, issuance_policies, schema
 from services.registry.service import destinations
-from tests.unit.factories import issuance, open_account
+from tests.unit.factories import issuance, open_account, screened
 from tonne.v1 import registry_pb2 as pb
 
 SHIPPED = issuance_policies()
@@ -55,7 +55,7 @@ def refused(registry: MemoryRegistry, command: Message) -> str:
 
 
 def test_a6_4_units_pass_the_pending_account_and_pay_both_levies_rounded_up(registry: MemoryRegistry) -> None:
-    issued, allocated = registry.execute(a6_4("I-1", 1, 1001))
+    issued, allocated = screened(registry, a6_4("I-1", 1, 1001))
     assert isinstance(issued, pb.UnitsIssued) and issued.account_id == "UN-A64-PENDING"
     assert isinstance(allocated, pb.UnitsAllocated) and allocated.policy == "a6.4-issuance@2026-01"
     pieces = [(a.role, a.account_id, a.block.start, a.block.end, a.cancelled) for a in allocated.allocations]
@@ -87,11 +87,11 @@ def test_a6_4_refuses_what_its_accounts_cannot_take(registry: MemoryRegistry) ->
 def test_jcm_splits_with_thailand_s_government_when_the_issuance_names_it(registry: MemoryRegistry) -> None:
     jcm = issuance("I-1", "TH-PP", 1, 10_001)
     jcm.accounts["host_government"] = "TH-GOV"
-    _, allocated = registry.execute(jcm)
+    _, allocated = screened(registry, jcm)
     assert isinstance(allocated, pb.UnitsAllocated) and allocated.policy == "jcm-th-allocation@2026-02"
     assert (units(registry, "TH-GOV"), units(registry, "TH-PP")) == (5000, 5001)  # rounded down
     # Not named: the Joint Committee allocated otherwise; the whole block to the issuance's account.
-    [alone] = registry.execute(issuance("I-2", "TH-PP", 20_001, 21_000))
+    [alone] = screened(registry, issuance("I-2", "TH-PP", 20_001, 21_000))
     assert isinstance(alone, pb.UnitsIssued)
     named_wrong = issuance("I-3", "TH-PP", 30_001, 31_000)
     named_wrong.accounts["host_government"] = "JP-PP"
@@ -102,7 +102,7 @@ def test_a_jcm_issuance_lands_with_thailand_and_half_goes_to_japan_s_side(regist
     """DOMAIN.md scenario 1: the Joint Committee's 10,000 t, half to Thailand's government."""
     jcm = issuance("JC-TH-2024", "JP-PP", 1, 10_000)
     jcm.accounts["host_government"] = "TH-GOV"
-    issued, allocated = registry.execute(jcm)
+    issued, allocated = screened(registry, jcm)
     assert isinstance(issued, pb.UnitsIssued) and issued.account_id == "TH-GOV"
     assert isinstance(allocated, pb.UnitsAllocated)
     assert [(a.role, a.account_id, a.jurisdiction, a.block.start, a.block.end) for a in allocated.allocations] == [

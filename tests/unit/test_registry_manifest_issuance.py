@@ -10,7 +10,7 @@ from services.common.errors import DomainError
 from services.registry.domain.manifest import Manifest, Record, Stored
 from services.registry.domain.memory import MemoryRegistry
 from services.registry.manifests import build, parse
-from tests.unit.factories import issuance, open_account
+from tests.unit.factories import issuance, open_account, screened
 from tests.unit.test_registry_fingerprint import refused
 from tonne.v1 import registry_pb2 as pb
 
@@ -42,7 +42,7 @@ def phcer(issuance_id: str, start: int, tonnes: int = 8, manifest_id: str = "SZ-
 
 
 def test_the_block_carries_its_manifest_s_root_and_the_manifest_issues_once(registry: MemoryRegistry) -> None:
-    [issued] = registry.execute(phcer("PH-1", 1))
+    [issued] = screened(registry, phcer("PH-1", 1))
     assert isinstance(issued, pb.UnitsIssued)
     assert (issued.manifest_id, issued.block.attributes.manifest_root) == ("SZ-METRO-2025", ROOT)
     again = refused(registry, phcer("PH-2", 101))
@@ -67,7 +67,7 @@ def test_the_block_is_what_its_manifest_issues(registry: MemoryRegistry) -> None
     claimed.block.attributes.manifest_root = ROOT
     assert refused(registry, claimed).code == "MANIFEST_UNKNOWN"
     # Nothing was issued by the refusals.
-    assert registry.execute(phcer("PH-1", 1))
+    assert screened(registry, phcer("PH-1", 1))
 
 
 def test_an_upload_is_refused_at_its_first_bad_line() -> None:

@@ -1204,13 +1204,14 @@ class ScreenProposal(_message.Message):
     EXTERNAL_TRANSFER_FIELD_NUMBER: _builtins.int
     INTERNAL_TRANSFER_FIELD_NUMBER: _builtins.int
     SCHEDULED_TRANSFER_FIELD_NUMBER: _builtins.int
+    ISSUANCE_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     proposal_id: _builtins.str
     """the operation's own id (a retirement's, an expiry's, a transfer's)"""
     transaction_type: _builtins.str
-    """05-00 retirement, 04-0x cancellation, 20-00 expiry, 03-00 external"""
+    """01-00 issuance, 05-00 retirement, 04-0x cancellation, 20-00 expiry,"""
     account_id: _builtins.str
-    """transfer, 10-00 internal transfer (a holder's)"""
+    """03-00 external transfer, 10-00 internal transfer (a holder's)"""
     jurisdiction: _builtins.str
     """the account's party"""
     quantity: _builtins.int
@@ -1237,6 +1238,10 @@ class ScreenProposal(_message.Message):
         """a holder's transfer outside its trusted list"""
 
     @_builtins.property
+    def issuance(self) -> Global___RecordIssuance:
+        """decided again once approved: the index may have moved meanwhile"""
+
+    @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
@@ -1252,13 +1257,14 @@ class ScreenProposal(_message.Message):
         external_transfer: Global___ExternalTransferProposed | None = ...,
         internal_transfer: Global___UnitsTransferred | None = ...,
         scheduled_transfer: Global___TransferScheduled | None = ...,
+        issuance: Global___RecordIssuance | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "expiry", b"expiry", "external_transfer", b"external_transfer", "internal_transfer", b"internal_transfer", "outcome", b"outcome", "retirement", b"retirement", "scheduled_transfer", b"scheduled_transfer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "expiry", b"expiry", "external_transfer", b"external_transfer", "internal_transfer", b"internal_transfer", "issuance", b"issuance", "outcome", b"outcome", "retirement", b"retirement", "scheduled_transfer", b"scheduled_transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "blocks", b"blocks", "expires_at", b"expires_at", "expiry", b"expiry", "external_transfer", b"external_transfer", "internal_transfer", b"internal_transfer", "jurisdiction", b"jurisdiction", "outcome", b"outcome", "proposal_id", b"proposal_id", "quantity", b"quantity", "retirement", b"retirement", "scheduled_transfer", b"scheduled_transfer", "transaction_type", b"transaction_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "blocks", b"blocks", "expires_at", b"expires_at", "expiry", b"expiry", "external_transfer", b"external_transfer", "internal_transfer", b"internal_transfer", "issuance", b"issuance", "jurisdiction", b"jurisdiction", "outcome", b"outcome", "proposal_id", b"proposal_id", "quantity", b"quantity", "retirement", b"retirement", "scheduled_transfer", b"scheduled_transfer", "transaction_type", b"transaction_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["retirement", "expiry", "external_transfer", "internal_transfer", "scheduled_transfer"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["retirement", "expiry", "external_transfer", "internal_transfer", "scheduled_transfer", "issuance"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 

@@ -78,11 +78,16 @@ def proposal_policy(proposal: rpb.ScreenProposal, policies: Policies | Policy) -
 
 
 def screen_proposal(
-    proposal: rpb.ScreenProposal, facts: Facts, used: Sequence[rpb.SerialBlock], policies: Policies | Policy
+    proposal: rpb.ScreenProposal,
+    facts: Facts,
+    used: Sequence[rpb.SerialBlock],
+    policies: Policies | Policy,
+    issued: Sequence[rpb.SerialBlock] = (),
 ) -> cpb.ProposalScreened:
-    """`used`: the serials compliance recorded as used up that share one with the proposal."""
+    """`used`: the serials compliance recorded as used up that share one with the
+    proposal; `issued`: for an issuance, those it recorded as issued."""
     policy = proposal_policy(proposal, policies)
-    case = ProposalCase(proposal, facts, used, policy)
+    case = ProposalCase(proposal, facts, used, policy, issued)
     results = [rule.run(case) for rule in PROPOSAL_RULES]
     return cpb.ProposalScreened(
         proposal_id=proposal.proposal_id,

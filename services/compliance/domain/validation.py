@@ -122,7 +122,7 @@ def proposal_problems(proposal: rpb.ScreenProposal) -> list[str]:
         if block.attributes.authorization_id:
             problems += _identifier(f"blocks[{n}].authorization_id", block.attributes.authorization_id)
     if proposal.WhichOneof("outcome") is None:
-        problems.append("a proposal carries its outcome (a retirement, an expiry or an external transfer)")
+        problems.append("a proposal carries its outcome (an issuance, a retirement, an expiry or a transfer)")
     return problems[:20]
 
 

@@ -108,10 +108,12 @@ class Account(Aggregate):
             case pb.UnitsExpired():
                 del self.reservations[event.expiry_id]
                 self.screening.pop(event.expiry_id, None)
+            case pb.UnitsIssued():
+                self.screening.pop(event.issuance_id, None)
             case pb.ScreenProposal():
                 self.screening[event.proposal_id] = event
             case pb.ProposalRejected():
-                del self.screening[event.proposal_id]  # its units: the ReservationReleased beside it
+                del self.screening[event.proposal_id]  # its units: the ReservationReleased beside it, if any
             case pb.MandateGranted():
                 self.mandates[event.mandate_id] = event.broker_id
             case pb.MandateRevoked():

@@ -67,6 +67,7 @@ class MemoryRegistry:
         self.accounts: dict[str, Account] = {}
         self.authorizations: dict[str, Authorization] = {}
         self.issuances: set[str] = set()
+        self.proposed: set[str] = set()  # ids of every proposal recorded, answered or not
         self.transfers: set[str] = set()
         self.inbound: set[tuple[str, str]] = set()  # (sending registry, transfer id)
         self.fingerprints: dict[bytes, list[Prior]] = {}  # fingerprint key -> its issuances
@@ -77,6 +78,29 @@ class MemoryRegistry:
     def _ref(self, account_id: str) -> AccountRef | None:
         account = self.account(account_id)
         return account.ref if account else None
+
+    def _issue(self, command: pb.RecordIssuance, approved: bool = False) -> list[Message]:
+        block, authorization_id = command.block, command.block.attributes.authorization_id
+        loa = self.authorizations.get(authorization_id)
+        applied = self.issuance.applying(command)
+        prior = []
+        if command.HasField("fingerprint"):
+            period = fingerprint.period_of(command.period)
+            same = self.fingerprints.get(fingerprint.key(command.fingerprint), [])
+            prior = [p for p in same if p.period.overlaps(period)]
+        used = command.issuance_id in self.issuances or (not approved and command.issuance_id in self.proposed)
+        return self.ledger.issue(
+            command,
+            self.account(applied.landing),
+            issuance_used=used,
+            overlapping=self.index.overlapping(block.namespace, block.start, block.end, EVIDENCE_LIMIT),
+            authorization=loa.authorization if loa else None,
+            authorization_revoked=loa.revoked if loa else False,
+            rules=applied.rules,
+            roles={role: self._ref(account_id) for role, account_id in applied.roles.items()},
+            prior=prior,
+            stored=self.manifests.get(command.manifest_id),
+        )
 
     def _authorization(self, authorization_id: str) -> Authorization:
         return self.authorizations.get(authorization_id) or Authorization(f"authorization-{authorization_id}")
@@ -112,26 +136,10 @@ class MemoryRegistry:
             case pb.RevokeAuthorization():
                 return self.ledger.revoke_authorization(command, self._authorization(command.authorization_id))
             case pb.RecordIssuance():
-                block, authorization_id = command.block, command.block.attributes.authorization_id
-                loa = self.authorizations.get(authorization_id)
-                applied = self.issuance.applying(command)
-                prior = []
-                if command.HasField("fingerprint"):
-                    period = fingerprint.period_of(command.period)
-                    same = self.fingerprints.get(fingerprint.key(command.fingerprint), [])
-                    prior = [p for p in same if p.period.overlaps(period)]
-                return self.ledger.issue(
-                    command,
-                    self.account(applied.landing),
-                    issuance_used=command.issuance_id in self.issuances,
-                    overlapping=self.index.overlapping(block.namespace, block.start, block.end, EVIDENCE_LIMIT),
-                    authorization=loa.authorization if loa else None,
-                    authorization_revoked=loa.revoked if loa else False,
-                    rules=applied.rules,
-                    roles={role: self._ref(account_id) for role, account_id in applied.roles.items()},
-                    prior=prior,
-                    stored=self.manifests.get(command.manifest_id),
-                )
+                landing = self.account(self.issuance.applying(command).landing)
+                self._issue(command)
+                assert landing is not None  # issue refuses an issuance into no account
+                return screening.propose_issuance(command, landing, self.now, screening.WINDOW)
             case pb.ReserveUnits():
                 available = self.index.available(command.account_id, command.selector)
                 if available >= command.quantity:
@@ -159,6 +167,11 @@ class MemoryRegistry:
                 proposal = account.screening.get(command.proposal_id) if account else None
                 if proposal is None:
                     return []
+                if proposal.HasField("issuance") and command.verdict == cpb.APPROVED:
+                    try:
+                        return self._issue(proposal.issuance, approved=True)
+                    except DomainError as refusal:
+                        return screening.rejected(proposal, refusal.code, refusal.reason, [])
                 delivery = None
                 if proposal.HasField("internal_transfer"):
                     target = self.account(proposal.internal_transfer.to_account_id)
@@ -343,6 +356,8 @@ class MemoryRegistry:
                 if event.manifest_id:
                     issued = replace(self.manifests[event.manifest_id], issued_by=event.issuance_id)
                     self.manifests[event.manifest_id] = issued
+            case pb.ScreenProposal():
+                self.proposed.add(event.proposal_id)
             case pb.UnitsReserved():
                 self.reservations[event.reservation_id] = event.account_id
             case pb.UnitsTransferred():

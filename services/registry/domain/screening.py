@@ -30,6 +30,7 @@ CANCELLATIONS = {
     pb.CANCELLATION_OMGE: "04-03",
 }
 EXPIRY = "20-00"
+ISSUANCE = "01-00"
 EXTERNAL_TRANSFER = "03-00"
 INTERNAL_TRANSFER = "10-00"
 # How long a proposal waits for the answer by default (TONNE_SCREENING_WINDOW_SECONDS).
@@ -70,6 +71,24 @@ def propose(decided: list[Message], party: str, now: datetime, window: timedelta
             raise TypeError(f"{outcome.DESCRIPTOR.name} is not screened as a proposal")
     proposal.expires_at.FromDatetime(now + window)
     return [reserved, proposal]
+
+
+def propose_issuance(command: pb.RecordIssuance, account: Account, now: datetime, window: timedelta) -> list[Message]:
+    """A decided issuance into `account` (the rules' landing account) as a proposal: it
+    carries the command, decided again once approved (another issuance may have taken
+    its serials meanwhile); nothing is reserved, nothing is issued yet."""
+    block = command.block
+    proposal = pb.ScreenProposal(
+        proposal_id=command.issuance_id,
+        transaction_type=ISSUANCE,
+        account_id=account.account_id,
+        jurisdiction=account.jurisdiction,
+        quantity=block.end - block.start + 1,
+        blocks=[block],
+        issuance=command,
+    )
+    proposal.expires_at.FromDatetime(now + window)
+    return [proposal]
 
 
 def outcome(proposal: pb.ScreenProposal) -> Message:
@@ -140,19 +159,21 @@ def expire(account: Account | None, proposal_id: str, now: datetime) -> list[Mes
 
 
 def rejected(proposal: pb.ScreenProposal, code: str, reason: str, rules: list[str]) -> list[Message]:
-    return [
-        pb.ProposalRejected(
-            proposal_id=proposal.proposal_id,
-            account_id=proposal.account_id,
-            jurisdiction=proposal.jurisdiction,
-            code=code,
-            reason=reason,
-            rules=rules,
-        ),
-        pb.ReservationReleased(
-            reservation_id=proposal.proposal_id,
-            account_id=proposal.account_id,
-            quantity=proposal.quantity,
-            blocks=proposal.blocks,
-        ),
-    ]
+    """The refusal, and the proposal's units held again (an issuance held none)."""
+    refused = pb.ProposalRejected(
+        proposal_id=proposal.proposal_id,
+        account_id=proposal.account_id,
+        jurisdiction=proposal.jurisdiction,
+        code=code,
+        reason=reason,
+        rules=rules,
+    )
+    if proposal.HasField("issuance"):
+        return [refused]
+    released = pb.ReservationReleased(
+        reservation_id=proposal.proposal_id,
+        account_id=proposal.account_id,
+        quantity=proposal.quantity,
+        blocks=proposal.blocks,
+    )
+    return [refused, released]

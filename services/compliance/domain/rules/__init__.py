@@ -14,6 +14,7 @@ from __future__ import annotations
 from services.compliance.domain.rules import (
     accounts_known,
     double_claiming,
+    double_issuance,
     double_use,
     holdings_reserved,
     proposal_account,
@@ -36,6 +37,7 @@ RULES: tuple[Rule[Case], ...] = (
 # The rules a registry operation's proposal runs (retirement, cancellation, expiry).
 PROPOSAL_RULES: tuple[Rule[ProposalCase], ...] = (
     proposal_account.RULE,
+    double_issuance.RULE,
     double_use.RULE,
     use_authorized.RULE,
 )

@@ -1,5 +1,5 @@
-"""DOUBLE_USE: no serial is used up twice, nor moves once used. The blocks a retirement,
-cancellation, expiry or external transfer names are well formed and disjoint, and none
+"""DOUBLE_USE: no serial is used up twice, nor moves or is issued again once used. The
+blocks a registry operation names are well formed and disjoint, and none
 shares a serial with one compliance recorded as used already (its own record of every
 approved use, independent of the registry's index): a retired ITMO is used at most once."""
 
@@ -28,7 +28,7 @@ RULE = Rule(
     code="DOUBLE_USE",
     numeric=8302,
     family=HOLDINGS,
-    meaning="the serials a retirement, cancellation, expiry or external transfer names are well formed, disjoint, "
+    meaning="the serials a registry operation names are well formed, disjoint, "
     "add up to its quantity, and none was used (retired, cancelled, expired) before",
     evidence="`<namespace>:<start>-<end> is empty`, `... overlaps <start>-<end>`, `the blocks do not add up to <n>`, "
     "or up to 20 `<namespace>:<start>-<end> used already`; passed: `<n> blocks, none used before`",

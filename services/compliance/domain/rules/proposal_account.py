@@ -1,4 +1,4 @@
-"""PROPOSAL_ACCOUNT: the account a registry operation uses units from is one compliance has
+"""PROPOSAL_ACCOUNT: the account a registry operation issues into or uses units from is one compliance has
 seen opened, in the party the proposal names (the registry and its log agree on whose
 units they are)."""
 
@@ -21,7 +21,7 @@ RULE = Rule(
     code="PROPOSAL_ACCOUNT",
     numeric=8102,
     family=ACCOUNTS,
-    meaning="the account a retirement, cancellation, expiry or external transfer takes units from was opened, "
+    meaning="the account a registry operation issues units into or takes them from was opened, "
     "in the party the proposal names",
     evidence="`unknown account <id>` or `account <id> is <JUR>'s, the proposal says <JUR>`; passed: `account of <JUR>`",
     check=proposal_account,

@@ -62,6 +62,7 @@ class ProposalCase:
     facts: Facts
     used: Sequence[rpb.SerialBlock]
     policy: Policy
+    issued: Sequence[rpb.SerialBlock] = ()  # for an issuance: serials issued before that share one with it
 
     @property
     def retirement(self) -> rpb.UnitsRetired | None:
