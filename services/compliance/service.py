@@ -386,10 +386,10 @@ class Compliance:
         elif isinstance(event, cpb.ScreenTransfer):
             await self.answer(uow, event, context)
             await self.expire(uow, context)
-        elif isinstance(event, mpb.TradeExecuted) and is_identifier(event.instrument_id):
+        elif isinstance(event, mpb.TradeExecuted | mpb.OrderCancelled) and is_identifier(event.instrument_id):
             watch = await uow.load(self.watches, event.instrument_id)
             at = envelope.occurred_at.seconds * 1_000_000 + envelope.occurred_at.nanos // 1000
-            found = watch.watch(event, at)
+            found = watch.watch(event, at) if isinstance(event, mpb.TradeExecuted) else watch.cancelled(event, at)
             # Alerts go out on compliance.decisions, which compliance audits: both parties' chains.
             await uow.record(watch, [(e, _alerted(e)) for e in found], context)
         await self._audit(uow, topic, envelope, event)

@@ -561,3 +561,33 @@ async def test_a_round_trip_between_two_accounts_alerts_both_parties_regulators(
         assert [i["payload"]["alert_id"] for i in page["items"] if i["event_type"].endswith("SurveillanceAlert")] == [
             "ROUND_TRIP:TR-2"
         ], party
+
+
+async def test_large_orders_cancelled_after_trading_the_other_way_alert_layering(stack: Stack) -> None:
+    await observe_scenario(stack)
+    bought = mpb.TradeExecuted(
+        trade_id="TR-L1",
+        instrument_id="JCM-TH-2024-NDC",
+        price=1500,
+        quantity=10,
+        buyer_account_id="CH-BUYER",
+        seller_account_id="TH-GOV",
+    )
+    await stack.deliver(topics.MATCHING_EVENTS, bought)
+    spoof = mpb.OrderCancelled(
+        order_id="O-SPOOF",
+        instrument_id="JCM-TH-2024-NDC",
+        remaining_quantity=20_000,
+        account_id="CH-BUYER",
+        side=mpb.SELL,
+        reason=mpb.CANCEL_REASON_BROKER,
+    )
+    await stack.deliver(topics.MATCHING_EVENTS, spoof)
+    rows = await stack.pool.fetch("SELECT value FROM outbox WHERE topic = $1 ORDER BY id", topics.COMPLIANCE_DECISIONS)
+    alerts = [p for p in (unwrap(r["value"])[1] for r in rows) if isinstance(p, cpb.SurveillanceAlert)]
+    assert [(a.alert_id, list(a.trade_ids), list(a.order_ids)) for a in alerts] == [
+        ("LAYERING:O-SPOOF", ["TR-L1"], ["O-SPOOF"])
+    ]
+    await stack.deliver(topics.COMPLIANCE_DECISIONS, alerts[0])
+    page = (await stack.http.get("/audit/CH?limit=1000")).json()
+    assert "LAYERING:O-SPOOF" in [i["payload"].get("alert_id") for i in page["items"]]

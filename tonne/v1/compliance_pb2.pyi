@@ -453,19 +453,25 @@ class SurveillanceAlert(_message.Message):
     BUYER_BROKER_ID_FIELD_NUMBER: _builtins.int
     SELLER_BROKER_ID_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    ORDER_IDS_FIELD_NUMBER: _builtins.int
     alert_id: _builtins.str
     """"<kind>:<trade id>" """
     kind: _builtins.str
-    """SELF_TRADE, ROUND_TRIP, SAME_BROKER_CROSS"""
+    """SELF_TRADE, ROUND_TRIP, CIRCULAR_TRADE, SAME_BROKER_CROSS, LAYERING"""
     instrument_id: _builtins.str
     buyer_account_id: _builtins.str
+    """a circle's); for layering, the trades on the other side"""
     seller_account_id: _builtins.str
     buyer_broker_id: _builtins.str
     seller_broker_id: _builtins.str
     detail: _builtins.str
     @_builtins.property
     def trade_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """the trade, and for a round trip the one it reverses"""
+        """the trade, and the earlier ones the pattern takes (a round trip's,"""
+
+    @_builtins.property
+    def order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """layering: the large orders cancelled unfilled"""
 
     def __init__(
         self,
@@ -479,10 +485,11 @@ class SurveillanceAlert(_message.Message):
         buyer_broker_id: _builtins.str = ...,
         seller_broker_id: _builtins.str = ...,
         detail: _builtins.str = ...,
+        order_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "buyer_account_id", b"buyer_account_id", "buyer_broker_id", b"buyer_broker_id", "detail", b"detail", "instrument_id", b"instrument_id", "kind", b"kind", "seller_account_id", b"seller_account_id", "seller_broker_id", b"seller_broker_id", "trade_ids", b"trade_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "buyer_account_id", b"buyer_account_id", "buyer_broker_id", b"buyer_broker_id", "detail", b"detail", "instrument_id", b"instrument_id", "kind", b"kind", "order_ids", b"order_ids", "seller_account_id", b"seller_account_id", "seller_broker_id", b"seller_broker_id", "trade_ids", b"trade_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -520,22 +527,63 @@ class TradeWatched(_message.Message):
 Global___TradeWatched: _TypeAlias = TradeWatched  # noqa: Y015
 
 @_typing.final
+class CancelWatched(_message.Message):
+    """A large order its broker cancelled unfilled: what layering is made of."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SELL_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    AT_MICROS_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    account_id: _builtins.str
+    sell: _builtins.bool
+    """the cancelled order's side"""
+    quantity: _builtins.int
+    """what was still unfilled"""
+    at_micros: _builtins.int
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        sell: _builtins.bool = ...,
+        quantity: _builtins.int = ...,
+        at_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "at_micros", b"at_micros", "order_id", b"order_id", "quantity", b"quantity", "sell", b"sell"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelWatched: _TypeAlias = CancelWatched  # noqa: Y015
+
+@_typing.final
 class WatchSnapshot(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RECENT_FIELD_NUMBER: _builtins.int
+    CANCELS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def recent(self) -> _containers.RepeatedCompositeFieldContainer[Global___TradeWatched]:
+        """oldest first"""
+
+    @_builtins.property
+    def cancels(self) -> _containers.RepeatedCompositeFieldContainer[Global___CancelWatched]:
         """oldest first"""
 
     def __init__(
         self,
         *,
         recent: _abc.Iterable[Global___TradeWatched] | None = ...,
+        cancels: _abc.Iterable[Global___CancelWatched] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["recent", b"recent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancels", b"cancels", "recent", b"recent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
