@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 from services.common.eventstore import Call
 from services.common.statehash import Projection
 from services.registry import sql_index
+from services.registry.domain import reconciliation
 from services.registry.domain.blocks import Move, Put
 from services.registry.domain.ledger import changes
 from tonne.v1 import registry_pb2 as pb
@@ -19,6 +20,17 @@ from tonne.v1.envelope_pb2 import Envelope
 # Instants as integer microseconds: the hash has no canonical form for timestamps.
 _MICROS = "(extract(epoch FROM {0}) * 1000000)::bigint"
 
+DIGEST_COLUMNS = (
+    "digest_id",
+    "jurisdiction",
+    "account_id",
+    "status",
+    "standard",
+    "host_party",
+    "vintage",
+    "authorization_id",
+    "quantity",
+)
 PROJECTIONS = (
     Projection(
         "accounts",
@@ -54,6 +66,7 @@ PROJECTIONS = (
         ("issuance_id",),
     ),
     Projection("manifest_issuances", ("manifest_id", "issuance_id"), ("manifest_id",)),
+    Projection("digest_rows", DIGEST_COLUMNS, DIGEST_COLUMNS[:-1]),
     Projection("projects", ("project_id", "host_party", "frozen", "reason"), ("project_id",)),
     Projection(
         "proposals",
@@ -226,6 +239,20 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 event.transfer_id,
                 event.code,
                 event.reason,
+            )
+        case pb.HoldingsDigestIssued():
+            if event.part <= 1:  # a new digest of the party: the last one's rows are done with
+                await conn.execute(
+                    "DELETE FROM digest_rows WHERE jurisdiction = $1 AND digest_id <> $2",
+                    event.jurisdiction,
+                    event.digest_id,
+                )
+            await conn.copy_records_to_table(
+                "digest_rows",
+                columns=DIGEST_COLUMNS,
+                records=[
+                    (event.digest_id, event.jurisdiction, *reconciliation.key(r), r.quantity) for r in event.rows
+                ],
             )
         case pb.AccountOpened():
             await conn.execute(

@@ -56,7 +56,7 @@ from services.registry.domain.ledger import (
     is_party,
     picking,
 )
-from services.registry.domain.reconciliation import Kind, Reconciliation, disputed
+from services.registry.domain.reconciliation import ROWS_MAX, Kind, Reconciliation, disputed
 from services.registry.projector import PROJECTIONS, inline, project
 from services.registry.sql_index import COLUMNS, SqlIndex, block_of
 from tonne.v1 import compliance_pb2 as cpb
@@ -108,6 +108,8 @@ class ControlSettings(BaseSettings):
     untrusted_cap: int = Field(2_000_000, ge=1, le=INT64_MAX, validation_alias="TONNE_UNTRUSTED_CAP")
     # How often each party's registry is sent the digest of its accounts' holdings.
     reconcile_every_seconds: int = Field(3600, ge=1, validation_alias="TONNE_RECONCILE_EVERY_SECONDS")
+    # Rows per part of a holdings digest: one Kafka message each (10,000 rows: about 1 MB).
+    digest_part_rows: int = Field(ROWS_MAX, ge=1, le=ROWS_MAX, validation_alias="TONNE_DIGEST_PART_ROWS")
     # How long a proposal waits for the transaction log's answer before its units return.
     screening_window_seconds: int = Field(600, ge=1, validation_alias="TONNE_SCREENING_WINDOW_SECONDS")
     # How long the API waits for that answer before it answers 202 (the proposal goes on).
@@ -153,6 +155,7 @@ class Registry:
             cache_size=len(topics.JURISDICTIONS),
         )
         self.reconcile_every = timedelta(seconds=controls.reconcile_every_seconds)
+        self.digest_rows = controls.digest_part_rows
         self.screening_window = timedelta(seconds=controls.screening_window_seconds)
         self.screening_wait = controls.screening_wait_seconds
         self.ledger = Ledger()
@@ -322,10 +325,12 @@ class Registry:
                 if not reconciliation.due(now, self.reconcile_every):
                     return reconciliation, []  # read nothing: the scheduler asks every second
                 rows = await holding_rows(uow.conn, command.jurisdiction)
-                return reconciliation, reconciliation.issue(command.jurisdiction, rows, now, self.reconcile_every)
+                issued = reconciliation.issue(command.jurisdiction, rows, now, self.reconcile_every, self.digest_rows)
+                return reconciliation, issued
             case pb.AnswerHoldingsDigest():
                 reconciliation = await uow.load(self.reconciliations, channel or "none")
-                return reconciliation, reconciliation.answer(command, channel)
+                ours = await digest_rows(uow.conn, command.digest_id, command.theirs[:ROWS_MAX])
+                return reconciliation, reconciliation.answer(command, channel, ours)
             case pb.AnswerExternalTransfer():
                 owner, _, reserved, frozen, _ = await self._reservation(uow, index, command.transfer_id)
                 account = named(_opened(owner), command.transfer_id)
@@ -664,6 +669,29 @@ async def holding_rows(conn: asyncpg.Connection, jurisdiction: str) -> list[pb.H
         "FROM holdings h JOIN accounts a ON a.account_id = h.account_id WHERE a.jurisdiction = $1 "
         "GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(h.quantity) <> 0",
         jurisdiction,
+    )
+    return [pb.HoldingRow(**dict(r)) for r in rows]
+
+
+async def digest_rows(
+    conn: asyncpg.Connection, digest_id: str, keys: Sequence[pb.HoldingRow]
+) -> list[pb.HoldingRow]:
+    """The digest's rows under the keys of `keys` (a registry's answer names them)."""
+    if not keys:
+        return []
+    rows = await conn.fetch(
+        "SELECT d.account_id, d.status, d.standard, d.host_party, d.vintage, d.authorization_id, d.quantity "
+        "FROM unnest($2::text[], $3::text[], $4::smallint[], $5::text[], $6::integer[], $7::text[]) "
+        "AS k(account_id, status, standard, host_party, vintage, authorization_id) "
+        "JOIN digest_rows d USING (account_id, status, standard, host_party, vintage, authorization_id) "
+        "WHERE d.digest_id = $1",
+        digest_id,
+        [k.account_id for k in keys],
+        [k.status for k in keys],
+        [k.standard for k in keys],
+        [k.host_party for k in keys],
+        [k.vintage for k in keys],
+        [k.authorization_id for k in keys],
     )
     return [pb.HoldingRow(**dict(r)) for r in rows]
 

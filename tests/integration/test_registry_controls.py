@@ -24,7 +24,7 @@ from services.registry.domain.controls import Policy
 from services.registry.scheduler import Scheduler
 from services.registry.service import Registry
 from tests.integration.test_registry_state import app_for, issued, kernel, run, screen  # noqa: F401 (fixture)
-from tests.unit.factories import issuance
+from tests.unit.factories import issuance, open_account
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
 from tonne.v1.envelope_pb2 import Envelope
@@ -496,3 +496,31 @@ async def test_a_regulator_freezes_serials_under_review_and_lifts_the_freeze(
     assert (unknown.status_code, unknown.json()["code"]) == (404, "FREEZE_UNKNOWN")
     blocks = await registry.pool.fetch("SELECT serial_start, serial_end, status FROM blocks ORDER BY serial_start")
     assert [tuple(b) for b in blocks] == [(1, 100, "held"), (101, 110, "reserved"), (111, 5000, "held")]
+
+
+async def test_a_digest_of_more_rows_than_a_part_comes_in_parts_and_is_answered_whole(
+    world: tuple[Registry, dict[str, Caller]],
+    kernel: Kernel,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry, _ = world
+    await run(registry, open_account("TH-CO-2", "TH"))
+    await issued(registry, issuance("I-2", "TH-CO-2", 6001, 6100))
+    monkeypatch.setenv("TONNE_DIGEST_PART_ROWS", "1")
+    parted = Registry(kernel, POLICY)  # an instance configured for one row a part
+    assert await Scheduler(parted).run_once() == 0
+    rows = await parted.pool.fetch("SELECT envelope FROM events WHERE stream_id = 'reconciliation-TH' ORDER BY version")
+    parts = [unwrap(r["envelope"])[1] for r in rows]
+    assert [(p.part, p.parts, p.total_rows, [r.account_id for r in p.rows]) for p in parts] == [  # type: ignore[attr-defined]
+        (1, 2, 2, ["TH-CO"]),
+        (2, 2, 2, ["TH-CO-2"]),
+    ]
+    assert await parted.pool.fetchval("SELECT count(*) FROM digest_rows WHERE digest_id = 'TH-1'") == 2
+    # The registry disagrees on the second part's row: tonne's figure comes from the stored rows.
+    theirs = pb.HoldingRow()
+    theirs.CopyFrom(parts[1].rows[0])  # type: ignore[attr-defined]
+    theirs.quantity = 99
+    [mismatch] = await from_registry(parted, "TH", pb.AnswerHoldingsDigest(digest_id="TH-1", theirs=[theirs]))
+    assert isinstance(mismatch, pb.ReconciliationMismatch)
+    assert [(r.account_id, r.quantity) for r in mismatch.ours] == [("TH-CO-2", 100)]
+    assert list(mismatch.accounts) == ["TH-CO-2"]

@@ -59,15 +59,16 @@ def test_one_digest_per_period_whoever_asks() -> None:
 def test_an_agreeing_answer_reconciles_and_a_disagreeing_one_names_the_accounts() -> None:
     reconciliation = Reconciliation("reconciliation-TH")
     digest = issued(reconciliation, [row("TH-A", 7), row("TH-B", 5)])
-    [agreed] = reconciliation.answer(pb.AnswerHoldingsDigest(digest_id=digest.digest_id, matches=True), "TH")
+    [agreed] = reconciliation.answer(pb.AnswerHoldingsDigest(digest_id=digest.digest_id, matches=True), "TH", [])
     assert isinstance(agreed, pb.HoldingsReconciled)
     reconciliation.mutate([agreed])
     again = pb.AnswerHoldingsDigest(digest_id=digest.digest_id, matches=True)
-    assert refused(lambda: reconciliation.answer(again, "TH")) == "DIGEST_UNKNOWN"  # answered already
+    assert refused(lambda: reconciliation.answer(again, "TH", [])) == "DIGEST_UNKNOWN"  # answered already
 
     digest = issued(reconciliation, [row("TH-A", 7), row("TH-B", 5)], NOW + HOUR)
     theirs = [row("TH-B", 4), row("TH-C", 3)]  # a row it has and tonne has not
-    [mismatch] = reconciliation.answer(pb.AnswerHoldingsDigest(digest_id=digest.digest_id, theirs=theirs), "TH")
+    answer = pb.AnswerHoldingsDigest(digest_id=digest.digest_id, theirs=theirs)
+    [mismatch] = reconciliation.answer(answer, "TH", digest.rows)
     assert isinstance(mismatch, pb.ReconciliationMismatch)
     assert list(mismatch.accounts) == ["TH-B", "TH-C"]
     assert [(r.account_id, r.quantity) for r in mismatch.ours] == [("TH-B", 5)]
@@ -90,11 +91,11 @@ def test_only_the_party_s_registry_answers_the_pending_digest() -> None:
     first = issued(reconciliation, [row("TH-A", 7)])
     issued(reconciliation, [row("TH-A", 7)], NOW + HOUR)  # supersedes the first
     stale = pb.AnswerHoldingsDigest(digest_id=first.digest_id, matches=True)
-    assert refused(lambda: reconciliation.answer(stale, "TH")) == "DIGEST_UNKNOWN"
+    assert refused(lambda: reconciliation.answer(stale, "TH", [])) == "DIGEST_UNKNOWN"
     current = pb.AnswerHoldingsDigest(digest_id="TH-2", matches=True)
-    assert refused(lambda: reconciliation.answer(current, "CH")) == "CHANNEL_JURISDICTION_MISMATCH"
+    assert refused(lambda: reconciliation.answer(current, "CH", [])) == "CHANNEL_JURISDICTION_MISMATCH"
     foreign = pb.AnswerHoldingsDigest(digest_id="TH-2", theirs=[row("CH-X", 1)])
-    assert refused(lambda: reconciliation.answer(foreign, "TH")) == "DIGEST_ANSWER_INVALID"  # not TH's rows
+    assert refused(lambda: reconciliation.answer(foreign, "TH", [])) == "DIGEST_ANSWER_INVALID"  # not TH's rows
 
 
 def test_the_pending_digest_survives_a_snapshot() -> None:
@@ -103,3 +104,25 @@ def test_the_pending_digest_survives_a_snapshot() -> None:
     restored = Reconciliation.restore(reconciliation.stream_id, reconciliation.snapshot())
     assert restored.snapshot() == reconciliation.snapshot()
     assert (restored.issued, restored.last_issued_at, restored.pending) == (1, NOW, reconciliation.pending)
+
+
+def test_a_digest_of_many_rows_comes_in_parts_with_one_hash() -> None:
+    rows = [row(f"TH-{n:05d}", n + 1) for n in range(25)]
+    issued = Reconciliation("reconciliation-TH").issue("TH", list(reversed(rows)), NOW, HOUR, part_rows=10)
+    parts = [p for p in issued if isinstance(p, pb.HoldingsDigestIssued)]
+    assert [(p.part, p.parts, len(p.rows), p.total_rows) for p in parts] == [
+        (1, 3, 10, 25),
+        (2, 3, 10, 25),
+        (3, 3, 5, 25),
+    ]
+    assert [r for p in parts for r in p.rows] == rows
+    assert {p.sha256 for p in parts} == {sha256(rows)} and {p.digest_id for p in parts} == {"TH-1"}
+    reconciliation = Reconciliation("reconciliation-TH")
+    reconciliation.mutate(parts)
+    assert reconciliation.issued == 1 and reconciliation.pending is not None
+    assert (reconciliation.pending.parts, list(reconciliation.pending.rows)) == (3, [])  # the rows stay in the events
+    # A difference in the last part: the answer is compared with the rows under its keys.
+    theirs = [row("TH-00024", 1)]
+    [mismatch] = reconciliation.answer(pb.AnswerHoldingsDigest(digest_id="TH-1", theirs=theirs), "TH", [rows[24]])
+    assert isinstance(mismatch, pb.ReconciliationMismatch)
+    assert [(r.account_id, r.quantity) for r in mismatch.ours] == [("TH-00024", 25)]

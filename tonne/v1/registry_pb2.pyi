@@ -2645,7 +2645,9 @@ Global___IssueHoldingsDigest: _TypeAlias = IssueHoldingsDigest  # noqa: Y015
 @_typing.final
 class HoldingsDigestIssued(_message.Message):
     """To registry.outbound.<jurisdiction>: every non-zero row of the party's accounts, in key
-    order, and the SHA-256 of their canonical encoding (domain/reconciliation.py).
+    order, and the SHA-256 of their canonical encoding (domain/reconciliation.py). A digest
+    of more rows than one message carries comes in parts, in order, on one partition: each
+    part its slice of the rows, every part the SHA-256 of them all.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -2655,11 +2657,22 @@ class HoldingsDigestIssued(_message.Message):
     ROWS_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
+    PART_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
+    TOTAL_ROWS_FIELD_NUMBER: _builtins.int
     digest_id: _builtins.str
     jurisdiction: _builtins.str
     sha256: _builtins.bytes
+    """over every part's rows"""
+    part: _builtins.int
+    """1..parts (0 in digests issued before parts: one part)"""
+    parts: _builtins.int
+    total_rows: _builtins.int
+    """in every part together"""
     @_builtins.property
-    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___HoldingRow]: ...
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___HoldingRow]:
+        """this part's"""
+
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -2670,10 +2683,13 @@ class HoldingsDigestIssued(_message.Message):
         rows: _abc.Iterable[Global___HoldingRow] | None = ...,
         sha256: _builtins.bytes = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
+        part: _builtins.int = ...,
+        parts: _builtins.int = ...,
+        total_rows: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest_id", b"digest_id", "issued_at", b"issued_at", "jurisdiction", b"jurisdiction", "rows", b"rows", "sha256", b"sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest_id", b"digest_id", "issued_at", b"issued_at", "jurisdiction", b"jurisdiction", "part", b"part", "parts", b"parts", "rows", b"rows", "sha256", b"sha256", "total_rows", b"total_rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2782,7 +2798,7 @@ class ReconciliationSnapshot(_message.Message):
     """digests issued so far"""
     @_builtins.property
     def pending(self) -> Global___HoldingsDigestIssued:
-        """the latest, while unanswered"""
+        """the latest, while unanswered: its first part, without rows"""
 
     @_builtins.property
     def last_issued_at(self) -> _timestamp_pb2.Timestamp: ...

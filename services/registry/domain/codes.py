@@ -594,6 +594,7 @@ CODES: tuple[RejectCode, ...] = (
         EXTERNAL,
         "the party's accounts hold more kinds of units than one digest carries",
         "the number of rows",
+        reserved="no longer raised: a digest of more rows comes in parts",
     ),
     RejectCode(
         "EXTERNAL_SERIALS_KNOWN",

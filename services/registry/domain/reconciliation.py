@@ -6,7 +6,8 @@ freeze_disputed) and alerts the party's regulator (ReconciliationMismatch reache
 audit stream).
 
 The aggregate is the party's reconciliation (stream "reconciliation-<JUR>"): the digests
-issued and the one awaiting its answer. Pure."""
+issued and the one awaiting its answer (its header: the rows are the events', and a
+digest's rows are looked up where the answer needs them). Pure."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from services.common.errors import DomainError
 from services.registry.domain.ledger import check, is_party
 from tonne.v1 import registry_pb2 as pb
 
-# Rows one digest carries at most: a party with more is answered in parts (not yet).
+# Rows one part of a digest carries at most (a message of ~1 MB), and one answer names.
 ROWS_MAX = 10_000
 
 
@@ -65,10 +66,12 @@ class Reconciliation(Aggregate):
 
     def apply(self, event: Message) -> None:
         match event:
-            case pb.HoldingsDigestIssued():
+            case pb.HoldingsDigestIssued() if event.part <= 1:  # a digest's first part (or its only)
                 self.issued += 1
                 self.last_issued_at = event.issued_at.ToDatetime(tzinfo=UTC)
-                self.pending = event
+                self.pending = pb.HoldingsDigestIssued()
+                self.pending.CopyFrom(event)
+                del self.pending.rows[:]
             case pb.HoldingsReconciled() | pb.ReconciliationMismatch():
                 self.pending = None
 
@@ -91,29 +94,44 @@ class Reconciliation(Aggregate):
     def due(self, now: datetime, every: timedelta) -> bool:
         return self.last_issued_at is None or now - self.last_issued_at >= every
 
-    def issue(self, jurisdiction: str, rows: Sequence[pb.HoldingRow], now: datetime, every: timedelta) -> list[Message]:
-        """The party's digest of `rows` (its accounts' non-zero holdings), unless one was
-        issued less than `every` ago (every instance's scheduler asks; one digest results).
-        An unanswered digest is superseded (its answer, if it comes, is refused as unknown)."""
+    def issue(
+        self,
+        jurisdiction: str,
+        rows: Sequence[pb.HoldingRow],
+        now: datetime,
+        every: timedelta,
+        part_rows: int = ROWS_MAX,
+    ) -> list[Message]:
+        """The party's digest of `rows` (its accounts' non-zero holdings), in parts of at
+        most `part_rows`, unless one was issued less than `every` ago (every instance's
+        scheduler asks; one digest results). An unanswered digest is superseded (its
+        answer, if it comes, is refused as unknown)."""
         if not is_party(jurisdiction):
             raise DomainError("CHANNEL_JURISDICTION_MISMATCH", "a digest is a party's", [jurisdiction[:8]])
         if not self.due(now, every):
             return []
-        if len(rows) > ROWS_MAX:
-            raise DomainError("DIGEST_TOO_LARGE", f"at most {ROWS_MAX} rows per digest", [str(len(rows))])
         ordered = sorted(rows, key=key)
-        issued = pb.HoldingsDigestIssued(
-            digest_id=f"{jurisdiction}-{self.issued + 1}",
-            jurisdiction=jurisdiction,
-            rows=ordered,
-            sha256=sha256(ordered),
-        )
-        issued.issued_at.FromDatetime(now)
-        return [issued]
+        whole = sha256(ordered)
+        parts = max(1, -(-len(ordered) // part_rows))
+        issued: list[Message] = []
+        for part in range(parts):
+            message = pb.HoldingsDigestIssued(
+                digest_id=f"{jurisdiction}-{self.issued + 1}",
+                jurisdiction=jurisdiction,
+                rows=ordered[part * part_rows : (part + 1) * part_rows],
+                sha256=whole,
+                part=part + 1,
+                parts=parts,
+                total_rows=len(ordered),
+            )
+            message.issued_at.FromDatetime(now)
+            issued.append(message)
+        return issued
 
-    def answer(self, command: pb.AnswerHoldingsDigest, channel: str) -> list[Message]:
+    def answer(self, command: pb.AnswerHoldingsDigest, channel: str, ours: Sequence[pb.HoldingRow]) -> list[Message]:
         """The registry's answer to the pending digest: matched, or the mismatch with the
-        accounts in dispute (those of either side's differing rows that are the party's)."""
+        accounts in dispute (those of either side's differing rows that are the party's).
+        `ours`: the digest's rows whose keys the answer names."""
         check(command)
         pending = self.pending
         if pending is None or command.digest_id != pending.digest_id:
@@ -125,7 +143,7 @@ class Reconciliation(Aggregate):
         if command.matches and not command.theirs:
             return [pb.HoldingsReconciled(digest_id=pending.digest_id, jurisdiction=pending.jurisdiction)]
         theirs = {key(r): r for r in command.theirs[:ROWS_MAX]}
-        ours = [r for r in pending.rows if key(r) in theirs]
+        ours = sorted((r for r in ours if key(r) in theirs), key=key)
         missing = [k for k in theirs if k not in {key(r) for r in ours}]
         accounts = sorted(
             {r.account_id for r in ours} | {k[0] for k in missing if k[0].startswith(f"{pending.jurisdiction}-")}
