@@ -10,11 +10,8 @@ Deposits and withdrawals are recorded by the operator only (it confirms the bank
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Response, Security
 from fastapi.responses import JSONResponse
@@ -24,7 +21,10 @@ from services.common.auth import Identity, forbidden
 from services.common.errors import NotFound
 from services.common.inputs import INT64_MAX, Currency, Identifier, Limit, Party, Positive64
 from services.common.problems import refusals
+from services.settlement import aef_export
 from services.settlement.service import Movement, Settlement
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 # An opaque cursor from a previous page's `next`.
 Cursor = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -121,19 +121,6 @@ def _mover(
     return move
 
 
-def _csv(report: dict[str, Any]) -> str:
-    """Every table of the report as rows of one CSV: its table, then its fields."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["table", "field", "value", "row"])
-    for table in ("authorizations", "actions", "holdings", "findings"):
-        for n, row in enumerate(report[table]):
-            for field, value in sorted(row.items()):
-                writer.writerow([table, field, json.dumps(value) if isinstance(value, dict | list) else value, n])
-    writer.writerow(["report", "consistent", report["consistent"], 0])
-    return out.getvalue()
-
-
 def router(settlement: Settlement) -> APIRouter:
     api = APIRouter(tags=["settlement"])
     authenticate = settlement.auth.authenticate
@@ -174,7 +161,11 @@ def router(settlement: Settlement) -> APIRouter:
     @api.get(
         "/aef/{party}/{year}",
         responses={
-            200: {"content": {"text/csv": {}}, "description": "the report, as JSON or (format=csv) CSV"},
+            200: {
+                "content": {"text/csv": {}, XLSX: {}},
+                "description": "the report, as JSON, CSV (format=csv) or an XLSX workbook of one sheet per table "
+                "(format=xlsx)",
+            },
             **refusals(_422="REQUEST_INVALID (a malformed party or year)"),
         },
     )
@@ -182,7 +173,7 @@ def router(settlement: Settlement) -> APIRouter:
         party: Party,
         year: Annotated[int, Field(ge=2021, le=2100)],
         reader: Identity = Security(authenticate, scopes=["operator", *PARTY_ROLES]),
-        format: Literal["json", "csv"] = "json",
+        format: Literal["json", "csv", "xlsx"] = "json",
     ) -> Response:
         """The party's Article 6.2 report for the year in the agreed electronic format:
         submission, authorizations, actions, holdings at year end, authorized entities,
@@ -194,7 +185,11 @@ def router(settlement: Settlement) -> APIRouter:
         report = await settlement.aef_report(party, year)
         if format == "json":
             return JSONResponse(report)
-        return Response(_csv(report), media_type="text/csv")
+        if format == "csv":
+            return Response(aef_export.csv_text(report), media_type="text/csv")
+        name = f"AEF-{party}-{year}.xlsx"
+        headers = {"content-disposition": f'attachment; filename="{name}"'}
+        return Response(aef_export.xlsx(report), media_type=XLSX, headers=headers)
 
     @api.get(
         "/adjustments/ledger",

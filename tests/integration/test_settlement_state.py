@@ -4,6 +4,7 @@ live state hash equal to replay from zero and from snapshots."""
 
 from __future__ import annotations
 
+import io
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import openpyxl
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -623,6 +625,27 @@ async def test_aef_reports_of_scenario_one_pass_their_checks(rig: Rig, dev_issue
     assert "actions,action,ITMO_USE" in csv_report.text and csv_report.text.rstrip().endswith(
         "report,consistent,True,0"
     )
+    # The workbook: one sheet per AEF table, the same rows, quantities as numbers.
+    workbook = await rig.api.get("/aef/TH/2026", params={"format": "xlsx"})
+    assert workbook.headers["content-disposition"] == 'attachment; filename="AEF-TH-2026.xlsx"'
+    book = openpyxl.load_workbook(io.BytesIO(workbook.content), read_only=True)
+    assert book.sheetnames == [
+        "Submission",
+        "T2 Authorizations",
+        "T3 Actions",
+        "T4 Holdings",
+        "T5 Authorized entities",
+        "Findings",
+        "Consistency",
+    ]
+    header, *actions = [list(r) for r in book["T3 Actions"].iter_rows(values_only=True)]
+    rows = [dict(zip(header, r, strict=True)) for r in actions]
+    assert sorted((r["action"], r["quantity"]) for r in rows) == [
+        ("ITMO_AUTHORIZATION", 4000),
+        ("ITMO_FIRST_TRANSFER", 3000),
+    ]
+    assert {"serials.namespace", "serials.start", "serials.end"} <= set(header)
+    assert [list(r) for r in book["Consistency"].iter_rows(values_only=True)][1] == ["TH", 2026, True]
     regulator = {"authorization": f"Bearer {dev_issuer.mint('sg', ['regulator:SG'])}"}
     assert (await rig.api.get("/aef/TH/2026", headers=regulator)).status_code == 403
     assert (await rig.api.get("/aef/SG/2026", headers=regulator)).status_code == 200
