@@ -13,8 +13,9 @@ from services.settlement.aef_export import EXACT, flat, table, xlsx
 
 
 def report(quantity: str) -> dict[str, Any]:
-    action = {"action_id": "T1:ft", "action": "ITMO_FIRST_TRANSFER", "quantity": quantity}
-    action["serials"] = {"namespace": "JCM-TH", "start": "1", "end": quantity}
+    serials = {"namespace": "JCM-TH", "start": "1", "end": quantity}
+    action: dict[str, Any] = {"action_id": "T1:ft", "action": "ITMO_FIRST_TRANSFER", "quantity": quantity}
+    action["serials"] = serials
     return {
         "party": "TH",
         "year": 2026,
