@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from services.common.errors import DomainError
 from services.common.inputs import INT64_MAX
 from services.common.serials import subtract
-from services.settlement.domain import cash, dvp
+from services.settlement.domain import aef, cash, dvp
 from services.settlement.domain.adjustments import added, owed
 from services.settlement.domain.cash import CashAccount
 from services.settlement.domain.settlement import Phase, TradeSettlement
@@ -70,6 +70,15 @@ def test_an_issuance_share_allocated_abroad_is_a_first_international_transfer() 
         5000,
         [(5001, 10_000)],
     )
+    # AEF: Thailand reports the first transfer, Japan the acquisition; the government's half stays.
+    made = aef.actions(allocated, "allocation:JC-1", 2026, [ca])
+    assert [(a.party, spb.ItmoActionType.Name(a.action), a.serials.start, a.quantity) for a in made] == [
+        ("TH", "ITMO_FIRST_TRANSFER", 5001, 5000),
+        ("JP", "ITMO_ACQUISITION", 5001, 5000),
+    ]
+    assert aef.holdings([a for a in made if a.party == "JP"]) == {("JCM-TH", 2024): 5000}
+    loas = {"LOA-TH-1": loa(quantity=5000)}
+    assert aef.check("TH", 2026, loas, made, {(2024, spb.FIRST_TRANSFERRING): 5000}) == []
 
 
 def test_serials_already_adjusted_owe_nothing_again() -> None:

@@ -45,7 +45,26 @@ def actions(event: Message, source: str, year: int, owed: Sequence[Message]) -> 
                 )
             ]
         case rpb.UnitsTransferred():
-            return _transferred(event, source, year, _first_transferred(owed))
+            first = _first_transferred(owed)
+            return _moved(serial_blocks(event), event.from_jurisdiction, event.to_jurisdiction, source, year, first)
+        case rpb.UnitsAllocated():
+            # An issuance's share allocated abroad (Japan's side of a JCM split) leaves the
+            # host for the allocation's party: a (first) transfer and an acquisition.
+            first = _first_transferred(owed)
+            return [
+                action
+                for n, allocation in enumerate(event.allocations)
+                if allocation.block in serial_blocks(event)
+                for action in _moved(
+                    [allocation.block],
+                    allocation.block.attributes.host_party,
+                    allocation.jurisdiction,
+                    source,
+                    year,
+                    first,
+                    f"a{n}.",
+                )
+            ]
         case rpb.UnitsRetired():
             kind = spb.ITMO_CANCELLATION if event.cancelled else spb.ITMO_USE
             return [
@@ -69,18 +88,26 @@ def _first_transferred(owed: Sequence[Message]) -> dict[str, list[tuple[int, int
     return ranges
 
 
-def _transferred(
-    event: rpb.UnitsTransferred, source: str, year: int, first: Mapping[str, list[tuple[int, int]]]
+def _moved(
+    blocks: Sequence[rpb.SerialBlock],
+    transferring: str,
+    acquiring: str,
+    source: str,
+    year: int,
+    first: Mapping[str, list[tuple[int, int]]],
+    prefix: str = "",
 ) -> list[Action]:
+    """Authorized blocks that crossed from one party to another: each piece a first
+    transfer (where this event first-transferred it) or a transfer, and an acquisition."""
     found: list[Action] = []
-    for n, block in enumerate(serial_blocks(event)):
+    parties = {"transferring": transferring, "acquiring": acquiring}
+    for n, block in enumerate(blocks):
         for m, (start, end, is_first) in enumerate(_split(block, first.get(block.namespace, []))):
             piece = rpb.SerialBlock(namespace=block.namespace, start=start, end=end, attributes=block.attributes)
             kind = spb.ITMO_FIRST_TRANSFER if is_first else spb.ITMO_TRANSFER
-            key = f"{n}.{m}"
-            parties = {"transferring": event.from_jurisdiction, "acquiring": event.to_jurisdiction}
-            found.append(_action(source, year, key, event.from_jurisdiction, kind, piece, **parties))
-            found.append(_action(source, year, key, event.to_jurisdiction, spb.ITMO_ACQUISITION, piece, **parties))
+            key = f"{prefix}{n}.{m}"
+            found.append(_action(source, year, key, transferring, kind, piece, **parties))
+            found.append(_action(source, year, key, acquiring, spb.ITMO_ACQUISITION, piece, **parties))
     return found
 
 
