@@ -49,13 +49,15 @@ async def append(
     expected_version: int,
     envelopes: list[Envelope],
     published: Sequence[tuple[str, str, Envelope]] = (),
-    then: Call | None = None,
+    then: Sequence[Call] = (),
 ) -> int:
     """Append after `expected_version`, queue `published` (topic, key, envelope) on the
-    outbox and make the call `then` (the events' projection), in one statement; returns
+    outbox and make the calls `then` (the events' projection), in one statement; returns
     the stream's new version."""
     versions = list(range(expected_version + 1, expected_version + 1 + len(envelopes)))
-    also = f", {then.sql(9)}" if then else ""
+    also, first = "", 9
+    for call in then:
+        also, first = f"{also}, {call.sql(first)}", first + len(call.args)
     try:
         await conn.execute(
             f"WITH {_APPEND}, {outbox.queued(6)} SELECT {outbox.WAKE}{also}",
@@ -65,7 +67,7 @@ async def append(
             [e.type for e in envelopes],
             [e.SerializeToString() for e in envelopes],
             *outbox.queue_args(published),
-            *(then.args if then else ()),
+            *(arg for call in then for arg in call.args),
         )
     except asyncpg.UniqueViolationError as exc:
         raise ConcurrencyError(f"stream {stream_id} moved past version {expected_version}") from exc

@@ -43,9 +43,9 @@ log = logging.getLogger(__name__)
 Destinations = Sequence[tuple[str, str]]
 # Folds a recorded event into the service's projection tables, in the recording transaction.
 Projector = Callable[[asyncpg.Connection, Envelope, Message], Awaitable[None]]
-# An event's whole projection as one server-side call, made inside the append's statement;
+# An event's whole projection as server-side calls, made inside the append's statement;
 # None when it takes more (then the Projector runs).
-Inline = Callable[[Envelope, Message], eventstore.Call | None]
+Inline = Callable[[Envelope, Message], Sequence[eventstore.Call] | None]
 # A write to the database: (run it on a connection, whether it is one statement).
 _Write = tuple[Callable[[asyncpg.Connection], Awaitable[object]], bool]
 
@@ -227,7 +227,7 @@ class UnitOfWork:
                 expected_version=expected_version,
                 envelopes=envelopes,
                 published=published,
-                then=inline,
+                then=inline or (),
             ),
             one_statement=True,
         )

@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 from services.common.eventstore import Call
 from services.common.statehash import Projection
 from services.registry import sql_index
-from services.registry.domain import reconciliation
+from services.registry.domain import reconciliation, transactions
 from services.registry.domain.blocks import Move, Put
 from services.registry.domain.ledger import changes
 from tonne.v1 import registry_pb2 as pb
@@ -66,6 +66,12 @@ PROJECTIONS = (
         ("issuance_id",),
     ),
     Projection("manifest_issuances", ("manifest_id", "issuance_id"), ("manifest_id",)),
+    Projection(
+        "transactions",
+        # Not the position: a replay numbers the rows afresh; their order is the events'.
+        ("transaction_id", "transaction_type", "account_id", "direction", "quantity", "counterparty", "blocks"),
+        ("account_id", "transaction_id", "transaction_type", "direction", "counterparty", "quantity", "blocks"),
+    ),
     Projection("digest_rows", DIGEST_COLUMNS, DIGEST_COLUMNS[:-1]),
     Projection("projects", ("project_id", "host_party", "frozen", "reason"), ("project_id",)),
     Projection(
@@ -174,9 +180,10 @@ def index_call(event: Message) -> Call | None:
     return None
 
 
-def inline(envelope: Envelope, event: Message) -> Call | None:
-    """The event's whole projection when that is its index call alone: the unit of work
-    makes it inside the append's statement (a reserve or a transfer is one round trip)."""
+def inline(envelope: Envelope, event: Message) -> list[Call] | None:
+    """The event's whole projection when that is its index call (and its transaction-log
+    entries) alone: the unit of work makes them inside the append's statement (a reserve
+    or a venue's delivery is one round trip)."""
     if isinstance(
         event,
         pb.UnitsIssued | pb.UnitsRetired | pb.UnitsExpired | pb.ExternalTransferCompleted | pb.ExternalTransferReturned,
@@ -184,13 +191,25 @@ def inline(envelope: Envelope, event: Message) -> Call | None:
         return None
     if _holders_transfer(event):
         return None
-    return index_call(event)
+    if (call := index_call(event)) is None:
+        return None
+    return [call, *logged(envelope, event)]
+
+
+def logged(envelope: Envelope, event: Message) -> list[Call]:
+    """The call that records the event's entries in the transaction history, if it has any."""
+    found = transactions.entries(event)
+    if not found:
+        return []
+    columns = ("transaction_id", "transaction_type", "account_id", "direction", "quantity", "counterparty", "blocks")
+    args = tuple([getattr(e, c) for e in found] for c in columns)
+    return [Call("registry_transactions_logged", (*args, envelope.occurred_at.ToDatetime(tzinfo=UTC)))]
 
 
 async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
-    """The index's changes in one call to a server-side function (migrations/0002), and
-    the rows beside them."""
-    if (call := index_call(event)) is not None:
+    """The index's changes in one call to a server-side function (migrations/0002), the
+    transaction history's entries, and the rows beside them."""
+    for call in [c for c in [index_call(event)] if c is not None] + logged(envelope, event):
         await sql_index.run(conn, call)
     match event:
         case pb.UnitsIssued():
@@ -250,9 +269,7 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
             await conn.copy_records_to_table(
                 "digest_rows",
                 columns=DIGEST_COLUMNS,
-                records=[
-                    (event.digest_id, event.jurisdiction, *reconciliation.key(r), r.quantity) for r in event.rows
-                ],
+                records=[(event.digest_id, event.jurisdiction, *reconciliation.key(r), r.quantity) for r in event.rows],
             )
         case pb.AccountOpened():
             await conn.execute(

@@ -673,9 +673,7 @@ async def holding_rows(conn: asyncpg.Connection, jurisdiction: str) -> list[pb.H
     return [pb.HoldingRow(**dict(r)) for r in rows]
 
 
-async def digest_rows(
-    conn: asyncpg.Connection, digest_id: str, keys: Sequence[pb.HoldingRow]
-) -> list[pb.HoldingRow]:
+async def digest_rows(conn: asyncpg.Connection, digest_id: str, keys: Sequence[pb.HoldingRow]) -> list[pb.HoldingRow]:
     """The digest's rows under the keys of `keys` (a registry's answer names them)."""
     if not keys:
         return []

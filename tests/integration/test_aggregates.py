@@ -210,9 +210,9 @@ async def test_a_deferred_unit_of_work_writes_at_its_end_in_one_statement_or_one
         "INSERT INTO opened (account_id, stream_id) VALUES (account, stream); END $$"
     )
 
-    def inline(envelope: Envelope, event: Message) -> eventstore.Call | None:
+    def inline(envelope: Envelope, event: Message) -> list[eventstore.Call] | None:
         assert isinstance(event, rpb.AccountOpened)
-        return eventstore.Call("opened_by", (event.account_id, envelope.aggregate_id))
+        return [eventstore.Call("opened_by", (event.account_id, envelope.aggregate_id))]
 
     repository, unit_of_work = rosters(snapshot_every=100), UnitOfWorkFactory(pool, project, inline)
     statements: list[str] = []

@@ -19,20 +19,17 @@ from services.common.errors import DomainError
 from services.registry.domain.accounts import Account, AccountRef
 from services.registry.domain.blocks import Block
 from services.registry.domain.ledger import outgoing, transferred
+from services.registry.domain.transactions import (
+    CANCELLATIONS,
+    EXPIRY,
+    EXTERNAL_TRANSFER,
+    INTERNAL_TRANSFER,
+    ISSUANCE,
+    RETIREMENT,
+)
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
 
-# Transaction types (primary-supplementary, Kyoto style) of the operations screened here.
-RETIREMENT = "05-00"
-CANCELLATIONS = {
-    pb.CANCELLATION_VOLUNTARY: "04-01",
-    pb.CANCELLATION_MANDATORY: "04-02",
-    pb.CANCELLATION_OMGE: "04-03",
-}
-EXPIRY = "20-00"
-ISSUANCE = "01-00"
-EXTERNAL_TRANSFER = "03-00"
-INTERNAL_TRANSFER = "10-00"
 # How long a proposal waits for the answer by default (TONNE_SCREENING_WINDOW_SECONDS).
 WINDOW = timedelta(minutes=10)
 
