@@ -641,10 +641,11 @@ def router(registry: Registry) -> APIRouter:
 
     # The Union Registry's controls and external transfers build on this module's
     # helpers, hence imported here.
-    from services.registry import controls_api, external_api, manifest_api, transactions_api
+    from services.registry import authorizations_api, controls_api, external_api, manifest_api, transactions_api
 
     api.include_router(controls_api.router(registry))
     api.include_router(external_api.router(registry))
     api.include_router(manifest_api.router(registry))
     api.include_router(transactions_api.router(registry))
+    api.include_router(authorizations_api.router(registry))
     return api

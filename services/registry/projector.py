@@ -126,6 +126,8 @@ PROJECTIONS = (
             "vintage_to",
             "version",
             "revoked",
+            "cooperative_approach",
+            "authorized_entities::text",
         ),
         ("authorization_id",),
     ),
@@ -279,26 +281,17 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 event.jurisdiction,
                 event.type,
             )
-        case pb.AuthorizationChanged():
-            a = event.authorization
-            await conn.execute(
-                "UPDATE authorizations SET quantity = $2, vintage_from = $3, vintage_to = $4, version = $5 "
-                "WHERE authorization_id = $1",
-                a.authorization_id,
-                a.quantity,
-                a.vintage_from,
-                a.vintage_to,
-                event.version,
-            )
         case pb.AuthorizationRevoked():
             await conn.execute(
                 "UPDATE authorizations SET revoked = true WHERE authorization_id = $1", event.authorization_id
             )
-        case pb.AuthorizationRecorded():
+        case pb.AuthorizationRecorded() | pb.AuthorizationChanged():
             a = event.authorization
             await conn.execute(
                 "INSERT INTO authorizations (authorization_id, host_party, quantity, use, first_transfer, "
-                "vintage_from, vintage_to) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "vintage_from, vintage_to, cooperative_approach, authorized_entities, version) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (authorization_id) DO UPDATE SET "
+                "quantity = $3, vintage_from = $6, vintage_to = $7, authorized_entities = $9, version = $10",
                 a.authorization_id,
                 a.host_party,
                 a.quantity,
@@ -306,6 +299,9 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 a.first_transfer,
                 a.vintage_from,
                 a.vintage_to,
+                a.cooperative_approach,
+                list(a.authorized_entities),
+                event.version if isinstance(event, pb.AuthorizationChanged) else 1,
             )
         case pb.MandateGranted():
             await conn.execute(

@@ -345,8 +345,9 @@ async def test_every_operation_declares_its_roles_and_refusals(kernel: Kernel) -
     document = app_for(Registry(kernel)).openapi()
     operations = [(path, method, op) for path, item in document["paths"].items() for method, op in item.items()]
     # 9 on accounts, mandates, retirements, expiries and their proposals, 15 of the Union Registry's controls
-    # (closing, block freezes), 2 on external transfers, 3 on carbon-inclusion manifests, 1 transaction history.
-    assert len(operations) == 30
+    # (closing, block freezes), 2 on external transfers, 3 on carbon-inclusion manifests, 1 transaction history,
+    # 2 on authorizations.
+    assert len(operations) == 32
     for path, method, operation in operations:
         [requirement] = operation["security"]
         assert set(requirement["oauth2"]) <= {"operator", "registry-operator", "regulator", "broker"}, path
