@@ -27,6 +27,7 @@ from services.common.errors import DomainError, NotFound
 from services.common.inputs import INT64_MAX, Identifier, Limit, Party, Positive64, Text
 from services.common.problems import refusals
 from services.registry.domain.blocks import Status
+from services.registry.domain.ledger import underlying
 from services.registry.service import Registry, signed
 from services.registry.sql_index import COLUMNS, block_of
 from tonne.v1 import registry_pb2 as pb
@@ -173,6 +174,7 @@ class BlockView(BaseModel):
     authorization_id: str
     reservation_id: str
     manifest_root: str  # hex; a carbon-inclusion block's: its records' proofs check against it
+    underlying: str  # an ITMO's underlying units, "<registry>:<namespace>:<start>-<end>"; "" if none
 
     @classmethod
     def of(cls, row: asyncpg.Record) -> BlockView:
@@ -191,7 +193,15 @@ class BlockView(BaseModel):
             authorization_id=b.units.authorization_id,
             reservation_id=b.reservation_id,
             manifest_root=units.manifest_root.hex(),
+            underlying=underlying_label(b.start, b.end, units),
         )
+
+
+def underlying_label(start: int, end: int, units: pb.UnitAttributes) -> str:
+    if not units.underlying_namespace:
+        return ""
+    first, last = underlying(start, end, units)
+    return f"{units.underlying_registry}:{units.underlying_namespace}:{first}-{last}"
 
 
 class BlockPage(BaseModel):

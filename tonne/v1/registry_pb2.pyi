@@ -206,6 +206,9 @@ class UnitAttributes(_message.Message):
     AUTHORIZATION_ID_FIELD_NUMBER: _builtins.int
     QUALITY_LABELS_FIELD_NUMBER: _builtins.int
     MANIFEST_ROOT_FIELD_NUMBER: _builtins.int
+    UNDERLYING_REGISTRY_FIELD_NUMBER: _builtins.int
+    UNDERLYING_NAMESPACE_FIELD_NUMBER: _builtins.int
+    UNDERLYING_OFFSET_FIELD_NUMBER: _builtins.int
     standard: Global___Standard.ValueType
     issuing_registry: _builtins.str
     host_party: _builtins.str
@@ -221,6 +224,14 @@ class UnitAttributes(_message.Message):
     registry from the stored manifest the issuance names, so every holder of the block
     can have a record's inclusion proof checked against it (GET /manifests/{id}/proof).
     """
+    underlying_registry: _builtins.str
+    """An ITMO's underlying units in the crediting registry (DOMAIN.md §3 keeps both ID
+    ranges): serial s of the block is serial s + underlying_offset of `underlying_namespace`
+    in `underlying_registry`. One offset for the whole issuance, so every piece a split
+    leaves knows its own underlying range, and pieces merge back as before.
+    """
+    underlying_namespace: _builtins.str
+    underlying_offset: _builtins.int
     @_builtins.property
     def quality_labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -236,10 +247,13 @@ class UnitAttributes(_message.Message):
         authorization_id: _builtins.str = ...,
         quality_labels: _abc.Iterable[_builtins.str] | None = ...,
         manifest_root: _builtins.bytes = ...,
+        underlying_registry: _builtins.str = ...,
+        underlying_namespace: _builtins.str = ...,
+        underlying_offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_id", b"authorization_id", "host_party", b"host_party", "issuing_registry", b"issuing_registry", "manifest_root", b"manifest_root", "methodology", b"methodology", "mitigation_type", b"mitigation_type", "project_id", b"project_id", "quality_labels", b"quality_labels", "standard", b"standard", "vintage", b"vintage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_id", b"authorization_id", "host_party", b"host_party", "issuing_registry", b"issuing_registry", "manifest_root", b"manifest_root", "methodology", b"methodology", "mitigation_type", b"mitigation_type", "project_id", b"project_id", "quality_labels", b"quality_labels", "standard", b"standard", "underlying_namespace", b"underlying_namespace", "underlying_offset", b"underlying_offset", "underlying_registry", b"underlying_registry", "vintage", b"vintage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

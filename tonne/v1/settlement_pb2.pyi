@@ -749,6 +749,8 @@ class ItmoAction(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    UNDERLYING_REGISTRY_FIELD_NUMBER: _builtins.int
+    UNDERLYING_FIELD_NUMBER: _builtins.int
     action_id: _builtins.str
     party: _builtins.str
     """the participating party that reports it"""
@@ -766,10 +768,16 @@ class ItmoAction(_message.Message):
     """of a use or cancellation (NDC, OIMP, voluntary, OMGE)"""
     source: _builtins.str
     """the trade or registry operation"""
+    underlying_registry: _builtins.str
+    """The underlying units' range in the crediting registry, when the ITMO names one (AEF
+    reports both ID ranges).
+    """
     @_builtins.property
     def serials(self) -> _registry_pb2.SerialBlock:
-        """the ITMO range (also the underlying units' range)"""
+        """the ITMO range"""
 
+    @_builtins.property
+    def underlying(self) -> _registry_pb2.SerialBlock: ...
     def __init__(
         self,
         *,
@@ -786,10 +794,12 @@ class ItmoAction(_message.Message):
         quantity: _builtins.int = ...,
         purpose: _builtins.str = ...,
         source: _builtins.str = ...,
+        underlying_registry: _builtins.str = ...,
+        underlying: _registry_pb2.SerialBlock | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["serials", b"serials"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["serials", b"serials", "underlying", b"underlying"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquiring_party", b"acquiring_party", "action", b"action", "action_id", b"action_id", "authorization_id", b"authorization_id", "first_transferring_party", b"first_transferring_party", "party", b"party", "purpose", b"purpose", "quantity", b"quantity", "serials", b"serials", "source", b"source", "transferring_party", b"transferring_party", "vintage", b"vintage", "year", b"year"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquiring_party", b"acquiring_party", "action", b"action", "action_id", b"action_id", "authorization_id", b"authorization_id", "first_transferring_party", b"first_transferring_party", "party", b"party", "purpose", b"purpose", "quantity", b"quantity", "serials", b"serials", "source", b"source", "transferring_party", b"transferring_party", "underlying", b"underlying", "underlying_registry", b"underlying_registry", "vintage", b"vintage", "year", b"year"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -217,8 +217,9 @@ CODES: tuple[RejectCode, ...] = (
         "UNITS_INVALID",
         7202,
         UNITS,
-        "the block's attributes lack standard or vintage, or carry a bad host party or quality labels",
-        "none",
+        "the block's attributes lack standard or vintage, or carry a bad host party, quality labels or "
+        "underlying range",
+        "none, or the underlying serials out of range",
     ),
     RejectCode(
         "DOUBLE_ISSUANCE_OVERLAP",

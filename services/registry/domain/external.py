@@ -156,7 +156,7 @@ def receive(
     ordered = sorted(command.blocks, key=lambda b: (b.namespace, b.start))
     for block, following in zip(ordered, [*ordered[1:], None], strict=True):
         serial_range(block)
-        valid_units(block.attributes)
+        valid_units(block)
         authorized(block.attributes, authorizations.get(block.attributes.authorization_id))
         if following is not None and following.namespace == block.namespace and following.start <= block.end:
             raise DomainError(

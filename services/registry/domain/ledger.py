@@ -143,6 +143,8 @@ def _unit_ids(a: pb.UnitAttributes) -> list[tuple[str, str]]:
         ("project_id", a.project_id),
         ("methodology", a.methodology),
         ("issuing_registry", a.issuing_registry),
+        ("underlying_registry", a.underlying_registry),
+        ("underlying_namespace", a.underlying_namespace),
     ]
 
 
@@ -300,7 +302,7 @@ class Ledger:
             raise DomainError(
                 "ACCOUNT_TYPE_NOT_ALLOWED", "units are not issued into a retirement or cancellation account"
             )
-        valid_units(attributes)
+        valid_units(block)
         landed = rules is not None and rules.landing is not None
         if not landed and attributes.host_party != account.jurisdiction and account.type != pb.GOVERNMENT:
             # Issuance lands in the host party's registry: its own accounts.
@@ -686,14 +688,27 @@ def serial_range(block: pb.SerialBlock) -> None:
         )
 
 
-def valid_units(attributes: pb.UnitAttributes) -> None:
-    """The attributes every block must carry (DOMAIN.md §3), well formed."""
+def valid_units(block: pb.SerialBlock) -> None:
+    """The attributes every block must carry (DOMAIN.md §3), well formed; an underlying
+    range, if named, whole and within the serials."""
+    attributes = block.attributes
+    if attributes.underlying_registry or attributes.underlying_namespace or attributes.underlying_offset:
+        start, end = underlying(block.start, block.end, attributes)
+        if not (is_identifier(attributes.underlying_registry) and is_identifier(attributes.underlying_namespace)):
+            raise DomainError("UNITS_INVALID", "an underlying range names its registry and namespace")
+        if not 1 <= start <= end <= INT64_MAX:
+            raise DomainError("UNITS_INVALID", "the underlying serials are within 1..2^63-1", [f"{start}-{end}"])
     if attributes.standard == pb.STANDARD_UNSPECIFIED or attributes.vintage == 0:
         raise DomainError("UNITS_INVALID", "standard and vintage are required")
     if not is_party(attributes.host_party):
         raise DomainError("UNITS_INVALID", "host party must be ISO 3166 alpha-2")
     if len(attributes.quality_labels) > _LABELS_MAX or not all(map(is_identifier, attributes.quality_labels)):
         raise DomainError("UNITS_INVALID", f"at most {_LABELS_MAX} quality labels, each an identifier")
+
+
+def underlying(start: int, end: int, attributes: pb.UnitAttributes) -> tuple[int, int]:
+    """Serials `[start, end]`'s underlying units, in their own registry's numbering."""
+    return start + attributes.underlying_offset, end + attributes.underlying_offset
 
 
 def valid_terms(terms: pb.RecordAuthorization) -> None:

@@ -138,6 +138,12 @@ def _action(
     purpose: str = "",
 ) -> Action:
     a = block.attributes
+    underlying = None
+    if a.underlying_namespace:  # both ID ranges: the ITMO's, and its units' in the crediting registry
+        offset = a.underlying_offset
+        underlying = rpb.SerialBlock(
+            namespace=a.underlying_namespace, start=block.start + offset, end=block.end + offset
+        )
     return Action(
         action_id=f"{source}:{key}:{party}:{spb.ItmoActionType.Name(kind)}",
         party=party,
@@ -152,6 +158,8 @@ def _action(
         quantity=block.end - block.start + 1,
         purpose=purpose,
         source=source,
+        underlying_registry=a.underlying_registry,
+        underlying=underlying,
     )
 
 
