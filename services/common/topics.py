@@ -50,7 +50,12 @@ def dead_letter(topic: str) -> str:
 # What each service's consumer subscribes to (its `handlers`; the runtime refuses to start
 # a service whose handlers name a topic missing here) and what its outbox sends.
 _CONSUMES: dict[str, tuple[str, ...]] = {
-    "registry": (REGISTRY_COMMANDS, COMPLIANCE_DECISIONS, *(registry_inbound(j) for j in JURISDICTIONS)),
+    "registry": (
+        REGISTRY_COMMANDS,
+        COMPLIANCE_DECISIONS,
+        SETTLEMENT_EVENTS,  # the adjustments applied: the blocks' corresponding-adjustment status
+        *(registry_inbound(j) for j in JURISDICTIONS),
+    ),
     "matching": (MATCHING_ORDERS, REGISTRY_EVENTS, SETTLEMENT_COVERS),
     "settlement": (SETTLEMENT_COMMANDS, MATCHING_EVENTS, COMPLIANCE_DECISIONS, REGISTRY_EVENTS),
     "compliance": (REGISTRY_EVENTS, MATCHING_EVENTS, SETTLEMENT_EVENTS, COMPLIANCE_REQUESTS, COMPLIANCE_DECISIONS),

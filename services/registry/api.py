@@ -26,10 +26,12 @@ from services.common.auth import Identity, forbidden
 from services.common.errors import DomainError, NotFound
 from services.common.inputs import INT64_MAX, Identifier, Limit, Party, Positive64, Text
 from services.common.problems import refusals
+from services.registry.domain import adjustments
+from services.registry.domain.adjustments import AdjustmentStatus
 from services.registry.domain.blocks import Status
 from services.registry.domain.ledger import underlying
 from services.registry.service import Registry, signed
-from services.registry.sql_index import COLUMNS, block_of
+from services.registry.sql_index import B_COLUMNS, block_of
 from tonne.v1 import registry_pb2 as pb
 from tonne.v1.envelope_pb2 import CommandRejected
 
@@ -175,6 +177,7 @@ class BlockView(BaseModel):
     reservation_id: str
     manifest_root: str  # hex; a carbon-inclusion block's: its records' proofs check against it
     underlying: str  # an ITMO's underlying units, "<registry>:<namespace>:<start>-<end>"; "" if none
+    adjustment: AdjustmentStatus  # the host party's corresponding adjustment for these serials
 
     @classmethod
     def of(cls, row: asyncpg.Record) -> BlockView:
@@ -194,6 +197,9 @@ class BlockView(BaseModel):
             reservation_id=b.reservation_id,
             manifest_root=units.manifest_root.hex(),
             underlying=underlying_label(b.start, b.end, units),
+            adjustment=adjustments.status(
+                bool(b.units.authorization_id), row["first_transfer"] or 0, b.quantity, row["adjusted"]
+            ),
         )
 
 
@@ -259,9 +265,15 @@ async def blocks_page(
     start) index's order, so a page costs O(page) (filters on attributes aside)."""
     after_status, namespace, start = after or ("", "", 0)
     rows = await conn.fetch(
-        f"SELECT {COLUMNS} FROM blocks WHERE account_id = $1 AND (account_id, status, namespace, serial_start) > "
-        "($1, $2, $3, $4) AND ($5::text IS NULL OR status = $5) AND ($6::int = 0 OR standard = $6) "
-        "AND ($7::int = 0 OR vintage = $7) ORDER BY status, namespace, serial_start LIMIT $8",
+        # With each block, its authorization's first-transfer event and how many of its
+        # serials were adjusted (adjusted ranges are disjoint: their overlaps add up).
+        f"SELECT {B_COLUMNS}, l.first_transfer, (SELECT coalesce(sum(least(s.serial_end, b.serial_end) "
+        "- greatest(s.serial_start, b.serial_start) + 1), 0) FROM adjusted_serials s WHERE s.namespace = b.namespace "
+        "AND s.serial_start <= b.serial_end AND s.serial_end >= b.serial_start)::bigint AS adjusted "
+        "FROM blocks b LEFT JOIN authorizations l ON l.authorization_id = b.authorization_id "
+        "WHERE b.account_id = $1 AND (b.account_id, b.status, b.namespace, b.serial_start) > "
+        "($1, $2, $3, $4) AND ($5::text IS NULL OR b.status = $5) AND ($6::int = 0 OR b.standard = $6) "
+        "AND ($7::int = 0 OR b.vintage = $7) ORDER BY b.status, b.namespace, b.serial_start LIMIT $8",
         account_id,
         after_status,
         namespace,

@@ -11,10 +11,11 @@ from google.protobuf.message import Message
 from services.common.eventstore import Call
 from services.common.statehash import Projection
 from services.registry import sql_index
-from services.registry.domain import reconciliation, transactions
+from services.registry.domain import adjustments, reconciliation, transactions
 from services.registry.domain.blocks import Move, Put
 from services.registry.domain.ledger import changes
 from tonne.v1 import registry_pb2 as pb
+from tonne.v1 import settlement_pb2 as spb
 from tonne.v1.envelope_pb2 import Envelope
 
 # Instants as integer microseconds: the hash has no canonical form for timestamps.
@@ -66,6 +67,9 @@ PROJECTIONS = (
         ("issuance_id",),
     ),
     Projection("manifest_issuances", ("manifest_id", "issuance_id"), ("manifest_id",)),
+    Projection(
+        "adjusted_serials", ("namespace", "serial_start", "serial_end", "adjustment_id"), ("namespace", "serial_start")
+    ),
     Projection(
         "transactions",
         # Not the position: a replay numbers the rows afresh; their order is the events'.
@@ -260,6 +264,12 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 event.transfer_id,
                 event.code,
                 event.reason,
+            )
+        case spb.CorrespondingAdjustmentApplied():
+            await conn.executemany(
+                "INSERT INTO adjusted_serials (namespace, serial_start, serial_end, adjustment_id) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                [(b.namespace, b.start, b.end, event.adjustment_id) for b in adjustments.adjusted(event)],
             )
         case pb.HoldingsDigestIssued():
             if event.part <= 1:  # a new digest of the party: the last one's rows are done with

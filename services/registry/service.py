@@ -35,7 +35,7 @@ from services.common.runtime import Kernel
 from services.common.statehash import ServiceState
 from services.common.unit_of_work import Destinations, UnitOfWork, UnitOfWorkFactory
 from services.registry import manifests, policies, sql_index
-from services.registry.domain import fingerprint, screening
+from services.registry.domain import adjustments, fingerprint, screening
 from services.registry.domain.accounts import Account, AccountRef, Authorization, Project
 from services.registry.domain.blocks import Block, frozen_under
 from services.registry.domain.codes import numeric
@@ -61,6 +61,7 @@ from services.registry.projector import PROJECTIONS, inline, project
 from services.registry.sql_index import COLUMNS, SqlIndex, block_of
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as pb
+from tonne.v1 import settlement_pb2 as spb
 from tonne.v1.envelope_pb2 import CommandRejected, Envelope
 
 # Blocks read per query while covering a reservation: the first page is small (most
@@ -171,7 +172,18 @@ class Registry:
     def handlers(self) -> Mapping[str, Handler]:
         # A national registry's channel is bound to its jurisdiction: the handler knows which.
         inbound = {topics.registry_inbound(j): partial(self.on_national, j) for j in topics.JURISDICTIONS}
-        return {topics.REGISTRY_COMMANDS: self.on_command, topics.COMPLIANCE_DECISIONS: self.on_screened, **inbound}
+        return {
+            topics.REGISTRY_COMMANDS: self.on_command,
+            topics.COMPLIANCE_DECISIONS: self.on_screened,
+            topics.SETTLEMENT_EVENTS: self.on_settled,
+            **inbound,
+        }
+
+    async def on_settled(self, uow: UnitOfWork, envelope: Envelope, event: Message) -> None:
+        """settlement.events: a host party's corresponding adjustment, kept as a fact (the
+        blocks' adjustment status reads it); the topic's other events are not the registry's."""
+        if isinstance(event, spb.CorrespondingAdjustmentApplied) and adjustments.adjusted(event):
+            await uow.append(f"fact-{envelope.event_id}", 0, [(event, [])], Context.following(envelope, "registry"))
 
     async def on_command(self, uow: UnitOfWork, envelope: Envelope, command: Message) -> None:
         """registry.commands: the venue's own services."""

@@ -32,7 +32,7 @@ COLUMNS = (
     "namespace, serial_start, serial_end, account_id, status, reservation_id, "
     "standard, host_party, vintage, authorization_id, attributes, attributes_key"
 )
-_B_COLUMNS = ", ".join(f"b.{c}" for c in COLUMNS.split(", "))
+B_COLUMNS = ", ".join(f"b.{c}" for c in COLUMNS.split(", "))
 # The selector as SQL over the block columns ($2 standard, $3 host party, $4 vintage, $5 authorized).
 _SELECTS = (
     "($2::int = 0 OR standard = $2) AND ($3::text = '' OR host_party = $3) "
@@ -190,7 +190,7 @@ class SqlIndex:
             "LEFT JOIN accounts t ON t.account_id = $3 "
             # By the parameter, not through `r`: the planner must look the partial index up,
             # never scan it (its size is every open reservation's blocks).
-            f"LEFT JOIN LATERAL (SELECT {_B_COLUMNS} FROM blocks b WHERE b.reservation_id = $1 "
+            f"LEFT JOIN LATERAL (SELECT {B_COLUMNS} FROM blocks b WHERE b.reservation_id = $1 "
             "AND b.reservation_id <> '') p ON true ORDER BY p.namespace, p.serial_start",
             reservation_id,
             stream_prefix,

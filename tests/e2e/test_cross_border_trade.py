@@ -14,7 +14,7 @@ from services.common import topics
 from services.common.auth import DevIssuer
 from services.common.envelope import unwrap
 from services.registry.domain.manifest import verify
-from tests.support import Venue, bearer, jcm_th_block, read_topic
+from tests.support import Venue, bearer, eventually, jcm_th_block, read_topic
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1.envelope_pb2 import Envelope
@@ -74,6 +74,18 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any, dev_iss
         buyer_account = await venue.wait_held(ch_buyer, 3000)
         assert [(b["start"], b["end"]) for b in buyer_account["holdings"]] == [(1, 3000)]
         await venue.wait_held(th_gov, 2000)
+
+        # The registry hears the adjustment on settlement.events: the ITMOs show it applied,
+        # the 2,000 t Thailand kept (authorized, not first-transferred) show it pending.
+        async def adjustment(account_id: str) -> str | None:
+            found = await venue.get(f"{venue.registry}/accounts/{account_id}/blocks")
+            return found["items"][0]["adjustment"] if found and found["items"] else None
+
+        async def applied() -> bool | None:
+            return await adjustment(ch_buyer) == "APPLIED" or None
+
+        await eventually(applied, "the ITMOs' adjustment on the registry's blocks")
+        assert await adjustment(th_gov) == "PENDING"
         cash = await venue.get(f"{venue.settlement}/cash/{ch_buyer}", venue.buyer)
         assert cash == {"USD": {"available": 500_000, "reserved": 0, "held": 0}}  # paid for what it received
         assert await venue.cash(th_gov, "USD") == (4_500_000, 0)

@@ -53,6 +53,7 @@ class Carrier(Enum):
     CANCELLED = "TransferCancelled"  # the code of a scheduled transfer's cancellation, not a refusal
     RETURNED = "ExternalTransferReturned"  # why an external transfer's units came back, not a refusal
     PROPOSAL = "ProposalRejected"  # why a screened proposal's units came back
+    DEAD_LETTER = "dead-letter topic"  # another service's event the registry cannot take, with its origin
 
 
 # Where the registry's code lives; an entry raised by the shared kernel for the
@@ -126,6 +127,14 @@ CODES: tuple[RejectCode, ...] = (
         "none",
         Carrier.HTTP,
         raised_in="services/common/limits.py",
+    ),
+    RejectCode(
+        "FACT_INVALID",
+        7009,
+        SEQUENCE,
+        "an event of another service the registry keeps (settlement's corresponding adjustments) is malformed",
+        "what is wrong with it (at most 20)",
+        Carrier.DEAD_LETTER,
     ),
     # --- 71xx accounts and their mandates ---
     RejectCode(
