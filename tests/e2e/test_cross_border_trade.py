@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,21 @@ async def test_jcm_itmo_from_thailand_to_switzerland(running_stack: Any, dev_iss
     assert completed.correlation_id == executed.correlation_id  # one flow, traced from the buy order on
     audit_th = await read_topic(stack.bootstrap, stack.topic_prefix + topics.audit("TH"), lambda rs: len(rs) >= 5)
     assert all(isinstance(unwrap(r.value)[1], cpb.AuditRecord) for r in audit_th)
+    # The verifier checks the chain as the topic carries it, offline, as a regulator would.
+    verified = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.compliance.verify",
+        "--topic",
+        stack.topic_prefix + topics.audit("TH"),
+        "--bootstrap",
+        stack.bootstrap,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(verified.communicate(), 60)
+    assert verified.returncode == 0 and out.decode().startswith("intact: "), (out, err.decode())
+    assert int(out.decode().split()[1]) >= len(audit_th)
 
     latency = (completed.occurred_at.ToDatetime() - executed.occurred_at.ToDatetime()).total_seconds()
     Path(".run").mkdir(exist_ok=True)
