@@ -71,7 +71,7 @@ AUDITED = (
 )
 
 PROJECTIONS = (
-    Projection("accounts", ("account_id", "jurisdiction"), ("account_id",)),
+    Projection("accounts", ("account_id", "jurisdiction", "frozen", "closed"), ("account_id",)),
     Projection(
         "authorizations", ("authorization_id", "host_party", "quantity", "loa", "revoked"), ("authorization_id",)
     ),
@@ -167,6 +167,11 @@ async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) 
                 event.account_id,
                 event.jurisdiction,
             )
+        case rpb.AccountFrozen() | rpb.AccountUnfrozen():
+            frozen = isinstance(event, rpb.AccountFrozen)
+            await conn.execute("UPDATE accounts SET frozen = $2 WHERE account_id = $1", event.account_id, frozen)
+        case rpb.AccountClosed():
+            await conn.execute("UPDATE accounts SET closed = true WHERE account_id = $1", event.account_id)
         case rpb.AuthorizationRevoked():
             await conn.execute(
                 "UPDATE authorizations SET revoked = true WHERE authorization_id = $1", event.authorization_id
@@ -303,10 +308,23 @@ async def accounts_of(conn: asyncpg.Connection, ids: Iterable[str]) -> dict[str,
     return {row["account_id"]: row["jurisdiction"] for row in rows}
 
 
+async def accounts_facts(conn: asyncpg.Connection, ids: Iterable[str]) -> Facts:
+    """The given accounts as screening needs them: their party, and which are frozen or closed."""
+    rows = await conn.fetch(
+        "SELECT account_id, jurisdiction, frozen, closed FROM accounts WHERE account_id = ANY($1::text[])",
+        sorted(set(ids)),
+    )
+    return Facts(
+        accounts={r["account_id"]: r["jurisdiction"] for r in rows},
+        frozen={r["account_id"] for r in rows if r["frozen"]},
+        closed={r["account_id"] for r in rows if r["closed"]},
+    )
+
+
 async def proposal_facts(conn: asyncpg.Connection, proposal: rpb.ScreenProposal) -> Facts:
     """What screening a proposal needs from the tables: its account and the authorizations
     its blocks name."""
-    facts = Facts(accounts=await accounts_of(conn, [proposal.account_id]))
+    facts = await accounts_facts(conn, [proposal.account_id])
     await _authorizations(conn, facts, proposal.blocks)
     return facts
 
@@ -328,7 +346,7 @@ async def facts_for(conn: asyncpg.Connection, request: cpb.ScreenTransfer) -> Fa
     """What screening `request` needs from the tables: its two accounts, its reservation
     and the authorizations its blocks name (their usage is aggregates: `Compliance.facts`).
     Nothing else is read."""
-    facts = Facts(accounts=await accounts_of(conn, (request.from_account_id, request.to_account_id)))
+    facts = await accounts_facts(conn, (request.from_account_id, request.to_account_id))
     row = await conn.fetchrow(
         "SELECT account_id, quantity, blocks FROM reservations WHERE reservation_id = $1", request.reservation_id
     )

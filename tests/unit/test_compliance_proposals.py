@@ -124,6 +124,19 @@ def test_a_revoked_authorization_blocks_a_use_only_where_the_use_is_its_first_tr
     assert "JCM-TH:1-100 authorization LOA-TH-1 was revoked before its first transfer (at use)" in refused.evidence
 
 
+def test_a_frozen_account_proposes_only_what_the_registry_itself_does() -> None:
+    known = facts()
+    known.apply(rpb.AccountFrozen(account_id="CH-BUYER", jurisdiction="CH"))
+    held = result(screen_proposal(retirement(), known, [], Policies.load()), "PROPOSAL_ACCOUNT")
+    assert (held.passed, held.evidence) == (False, "account CH-BUYER is frozen")
+    mandatory = cancellation()
+    mandatory.retirement.cancellation = rpb.CANCELLATION_MANDATORY
+    assert result(screen_proposal(mandatory, known, [], Policies.load()), "PROPOSAL_ACCOUNT").passed
+    known.apply(rpb.AccountClosed(account_id="CH-BUYER", jurisdiction="CH"))
+    closed = result(screen_proposal(mandatory, known, [], Policies.load()), "PROPOSAL_ACCOUNT")
+    assert (closed.passed, closed.evidence) == (False, "account CH-BUYER is closed")
+
+
 def test_an_issuance_is_screened_against_the_serials_issued_before() -> None:
     command = issuance("I-9", "TH-GOV", 1, 100)
     proposal = rpb.ScreenProposal(

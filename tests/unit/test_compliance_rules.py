@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from google.protobuf.message import Message
 
 from services.compliance.domain import rules as rules_package
 from services.compliance.domain.facts import Facts
@@ -195,8 +196,25 @@ def test_every_result_carries_the_number_of_its_code() -> None:
 
 # --- each rule, passing and failing, with its evidence -----------------------------------------
 
+
+def with_account_event(facts: Facts, *events: Message) -> Facts:
+    for event in events:
+        facts.apply(event)
+    return facts
+
+
 PASSING = [
     ("ACCOUNTS_KNOWN", request(), facts_with(block()), "both accounts are open"),
+    (
+        "ACCOUNTS_KNOWN",
+        request(),
+        with_account_event(
+            facts_with(block()),
+            rpb.AccountFrozen(account_id="TH-GOV", jurisdiction="TH"),
+            rpb.AccountUnfrozen(account_id="TH-GOV", jurisdiction="TH"),
+        ),
+        "both accounts are open",
+    ),
     ("HOLDINGS_RESERVED", request(), facts_with(block()), "3000 units reserved by the seller"),
     ("SERIAL_INTEGRITY", request(), facts_with(block(1, 1000), block(1001, 3000)), "2 disjoint blocks"),
     ("QUALITY_VINTAGE", request(), facts_with(block(vintage=2021)), "vintages within policy"),
@@ -211,6 +229,18 @@ PASSING = [
 ]
 FAILING = [
     ("ACCOUNTS_KNOWN", request(to="XX-NOBODY"), facts_with(block()), "unknown account XX-NOBODY"),
+    (
+        "ACCOUNTS_KNOWN",
+        request(),
+        with_account_event(facts_with(block()), rpb.AccountFrozen(account_id="TH-GOV", jurisdiction="TH")),
+        "account TH-GOV is frozen",
+    ),
+    (
+        "ACCOUNTS_KNOWN",
+        request(),
+        with_account_event(facts_with(block()), rpb.AccountClosed(account_id="CH-BUYER", jurisdiction="CH")),
+        "account CH-BUYER is closed",
+    ),
     ("HOLDINGS_RESERVED", request(reservation="nope"), facts_with(block()), "no reservation nope"),
     ("HOLDINGS_RESERVED", request(frm="TH-CO", to="CH-BUYER"), facts_with(block()), "held by TH-GOV, not TH-CO"),
     ("HOLDINGS_RESERVED", request(quantity=3001), facts_with(block()), "reservation holds 3000, transfer asks 3001"),

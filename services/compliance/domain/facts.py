@@ -18,6 +18,9 @@ from tonne.v1 import registry_pb2 as pb
 # on releases the serials its approval recorded as used).
 OBSERVED = (
     pb.AccountOpened,
+    pb.AccountFrozen,
+    pb.AccountUnfrozen,
+    pb.AccountClosed,
     pb.AuthorizationRecorded,
     pb.AuthorizationChanged,
     pb.AuthorizationRevoked,
@@ -51,11 +54,23 @@ def needed(event: Message) -> bool:
 @dataclass
 class Facts:
     accounts: dict[str, str] = field(default_factory=dict)  # account id -> jurisdiction
+    frozen: set[str] = field(default_factory=set)  # of those accounts, frozen now
+    closed: set[str] = field(default_factory=set)  # and closed
     authorizations: dict[str, pb.RecordAuthorization] = field(default_factory=dict)  # the terms in force
     revoked: set[str] = field(default_factory=set)  # authorizations nothing more is first-transferred under
     reservations: dict[str, pb.UnitsReserved] = field(default_factory=dict)
     # How each LoA the request names has been spent and claimed (domain/authorizations.py).
     usage: dict[str, AuthorizationUsage] = field(default_factory=dict)
+
+    def standing(self, account_id: str) -> str | None:
+        """What keeps the account from taking part: unknown, closed or frozen; None if nothing."""
+        if account_id not in self.accounts:
+            return f"unknown account {account_id}"
+        if account_id in self.closed:
+            return f"account {account_id} is closed"
+        if account_id in self.frozen:
+            return f"account {account_id} is frozen"
+        return None
 
     def usage_of(self, authorization_id: str) -> AuthorizationUsage:
         return self.usage.get(authorization_id) or AuthorizationUsage.of(authorization_id)
@@ -64,6 +79,12 @@ class Facts:
         match event:
             case pb.AccountOpened():
                 self.accounts[event.account_id] = event.jurisdiction
+            case pb.AccountFrozen():
+                self.frozen.add(event.account_id)
+            case pb.AccountUnfrozen():
+                self.frozen.discard(event.account_id)
+            case pb.AccountClosed():
+                self.closed.add(event.account_id)
             case pb.AuthorizationRecorded() | pb.AuthorizationChanged():
                 self.authorizations[event.authorization.authorization_id] = event.authorization
             case pb.AuthorizationRevoked():

@@ -76,6 +76,8 @@ def check_fact(event: Message) -> None:
     match event:
         case rpb.AccountOpened():
             problems += _identifier("account_id", event.account_id) + _text("jurisdiction", event.jurisdiction)
+        case rpb.AccountFrozen() | rpb.AccountUnfrozen() | rpb.AccountClosed():
+            problems += _identifier("account_id", event.account_id)
         case rpb.AuthorizationRevoked():
             problems += _identifier("authorization_id", event.authorization_id)
         case rpb.AuthorizationRecorded() | rpb.AuthorizationChanged():

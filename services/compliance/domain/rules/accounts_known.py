@@ -1,4 +1,5 @@
-"""ACCOUNTS_KNOWN: both accounts of the transfer are ones compliance has seen opened."""
+"""ACCOUNTS_KNOWN: both accounts of the transfer are ones compliance has seen opened, and
+neither is closed nor frozen (as the registry's events said: the log checks it again)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ from services.compliance.domain.rules.rule import ACCOUNTS, Case, Finding, Rule
 
 def accounts_known(case: Case) -> Finding:
     request = case.request
-    missing = [a for a in (request.from_account_id, request.to_account_id) if a not in case.facts.accounts]
-    return Finding([f"unknown account {a}" for a in missing], "both accounts are open")
+    accounts = (request.from_account_id, request.to_account_id)
+    problems = [p for a in accounts if (p := case.facts.standing(a)) is not None]
+    return Finding(problems, "both accounts are open")
 
 
 RULE = Rule(
     code="ACCOUNTS_KNOWN",
     numeric=8101,
     family=ACCOUNTS,
-    meaning="the transferring and the acquiring account were opened in a registry compliance observes",
-    evidence="`unknown account <id>` per account not known; passed: `both accounts are open`",
+    meaning="the transferring and the acquiring account were opened in a registry compliance observes, and "
+    "neither is closed or frozen",
+    evidence="per account: `unknown account <id>`, `account <id> is closed` or `account <id> is frozen`; "
+    "passed: `both accounts are open`",
     check=accounts_known,
 )
