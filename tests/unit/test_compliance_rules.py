@@ -212,6 +212,7 @@ PASSING = [
             facts_with(block()),
             rpb.AccountFrozen(account_id="TH-GOV", jurisdiction="TH"),
             rpb.AccountUnfrozen(account_id="TH-GOV", jurisdiction="TH"),
+            rpb.AccountFrozen(account_id="CH-BUYER", jurisdiction="CH"),  # a frozen account still receives
         ),
         "both accounts are open",
     ),
