@@ -62,13 +62,14 @@ class Facts:
     # How each LoA the request names has been spent and claimed (domain/authorizations.py).
     usage: dict[str, AuthorizationUsage] = field(default_factory=dict)
 
-    def standing(self, account_id: str) -> str | None:
-        """What keeps the account from taking part: unknown, closed or frozen; None if nothing."""
+    def standing(self, account_id: str, frozen_ok: bool = False) -> str | None:
+        """What keeps the account from taking part: unknown, closed, or frozen (unless
+        `frozen_ok`: it receives, or the registry itself acts); None if nothing."""
         if account_id not in self.accounts:
             return f"unknown account {account_id}"
         if account_id in self.closed:
             return f"account {account_id} is closed"
-        if account_id in self.frozen:
+        if account_id in self.frozen and not frozen_ok:
             return f"account {account_id} is frozen"
         return None
 

@@ -9,13 +9,9 @@ from services.compliance.domain.rules.rule import ACCOUNTS, Case, Finding, Rule
 
 def accounts_known(case: Case) -> Finding:
     request = case.request
-    facts = case.facts
-    problems = [p for p in [facts.standing(request.from_account_id)] if p is not None]
     # A frozen account sends nothing but may still receive; a closed one does neither.
-    target = request.to_account_id
-    if (standing := facts.standing(target)) is not None and not (target in facts.frozen and target not in facts.closed):
-        problems.append(standing)
-    return Finding(problems, "both accounts are open")
+    standings = (case.facts.standing(request.from_account_id), case.facts.standing(request.to_account_id, True))
+    return Finding([s for s in standings if s is not None], "both accounts are open")
 
 
 RULE = Rule(

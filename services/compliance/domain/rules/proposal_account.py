@@ -12,9 +12,7 @@ def proposal_account(case: ProposalCase) -> Finding:
     proposal = case.proposal
     known = case.facts.accounts.get(proposal.account_id)
     # A frozen account passes the registry's own acts; an unknown or closed one nothing.
-    frozen_only = proposal.account_id in case.facts.frozen and proposal.account_id not in case.facts.closed
-    standing = case.facts.standing(proposal.account_id)
-    if standing is not None and not (frozen_only and by_authority(proposal)):
+    if (standing := case.facts.standing(proposal.account_id, by_authority(proposal))) is not None:
         return Finding([standing], "")
     assert known is not None  # standing names an unknown account
     if known != proposal.jurisdiction:
