@@ -3,11 +3,14 @@ contracts and the database can hold, so bad input is a 422, never a 500."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
 INT64_MAX = 2**63 - 1
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
+_PARTY = re.compile(r"[A-Z]{2}")
 
 
 def _printable(value: str) -> str:
@@ -29,3 +32,13 @@ Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_print
 Positive64 = Annotated[int, Field(gt=0, le=INT64_MAX)]
 # Paging.
 Limit = Annotated[int, Field(ge=1, le=1000)]
+
+
+def is_identifier(value: str) -> bool:
+    """What `Identifier` admits: for ids that arrive on a topic rather than through the API."""
+    return _IDENTIFIER.fullmatch(value) is not None
+
+
+def is_party(value: str) -> bool:
+    """What `Party` admits."""
+    return _PARTY.fullmatch(value) is not None

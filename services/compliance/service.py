@@ -25,6 +25,7 @@ from services.common import eventstore, outbox, topics
 from services.common.auth import Identity
 from services.common.consumer import Handler
 from services.common.envelope import Context, payload_of
+from services.common.inputs import is_identifier, is_party
 from services.common.repository import Repository
 from services.common.runtime import Kernel
 from services.common.statehash import Projection, ServiceState
@@ -33,7 +34,7 @@ from services.compliance import chain
 from services.compliance.chain import AuditFeed, AuditLog
 from services.compliance.domain.authorizations import PREFIX, AuthorizationUsage, by_authorization
 from services.compliance.domain.facts import Facts, needed, spent
-from services.compliance.domain.jurisdictions import account_ids, concerned, is_party
+from services.compliance.domain.jurisdictions import account_ids, concerned
 from services.compliance.domain.screening import (
     Policies,
     Policy,
@@ -49,7 +50,6 @@ from services.compliance.domain.validation import (
     check_fact,
     check_proposal_keys,
     check_request_keys,
-    is_identifier,
     proposal_problems,
     request_problems,
 )

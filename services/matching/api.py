@@ -32,10 +32,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from services.common.auth import Identity, forbidden
 from services.common.errors import DomainError
-from services.common.inputs import Identifier, Limit, Positive64
+from services.common.inputs import Identifier, Limit, Positive64, is_identifier
 from services.common.problems import refusals
 from services.matching.bars import vwap
-from services.matching.domain.engine import is_identifier
 from services.matching.feed import Feed, FeedSettings, StreamsFull, Subscription
 from services.matching.marketdata import Snapshot
 from services.matching.projections import (

@@ -18,12 +18,13 @@ from services.common.backlog import GroupLag
 from services.common.consumer import Handler
 from services.common.envelope import Context, wrap
 from services.common.errors import DomainError, TooBusy
+from services.common.inputs import is_identifier
 from services.common.repository import Repository
 from services.common.runtime import Kernel
 from services.common.statehash import ServiceState
 from services.common.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from services.matching import projections
-from services.matching.domain.engine import PREFIX, Book, check_order_type, is_identifier, refusal, rejected, shown
+from services.matching.domain.engine import PREFIX, Book, check_order_type, refusal, rejected, shown
 from services.matching.domain.instruments import Instrument, load
 from services.matching.domain.mandates import check_mandate, not_mandated
 from tonne.v1 import matching_pb2 as pb

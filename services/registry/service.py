@@ -30,6 +30,7 @@ from services.common.consumer import Handler
 from services.common.envelope import Context
 from services.common.errors import DomainError
 from services.common.eventstore import ConcurrencyError
+from services.common.inputs import is_party
 from services.common.repository import Repository
 from services.common.runtime import Kernel
 from services.common.statehash import ServiceState
@@ -53,7 +54,6 @@ from services.registry.domain.ledger import (
     bind_venue,
     check,
     command_id,
-    is_party,
     picking,
 )
 from services.registry.domain.reconciliation import ROWS_MAX, Kind, Reconciliation, disputed

@@ -26,6 +26,7 @@ from services.common.consumer import Handler
 from services.common.envelope import Context
 from services.common.errors import DomainError, NotFound
 from services.common.eventstore import ConcurrencyError
+from services.common.inputs import is_identifier
 from services.common.repository import Repository
 from services.common.runtime import Kernel
 from services.common.serials import Interval
@@ -40,7 +41,6 @@ from services.settlement.domain.checks import (
     check_cover,
     check_mandate,
     check_trade,
-    is_identifier,
 )
 from services.settlement.domain.settlement import Phase, TradeSettlement
 from services.settlement.projections import PROJECTIONS, lock_namespace, overlapping, project

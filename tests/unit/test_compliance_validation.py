@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from services.common.errors import DomainError
+from services.common.inputs import is_party
 from services.compliance.domain.facts import Facts, needed, spent
-from services.compliance.domain.jurisdictions import account_ids, concerned, is_party
+from services.compliance.domain.jurisdictions import account_ids, concerned
 from services.compliance.domain.validation import check_fact, check_request_keys, refuse, request_problems
 from tests.unit.factories import loa
 from tonne.v1 import compliance_pb2 as cpb

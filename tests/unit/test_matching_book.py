@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from pydantic import TypeAdapter, ValidationError
 
-from services.common.inputs import INT64_MAX, Identifier
-from services.matching.domain.engine import Book, is_identifier
+from services.common.inputs import INT64_MAX, Identifier, is_identifier
+from services.matching.domain.engine import Book
 from services.matching.domain.instruments import load
 from tonne.v1 import matching_pb2 as pb
 

@@ -12,11 +12,6 @@ _PARTY_FIELDS = {"jurisdiction", "host_party", "from_jurisdiction", "to_jurisdic
 _PARTY = re.compile(r"[A-Z]{2}")
 
 
-def is_party(value: str) -> bool:
-    """An ISO 3166-1 alpha-2 code: the only keys an audit chain is kept under."""
-    return _PARTY.fullmatch(value) is not None
-
-
 def concerned(event: Message, facts: Facts) -> set[str]:
     """Parties the event names, directly or through the accounts in `facts`."""
     found: set[str] = set()

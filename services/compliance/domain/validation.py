@@ -11,6 +11,7 @@ import re
 from google.protobuf.message import Message
 
 from services.common.errors import DomainError
+from services.common.inputs import is_identifier
 from services.compliance.domain.facts import spent
 from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as rpb
@@ -18,10 +19,6 @@ from tonne.v1 import registry_pb2 as rpb
 INT64_MAX = 2**63 - 1
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
 _TEXT_MAX = 200
-
-
-def is_identifier(value: str) -> bool:
-    return _IDENTIFIER.fullmatch(value) is not None
 
 
 def _identifier(name: str, value: str) -> list[str]:

@@ -22,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.aggregate import Aggregate
 from services.common.errors import DomainError
-from services.common.inputs import INT64_MAX
+from services.common.inputs import INT64_MAX, is_identifier
 from services.matching.domain.book import BUY, Order, OrderBook
 from services.matching.domain.instruments import Instrument
 from tonne.v1 import matching_pb2 as pb
@@ -44,10 +44,6 @@ _RESTING = (pb.TIME_IN_FORCE_GTC, pb.TIME_IN_FORCE_GTD, pb.TIME_IN_FORCE_DAY)
 _STP_MODES = frozenset(pb.SelfTradePrevention.values())
 _STP_SCOPES = frozenset(pb.StpScope.values())
 _NANOS = 1_000_000_000
-
-
-def is_identifier(value: str) -> bool:
-    return _IDENTIFIER.fullmatch(value) is not None
 
 
 def shown(value: str) -> str:

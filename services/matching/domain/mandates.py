@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from services.common.errors import DomainError
-from services.matching.domain.engine import is_identifier
+from services.common.inputs import is_identifier
 from tonne.v1 import registry_pb2 as rpb
 
 _PARTY = re.compile(r"[A-Z]{2}")

@@ -9,8 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from services.common.errors import DomainError
-from services.common.inputs import INT64_MAX
-from services.registry.domain.ledger import is_identifier
+from services.common.inputs import INT64_MAX, is_identifier
 from tonne.v1 import registry_pb2 as pb
 from tonne.v1 import settlement_pb2 as spb
 

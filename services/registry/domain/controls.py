@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.errors import DomainError
+from services.common.inputs import is_party
 from services.registry.domain.accounts import Account, AccountRef, Project
 from services.registry.domain.blocks import Block, Holding
 from services.registry.domain.ledger import (
@@ -31,7 +32,6 @@ from services.registry.domain.ledger import (
     Held,
     Ledger,
     check,
-    is_party,
     not_closed,
     outgoing,
     serial_range,

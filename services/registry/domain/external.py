@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.message import Message
 
 from services.common.errors import DomainError
+from services.common.inputs import is_party
 from services.registry.domain.accounts import Account
 from services.registry.domain.blocks import Block, Units
 from services.registry.domain.ledger import (
@@ -25,7 +26,6 @@ from services.registry.domain.ledger import (
     authorized,
     check,
     exported,
-    is_party,
     not_closed,
     outgoing,
     serial_range,

@@ -17,6 +17,7 @@ from typing import NamedTuple
 from google.protobuf.message import Message
 
 from services.common.errors import DomainError
+from services.common.inputs import is_identifier, is_party
 from services.registry.domain import fingerprint, manifest
 from services.registry.domain.accounts import Account, AccountRef, Authorization
 from services.registry.domain.blocks import Block, Change, Holding, Move, Put, Status, Units, frozen_under
@@ -39,14 +40,6 @@ _TEXT_MAX = 200
 BLOCKS_MAX = 100
 _LABELS_MAX = 16
 _ENTITIES_MAX = 100
-
-
-def is_identifier(value: str) -> bool:
-    return _IDENTIFIER.fullmatch(value) is not None
-
-
-def is_party(value: str) -> bool:
-    return _PARTY.fullmatch(value) is not None
 
 
 def text_ok(value: str) -> bool:

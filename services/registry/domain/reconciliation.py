@@ -20,7 +20,8 @@ from google.protobuf.message import Message
 
 from services.common.aggregate import Aggregate
 from services.common.errors import DomainError
-from services.registry.domain.ledger import check, is_party
+from services.common.inputs import is_party
+from services.registry.domain.ledger import check
 from tonne.v1 import registry_pb2 as pb
 
 # Rows one part of a digest carries at most (a message of ~1 MB), and one answer names.

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import re
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from services.common.errors import DomainError
-from services.common.inputs import INT64_MAX, Identifier, Party
+from services.common.inputs import INT64_MAX, Identifier, Party, is_identifier, is_party
 from tonne.v1 import matching_pb2 as mpb
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1 import settlement_pb2 as spb
@@ -18,22 +18,6 @@ from tonne.v1 import settlement_pb2 as spb
 _IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
 _PARTY: TypeAdapter[str] = TypeAdapter(Party)
 _CURRENCY = re.compile(r"[A-Z]{3}")
-
-
-def is_identifier(value: str) -> bool:
-    try:
-        _IDENTIFIER.validate_python(value)
-    except ValidationError:
-        return False
-    return True
-
-
-def is_party(value: str) -> bool:
-    try:
-        _PARTY.validate_python(value)
-    except ValidationError:
-        return False
-    return True
 
 
 def _refuse(code: str, problems: list[str], what: str) -> None:
