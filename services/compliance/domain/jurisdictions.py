@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 from google.protobuf.message import Message
 
 from services.compliance.domain.facts import Facts
 
 _PARTY_FIELDS = {"jurisdiction", "host_party", "from_jurisdiction", "to_jurisdiction", "party"}
-_PARTY = re.compile(r"[A-Z]{2}")
 
 
 def concerned(event: Message, facts: Facts) -> set[str]:

@@ -6,8 +6,6 @@ A refusal names fields and sizes, never echoes the offending value (it may be 1 
 
 from __future__ import annotations
 
-import re
-
 from google.protobuf.message import Message
 
 from services.common.errors import DomainError
@@ -17,7 +15,6 @@ from tonne.v1 import compliance_pb2 as cpb
 from tonne.v1 import registry_pb2 as rpb
 
 INT64_MAX = 2**63 - 1
-_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
 _TEXT_MAX = 200
 
 

@@ -35,7 +35,6 @@ Command = pb.SubmitOrder | pb.CancelOrder | pb.ReplaceOrder | pb.ExpireOrders | 
 
 # The shape of services.common.inputs.Identifier: commands from Kafka are held to what the
 # HTTP API accepts, so a malformed id is refused with a code and never stored or relayed.
-_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
 # Order, broker, account and (optional) client order id at once: one regex call on the hot path.
 _IDENTIFIERS = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}\n){3}(?:[A-Za-z0-9][A-Za-z0-9._:@-]{0,63})?")
 

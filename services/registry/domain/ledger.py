@@ -10,7 +10,6 @@ does to the block index; both index adapters (memory, PostgreSQL) apply exactly 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence, Set
 from typing import NamedTuple
 
@@ -33,8 +32,6 @@ CLAIM_YEARS = (2008, 2100)
 # Evidence lists name at most this many blocks (a refusal must stay small on the wire).
 EVIDENCE_LIMIT = 20
 
-_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
-_PARTY = re.compile(r"[A-Z]{2}")
 _TEXT_MAX = 200
 # Blocks one inbound transfer may carry (each is looked up on its own).
 BLOCKS_MAX = 100

@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import re
 
-from pydantic import TypeAdapter
-
 from services.common.errors import DomainError
-from services.common.inputs import INT64_MAX, Identifier, Party, is_identifier, is_party
+from services.common.inputs import INT64_MAX, is_identifier, is_party
 from tonne.v1 import matching_pb2 as mpb
 from tonne.v1 import registry_pb2 as rpb
 from tonne.v1 import settlement_pb2 as spb
 
-_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
-_PARTY: TypeAdapter[str] = TypeAdapter(Party)
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 
