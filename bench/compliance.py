@@ -21,16 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from deploy.postgres import create_database_async, drop_database_async, start_postgres, stop_postgres
+from deploy.postgres import admin_dsn, fresh_database
 from services.common.db import connect_pool, migrate
 from services.common.envelope import Context
 from services.common.runtime import Kernel
@@ -163,13 +160,8 @@ async def measure(dsn: str, size: int, count: int) -> dict[str, float]:
 async def run(admin: str, sizes: list[int], count: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     for size in sizes:
-        name = f"bench_compliance_{size}"
-        await drop_database_async(admin, name)
-        dsn = await create_database_async(admin, name)
-        try:
+        async with fresh_database(admin, f"bench_compliance_{size}") as dsn:
             results[str(size)] = await measure(dsn, size, count)
-        finally:
-            await drop_database_async(admin, name)
         print(json.dumps({str(size): results[str(size)]}, indent=2), flush=True)
     return results
 
@@ -179,17 +171,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--decisions", type=int, default=2000)
     args = parser.parse_args()
-    admin = os.environ.get("DATABASE_URL")
-    root = None if admin else Path(tempfile.mkdtemp(prefix="tonne-bench-pg-", dir="/tmp"))
-    try:
-        if root is not None:
-            admin = start_postgres(root / "pg")
-        assert admin is not None
+    with admin_dsn() as admin:
         results = asyncio.run(run(admin, args.sizes, args.decisions))
-    finally:
-        if root is not None:
-            stop_postgres(root / "pg")
-            shutil.rmtree(root, ignore_errors=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")

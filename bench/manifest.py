@@ -15,15 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from deploy.postgres import create_database_async, drop_database_async, start_postgres, stop_postgres
+from deploy.postgres import admin_dsn, fresh_database
 from services.common.db import connect_pool, migrate
 from services.registry import manifests
 from services.registry.domain.manifest import Manifest, Record, verify
@@ -56,10 +53,8 @@ def in_memory(records: list[Record], proofs: int, rng: random.Random) -> tuple[M
     }
 
 
-async def stored(admin_dsn: str, body: bytes, root: bytes, proofs: int, rng: random.Random) -> dict[str, object]:
-    await drop_database_async(admin_dsn, DATABASE)
-    dsn = await create_database_async(admin_dsn, DATABASE)
-    try:
+async def stored(admin: str, body: bytes, root: bytes, proofs: int, rng: random.Random) -> dict[str, object]:
+    async with fresh_database(admin, DATABASE) as dsn:
         await migrate(dsn, "registry")
         pool = await connect_pool(dsn, "registry", size=2)
         try:
@@ -88,8 +83,6 @@ async def stored(admin_dsn: str, body: bytes, root: bytes, proofs: int, rng: ran
                 )
         finally:
             await pool.close()
-    finally:
-        await drop_database_async(admin_dsn, DATABASE)
     quantiles = statistics.quantiles(latencies, n=100)
     return {
         "upload_bytes": len(body),
@@ -121,17 +114,8 @@ def main() -> None:
     root, tonnes, total_mg = manifest.root, manifest.tonnes, manifest.total_mg
     del manifest, records
 
-    admin = os.environ.get("DATABASE_URL")
-    scratch = None if admin else Path(tempfile.mkdtemp(prefix="tonne-bench-pg-", dir="/tmp"))
-    try:
-        if scratch is not None:
-            admin = start_postgres(scratch / "pg")
-        assert admin is not None
+    with admin_dsn() as admin:
         figures |= asyncio.run(stored(admin, body, root, args.proofs, rng))
-    finally:
-        if scratch is not None:
-            stop_postgres(scratch / "pg")
-            shutil.rmtree(scratch, ignore_errors=True)
     figures = {
         "records": args.records,
         "validate_s": round(validated_s, 2),

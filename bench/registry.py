@@ -20,10 +20,7 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -35,7 +32,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from google.protobuf.message import Message
 
-from deploy.postgres import create_database_async, drop_database_async, start_postgres, stop_postgres
+from deploy.postgres import admin_dsn, fresh_database
 from services.common import topics
 from services.common.consumer import Consumer
 from services.common.db import connect_pool, migrate
@@ -289,13 +286,10 @@ async def measure(pool: asyncpg.Pool, registry: Registry, size: int, ops: int) -
     }
 
 
-async def run(admin_dsn: str, sizes: list[int], ops: int) -> dict[str, dict[str, float]]:
+async def run(admin: str, sizes: list[int], ops: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     for size in sizes:
-        name = f"bench_registry_{size}"
-        await drop_database_async(admin_dsn, name)
-        dsn = await create_database_async(admin_dsn, name)
-        try:
+        async with fresh_database(admin, f"bench_registry_{size}") as dsn:
             await migrate(dsn, "registry")
             pool = await connect_pool(dsn, "registry", size=2)
             try:
@@ -306,8 +300,6 @@ async def run(admin_dsn: str, sizes: list[int], ops: int) -> dict[str, dict[str,
                 figures["load_s"] = round(seconds, 1)
             finally:
                 await pool.close()
-        finally:
-            await drop_database_async(admin_dsn, name)
         results[str(size)] = figures
         print(json.dumps({str(size): figures}, indent=2), flush=True)
     return results
@@ -320,17 +312,8 @@ def main() -> None:
     # The services run on uvloop (uvicorn picks it when installed); asyncio for comparison.
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args()
-    admin = os.environ.get("DATABASE_URL")
-    root = None if admin else Path(tempfile.mkdtemp(prefix="tonne-bench-pg-", dir="/tmp"))
-    try:
-        if root is not None:
-            admin = start_postgres(root / "pg")
-        assert admin is not None
+    with admin_dsn() as admin:
         results = (uvloop.run if args.loop == "uvloop" else asyncio.run)(run(admin, args.sizes, args.ops))
-    finally:
-        if root is not None:
-            stop_postgres(root / "pg")
-            shutil.rmtree(root, ignore_errors=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     labelled = {size: {**figures, "loop": args.loop} for size, figures in results.items()}
     RESULTS.write_text(json.dumps(labelled, indent=2) + "\n")

@@ -14,10 +14,14 @@ pgserver facts that shape this module (pgserver 0.1.4, read from its source):
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
+import tempfile
 import time
 import warnings
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -135,3 +139,30 @@ def create_database(admin_dsn: str, name: str) -> str:
 
 def drop_database(admin_dsn: str, name: str) -> None:
     run_sync(drop_database_async(admin_dsn, name))
+
+
+@contextlib.contextmanager
+def admin_dsn(prefix: str = "tonne-bench-pg-") -> Iterator[str]:
+    """An admin DSN: DATABASE_URL when set, else a PostgreSQL of its own under a temporary
+    directory, stopped and removed afterwards (the benchmarks' server)."""
+    if dsn := os.environ.get("DATABASE_URL"):
+        yield dsn
+        return
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield start_postgres(root / "pg")
+    finally:
+        stop_postgres(root / "pg")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(admin: str, name: str) -> AsyncIterator[str]:
+    """A new, empty database `name` for the block's duration (one left by an earlier run
+    is dropped first)."""
+    await drop_database_async(admin, name)
+    dsn = await create_database_async(admin, name)
+    try:
+        yield dsn
+    finally:
+        await drop_database_async(admin, name)
