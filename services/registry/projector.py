@@ -215,7 +215,10 @@ def logged(envelope: Envelope, event: Message) -> list[Call]:
 async def project(conn: asyncpg.Connection, envelope: Envelope, event: Message) -> None:
     """The index's changes in one call to a server-side function (migrations/0002), the
     transaction history's entries, and the rows beside them."""
-    for call in [c for c in [index_call(event)] if c is not None] + logged(envelope, event):
+    calls = logged(envelope, event)
+    if (call := index_call(event)) is not None:
+        calls.insert(0, call)
+    for call in calls:
         await sql_index.run(conn, call)
     match event:
         case pb.UnitsIssued():

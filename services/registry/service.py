@@ -156,7 +156,7 @@ class Registry:
             cache_size=len(topics.JURISDICTIONS),
         )
         self.reconcile_every = timedelta(seconds=controls.reconcile_every_seconds)
-        self.digest_rows = controls.digest_part_rows
+        self.digest_part_rows = controls.digest_part_rows
         self.screening_window = timedelta(seconds=controls.screening_window_seconds)
         self.screening_wait = controls.screening_wait_seconds
         self.ledger = Ledger()
@@ -337,7 +337,9 @@ class Registry:
                 if not reconciliation.due(now, self.reconcile_every):
                     return reconciliation, []  # read nothing: the scheduler asks every second
                 rows = await holding_rows(uow.conn, command.jurisdiction)
-                issued = reconciliation.issue(command.jurisdiction, rows, now, self.reconcile_every, self.digest_rows)
+                issued = reconciliation.issue(
+                    command.jurisdiction, rows, now, self.reconcile_every, self.digest_part_rows
+                )
                 return reconciliation, issued
             case pb.AnswerHoldingsDigest():
                 reconciliation = await uow.load(self.reconciliations, channel or "none")

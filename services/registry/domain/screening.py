@@ -121,22 +121,13 @@ def answer(decision: cpb.ProposalScreened, account: Account | None, delivery: De
     proposal = pending(account, decision.proposal_id)
     if decision.verdict == cpb.APPROVED and proposal.HasField("internal_transfer"):
         assert account is not None and delivery is not None  # pending found it; the caller read the facts
-        moved = proposal.internal_transfer
+        moved, (target, reserved, frozen) = proposal.internal_transfer, delivery
         try:
-            if delivery.target is None:
+            if target is None:
                 raise DomainError("ACCOUNT_UNKNOWN", f"no account {moved.to_account_id!r}", [moved.to_account_id])
             outgoing(account)
-            reserved = delivery.reserved
             return [
-                transferred(
-                    moved.transfer_id,
-                    moved.transfer_id,
-                    account,
-                    delivery.target,
-                    moved.quantity,
-                    reserved,
-                    delivery.frozen,
-                )
+                transferred(moved.transfer_id, moved.transfer_id, account, target, moved.quantity, reserved, frozen)
             ]
         except DomainError as refusal:
             return rejected(proposal, refusal.code, refusal.reason, [])
